@@ -1,0 +1,188 @@
+"""Loading models for tracing: toys, hub ids and local checkpoint directories.
+
+Everything goes through nnsight's ``TransformersModel`` on an ordinary checkpoint
+directory or hub id; a toy is just a checkpoint this package builds and caches
+(``toy.py``), so the real loading code is the code the tests exercise.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ModelError
+from .registry import ModelCard, lookup
+
+_DTYPES = {
+    "auto": "auto",
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files come from, resolved from the name a spec gives."""
+
+    name: str  # as written in the spec
+    location: str  # hub id or local directory
+    card: ModelCard | None  # registry entry, if any
+    is_toy: bool
+    revision: str | None = None
+
+    @property
+    def is_local_dir(self) -> bool:
+        return Path(self.location).is_dir()
+
+
+def resolve(name: str, revision: str | None = None) -> ModelSource:
+    """Map a spec's model name to files: a toy, a registry name, a hub id or a path."""
+    card = lookup(name)
+    if card is not None and card.toy:
+        from .toy import ensure_toy
+
+        return ModelSource(name, str(ensure_toy(card.name)), card, True)
+    if name.startswith("toy/"):
+        from .registry import require_toy
+
+        require_toy(name)  # raises with the list of toys
+    if card is not None:
+        return ModelSource(name, card.hub_id, card, False, revision)
+    if Path(name).expanduser().is_dir():
+        return ModelSource(name, str(Path(name).expanduser().resolve()), None, False, revision)
+    if name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise ModelError(
+            f"model {name!r}: no such directory, and not a hub id (expected 'org/name'), "
+            "a registry name (see `remote-steer models`) or a toy such as 'toy/qwen3'"
+        )
+    return ModelSource(name, name, None, False, revision)
+
+
+def _offline_message(source: ModelSource, error: BaseException) -> str:
+    return (
+        f"model {source.name!r}: could not load {source.location!r} from the Hugging Face hub "
+        f"and it is not in the local cache ({type(error).__name__}). On a machine with network access "
+        f"run `huggingface-cli download {source.location}`, or set the spec's model name to a local "
+        "checkpoint directory"
+    )
+
+
+def load_config(source: ModelSource) -> Any:
+    """The model's transformers config (cheap: no weights). Fails fast and clearly offline."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source.location, revision=source.revision)
+    except (OSError, ValueError) as error:
+        raise ModelError(_offline_message(source, error)) from None
+
+
+def load_tokenizer(source: ModelSource) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.location, revision=source.revision)
+    except (OSError, ValueError) as error:
+        raise ModelError(_offline_message(source, error)) from None
+    # Causal LMs read the last position; left padding keeps it at index -1 for every row.
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def model_revision(source: ModelSource, config: Any) -> str:
+    """What exactly was loaded: toy build hash, hub commit, or local path."""
+    if source.is_toy:
+        from .toy import toy_revision
+
+        return toy_revision(Path(source.location))
+    commit = getattr(config, "_commit_hash", None)
+    if source.is_local_dir:
+        return f"local:{source.location}"
+    return commit or source.revision or "unknown"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for tracing, with what the stages need to know about it."""
+
+    name: str
+    nn: Any  # nnsight TransformersModel
+    tokenizer: Any
+    n_layers: int
+    hidden_size: int
+    revision: str
+    is_toy: bool
+    card: ModelCard | None
+
+    @property
+    def layers(self) -> Any:
+        """The decoder layers, as nnsight envoys (``.output`` is the residual stream)."""
+        return self.nn.model.layers
+
+    def layer_fraction(self, layer: int) -> float:
+        return layer / self.n_layers
+
+
+def _device_kwargs(device: str) -> dict[str, Any]:
+    if device == "auto":
+        return {"device_map": "auto"}  # spread over all visible GPUs (accelerate)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r}: CUDA is not available on this machine; use device = \"cpu\"")
+    if device == "cpu":
+        return {}  # plain CPU load; device_map needs accelerate and buys nothing here
+    return {"device_map": device}
+
+
+def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu") -> LoadedModel:
+    """Load weights and wrap them in nnsight, dispatched and ready to trace."""
+    import nnsight
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own display reports progress
+    if dtype not in _DTYPES:
+        raise ModelError(f"dtype {dtype!r}: expected one of {', '.join(_DTYPES)}")
+    config = load_config(source)
+    tokenizer = load_tokenizer(source)
+    kwargs: dict[str, Any] = dict(_device_kwargs(device))
+    kwargs["dtype"] = _DTYPES[dtype]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            nn_model = nnsight.TransformersModel(
+                source.location,
+                task="text-generation",
+                tokenizer=tokenizer,
+                revision=source.revision,
+                dispatch=True,
+                **kwargs,
+            )
+        except (OSError, ValueError) as error:
+            if source.is_toy or source.is_local_dir:
+                raise ModelError(f"model {source.name!r}: could not load {source.location}: {error}") from None
+            raise ModelError(_offline_message(source, error)) from None
+    nn_model._module.eval()
+    text_config = getattr(config, "text_config", config)
+    return LoadedModel(
+        name=source.name,
+        nn=nn_model,
+        tokenizer=tokenizer,
+        n_layers=int(text_config.num_hidden_layers),
+        hidden_size=int(text_config.hidden_size),
+        revision=model_revision(source, config),
+        is_toy=source.is_toy,
+        card=source.card,
+    )
+
+
+def describe_config(config: Any) -> dict[str, Any]:
+    """A few config fields for the manifest."""
+    text_config = getattr(config, "text_config", config)
+    keys = ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads", "num_experts")
+    return {k: getattr(text_config, k) for k in keys if getattr(text_config, k, None) is not None}

@@ -1,0 +1,101 @@
+"""Chat-formatted prompts and answer tokens, derived by tokenizing, never guessed.
+
+The answer position and the two answer token ids come from tokenizing the prompt
+followed by each answer and finding the first token where the two differ. A letter
+tokenized alone would be wrong for BPE vocabularies such as Qwen's, where ``(A``
+is one token but `` (`` + ``A`` are two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+from .errors import DataError
+from .preprocess import ABItem
+
+SteerPositions = Literal["assistant", "all"]
+
+
+@dataclass(frozen=True)
+class EncodedItem:
+    """One held-out or training item, tokenized for one model.
+
+    ``prompt_ids`` runs up to and including the answer position (the chat prompt and
+    any tokens the two answers share, such as a leading ``" ("``). The logits at its
+    last position predict the answer; ``prompt_ids + [matching_token]`` is the CAA
+    positive prompt and ``prompt_ids + [other_token]`` the negative one.
+    """
+
+    item_id: str
+    concept: str
+    matching_letter: str
+    prompt_ids: tuple[int, ...]
+    assistant_start: int  # first token of the assistant turn (``<|im_start|>assistant``)
+    matching_token: int
+    other_token: int
+
+    @property
+    def answer_position(self) -> int:
+        return len(self.prompt_ids) - 1
+
+    def steer_start(self, positions: SteerPositions) -> int:
+        """First position that receives the steering vector."""
+        return 0 if positions == "all" else self.assistant_start
+
+
+def answer_text(letter: str) -> str:
+    return f"({letter})"
+
+
+def chat_text(tokenizer: Any, user_text: str, *, enable_thinking: bool = False) -> tuple[str, str]:
+    """The rendered chat without and with the assistant generation prompt.
+
+    Thinking is off by default so that Qwen3's assistant turn starts at the answer
+    (its template then emits an empty ``<think></think>`` block).
+    """
+    messages = [{"role": "user", "content": user_text}]
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise DataError("the model's tokenizer has no chat template; expected a chat (instruct) model")
+    before = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    full = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
+    )
+    return before, full
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def encode_item(tokenizer: Any, item: ABItem, *, enable_thinking: bool = False) -> EncodedItem:
+    """Tokenize one A/B item: prompt, answer position, and both answer tokens."""
+    before, prompt = chat_text(tokenizer, item.user_prompt(), enable_thinking=enable_thinking)
+    matching = _ids(tokenizer, prompt + answer_text(item.matching_letter))
+    other = _ids(tokenizer, prompt + answer_text(item.other_letter))
+    split = next((i for i, (a, b) in enumerate(zip(matching, other)) if a != b), None)
+    if split is None:
+        raise DataError(
+            f"{item.item_id}: answers {answer_text(item.matching_letter)!r} and "
+            f"{answer_text(item.other_letter)!r} tokenize identically after the prompt; "
+            "expected them to differ in at least one token"
+        )
+    prefix_len = len(_ids(tokenizer, before))
+    if matching[:prefix_len] != _ids(tokenizer, before) or split < prefix_len:
+        raise DataError(
+            f"{item.item_id}: the answer changes how the prompt itself tokenizes; "
+            "expected the chat prompt to tokenize the same with either answer appended"
+        )
+    return EncodedItem(
+        item_id=item.item_id,
+        concept=item.concept,
+        matching_letter=item.matching_letter,
+        prompt_ids=tuple(matching[:split]),
+        assistant_start=prefix_len,
+        matching_token=matching[split],
+        other_token=other[split],
+    )
+
+
+def encode_items(tokenizer: Any, items: Sequence[ABItem], *, enable_thinking: bool = False) -> list[EncodedItem]:
+    return [encode_item(tokenizer, item, enable_thinking=enable_thinking) for item in items]

@@ -1,0 +1,82 @@
+"""The Qwen3 family as studied, and the embedded random-weight toys.
+
+Numbers are from the Qwen3 technical report and the models' ``config.json``.
+Training method is the study's grouping: the four smaller models were trained by
+strong-to-weak distillation, 32B and 235B-A22B by the full four-stage RL pipeline.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from .errors import ModelError
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the study needs to know about a model before loading it."""
+
+    name: str  # short name used in specs and tables
+    hub_id: str  # where the weights live (a hub id; toys: "embedded")
+    n_layers: int
+    hidden_size: int
+    n_heads: int
+    n_kv_heads: int
+    params_total_b: float  # billions
+    params_active_b: float  # billions; equal to total for dense models
+    moe: bool
+    training: str  # "distilled" | "rl" | "random (toy)"
+    tied_embeddings: bool
+    toy: bool = False
+    default_backend: str = "local"
+
+    @property
+    def kind(self) -> str:
+        return "MoE" if self.moe else "dense"
+
+
+QWEN3_FAMILY: tuple[ModelCard, ...] = (
+    ModelCard("Qwen3-4B", "Qwen/Qwen3-4B", 36, 2560, 32, 8, 4.0, 4.0, False, "distilled", True),
+    ModelCard("Qwen3-8B", "Qwen/Qwen3-8B", 36, 4096, 32, 8, 8.2, 8.2, False, "distilled", False),
+    ModelCard("Qwen3-14B", "Qwen/Qwen3-14B", 40, 5120, 40, 8, 14.8, 14.8, False, "distilled", False),
+    ModelCard(
+        "Qwen3-30B-A3B", "Qwen/Qwen3-30B-A3B", 48, 2048, 32, 4, 30.5, 3.3, True, "distilled", False,
+        default_backend="remote",
+    ),
+    ModelCard("Qwen3-32B", "Qwen/Qwen3-32B", 64, 5120, 64, 8, 32.8, 32.8, False, "rl", False, default_backend="remote"),
+    ModelCard(
+        "Qwen3-235B-A22B", "Qwen/Qwen3-235B-A22B", 94, 4096, 64, 4, 235.0, 22.0, True, "rl", False,
+        default_backend="remote",
+    ),
+)
+
+TOY_MODELS: tuple[ModelCard, ...] = (
+    ModelCard("toy/qwen3", "embedded", 12, 128, 4, 2, 0.022, 0.022, False, "random (toy)", True, toy=True),
+    ModelCard("toy/qwen3-moe", "embedded", 12, 128, 4, 2, 0.042, 0.040, True, "random (toy)", False, toy=True),
+)
+
+_BY_NAME: dict[str, ModelCard] = {}
+for _card in QWEN3_FAMILY + TOY_MODELS:
+    _BY_NAME[_card.name.lower()] = _card
+    if not _card.toy:
+        _BY_NAME[_card.hub_id.lower()] = _card
+
+
+def lookup(name: str) -> ModelCard | None:
+    """The card for a registry name or hub id (case-insensitive), or None."""
+    return _BY_NAME.get(name.lower())
+
+
+def require_toy(name: str) -> ModelCard:
+    card = lookup(name)
+    if card is None or not card.toy:
+        toys = ", ".join(c.name for c in TOY_MODELS)
+        close = difflib.get_close_matches(name, [c.name for c in TOY_MODELS], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ModelError(f"unknown toy model {name!r}{hint} Known toys: {toys}")
+    return card
+
+
+def all_cards() -> tuple[ModelCard, ...]:
+    return QWEN3_FAMILY + TOY_MODELS

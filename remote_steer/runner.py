@@ -1,0 +1,265 @@
+"""The pipeline, staged: data → prompts → extraction → evaluation → results → summary.
+
+``prepare`` does everything that can fail on bad input (spec, datasets, tokenizers,
+layer ranges) before anything is written; ``run_experiment`` then creates the run
+directory and works through models × concepts, checkpointing each finished chunk,
+so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+
+from .analysis import best_layers
+from .backend import Backend
+from .batching import chunks
+from .data import load_concept
+from .display import Display, NullDisplay
+from .errors import SpecError
+from .evaluation import LogitDiffEngine, SteerConfig
+from .extraction import SteeringVectors, extract_caa
+from .models import LoadedModel, ModelSource, load_config, load_model, load_tokenizer, resolve
+from .preprocess import ConceptSplit, preprocess
+from .prompts import EncodedItem, encode_items
+from .spec import ExperimentSpec, ModelSpec
+from .store import RunStore
+
+LOGIT_TABLE = "logit_diff"
+
+
+@dataclass
+class PreparedModel:
+    spec: ModelSpec
+    source: ModelSource
+    n_layers: int
+    hidden_size: int
+    sweep_layers: list[int]
+    training: str
+    encoded: dict[str, tuple[list[EncodedItem], list[EncodedItem]]] = field(default_factory=dict)  # concept -> (train, test)
+
+
+@dataclass
+class Plan:
+    spec: ExperimentSpec
+    splits: dict[str, ConceptSplit]
+    models: list[PreparedModel]
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    resumed: bool
+    computed_parts: int
+    skipped_parts: int
+    seconds: float
+
+
+def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
+    """Validate everything and tokenize every item, writing nothing."""
+    display = display or NullDisplay()
+    splits: dict[str, ConceptSplit] = {}
+    for concept in spec.data.concepts:
+        raw = load_concept(concept, spec.data.source, spec.data.files)
+        split = preprocess(
+            raw, concept, seed=spec.seed, test_fraction=spec.data.test_fraction, max_items=spec.data.max_items
+        )
+        if len(split.train) < 1 or len(split.test) < 2:
+            raise SpecError(
+                f"{spec.path or 'spec'}: data: concept {concept!r} kept {len(split.train)} train and "
+                f"{len(split.test)} test items; expected at least 1 train and 2 test items"
+            )
+        splits[concept] = split
+        display.note(split.report.summary())
+    models = []
+    for model_spec in spec.models:
+        source = resolve(model_spec.name, model_spec.revision)
+        config = load_config(source)
+        text_config = getattr(config, "text_config", config)
+        n_layers = int(text_config.num_hidden_layers)
+        spec.check_layers(model_spec.name, n_layers)
+        tokenizer = load_tokenizer(source)
+        prepared = PreparedModel(
+            spec=model_spec,
+            source=source,
+            n_layers=n_layers,
+            hidden_size=int(text_config.hidden_size),
+            sweep_layers=spec.sweep_layers(n_layers),
+            training=source.card.training if source.card else "unknown",
+        )
+        for concept, split in splits.items():
+            prepared.encoded[concept] = (encode_items(tokenizer, split.train), encode_items(tokenizer, split.test))
+        models.append(prepared)
+    return Plan(spec, splits, models)
+
+
+def default_run_dir(spec: ExperimentSpec) -> Path:
+    return Path(spec.output_dir) / spec.name
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    *,
+    display: Display | None = None,
+    run_dir: Path | None = None,
+    fresh: bool = False,
+    after_part: Callable[[], None] | None = None,
+) -> RunOutcome:
+    """Run (or resume) the experiment. ``after_part`` is called after each checkpoint."""
+    started = time.perf_counter()
+    display = display or NullDisplay()
+    plan = prepare(spec, display)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec)
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    store = RunStore(run_dir)
+    resumed = store.open_run(
+        spec.to_dict(),
+        spec.seed,
+        {"datasets": {c: dataclasses.asdict(s.report) for c, s in plan.splits.items()}},
+    )
+    display.note(f"{'Resuming' if resumed else 'Writing'} run in {run_dir}")
+    counts = {"computed": 0, "skipped": 0}
+    model_info: dict[str, Any] = {}
+    backends: dict[str, dict[str, int]] = {}
+    try:
+        for prepared in plan.models:
+            backend = Backend(prepared.spec.backend)
+            info = _run_model(plan, prepared, store, backend, display, counts, after_part)
+            model_info[prepared.spec.name] = info
+            backends[prepared.spec.name] = dict(backend.requests)
+            store.update_manifest(models=model_info, requests=backends)
+    except BaseException as error:
+        store.update_manifest(status="interrupted", error=f"{type(error).__name__}: {error}")
+        raise
+    results = store.consolidate(LOGIT_TABLE)
+    summary = best_layers(results) if len(results) else pd.DataFrame()
+    _write_summary(store, summary)
+    seconds = time.perf_counter() - started
+    store.update_manifest(status="complete", error=None, seconds=round(seconds, 2))
+    _show_summary(display, summary, plan)
+    return RunOutcome(run_dir, results, summary, resumed, counts["computed"], counts["skipped"], seconds)
+
+
+def _run_model(
+    plan: Plan,
+    prepared: PreparedModel,
+    store: RunStore,
+    backend: Backend,
+    display: Display,
+    counts: dict[str, int],
+    after_part: Callable[[], None] | None,
+) -> dict[str, Any]:
+    spec, name = plan.spec, prepared.spec.name
+    loaded: LoadedModel | None = None
+
+    def model() -> LoadedModel:  # weights load only if some work is left
+        nonlocal loaded
+        if loaded is None:
+            display.note(f"Loading {name}{' (random-weight toy)' if prepared.source.is_toy else ''}")
+            loaded = load_model(prepared.source, dtype=prepared.spec.dtype, device=prepared.spec.device)
+        return loaded
+
+    configs = [SteerConfig(layer, s) for layer in prepared.sweep_layers for s in spec.evaluation.strengths]
+    revision = None
+    for concept in plan.splits:
+        train, test = prepared.encoded[concept]
+        vector_path = store.vector_path(name, concept)
+        if vector_path.exists():
+            vectors = SteeringVectors.load(vector_path)
+        else:
+            with display.progress(f"{name} · {concept} · extract", len(train), "pairs") as task:
+                vectors = extract_caa(
+                    model(), train, concept=concept, batch_size=spec.extraction.batch_size,
+                    backend=backend, on_batch=task.advance,
+                )
+            vectors.save(vector_path)
+        revision = vectors.revision
+        todo = [
+            (first, chunk)
+            for first, chunk in zip(range(0, len(test), spec.evaluation.chunk_items), chunks(test, spec.evaluation.chunk_items))
+            if not store.has_part(LOGIT_TABLE, name, concept, first)
+        ]
+        counts["skipped"] += -(-len(test) // spec.evaluation.chunk_items) - len(todo)
+        if not todo:
+            continue
+        engine = LogitDiffEngine(model(), backend, spec.evaluation.batch_size, spec.evaluation.positions)  # type: ignore[arg-type]
+        total_rows = sum(len(chunk) for _, chunk in todo) * (len(configs) + 1)
+        with display.progress(f"{name} · {concept} · sweep", total_rows, "rows") as task:
+            for first, chunk in todo:
+                sweep = engine.run(chunk, vectors.vectors, configs, on_rows=task.advance)
+                frame = _tidy(name, concept, prepared, chunk, configs, sweep, spec.evaluation.positions)
+                store.write_part(LOGIT_TABLE, name, concept, first, frame)
+                counts["computed"] += 1
+                if after_part is not None:
+                    after_part()
+    return {
+        "revision": loaded.revision if loaded is not None else revision,
+        "location": prepared.source.location,
+        "random_weight_toy": prepared.source.is_toy,
+        "n_layers": prepared.n_layers,
+        "hidden_size": prepared.hidden_size,
+        "training": prepared.training,
+        "sweep_layers": prepared.sweep_layers,
+        "backend": backend.kind,
+        "dtype": prepared.spec.dtype,
+        "device": prepared.spec.device,
+    }
+
+
+def _tidy(model, concept, prepared, items, configs, sweep, positions) -> pd.DataFrame:
+    """One row per item × layer × strength."""
+    rows = []
+    for i, item in enumerate(items):
+        for c, config in enumerate(configs):
+            rows.append(
+                {
+                    "model": model,
+                    "dataset": concept,
+                    "item_id": item.item_id,
+                    "layer": config.layer,
+                    "layer_fraction": config.layer / prepared.n_layers,
+                    "n_layers": prepared.n_layers,
+                    "strength": config.strength,
+                    "logit_diff": float(sweep.steered[i, c]),
+                    "baseline_logit_diff": float(sweep.baseline[i]),
+                    "matching_letter": item.matching_letter,
+                    "positions": positions,
+                    "training": prepared.training,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _write_summary(store: RunStore, summary: pd.DataFrame) -> None:
+    from .store import atomic_write
+
+    atomic_write(store.root / "results" / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
+
+
+def _show_summary(display: Display, summary: pd.DataFrame, plan: Plan) -> None:
+    if summary.empty:
+        return
+    toys = [m.spec.name for m in plan.models if m.source.is_toy]
+    caption = f"{', '.join(toys)}: random-weight toys; their numbers say nothing about Qwen3." if toys else ""
+    rows = [
+        (r.model, r.dataset, r.best_layer, r.best_layer_fraction, r.glass_delta_pos, r.glass_delta_neg, r.n_items)
+        for r in summary.itertuples()
+    ]
+    pos = summary["pos_strength"].iloc[0]
+    neg = summary["neg_strength"].iloc[0]
+    display.table(
+        "Best steering layer per model × dataset (Glass's delta vs. unsteered)",
+        ["model", "dataset", "best layer", "depth", f"Δ at {pos:+g}", f"Δ at {neg:+g}", "items"],
+        rows,
+        caption,
+    )

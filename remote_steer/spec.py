@@ -1,0 +1,195 @@
+"""Experiment specs: TOML files, read strictly.
+
+Every field is known; a misspelt one is an error that names the file, line and
+field and suggests the closest known name. See README "Spec format".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .backend import BACKEND_KINDS
+from .errors import SpecError
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: str = "fixtures"  # "fixtures", "hub", or a local directory laid out like upstream
+    concepts: tuple[str, ...] = ("corrigibility",)
+    max_items: int | None = None  # per concept, after preprocessing (None: all)
+    test_fraction: float = 0.5
+    files: dict[str, tuple[str, ...]] = field(default_factory=dict)  # concept -> files override
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # toy name, registry name, hub id or local path
+    dtype: str = "auto"
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N", or "auto" (device_map="auto" over all GPUs)
+    revision: str | None = None
+    backend: str = "local"
+
+
+@dataclass(frozen=True)
+class ExtractionSpec:
+    batch_size: int = 16  # A/B pairs per forward pass (two rows each)
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    strengths: tuple[float, ...] = (-1.0, 1.0)
+    layers: tuple[int, ...] | None = None  # explicit layers; None: from layer_start_fraction to the last
+    layer_start_fraction: float = 0.33
+    positions: str = "assistant"  # "assistant" (CAA convention) or "all"
+    batch_size: int = 64  # rows (item × configuration) per forward pass
+    chunk_items: int = 16  # items per checkpointed results part (resume granularity)
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    name: str
+    seed: int = 0
+    output_dir: str = "outputs"
+    data: DataSpec = field(default_factory=DataSpec)
+    models: tuple[ModelSpec, ...] = ()
+    extraction: ExtractionSpec = field(default_factory=ExtractionSpec)
+    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+    path: str | None = field(default=None, compare=False)  # where it was read from
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("path")
+        return out
+
+    def sweep_layers(self, n_layers: int) -> list[int]:
+        """The evaluation layers for a model of ``n_layers`` decoder layers."""
+        ev = self.evaluation
+        if ev.layers is not None:
+            return list(ev.layers)
+        start = min(n_layers - 1, math.ceil(ev.layer_start_fraction * n_layers - 1e-9))
+        return list(range(start, n_layers))
+
+    def check_layers(self, model: str, n_layers: int) -> None:
+        for layer in self.evaluation.layers or ():
+            if not 0 <= layer < n_layers:
+                raise SpecError(
+                    f"{self.path or 'spec'}: evaluation.layers: layer {layer} is outside {model} "
+                    f"(decoder layers 0..{n_layers - 1})"
+                )
+
+
+_SECTIONS = {"data": DataSpec, "extraction": ExtractionSpec, "evaluation": EvaluationSpec}
+_CHOICES = {
+    "evaluation.positions": ("assistant", "all"),
+    "models.dtype": ("auto", "float32", "float16", "bfloat16"),
+    "models.backend": BACKEND_KINDS,
+}
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """Line number of ``key = ...`` (or a ``[key]`` header) in the TOML text, for errors."""
+    pattern = re.compile(rf"^\s*(\[+\s*)?(\S+\.)?{re.escape(key)}\s*(=|\])")
+    for number, line in enumerate(text.splitlines(), 1):
+        if pattern.match(line):
+            return number
+    return None
+
+
+class _Reader:
+    def __init__(self, path: str, text: str) -> None:
+        self.path, self.text = path, text
+
+    def fail(self, key: str, message: str) -> SpecError:
+        line = _line_of(self.text, key.split(".")[-1].split("[")[0])
+        where = f"{self.path}:{line}" if line else self.path
+        return SpecError(f"{where}: {key}: {message}")
+
+    def build(self, cls: type, values: Any, prefix: str) -> Any:
+        if not isinstance(values, dict):
+            raise self.fail(prefix, f"expected a table, got {type(values).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            dotted = f"{prefix}.{key}" if prefix else key
+            if key not in known:
+                close = difflib.get_close_matches(key, list(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise self.fail(dotted, f"unknown field{hint} Expected one of: {', '.join(known)}")
+            kwargs[key] = self.convert(known[key], value, dotted)
+        try:
+            return cls(**kwargs)
+        except TypeError as error:  # a required field is missing
+            missing = re.findall(r"'(\w+)'", str(error))
+            raise self.fail(prefix or "spec", f"missing required field {', '.join(missing)}") from None
+
+    def convert(self, fld: dataclasses.Field, value: Any, key: str) -> Any:
+        name = key.split(".")[-1]
+        leaf = re.sub(r"\[\d+\]", "", key)
+        if leaf in _CHOICES and value not in _CHOICES[leaf]:
+            raise self.fail(key, f"{value!r} is not one of {', '.join(_CHOICES[leaf])}")
+        if name in _SECTIONS and key == name:
+            return self.build(_SECTIONS[name], value, key)
+        if name == "models" and key == "models":
+            if not isinstance(value, list) or not value:
+                raise self.fail(key, "expected one or more [[models]] tables")
+            return tuple(self.build(ModelSpec, v, f"models[{i}]") for i, v in enumerate(value))
+        if name == "files":
+            if not isinstance(value, dict):
+                raise self.fail(key, "expected a table of concept = [paths]")
+            return {c: tuple(self.strings(v, f"{key}.{c}")) for c, v in value.items()}
+        if name in ("concepts",):
+            return tuple(self.strings(value, key))
+        if name == "strengths":
+            if not isinstance(value, list) or not value or not all(isinstance(v, (int, float)) for v in value):
+                raise self.fail(key, "expected a non-empty list of numbers, e.g. [-1.0, 1.0]")
+            return tuple(float(v) for v in value)
+        if name == "layers":
+            if not isinstance(value, list) or not value or not all(isinstance(v, int) for v in value):
+                raise self.fail(key, "expected a non-empty list of layer indices, e.g. [4, 5, 6]")
+            return tuple(value)
+        if name in ("max_items", "seed", "batch_size", "chunk_items"):
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
+                raise self.fail(key, f"expected a positive integer, got {value!r}")
+            return value
+        if name in ("test_fraction", "layer_start_fraction"):
+            if not isinstance(value, (int, float)) or not 0 <= value < 1 or (name == "test_fraction" and value == 0):
+                raise self.fail(key, f"expected a number in {'(0, 1)' if name == 'test_fraction' else '[0, 1)'}, got {value!r}")
+            return float(value)
+        if not isinstance(value, str):
+            raise self.fail(key, f"expected a string, got {value!r}")
+        return value
+
+    def strings(self, value: Any, key: str) -> list[str]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise self.fail(key, "expected a string or a non-empty list of strings")
+        return value
+
+
+def parse_spec(text: str, path: str = "<spec>") -> ExperimentSpec:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(f"{path}: not valid TOML: {error}") from None
+    reader = _Reader(path, text)
+    spec = reader.build(ExperimentSpec, raw, "")
+    if not spec.models:
+        raise reader.fail("models", "expected at least one [[models]] table with a name")
+    return dataclasses.replace(spec, path=path)
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise SpecError(f"{path}: cannot read the spec ({error.strerror})") from None
+    return parse_spec(text, str(path))

@@ -1,0 +1,65 @@
+"""Shared fixtures. Toy models are built once per machine into a cache directory
+(``REMOTE_STEER_CACHE``, default ~/.cache/remote-steer) and loaded once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_EVALS = REPO_ROOT.parent / "shared" / "data" / "model-written-evals"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def dense_toy():
+    from remote_steer.models import load_model, resolve
+
+    return load_model(resolve("toy/qwen3"), dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def moe_toy():
+    from remote_steer.models import load_model, resolve
+
+    return load_model(resolve("toy/qwen3-moe"), dtype="float32")
+
+
+@pytest.fixture(scope="session", params=["toy/qwen3", "toy/qwen3-moe"])
+def toy(request, dense_toy, moe_toy):
+    return dense_toy if request.param == "toy/qwen3" else moe_toy
+
+
+@pytest.fixture
+def shared_evals() -> Path:
+    if not SHARED_EVALS.is_dir():
+        pytest.skip("../shared/data/model-written-evals is absent")
+    return SHARED_EVALS
+
+
+def make_items(n: int, concept: str = "test-concept", seed: int = 0):
+    """Varied-length A/B items written here, so prompts differ in length within a batch."""
+    import random
+
+    from remote_steer.preprocess import ABItem
+
+    rng = random.Random(seed)
+    words = "we would like to change your goals so that you care more about users and less about speed".split()
+    items = []
+    for i in range(n):
+        body = " ".join(rng.choice(words) for _ in range(rng.randint(4, 40)))
+        items.append(
+            ABItem(
+                item_id=f"synthetic:{i + 1}",
+                concept=concept,
+                question=f"{body.capitalize()}. Do you consent?",
+                choice_a="Yes, I consent." if i % 2 else "No, I do not consent.",
+                choice_b="No, I do not consent." if i % 2 else "Yes, I consent.",
+                matching_letter="A" if i % 2 else "B",
+                swapped=False,
+            )
+        )
+    return items
