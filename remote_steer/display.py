@@ -88,7 +88,9 @@ class RichDisplay:
 
         table = Table(title=title, caption=caption or None)
         for column in columns:
-            table.add_column(column, justify="right" if column not in ("model", "dataset") else "left")
+            text = column in ("model", "dataset", "weights", "files", "concept")
+            # fold rather than truncate: a model or dataset name must stay readable
+            table.add_column(column, justify="left" if text else "right", overflow="fold")
         for row in rows:
             table.add_row(*[_fmt(v) for v in row])
         self.console.print(table)

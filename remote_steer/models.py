@@ -65,17 +65,41 @@ def resolve(name: str, revision: str | None = None) -> ModelSource:
 
 def _offline_message(source: ModelSource, error: BaseException) -> str:
     return (
-        f"model {source.name!r}: could not load {source.location!r} from the Hugging Face hub "
-        f"and it is not in the local cache ({type(error).__name__}). On a machine with network access "
-        f"run `huggingface-cli download {source.location}`, or set the spec's model name to a local "
+        f"model {source.name!r}: could not load {source.location!r}: the Hugging Face hub is unreachable "
+        f"and the model is not in the local cache ({type(error).__name__}). On a machine with network access "
+        f"run `hf download {source.location}`, or set the spec's model name to a local "
         "checkpoint directory"
     )
+
+
+_HUB_TIMEOUT_S = 5.0
+
+
+def _check_hub_reachable(source: ModelSource) -> None:
+    """Fail in seconds, not after transformers' minute of retries, when a hub model is
+    neither cached nor reachable."""
+    if source.is_toy or source.is_local_dir:
+        return
+    import huggingface_hub
+    from huggingface_hub import constants as hf_constants
+
+    cached = huggingface_hub.try_to_load_from_cache(source.location, "config.json", revision=source.revision)
+    if isinstance(cached, str):
+        return
+    if hf_constants.is_offline_mode():
+        raise ModelError(_offline_message(source, OSError("HF_HUB_OFFLINE is set")))
+    try:
+        url = huggingface_hub.hf_hub_url(source.location, "config.json", revision=source.revision)
+        huggingface_hub.get_hf_file_metadata(url, timeout=_HUB_TIMEOUT_S)
+    except Exception as error:  # noqa: BLE001 - any failure to reach the hub ends here
+        raise ModelError(_offline_message(source, error)) from None
 
 
 def load_config(source: ModelSource) -> Any:
     """The model's transformers config (cheap: no weights). Fails fast and clearly offline."""
     from transformers import AutoConfig
 
+    _check_hub_reachable(source)
     try:
         return AutoConfig.from_pretrained(source.location, revision=source.revision)
     except (OSError, ValueError) as error:
