@@ -1,36 +1,148 @@
 """Where traces run. A backend is a value handed to the stages, not a fork of them:
 the same tracing code runs locally and, through nnsight's remote execution, on NDIF.
+
+Each stage groups its forward passes into *requests*: one ``model.session`` holding
+several traces. Locally a request is just that session. Remotely it is one NDIF job:
+submitted without blocking, its id written to the run directory before waiting, then
+polled; a rerun on the same run directory picks the job up by id instead of
+submitting it again. The engines use one pattern for every backend::
+
+    request = backend.open(model, "evaluation", key)
+    out = None
+    if request.must_submit:
+        with model.nn.session(**request.session_kwargs()):
+            ...traces that nnsight.save(out)...
+    out = request.result(out=out)["out"]
 """
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from .errors import SpecError
 
-BackendKind = Literal["local", "simulated-remote"]
-BACKEND_KINDS: tuple[str, ...] = ("local", "simulated-remote")
+if TYPE_CHECKING:
+    from .models import LoadedModel
+
+BackendKind = Literal["local", "simulated-remote", "remote"]
+BACKEND_KINDS: tuple[str, ...] = ("local", "simulated-remote", "remote")
+
+
+@dataclass
+class Traffic:
+    """What one stage cost on the wire and on the server."""
+
+    requests: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    server_seconds: float = 0.0  # submission to completion, as seen by the client
+    retries: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 6  # tries per HTTP call before giving up
+    first_delay_s: float = 0.5
+    max_delay_s: float = 15.0
+    poll_interval_s: float = 2.0
+    job_timeout_s: float = 6 * 3600.0
+
+    def delays(self):
+        delay = self.first_delay_s
+        for _ in range(self.attempts - 1):
+            yield delay
+            delay = min(delay * 2, self.max_delay_s)
 
 
 @dataclass
 class Backend:
-    """``local`` runs traces in-process. ``simulated-remote`` runs them through
-    nnsight's remote serialization path in-process (``remote="local"``), which proves
-    a trace body survives shipping without a server.
+    """``local``: traces run in-process. ``simulated-remote``: in-process through
+    nnsight's remote serialization path (``remote="local"``), proving a trace body
+    survives shipping. ``remote``: an NDIF(-protocol) server at ``host``.
     """
 
     kind: BackendKind = "local"
-    # Traffic bookkeeping, per stage; written to the manifest.
-    requests: dict[str, int] = field(default_factory=dict)
+    host: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never printed or written
+    journal_dir: Path | None = None  # where remote job ids are recorded
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    on_status: Callable[[str, str], None] | None = None  # (stage, server job state)
+    traffic: dict[str, Traffic] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in BACKEND_KINDS:
             raise SpecError(f"backend {self.kind!r}: expected one of {', '.join(BACKEND_KINDS)}")
+        if self.kind == "remote":
+            self.host = (self.host or os.environ.get("NDIF_HOST") or _nnsight_default_host()).rstrip("/")
+            if not self.host.startswith(("http://", "https://")):
+                raise SpecError(f"backend host {self.host!r}: expected an http:// or https:// URL")
+            if self.api_key is None:
+                self.api_key = os.environ.get("NDIF_API_KEY") or _nnsight_default_key()
+
+    @property
+    def is_remote(self) -> bool:
+        return self.kind == "remote"
+
+    def stage_traffic(self, stage: str) -> Traffic:
+        return self.traffic.setdefault(stage, Traffic())
 
     def trace_kwargs(self, stage: str) -> dict[str, Any]:
-        """Keyword arguments for ``model.trace`` on this backend; counts the request."""
-        self.requests[stage] = self.requests.get(stage, 0) + 1
+        """Keyword arguments for a single ``model.trace`` (no job journal)."""
+        self.stage_traffic(stage).requests += 1
         if self.kind == "simulated-remote":
             return {"remote": "local"}
+        if self.kind == "remote":
+            raise SpecError("single traces are not sent remotely; open a request with Backend.open")
         return {}
+
+    def open(self, model: "LoadedModel", stage: str, key: str | None = None) -> "Request":
+        if self.kind == "remote":
+            from .ndif import RemoteRequest
+
+            return RemoteRequest(self, model, stage, key)
+        return LocalRequest(self, stage)
+
+
+class Request:
+    """One group of traces: a session locally, a job remotely."""
+
+    must_submit: bool = True
+
+    def session_kwargs(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def result(self, **local_values: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class LocalRequest(Request):
+    def __init__(self, backend: Backend, stage: str) -> None:
+        self.backend, self.stage = backend, stage
+        self.started = time.perf_counter()
+        backend.stage_traffic(stage).requests += 1
+
+    def session_kwargs(self) -> dict[str, Any]:
+        return {"remote": "local"} if self.backend.kind == "simulated-remote" else {}
+
+    def result(self, **local_values: Any) -> dict[str, Any]:
+        # In-process: the session pushed the saved values into the caller's frame.
+        return local_values
+
+
+def _nnsight_default_host() -> str:
+    from nnsight.schema.config import CONFIG
+
+    return CONFIG.API.HOST
+
+
+def _nnsight_default_key() -> str | None:
+    from nnsight.schema.config import CONFIG
+
+    return CONFIG.API.APIKEY

@@ -13,6 +13,8 @@ from typing import Iterator, Protocol, Sequence
 class ProgressTask(Protocol):
     def advance(self, n: int = 1) -> None: ...
 
+    def state(self, text: str) -> None: ...  # e.g. a remote job's state: QUEUED, RUNNING
+
 
 class Display(Protocol):
     def progress(self, description: str, total: int, unit: str = "items") -> "contextmanager[ProgressTask]": ...
@@ -22,6 +24,9 @@ class Display(Protocol):
 
 class _NullTask:
     def advance(self, n: int = 1) -> None:
+        pass
+
+    def state(self, text: str) -> None:
         pass
 
 
@@ -49,6 +54,9 @@ class _RichTask:
     def advance(self, n: int = 1) -> None:
         self._progress.advance(self._task_id, n)
 
+    def state(self, text: str) -> None:
+        self._progress.update(self._task_id, state=text)
+
 
 class RichDisplay:
     """Progress bars and tables on a rich console (stderr for progress, stdout for tables)."""
@@ -71,12 +79,13 @@ class RichDisplay:
             MofNCompleteColumn(),
             TaskProgressColumn(),
             TextColumn("{task.fields[rate]}"),
+            TextColumn("[cyan]{task.fields[state]}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
         )
         with Progress(*columns, console=self.console, transient=False) as progress:
-            task_id = progress.add_task(description, total=total, rate="")
+            task_id = progress.add_task(description, total=total, rate="", state="")
             task = _RateTask(progress, task_id, unit)
             yield task
 

@@ -53,49 +53,62 @@ class LogitDiffEngine:
         vectors: torch.Tensor,
         configs: Sequence[SteerConfig],
         on_rows: Callable[[int], None] | None = None,
+        request_key: str | None = None,
     ) -> SweepResult:
-        """Baseline and steered logit diffs for every item × configuration."""
+        """Baseline and steered logit diffs for every item × configuration.
+
+        All batches of one call go in one request (one session locally, one job
+        remotely), so a remote sweep makes one request per call.
+        """
         # Row r = (item index, configuration index or BASELINE). The baseline is one
         # row per item, shared by every layer and strength.
         rows = [(i, BASELINE) for i in range(len(items))]
         rows += [(i, c) for i in range(len(items)) for c in range(len(configs))]
-        out = torch.empty(len(rows), dtype=torch.float32)
+        batches = [self._batch(items, vectors, configs, batch_rows) for batch_rows in chunks(rows, self.batch_rows)]
+        # Only these locals enter the trace body: never `self`, which would ship the
+        # engine (and its backend) to the server.
+        nn, layers, lm_head = self.model.nn, self.model.layers, self.model.nn.lm_head
+        request = self.backend.open(self.model, "evaluation", request_key)
+        diffs = None
+        # Trace body: tensors only. Each row is steered at its own layer: at layer l the
+        # added term is nonzero only for rows whose configuration names l. Only one
+        # scalar per row leaves the trace. (No comment lines inside the session: nnsight
+        # ships the body's unparsed source, and a dropped line shifts nested traces.)
         with torch.inference_mode():
-            for start, batch_rows in zip(range(0, len(rows), self.batch_rows), chunks(rows, self.batch_rows)):
-                out[start : start + len(batch_rows)] = self._run_rows(items, vectors, configs, batch_rows)
-                if on_rows is not None:
-                    on_rows(len(batch_rows))
-        values = out.numpy().astype(np.float64)
+            if request.must_submit:
+                with nn.session(**request.session_kwargs()):
+                    diffs = []
+                    for prompts, row_item, steered, row_layer, row_strength, prompt_mask, layer_vectors, answers in batches:
+                        inputs = {name: ids[row_item] for name, ids in prompts.items()}
+                        steer_mask = prompt_mask[row_item]
+                        with nn.trace(inputs, logits_to_keep=1):
+                            for j, layer in enumerate(steered):
+                                hidden = layers[layer].output
+                                coeff = (row_strength * (row_layer == layer)).to(hidden)
+                                delta = coeff[:, None, None] * steer_mask.to(hidden)[:, :, None] * layer_vectors[j].to(hidden)
+                                layers[layer].output = hidden + delta
+                            logits = lm_head.output[:, -1, :]
+                            picked = logits.gather(1, answers[row_item].to(logits.device)).float()
+                            diffs.append((picked[:, 0] - picked[:, 1]).cpu())
+                    diffs = nnsight.save(diffs)
+            diffs = request.result(diffs=diffs)["diffs"]
+        values = torch.cat(list(diffs)).numpy().astype(np.float64)
+        if on_rows is not None:
+            on_rows(len(rows))
         n = len(items)
         return SweepResult(baseline=values[:n], steered=values[n:].reshape(n, len(configs)))
 
-    def _run_rows(
-        self,
-        items: Sequence[EncodedItem],
-        vectors: torch.Tensor,
-        configs: Sequence[SteerConfig],
-        rows: Sequence[tuple[int, int]],
-    ) -> torch.Tensor:
-        batch = left_pad([items[i].prompt_ids for i, _ in rows], self.model.tokenizer.pad_token_id)
+    def _batch(self, items, vectors, configs, rows):
+        """The tensors one trace needs, built outside the trace. Each prompt travels
+        once; the rows (one per configuration) are expanded from it on the server."""
+        unique = sorted({i for i, _ in rows})
+        slot = {item: k for k, item in enumerate(unique)}
+        prompts = left_pad([items[i].prompt_ids for i in unique], self.model.tokenizer.pad_token_id)
+        row_item = torch.tensor([slot[i] for i, _ in rows])
         row_layer = torch.tensor([configs[c].layer if c != BASELINE else BASELINE for _, c in rows])
         row_strength = torch.tensor([configs[c].strength if c != BASELINE else 0.0 for _, c in rows])
-        steer_mask = batch.mask_from([items[i].steer_start(self.positions) for i, _ in rows])
-        answer_tokens = torch.tensor([[items[i].matching_token, items[i].other_token] for i, _ in rows])
-        steered_layers = sorted({configs[c].layer for _, c in rows if c != BASELINE})
-        layer_vectors = vectors[steered_layers]  # only the layers this batch steers
-        layers = self.model.layers
-        lm_head = self.model.nn.lm_head
-        # Trace body: tensors only. Each row is steered at its own layer: at layer l the
-        # added term is nonzero only for rows whose configuration names l.
-        with self.model.nn.trace(
-            batch.model_inputs(), logits_to_keep=1, **self.backend.trace_kwargs("evaluation")
-        ):
-            for j, layer in enumerate(steered_layers):
-                hidden = layers[layer].output
-                coeff = (row_strength * (row_layer == layer)).to(hidden)
-                mask = steer_mask.to(hidden)
-                layers[layer].output = hidden + coeff[:, None, None] * mask[:, :, None] * layer_vectors[j].to(hidden)
-            logits = lm_head.output[:, -1, :]
-            picked = logits.gather(1, answer_tokens.to(logits.device)).float()
-            diffs = nnsight.save((picked[:, 0] - picked[:, 1]).cpu())
-        return diffs
+        prompt_mask = prompts.mask_from([items[i].steer_start(self.positions) for i in unique])
+        answers = torch.tensor([[items[i].matching_token, items[i].other_token] for i in unique])
+        steered = sorted({configs[c].layer for _, c in rows if c != BASELINE})
+        layer_vectors = vectors[steered]  # only the layers this batch steers
+        return prompts.model_inputs(), row_item, steered, row_layer, row_strength, prompt_mask, layer_vectors, answers

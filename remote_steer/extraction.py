@@ -71,27 +71,38 @@ def extract_caa(
     batch_size: int,
     backend: Backend,
     on_batch: Callable[[int], None] | None = None,
+    request_key: str | None = None,
 ) -> SteeringVectors:
-    """Mean difference of answer-token activations, positive minus negative, per layer."""
+    """Mean difference of answer-token activations, positive minus negative, per layer.
+
+    All batches go in one request (one session; one job on a remote backend), and the
+    per-batch sums are added on the server, so one [layers, hidden] tensor comes back.
+    """
     pad_id = model.tokenizer.pad_token_id
-    total = torch.zeros(model.n_layers, model.hidden_size, dtype=torch.float32)
+    batches = []
+    for batch_items in chunks(items, batch_size):
+        rows = [list(it.prompt_ids) + [it.matching_token] for it in batch_items]
+        rows += [list(it.prompt_ids) + [it.other_token] for it in batch_items]
+        n = len(batch_items)
+        signs = torch.cat([torch.ones(n), -torch.ones(n)])  # +positive, -negative
+        batches.append((left_pad(rows, pad_id).model_inputs(), signs))
+    nn, layers, n_layers = model.nn, model.layers, model.n_layers  # the only names the trace body uses
+    request = backend.open(model, "extraction", request_key)
+    total = None
     with torch.inference_mode():
-        for batch_items in chunks(items, batch_size):
-            rows = [list(it.prompt_ids) + [it.matching_token] for it in batch_items]
-            rows += [list(it.prompt_ids) + [it.other_token] for it in batch_items]
-            batch = left_pad(rows, pad_id)
-            n = len(batch_items)
-            signs = torch.cat([torch.ones(n), -torch.ones(n)])  # +pos, -neg
-            layers = model.layers
-            n_layers = model.n_layers
-            with model.nn.trace(batch.model_inputs(), **backend.trace_kwargs("extraction")) as tracer:
-                sums = []
-                for layer in range(n_layers):
-                    answer = layers[layer].output[:, -1, :].float()
-                    sums.append((signs.to(answer.device)[:, None] * answer).sum(0).cpu())
-                batch_sum = nnsight.save(torch.stack(sums))
-                tracer.stop()  # nothing after the last layer is needed
-            total += batch_sum
-            if on_batch is not None:
-                on_batch(n)
+        if request.must_submit:
+            with nn.session(**request.session_kwargs()):
+                batch_sums = []
+                for inputs, signs in batches:
+                    with nn.trace(inputs) as tracer:
+                        sums = []
+                        for layer in range(n_layers):
+                            answer = layers[layer].output[:, -1, :].float()
+                            sums.append((signs.to(answer.device)[:, None] * answer).sum(0).cpu())
+                        batch_sums.append(torch.stack(sums))
+                        tracer.stop()  # nothing after the last layer is needed
+                total = nnsight.save(torch.stack(batch_sums).sum(0))
+        total = request.result(total=total)["total"]
+    if on_batch is not None:
+        on_batch(len(items))
     return SteeringVectors(total / len(items), len(items), model.name, model.revision, concept)

@@ -164,8 +164,15 @@ def _device_kwargs(device: str) -> dict[str, Any]:
     return {"device_map": device}
 
 
-def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu") -> LoadedModel:
-    """Load weights and wrap them in nnsight, dispatched and ready to trace."""
+def remote_id(source: ModelSource) -> str:
+    """The name a remote server knows this model by: the hub id, or the toy's name."""
+    return source.card.name if source.is_toy and source.card else source.location
+
+
+def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu", weights: bool = True) -> LoadedModel:
+    """Wrap the model in nnsight. With ``weights`` (local backends) the weights are
+    loaded and dispatched; without (remote backend) only config and tokenizer are read
+    and the model is built on the meta device: the server holds the weights."""
     import nnsight
     from transformers.utils import logging as hf_logging
 
@@ -174,8 +181,12 @@ def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu")
         raise ModelError(f"dtype {dtype!r}: expected one of {', '.join(_DTYPES)}")
     config = load_config(source)
     tokenizer = load_tokenizer(source)
-    kwargs: dict[str, Any] = dict(_device_kwargs(device))
+    kwargs: dict[str, Any] = dict(_device_kwargs(device)) if weights else {}
     kwargs["dtype"] = _DTYPES[dtype]
+    if not weights and source.is_toy:
+        from .ndif import canonicalize_remote_id
+
+        canonicalize_remote_id(source.location, remote_id(source))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -184,14 +195,15 @@ def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu")
                 task="text-generation",
                 tokenizer=tokenizer,
                 revision=source.revision,
-                dispatch=True,
+                dispatch=weights,
                 **kwargs,
             )
         except (OSError, ValueError) as error:
             if source.is_toy or source.is_local_dir:
                 raise ModelError(f"model {source.name!r}: could not load {source.location}: {error}") from None
             raise ModelError(_offline_message(source, error)) from None
-    nn_model._module.eval()
+    if weights:
+        nn_model._module.eval()
     text_config = getattr(config, "text_config", config)
     return LoadedModel(
         name=source.name,

@@ -26,7 +26,8 @@ from .display import Display, NullDisplay
 from .errors import SpecError
 from .evaluation import LogitDiffEngine, SteerConfig
 from .extraction import SteeringVectors, extract_caa
-from .models import LoadedModel, ModelSource, load_config, load_model, load_tokenizer, resolve
+from .models import LoadedModel, ModelSource, load_config, load_model, load_tokenizer, remote_id, resolve
+from .ndif import journal_dir, require_hosted
 from .preprocess import ConceptSplit, preprocess
 from .prompts import EncodedItem, encode_items
 from .spec import ExperimentSpec, ModelSpec
@@ -83,6 +84,10 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
     models = []
     for model_spec in spec.models:
         source = resolve(model_spec.name, model_spec.revision)
+        if model_spec.backend == "remote":
+            # Before any work is sent: is the model hosted there at all?
+            backend = make_backend(model_spec)
+            require_hosted(backend.host, backend.api_key, remote_id(source), model_spec.name)
         config = load_config(source)
         text_config = getattr(config, "text_config", config)
         n_layers = int(text_config.num_hidden_layers)
@@ -100,6 +105,14 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
             prepared.encoded[concept] = (encode_items(tokenizer, split.train), encode_items(tokenizer, split.test))
         models.append(prepared)
     return Plan(spec, splits, models)
+
+
+def make_backend(model_spec: ModelSpec, run_dir: Path | None = None) -> Backend:
+    return Backend(
+        model_spec.backend,  # type: ignore[arg-type]
+        host=model_spec.host,
+        journal_dir=journal_dir(run_dir) if run_dir is not None else None,
+    )
 
 
 def default_run_dir(spec: ExperimentSpec) -> Path:
@@ -129,15 +142,18 @@ def run_experiment(
     )
     display.note(f"{'Resuming' if resumed else 'Writing'} run in {run_dir}")
     counts = {"computed": 0, "skipped": 0}
-    model_info: dict[str, Any] = {}
-    backends: dict[str, dict[str, int]] = {}
+    model_info: dict[str, Any] = dict((store.read_manifest() or {}).get("models", {}))
+    traffic: dict[str, Any] = {}
     try:
         for prepared in plan.models:
-            backend = Backend(prepared.spec.backend)
-            info = _run_model(plan, prepared, store, backend, display, counts, after_part)
+            backend = make_backend(prepared.spec, run_dir)
+            try:
+                info = _run_model(plan, prepared, store, backend, display, counts, after_part)
+            finally:
+                traffic[prepared.spec.name] = {stage: t.as_dict() for stage, t in backend.traffic.items()}
+                store.update_manifest(traffic=traffic)
             model_info[prepared.spec.name] = info
-            backends[prepared.spec.name] = dict(backend.requests)
-            store.update_manifest(models=model_info, requests=backends)
+            store.update_manifest(models=model_info)
     except BaseException as error:
         store.update_manifest(status="interrupted", error=f"{type(error).__name__}: {error}")
         raise
@@ -147,6 +163,7 @@ def run_experiment(
     seconds = time.perf_counter() - started
     store.update_manifest(status="complete", error=None, seconds=round(seconds, 2))
     _show_summary(display, summary, plan)
+    _show_traffic(display, traffic)
     return RunOutcome(run_dir, results, summary, resumed, counts["computed"], counts["skipped"], seconds)
 
 
@@ -165,8 +182,14 @@ def _run_model(
     def model() -> LoadedModel:  # weights load only if some work is left
         nonlocal loaded
         if loaded is None:
-            display.note(f"Loading {name}{' (random-weight toy)' if prepared.source.is_toy else ''}")
-            loaded = load_model(prepared.source, dtype=prepared.spec.dtype, device=prepared.spec.device)
+            toy = " (random-weight toy)" if prepared.source.is_toy else ""
+            if backend.is_remote:
+                display.note(f"Preparing {name}{toy} for {backend.host} (weights stay on the server)")
+            else:
+                display.note(f"Loading {name}{toy}")
+            loaded = load_model(
+                prepared.source, dtype=prepared.spec.dtype, device=prepared.spec.device, weights=not backend.is_remote
+            )
         return loaded
 
     configs = [SteerConfig(layer, s) for layer in prepared.sweep_layers for s in spec.evaluation.strengths]
@@ -178,25 +201,31 @@ def _run_model(
             vectors = SteeringVectors.load(vector_path)
         else:
             with display.progress(f"{name} · {concept} · extract", len(train), "pairs") as task:
+                backend.on_status = lambda _stage, state: task.state(state)
                 vectors = extract_caa(
                     model(), train, concept=concept, batch_size=spec.extraction.batch_size,
-                    backend=backend, on_batch=task.advance,
+                    backend=backend, on_batch=task.advance, request_key=f"extract/{name}/{concept}",
                 )
             vectors.save(vector_path)
         revision = vectors.revision
+        size = chunk_size(spec, test, len(configs))
         todo = [
             (first, chunk)
-            for first, chunk in zip(range(0, len(test), spec.evaluation.chunk_items), chunks(test, spec.evaluation.chunk_items))
+            for first, chunk in zip(range(0, len(test), size), chunks(test, size))
             if not store.has_part(LOGIT_TABLE, name, concept, first)
         ]
-        counts["skipped"] += -(-len(test) // spec.evaluation.chunk_items) - len(todo)
+        counts["skipped"] += -(-len(test) // size) - len(todo)
         if not todo:
             continue
         engine = LogitDiffEngine(model(), backend, spec.evaluation.batch_size, spec.evaluation.positions)  # type: ignore[arg-type]
         total_rows = sum(len(chunk) for _, chunk in todo) * (len(configs) + 1)
         with display.progress(f"{name} · {concept} · sweep", total_rows, "rows") as task:
+            backend.on_status = lambda _stage, state: task.state(state)
             for first, chunk in todo:
-                sweep = engine.run(chunk, vectors.vectors, configs, on_rows=task.advance)
+                sweep = engine.run(
+                    chunk, vectors.vectors, configs, on_rows=task.advance,
+                    request_key=f"sweep/{name}/{concept}/items-{first:05d}",
+                )
                 frame = _tidy(name, concept, prepared, chunk, configs, sweep, spec.evaluation.positions)
                 store.write_part(LOGIT_TABLE, name, concept, first, frame)
                 counts["computed"] += 1
@@ -211,9 +240,19 @@ def _run_model(
         "training": prepared.training,
         "sweep_layers": prepared.sweep_layers,
         "backend": backend.kind,
+        "host": backend.host,
         "dtype": prepared.spec.dtype,
         "device": prepared.spec.device,
     }
+
+
+def chunk_size(spec: ExperimentSpec, items: list[EncodedItem], n_configs: int) -> int:
+    """Items per checkpointed part and per request: ``chunk_items``, reduced so that one
+    request stays within ``request_token_budget`` padded tokens. A sweep therefore makes
+    at most ceil(items / chunk_size) requests per model × concept."""
+    widest = max((len(it.prompt_ids) for it in items), default=1)
+    fits = spec.evaluation.request_token_budget // (widest * (n_configs + 1))
+    return max(1, min(spec.evaluation.chunk_items, fits))
 
 
 def _tidy(model, concept, prepared, items, configs, sweep, positions) -> pd.DataFrame:
@@ -238,6 +277,19 @@ def _tidy(model, concept, prepared, items, configs, sweep, positions) -> pd.Data
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _show_traffic(display: Display, traffic: dict[str, Any]) -> None:
+    rows = [
+        (model, stage, t["requests"], t["bytes_sent"], t["bytes_received"], t["server_seconds"], t["retries"])
+        for model, stages in traffic.items()
+        for stage, t in stages.items()
+        if t["bytes_sent"] or t["bytes_received"]
+    ]
+    if rows:
+        display.table(
+            "Remote traffic", ["model", "stage", "requests", "bytes sent", "bytes received", "job seconds", "retries"], rows
+        )
 
 
 def _write_summary(store: RunStore, summary: pd.DataFrame) -> None:

@@ -34,7 +34,8 @@ class ModelSpec:
     dtype: str = "auto"
     device: str = "cpu"  # "cpu", "cuda", "cuda:N", or "auto" (device_map="auto" over all GPUs)
     revision: str | None = None
-    backend: str = "local"
+    backend: str = "local"  # "local", "remote" (NDIF) or "simulated-remote"
+    host: str | None = None  # remote server URL; default $NDIF_HOST, then nnsight's configured host
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class EvaluationSpec:
     layer_start_fraction: float = 0.33
     positions: str = "assistant"  # "assistant" (CAA convention) or "all"
     batch_size: int = 64  # rows (item × configuration) per forward pass
-    chunk_items: int = 16  # items per checkpointed results part (resume granularity)
+    chunk_items: int = 16  # items per checkpointed results part and per request (resume granularity)
+    request_token_budget: int = 2_000_000  # max padded tokens (rows × width) in one request
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ class _Reader:
             if not isinstance(value, list) or not value or not all(isinstance(v, int) for v in value):
                 raise self.fail(key, "expected a non-empty list of layer indices, e.g. [4, 5, 6]")
             return tuple(value)
-        if name in ("max_items", "seed", "batch_size", "chunk_items"):
+        if name in ("max_items", "seed", "batch_size", "chunk_items", "request_token_budget"):
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
                 raise self.fail(key, f"expected a positive integer, got {value!r}")
             return value

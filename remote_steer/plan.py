@@ -1,0 +1,130 @@
+"""What a spec will cost before it runs: requests, forward passes and bytes, per model.
+
+Runs offline: model shapes come from the registry (or a cached config), item counts
+from the data when it can be read (else ``max_items``, marked as an estimate), and
+the host is asked whether it hosts each remote model only when it answers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .spec import ExperimentSpec
+
+# Sizes of what travels, for estimates (uncompressed; nnsight compresses with zstd).
+_TRACE_CODE_BYTES = 20_000  # serialized trace body and envelope, per request
+_BYTES_PER_TOKEN = 8 * 3 + 1  # input ids, attention mask, position ids (int64) + steering mask (bool)
+_ASSUMED_PROMPT_TOKENS = 90  # Qwen3 chat prompt of a median model-written-evals question
+_ASSUMED_ITEMS = 300
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    model: str
+    backend: str
+    host: str
+    hosted: str
+    layers: int | None
+    sweep_layers: int | None
+    items: str
+    requests: int | None
+    forward_passes: int | None
+    bytes_sent: int | None
+    bytes_received: int | None
+
+
+def _items_per_concept(spec: ExperimentSpec) -> tuple[dict[str, tuple[int, int]], bool, int]:
+    """concept -> (train, test) counts; whether they are estimates; median prompt tokens."""
+    from .errors import RemoteSteerError
+
+    counts, lengths, estimated = {}, [], False
+    for concept in spec.data.concepts:
+        try:
+            from .data import load_concept
+            from .preprocess import preprocess
+
+            split = preprocess(
+                load_concept(concept, spec.data.source, spec.data.files), concept,
+                seed=spec.seed, test_fraction=spec.data.test_fraction, max_items=spec.data.max_items,
+            )
+            counts[concept] = (len(split.train), len(split.test))
+            lengths += [len(item.user_prompt()) // 4 + 20 for item in split.test]  # ~4 chars a token + chat header
+        except RemoteSteerError:
+            n = spec.data.max_items or _ASSUMED_ITEMS
+            test = round(n * spec.data.test_fraction)
+            counts[concept] = (n - test, test)
+            estimated = True
+    median = sorted(lengths)[len(lengths) // 2] if lengths else _ASSUMED_PROMPT_TOKENS
+    return counts, estimated, median
+
+
+def _shape(name: str, revision: str | None) -> tuple[int | None, int | None]:
+    from .errors import RemoteSteerError
+    from .registry import lookup
+
+    card = lookup(name)
+    if card is not None:
+        return card.n_layers, card.hidden_size
+    try:
+        from .models import load_config, resolve
+
+        config = load_config(resolve(name, revision))
+        config = getattr(config, "text_config", config)
+        return int(config.num_hidden_layers), int(config.hidden_size)
+    except RemoteSteerError:
+        return None, None
+
+
+def _hosted(backend, remote_name: str) -> str:
+    from .errors import RemoteSteerError
+    from .ndif import hosted_models
+
+    try:
+        hosted = hosted_models(backend.host, backend.api_key, timeout_s=3.0)
+    except RemoteSteerError as error:
+        return f"unknown ({type(error).__name__})"
+    return "yes" if remote_name in hosted else "no"
+
+
+def plan_experiment(spec: ExperimentSpec, check_hosts: bool = True) -> tuple[list[ModelPlan], bool]:
+    from .backend import Backend
+    from .registry import lookup
+
+    counts, estimated, prompt_tokens = _items_per_concept(spec)
+    ev = spec.evaluation
+    plans = []
+    for model in spec.models:
+        backend = Backend(model.backend, host=model.host)  # type: ignore[arg-type]
+        layers, hidden = _shape(model.name, model.revision)
+        card = lookup(model.name)
+        remote_name = card.name if card is not None and card.toy else (card.hub_id if card else model.name)
+        hosted = _hosted(backend, remote_name) if backend.is_remote and check_hosts else "—"
+        if layers is None or hidden is None:
+            plans.append(ModelPlan(model.name, backend.kind, backend.host or "—", hosted, None, None, "?", None, None, None, None))
+            continue
+        sweep = len(spec.sweep_layers(layers))
+        n_configs = sweep * len(ev.strengths)
+        requests = passes = sent = received = 0
+        for train, test in counts.values():
+            extract_batches = math.ceil(train / spec.extraction.batch_size)
+            width = prompt_tokens + 1
+            requests += 1
+            passes += extract_batches
+            sent += _TRACE_CODE_BYTES + 2 * train * width * _BYTES_PER_TOKEN
+            received += layers * hidden * 4  # one [layers, hidden] sum per request
+            fits = ev.request_token_budget // (prompt_tokens * (n_configs + 1))
+            chunk = max(1, min(ev.chunk_items, fits))
+            for first in range(0, test, chunk):
+                rows = min(chunk, test - first) * (n_configs + 1)
+                requests += 1
+                passes += math.ceil(rows / ev.batch_size)
+                prompts = min(chunk, test - first) * math.ceil(rows / ev.batch_size)  # each prompt once per batch
+                sent += _TRACE_CODE_BYTES + prompts * prompt_tokens * _BYTES_PER_TOKEN + rows * 24 + sweep * hidden * 4
+                received += rows * 4 + 1_000
+        items = f"{sum(tr for tr, _ in counts.values())}+{sum(te for _, te in counts.values())}"
+        plans.append(
+            ModelPlan(model.name, backend.kind, backend.host or "—", hosted, layers, sweep,
+                      items + (" (est.)" if estimated else ""), requests, passes, sent, received)
+        )
+    return plans, estimated
