@@ -40,7 +40,7 @@ def _assert_clean_failure(result, tmp_path, *fragments: str) -> None:
     assert not (tmp_path / "out").exists(), "a failed run must leave no files behind"
 
 
-@pytest.mark.parametrize("command", ["run", "models", "datasets"])
+@pytest.mark.parametrize("command", ["run", "plan", "models", "datasets", "report"])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0
@@ -113,3 +113,14 @@ def test_hub_id_offline_fails_with_a_message_not_a_trace(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     result, _ = _run(tmp_path, GOOD.replace('"toy/qwen3"', '"Qwen/Qwen3-4B"'))
     _assert_clean_failure(result, tmp_path, "Qwen/Qwen3-4B", "hub", "local checkpoint directory")
+
+
+def test_plan_runs_offline_and_prints_every_model(monkeypatch):
+    from conftest import REPO_ROOT
+
+    monkeypatch.setenv("NDIF_HOST", "http://127.0.0.1:9")  # nothing listens: the host check must not hang
+    result = runner.invoke(app, ["plan", str(REPO_ROOT / "experiments" / "qwen3_family.toml")], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    for name in ("Qwen3-4B", "Qwen3-8B", "Qwen3-14B", "Qwen3-30B-A3B", "Qwen3-32B", "Qwen3-235B-A22B"):
+        assert name in result.output
+    assert "remote" in result.output and "unknown" in result.output  # host unreachable: said, not hidden
