@@ -280,3 +280,33 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def main() -> None:
+    """Serve the toy models on loopback, for trying the remote backend by hand:
+
+        python tests/ndif_server.py --port 8765 --key dev-key
+        NDIF_API_KEY=dev-key remote-steer run experiments/quickstart.toml --backend remote --host http://127.0.0.1:8765
+    """
+    import argparse
+
+    from remote_steer.models import load_model, resolve
+
+    parser = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--key", default=None, help="API key clients must send (default: none required)")
+    args = parser.parse_args()
+    hosted = {name: load_model(resolve(name), dtype="float32") for name in ("toy/qwen3", "toy/qwen3-moe")}
+    server = LoopbackNdif(hosted, api_key=args.key)
+    server.port, server.url = args.port, f"http://127.0.0.1:{args.port}"
+    server.start()
+    print(f"loopback NDIF serving {', '.join(hosted)} at {server.url}; Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
