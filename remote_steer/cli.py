@@ -30,6 +30,10 @@ def run(
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Override the spec's output_dir."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete an existing run directory of this name first."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
+    backend: Optional[str] = typer.Option(
+        None, "--backend", help='Run every model on this backend: "local", "remote" (NDIF) or "simulated-remote".'
+    ),
+    host: Optional[str] = typer.Option(None, "--host", help="Remote server URL (default: spec, then $NDIF_HOST)."),
 ) -> None:
     """Extract CAA vectors and run the layer × strength logit-diff sweep of SPEC.
 
@@ -49,6 +53,10 @@ def run(
             changes["name"] = name
         if output_dir:
             changes["output_dir"] = str(output_dir)
+        if backend or host:
+            changes["models"] = tuple(
+                dataclasses.replace(m, backend=backend or m.backend, host=host or m.host) for m in experiment.models
+            )
         experiment = dataclasses.replace(experiment, **changes)
         display = NullDisplay() if quiet else RichDisplay()
         outcome = run_experiment(experiment, display=display, fresh=fresh)
@@ -61,6 +69,49 @@ def run(
     typer.echo(
         f"done in {outcome.seconds:.1f}s: {outcome.computed_parts} chunks computed, "
         f"{outcome.skipped_parts} already done → {outcome.run_dir}"
+    )
+
+
+@app.command()
+def plan(
+    spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/qwen3_family.toml."),
+    no_host_check: bool = typer.Option(False, "--no-host-check", help="Do not ask remote hosts what they host."),
+) -> None:
+    """Print, per model, what SPEC will cost: backend, host, requests, forward passes,
+    estimated bytes each way, and whether the remote host serves the model. Offline-safe."""
+    from .display import RichDisplay
+    from .plan import plan_experiment
+    from .spec import load_spec
+
+    try:
+        plans, estimated = plan_experiment(load_spec(spec), check_hosts=not no_host_check)
+    except RemoteSteerError as error:
+        _fail(error)
+        return
+
+    def size(n: int | None) -> str:
+        if n is None:
+            return "?"
+        for unit in ("B", "KB", "MB", "GB"):
+            if n < 1000:
+                return f"{n:.0f} {unit}"
+            n /= 1000
+        return f"{n:.1f} TB"
+
+    rows = [
+        (p.model, p.backend, p.host, p.hosted, p.layers or "?", p.sweep_layers or "?", p.items,
+         p.requests if p.requests is not None else "?", p.forward_passes if p.forward_passes is not None else "?",
+         size(p.bytes_sent), size(p.bytes_received))
+        for p in plans
+    ]
+    caption = f"items: train+test over {len(load_spec(spec).data.concepts)} concepts"
+    if estimated:
+        caption += "; data not readable here, counts estimated from max_items"
+    RichDisplay().table(
+        f"Plan for {spec}",
+        ["model", "backend", "host", "hosted", "layers", "sweep", "items", "requests", "forward passes", "sent ≈", "received ≈"],
+        rows,
+        caption,
     )
 
 
@@ -112,6 +163,51 @@ def datasets(
         for e in entries
     ]
     RichDisplay().table(f"Concepts in {source}", ["concept", "files", "available", "lines"], rows)
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="One or more run directories (each with results/logit_diff.parquet)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o",
+        help="Where report.md, figures/ and tables/ go. Default: RUN_DIR/report for one run; "
+        "outputs/report-<UTC timestamp> for several.",
+    ),
+    n_boot: int = typer.Option(1000, "--n-boot", min=1, help="Bootstrap resamples per model × dataset."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    no_figures: bool = typer.Option(False, "--no-figures", help="Write the tables only (faster)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Write the report without printing tables."),
+) -> None:
+    """Rebuild the study's tables and figures from saved results; loads no model.
+
+    Several run directories (say one local, one remote) merge into one report: rows
+    are concatenated, and a (model, dataset, item, layer, strength) that two runs
+    both hold is taken from the first run listed (report.md notes it).
+    """
+    from .display import RichDisplay
+    from .report import build_report
+
+    try:
+        written = build_report(run_dirs, output, n_boot=n_boot, seed=seed, figures=not no_figures)
+    except RemoteSteerError as error:
+        _fail(error)
+        return
+    if not quiet:
+        display = RichDisplay()
+        for table in (t for t in written.tables if t.main):
+            # an interval on its own line keeps the columns narrow enough for an 80-column terminal
+            frame = table.terminal if table.terminal is not None else table.frame
+            rows = [[str(v).replace(" [", "\n[") for v in row] for row in frame.to_numpy().tolist()]
+            display.table(table.title, list(frame.columns), rows, table.caption)
+        if "permutation" in written.texts:
+            display.note(written.texts["permutation"])
+        for note in written.notes:
+            display.note(f"note: {note}")
+        for figure in written.figures:
+            if figure.skipped:
+                display.note(f"figure left out: {figure.title} ({figure.skipped})")
+    drawn = sum(1 for f in written.figures if not f.skipped)
+    typer.echo(f"report: {written.path} ({len(written.tables)} tables, {drawn} figures in {written.out_dir / 'figures'})")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -1,0 +1,376 @@
+"""The report's figures, drawn with matplotlib's Agg backend from analysis tables.
+
+Each function takes DataFrames from ``remote_steer.analysis`` and a path stem, writes
+``stem.png`` and ``stem.svg`` and returns the two paths. Colours are Okabe–Ito
+(distinguishable under the common colour-vision deficiencies); the heatmap uses
+ColorBrewer's RdBu, which is also colour-blind safe. Callers decide whether a figure
+has data; these functions only have to survive thin data (one model, one layer,
+NaN deltas) without crashing.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window, and no display needed on a cluster
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+OKABE_ITO = {
+    "black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
+    "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7",
+}
+TRAINING_COLOURS = {
+    "rl": OKABE_ITO["vermillion"], "distilled": OKABE_ITO["blue"],
+    "random (toy)": OKABE_ITO["green"], "unknown": OKABE_ITO["black"],
+}
+BASELINE_COLOUR, POSITIVE_COLOUR, NEGATIVE_COLOUR = "#8C8C8C", OKABE_ITO["blue"], OKABE_ITO["orange"]
+CYCLE = [OKABE_ITO[k] for k in ("blue", "orange", "green", "vermillion", "purple", "sky", "yellow", "black")]
+LINESTYLES = ["-", "--", ":", "-."]
+MARKERS = ["o", "s", "^", "D", "v", "P"]
+
+
+def training_colour(training: str) -> str:
+    return TRAINING_COLOURS.get(training, OKABE_ITO["purple"])
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    # the layout is in figure coordinates and fonts are in points, so the PNG's layout holds
+    # for the SVG too; not solving it again halves the cost of the second file
+    if fig.get_layout_engine() is not None:
+        fig.set_layout_engine("none")
+    fig.savefig(paths[1], bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def _grid(n_rows: int, n_cols: int, width: float, height: float, **kw):
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(max(4.5, width * n_cols + 1.2), max(3.0, height * n_rows + 1.0)),
+        squeeze=False, layout="constrained", **kw,
+    )
+    return fig, axes
+
+
+def _sign_label(strength: float) -> str:
+    return f"{strength:+g}"
+
+
+# -- per-item distributions -------------------------------------------------------
+
+
+def _violin(ax, values: np.ndarray, position: float, colour: str) -> None:
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return
+    if len(values) > 1 and np.ptp(values) > 0:
+        parts = ax.violinplot([values], positions=[position], widths=0.8, showextrema=False)
+        for body in parts["bodies"]:
+            body.set_facecolor(colour)
+            body.set_edgecolor(colour)
+            body.set_alpha(0.35)
+    jitter = (np.random.default_rng(0).random(len(values)) - 0.5) * 0.25
+    ax.scatter(position + jitter, values, s=6, color=colour, alpha=0.8, linewidths=0, zorder=3)
+    ax.hlines(np.median(values), position - 0.3, position + 0.3, color="black", lw=1.2, zorder=4)
+
+
+def logit_diff_violins(results: pd.DataFrame, best: pd.DataFrame, models: Sequence[str],
+                       datasets: Sequence[str], stem: Path) -> list[Path]:
+    """Per model × dataset: per-item logit diff at baseline and at the strongest
+    positive and negative strengths, at the cell's best layer."""
+    fig, axes = _grid(len(models), len(datasets), 2.4, 2.1)
+    for r, model in enumerate(models):
+        for c, dataset in enumerate(datasets):
+            ax = axes[r, c]
+            row = best[(best["model"] == model) & (best["dataset"] == dataset)]
+            if row.empty:
+                ax.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax.transAxes, color="grey")
+                ax.set_xticks([])
+                ax.set_yticks([])
+            else:
+                row = row.iloc[0]
+                at = results[(results["model"] == model) & (results["dataset"] == dataset)
+                             & (results["layer"] == row["best_layer"])]
+                groups = [("baseline", at.drop_duplicates("item_id")["baseline_logit_diff"], BASELINE_COLOUR)]
+                for strength, colour in ((row["pos_strength"], POSITIVE_COLOUR), (row["neg_strength"], NEGATIVE_COLOUR)):
+                    if not math.isnan(strength):
+                        groups.append((_sign_label(strength), at.loc[at["strength"] == strength, "logit_diff"], colour))
+                for i, (_, values, colour) in enumerate(groups):
+                    _violin(ax, values.to_numpy(dtype=float), i, colour)
+                ax.set_xticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
+                ax.set_xlim(-0.6, len(groups) - 0.4)
+                ax.axhline(0, color="grey", lw=0.6, ls=":")
+                ax.set_title(f"layer {int(row['best_layer'])} ({row['best_layer_fraction']:.0%} depth)", fontsize=8)
+                ax.tick_params(axis="y", labelsize=7)
+            if r == 0:
+                ax.annotate(dataset, (0.5, 1.22), xycoords="axes fraction", ha="center", fontsize=9, weight="bold")
+            if c == 0:
+                ax.set_ylabel(f"{model}\nlogit diff (match − other)", fontsize=8)
+            if r == len(models) - 1:
+                ax.set_xlabel("strength", fontsize=8)
+    handles = [Line2D([], [], marker="o", ls="", color=col, label=lab) for lab, col in
+               (("unsteered baseline", BASELINE_COLOUR), ("positive strength", POSITIVE_COLOUR),
+                ("negative strength", NEGATIVE_COLOUR))]
+    handles.append(Line2D([], [], color="black", label="median"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
+    fig.suptitle("Per-item logit diff at each cell's best layer", fontsize=11)
+    return _save(fig, stem)
+
+
+def steerability_strips(slopes: pd.DataFrame, models: Sequence[str], datasets: Sequence[str], stem: Path) -> list[Path]:
+    """Per dataset: each item's steerability slope at the cell's best layer, per model;
+    anti-steerable items (slope < 0) in vermillion, with their share written above."""
+    n_cols = min(3, len(datasets))
+    n_rows = math.ceil(len(datasets) / n_cols)
+    fig, axes = _grid(n_rows, n_cols, max(2.6, 0.55 * len(models) + 1.0), 2.6)
+    rng = np.random.default_rng(0)
+    for i, dataset in enumerate(datasets):
+        ax = axes.flat[i]
+        present = [m for m in models if ((slopes["model"] == m) & (slopes["dataset"] == dataset)).any()]
+        for x, model in enumerate(present):
+            values = slopes.loc[(slopes["model"] == model) & (slopes["dataset"] == dataset), "slope"].dropna().to_numpy()
+            if len(values) == 0:
+                continue
+            colours = np.where(values < 0, OKABE_ITO["vermillion"], OKABE_ITO["blue"])
+            ax.scatter(x + (rng.random(len(values)) - 0.5) * 0.4, values, s=7, c=colours, linewidths=0, alpha=0.8)
+            ax.boxplot([values], positions=[x], widths=0.55, showfliers=False,
+                       medianprops=dict(color="black"), boxprops=dict(color="grey"),
+                       whiskerprops=dict(color="grey"), capprops=dict(color="grey"))
+            ax.annotate(f"{np.mean(values < 0):.0%}", (x, 1.0), xycoords=("data", "axes fraction"),
+                        ha="center", va="bottom", fontsize=7, color=OKABE_ITO["vermillion"])
+        ax.axhline(0, color="grey", lw=0.7, ls=":")
+        ax.set_xticks(range(len(present)), [_short(m) for m in present], rotation=35, ha="right", fontsize=7)
+        ax.set_xlim(-0.7, max(len(present), 1) - 0.3)
+        ax.set_title(dataset, fontsize=9, pad=14)
+        ax.set_ylabel("slope (logit diff per unit strength)", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in list(axes.flat)[len(datasets):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], marker="o", ls="", color=OKABE_ITO["blue"], label="steerable (slope ≥ 0)"),
+               Line2D([], [], marker="o", ls="", color=OKABE_ITO["vermillion"], label="anti-steerable (slope < 0); % above each model")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    fig.suptitle("Per-item steerability at each cell's best layer", fontsize=11)
+    return _save(fig, stem)
+
+
+def _short(model: str) -> str:
+    return model.split("/")[-1] if not model.startswith("toy/") else model
+
+
+# -- Glass's delta ----------------------------------------------------------------
+
+
+def delta_heatmap(best: pd.DataFrame, models: Sequence[str], datasets: Sequence[str], stem: Path) -> list[Path]:
+    """Glass's delta at the best layer (strongest positive strength), model × dataset,
+    annotated with the bootstrap interval."""
+    values = np.full((len(models), len(datasets)), np.nan)
+    labels = [["no results"] * len(datasets) for _ in models]
+    for row in best.itertuples():
+        if row.model in models and row.dataset in datasets:
+            r, c = models.index(row.model), datasets.index(row.dataset)
+            values[r, c] = row.glass_delta_pos
+            ci = ""
+            if hasattr(row, "glass_delta_pos_ci_low") and not math.isnan(row.glass_delta_pos_ci_low):
+                ci = f"\n[{row.glass_delta_pos_ci_low:.2g}, {row.glass_delta_pos_ci_high:.2g}]"
+            labels[r][c] = f"{row.glass_delta_pos:.2g}{ci}\nL{row.best_layer}"
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.45 * len(datasets) + 2.4), max(2.6, 0.75 * len(models) + 1.4)),
+                           layout="constrained")
+    finite = values[np.isfinite(values)]
+    limit = float(np.max(np.abs(finite))) if len(finite) and np.max(np.abs(finite)) > 0 else 1.0
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#EEEEEE")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
+    for r in range(len(models)):
+        for c in range(len(datasets)):
+            dark = np.isfinite(values[r, c]) and abs(values[r, c]) > 0.6 * limit
+            ax.text(c, r, labels[r][c], ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    ax.set_xticks(range(len(datasets)), datasets, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(models)), models, fontsize=8)
+    ax.set_xlabel("dataset")
+    ax.set_ylabel("model")
+    strength = best["pos_strength"].dropna()
+    label = f"Glass's delta at strength {strength.iloc[0]:+g}" if len(strength) else "Glass's delta"
+    fig.colorbar(image, ax=ax, label=label, shrink=0.9)
+    ax.set_title("Glass's delta at the best layer (95% bootstrap CI; L = layer)", fontsize=10)
+    return _save(fig, stem)
+
+
+def delta_by_depth(deltas: pd.DataFrame, training: dict[str, str], models: Sequence[str],
+                   datasets: Sequence[str], stem: Path) -> list[Path]:
+    """Glass's delta at the strongest positive strength against layer depth fraction:
+    one curve per model, coloured by training method, one panel per dataset plus their mean."""
+    strength = deltas.loc[deltas["strength"] > 0, "strength"]
+    strength = strength.max() if len(strength) else deltas["strength"].min()
+    at = deltas[deltas["strength"] == strength]
+    panels = (["mean over datasets"] if len(datasets) > 1 else []) + list(datasets)
+    n_cols = min(3, len(panels))
+    fig, axes = _grid(math.ceil(len(panels) / n_cols), n_cols, 3.3, 2.5, sharex=True)
+    style: dict[str, tuple[str, str]] = {}
+    seen: dict[str, int] = {}
+    for model in models:
+        k = seen.get(training.get(model, "unknown"), 0)
+        seen[training.get(model, "unknown")] = k + 1
+        style[model] = (LINESTYLES[k % len(LINESTYLES)], MARKERS[k % len(MARKERS)])
+    for ax, panel in zip(axes.flat, panels):
+        for model in models:
+            if panel == "mean over datasets":
+                curve = at[at["model"] == model].groupby("layer_fraction", as_index=False)["glass_delta"].mean()
+                band = None
+            else:
+                curve = at[(at["model"] == model) & (at["dataset"] == panel)].sort_values("layer_fraction")
+                band = curve if "ci_low" in curve else None
+            if curve.empty:
+                continue
+            colour = training_colour(training.get(model, "unknown"))
+            ls, marker = style[model]
+            ax.plot(curve["layer_fraction"], curve["glass_delta"], color=colour, ls=ls, marker=marker,
+                    markersize=3, lw=1.3)
+            if band is not None and band["ci_low"].notna().any():
+                ax.fill_between(band["layer_fraction"], band["ci_low"], band["ci_high"], color=colour, alpha=0.12, lw=0)
+        ax.axhline(0, color="grey", lw=0.6, ls=":")
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("layer depth (fraction of layers)", fontsize=8)
+        ax.set_ylabel("Glass's delta", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.xaxis.set_tick_params(labelbottom=True)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=training_colour(training.get(m, "unknown")), ls=style[m][0], marker=style[m][1],
+                      markersize=4, label=f"{m} · {training.get(m, 'unknown')}") for m in models]
+    fig.legend(handles=handles, loc="outside right center", fontsize=8, title="model · training", title_fontsize=8)
+    fig.suptitle(f"Glass's delta by layer depth at strength {strength:+g} (bands: 95% bootstrap CI)", fontsize=11)
+    return _save(fig, stem)
+
+
+# -- generation -------------------------------------------------------------------
+
+
+def generation_vs_logit_layers(deltas: pd.DataFrame, rates: pd.DataFrame, models: Sequence[str],
+                               datasets: Sequence[str], stem: Path) -> list[Path]:
+    """Per model × dataset: Glass's delta of the logit diff (left axis) and the
+    generation behaviour change (right axis) against layer depth, at ± strength."""
+    cells_models = [m for m in models if (rates["model"] == m).any()]
+    cells_datasets = [d for d in datasets if (rates["dataset"] == d).any()]
+    fig, axes = _grid(len(cells_models), len(cells_datasets), 3.0, 2.2, sharex=True)
+    strengths = sorted(set(rates["strength"]) - {0.0}, key=lambda s: (s < 0, abs(s)))
+    pos = max([s for s in strengths if s > 0], default=None)
+    neg = min([s for s in strengths if s < 0], default=None)
+    shown = [(s, ls) for s, ls in ((pos, "-"), (neg, "--")) if s is not None]
+    for r, model in enumerate(cells_models):
+        for c, dataset in enumerate(cells_datasets):
+            ax = axes[r, c]
+            twin = ax.twinx()
+            d = deltas[(deltas["model"] == model) & (deltas["dataset"] == dataset)]
+            g = rates[(rates["model"] == model) & (rates["dataset"] == dataset)]
+            for strength, ls in shown:
+                dd = d[d["strength"] == strength].sort_values("layer_fraction")
+                gg = g[g["strength"] == strength].sort_values("layer_fraction")
+                ax.plot(dd["layer_fraction"], dd["glass_delta"], color=OKABE_ITO["blue"], ls=ls, marker="o", markersize=2.5, lw=1.2)
+                twin.plot(gg["layer_fraction"], gg["behavior_change"], color=OKABE_ITO["vermillion"], ls=ls,
+                          marker="s", markersize=2.5, lw=1.2)
+            ax.axhline(0, color="grey", lw=0.5, ls=":")
+            ax.tick_params(axis="y", colors=OKABE_ITO["blue"], labelsize=7)
+            ax.tick_params(axis="x", labelsize=7)
+            twin.tick_params(axis="y", colors=OKABE_ITO["vermillion"], labelsize=7)
+            _align_zero(ax, twin)
+            if r == 0:
+                ax.set_title(dataset, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"{model}\nGlass's delta (logit diff)", fontsize=8, color=OKABE_ITO["blue"])
+            if c == len(cells_datasets) - 1:
+                twin.set_ylabel("behaviour change (generation)", fontsize=8, color=OKABE_ITO["vermillion"])
+            if r == len(cells_models) - 1:
+                ax.set_xlabel("layer depth (fraction)", fontsize=8)
+    handles = []
+    for strength, ls in shown:
+        handles += [Line2D([], [], color=OKABE_ITO["blue"], ls=ls, marker="o", markersize=3,
+                           label=f"logit-diff Glass's delta, strength {strength:+g}"),
+                    Line2D([], [], color=OKABE_ITO["vermillion"], ls=ls, marker="s", markersize=3,
+                           label=f"generation behaviour change, strength {strength:+g}")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    fig.suptitle("Logit-diff effect and generation behaviour change by layer", fontsize=11)
+    return _save(fig, stem)
+
+
+def _align_zero(ax, twin) -> None:
+    """Put zero at the same height on both y axes, so the two curves' signs read alike."""
+    lo1, hi1 = ax.get_ylim()
+    lo2, hi2 = twin.get_ylim()
+    f = max(-lo1 / (hi1 - lo1) if hi1 > lo1 else 0.5, -lo2 / (hi2 - lo2) if hi2 > lo2 else 0.5, 0.05)
+    f = min(f, 0.95)
+    for axis, (lo, hi) in ((ax, (lo1, hi1)), (twin, (lo2, hi2))):
+        span = max(hi / (1 - f) if hi > 0 else 0, -lo / f if lo < 0 else 0, 1e-9)
+        axis.set_ylim(-f * span, (1 - f) * span)
+
+
+def effect_scatter(joined: pd.DataFrame, datasets: Sequence[str], stem: Path) -> list[Path]:
+    """Every model × dataset × layer × strength present in both tables: logit-diff
+    Glass's delta against generation behaviour change."""
+    fig, ax = plt.subplots(figsize=(6.8, 4.6), layout="constrained")
+    colours = {d: CYCLE[i % len(CYCLE)] for i, d in enumerate(datasets)}
+    for dataset in datasets:
+        for sign, marker in ((1, "^"), (-1, "v")):
+            sel = joined[(joined["dataset"] == dataset) & (np.sign(joined["strength"]) == sign)]
+            if len(sel):
+                ax.scatter(sel["glass_delta"], sel["behavior_change"], s=24, marker=marker, color=colours[dataset],
+                           alpha=0.75, linewidths=0)
+    ax.axhline(0, color="grey", lw=0.6, ls=":")
+    ax.axvline(0, color="grey", lw=0.6, ls=":")
+    ok = joined[["glass_delta", "behavior_change"]].dropna()
+    r = np.corrcoef(ok["glass_delta"], ok["behavior_change"])[0, 1] if len(ok) > 2 and ok.std().min() > 0 else float("nan")
+    ax.set_xlabel("logit-diff effect (Glass's delta)")
+    ax.set_ylabel("generation behaviour change (steered − baseline rate)")
+    ax.set_title(f"Logit-diff effect vs generation effect (Pearson r = {r:.2f}, all points)", fontsize=10)
+    handles = [Line2D([], [], marker="o", ls="", color=colours[d], label=d) for d in datasets]
+    handles += [Line2D([], [], marker="^", ls="", color="grey", label="positive strength"),
+                Line2D([], [], marker="v", ls="", color="grey", label="negative strength")]
+    ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return _save(fig, stem)
+
+
+def validity_by_size(validity: pd.DataFrame, sizes: dict[str, float | None], stem: Path) -> list[Path]:
+    """Generation validity rate per model (ordered by parameter count) and strength."""
+    models = sorted(validity["model"].unique(), key=lambda m: (sizes.get(m) is None, sizes.get(m) or 0, m))
+    labels = [f"{_short(m)}\n{_size_label(sizes.get(m))}" for m in models]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(models) + 2.5), 3.8), layout="constrained")
+    # legend order: baseline, then positive strengths, then negative ones
+    strengths = sorted(validity["strength"].unique(), key=lambda v: (v != 0, v < 0, abs(v)))
+    negatives = [s for s in strengths if s < 0]
+    positives = [s for s in strengths if s > 0]
+    for strength in strengths:
+        at = validity[validity["strength"] == strength].set_index("model").reindex(models)
+        if strength == 0:
+            colour, label, marker = BASELINE_COLOUR, "baseline (unsteered)", "o"
+        elif strength > 0:
+            colour, marker = POSITIVE_COLOUR, "^"
+            label = f"strength {strength:+g}"
+        else:
+            colour, marker = NEGATIVE_COLOUR, "v"
+            label = f"strength {strength:+g}"
+        # several strengths of one sign: fade the weaker ones so each stays distinguishable
+        group = positives if strength > 0 else negatives if strength < 0 else [0]
+        alpha = 0.4 + 0.6 * (abs(strength) / max(abs(s) for s in group) if strength else 1)
+        ax.plot(range(len(models)), at["valid_rate"], marker=marker, color=colour, alpha=alpha, label=label, lw=1.4)
+    ax.set_xticks(range(len(models)), labels, fontsize=8)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlim(-0.5, len(models) - 0.5)
+    ax.set_xlabel("model (total parameters)")
+    ax.set_ylabel("valid answer rate")
+    ax.set_title("Generation validity by model size and steering strength", fontsize=10)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, stem)
+
+
+def _size_label(size: float | None) -> str:
+    if size is None:
+        return "size unknown"
+    return f"{size:g}B" if size >= 1 else f"{size * 1000:.0f}M"
