@@ -34,8 +34,12 @@ def run(
         None, "--backend", help='Run every model on this backend: "local", "remote" (NDIF) or "simulated-remote".'
     ),
     host: Optional[str] = typer.Option(None, "--host", help="Remote server URL (default: spec, then $NDIF_HOST)."),
+    modes: Optional[str] = typer.Option(
+        None, "--modes", help='Evaluation modes, comma-separated: "logit", "generation" (default: the spec\'s).'
+    ),
 ) -> None:
-    """Extract CAA vectors and run the layer × strength logit-diff sweep of SPEC.
+    """Extract CAA vectors and run the layer × strength logit-diff sweep of SPEC
+    (and, with the generation mode, the steered model's free answers).
 
     Results land in OUTPUT_DIR/NAME. Rerunning an interrupted run resumes it and
     recomputes nothing that finished.
@@ -53,6 +57,12 @@ def run(
             changes["name"] = name
         if output_dir:
             changes["output_dir"] = str(output_dir)
+        if modes:
+            evaluation = dataclasses.replace(experiment.evaluation, modes=tuple(m.strip() for m in modes.split(",")))
+            changes["evaluation"] = evaluation
+            from .spec import parse_modes
+
+            parse_modes(evaluation.modes, "--modes")
         if backend or host:
             changes["models"] = tuple(
                 dataclasses.replace(m, backend=backend or m.backend, host=host or m.host) for m in experiment.models
@@ -208,6 +218,49 @@ def report(
                 display.note(f"figure left out: {figure.title} ({figure.skipped})")
     drawn = sum(1 for f in written.figures if not f.skipped)
     typer.echo(f"report: {written.path} ({len(written.tables)} tables, {drawn} figures in {written.out_dir / 'figures'})")
+
+
+@app.command()
+def bench(
+    items: int = typer.Option(64, "--items", help="Held-out items swept (as many training items train the vector)."),
+    layers: int = typer.Option(24, "--layers", help="Decoder layers of the benchmark toy."),
+    hidden: int = typer.Option(256, "--hidden", help="Hidden size of the benchmark toy."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Upstream model-written-evals root (default: the bundled fixtures)."),
+    threads: int = typer.Option(2, "--threads", help="Torch threads in every implementation."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Prompts per forward pass, the same for every batched implementation."),
+    repeats: int = typer.Option(3, "--repeats", help="Alternating runs of every implementation; medians are reported."),
+    plain_items: int = typer.Option(8, "--plain-items", help="Items the plain protocol (c) sweeps, scaled to all; 0 = all."),
+    positions: str = typer.Option("assistant", "--positions", help='"assistant" or "all".'),
+    skip_steering_vectors: bool = typer.Option(False, "--skip-steering-vectors", help="Leave out (b)."),
+    sv_python: Path = typer.Option(Path(".bench-venv/bin/python"), "--sv-python", help="Python of the steering-vectors venv."),
+    output_dir: Path = typer.Option(Path("outputs/bench"), "--output-dir", help="Where the JSON and Markdown results go."),
+) -> None:
+    """Time this project's sweep against steering-vectors, the plain protocol and the compute floor.
+
+    Each implementation runs in its own process on the same prompts, alternating;
+    the table shows medians, token × layer work, peak memory and the ratios. See the
+    README's Benchmark section.
+    """
+    from .bench import BenchOptions, run_bench, show, write_result
+    from .display import RichDisplay
+
+    if positions not in ("assistant", "all"):
+        _fail(RemoteSteerError(f'--positions {positions!r}: expected "assistant" or "all"'))
+        return
+    options = BenchOptions(
+        items=items, layers=layers, hidden=hidden, data=str(data) if data else None, threads=threads,
+        batch_size=batch_size, repeats=repeats, plain_items=plain_items, positions=positions,
+        skip_steering_vectors=skip_steering_vectors, sv_python=str(sv_python), output_dir=str(output_dir),
+    )
+    display = RichDisplay()
+    try:
+        result = run_bench(options, display)
+    except RemoteSteerError as error:
+        _fail(error)
+        return
+    json_path, md_path = write_result(result, output_dir)
+    show(result, display)
+    typer.echo(f"bench: {json_path} and {md_path}")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -25,6 +25,7 @@ from .data import load_concept
 from .display import Display, NullDisplay
 from .errors import SpecError
 from .evaluation import LogitDiffEngine, SteerConfig
+from .generation import GenerationEngine, generation_rows, generation_summary
 from .extraction import SteeringVectors, extract_caa
 from .models import LoadedModel, ModelSource, load_config, load_model, load_tokenizer, remote_id, resolve
 from .ndif import journal_dir, require_hosted
@@ -34,6 +35,7 @@ from .spec import ExperimentSpec, ModelSpec
 from .store import RunStore
 
 LOGIT_TABLE = "logit_diff"
+GENERATION_TABLE = "generation"
 
 
 @dataclass
@@ -43,8 +45,10 @@ class PreparedModel:
     n_layers: int
     hidden_size: int
     sweep_layers: list[int]
+    generation_layers: list[int]
     training: str
     encoded: dict[str, tuple[list[EncodedItem], list[EncodedItem]]] = field(default_factory=dict)  # concept -> (train, test)
+    generation_encoded: dict[str, list[EncodedItem]] = field(default_factory=dict)  # concept -> test, for generation
 
 
 @dataclass
@@ -63,6 +67,7 @@ class RunOutcome:
     computed_parts: int
     skipped_parts: int
     seconds: float
+    generation: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
@@ -99,10 +104,17 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
             n_layers=n_layers,
             hidden_size=int(text_config.hidden_size),
             sweep_layers=spec.sweep_layers(n_layers),
+            generation_layers=spec.generation_layers(n_layers),
             training=source.card.training if source.card else "unknown",
         )
         for concept, split in splits.items():
             prepared.encoded[concept] = (encode_items(tokenizer, split.train), encode_items(tokenizer, split.test))
+            if "generation" in spec.evaluation.modes:
+                prepared.generation_encoded[concept] = (
+                    encode_items(tokenizer, split.test, enable_thinking=True)
+                    if spec.generation.thinking
+                    else prepared.encoded[concept][1]
+                )
         models.append(prepared)
     return Plan(spec, splits, models)
 
@@ -157,14 +169,16 @@ def run_experiment(
     except BaseException as error:
         store.update_manifest(status="interrupted", error=f"{type(error).__name__}: {error}")
         raise
-    results = store.consolidate(LOGIT_TABLE)
+    results = store.consolidate(LOGIT_TABLE) if "logit" in spec.evaluation.modes else pd.DataFrame()
     summary = best_layers(results) if len(results) else pd.DataFrame()
     _write_summary(store, summary)
+    generation = store.consolidate(GENERATION_TABLE) if "generation" in spec.evaluation.modes else pd.DataFrame()
     seconds = time.perf_counter() - started
     store.update_manifest(status="complete", error=None, seconds=round(seconds, 2))
     _show_summary(display, summary, plan)
+    _show_generation(display, generation, plan)
     _show_traffic(display, traffic)
-    return RunOutcome(run_dir, results, summary, resumed, counts["computed"], counts["skipped"], seconds)
+    return RunOutcome(run_dir, results, summary, resumed, counts["computed"], counts["skipped"], seconds, generation)
 
 
 def _run_model(
@@ -208,29 +222,19 @@ def _run_model(
                 )
             vectors.save(vector_path)
         revision = vectors.revision
-        size = chunk_size(spec, test, len(configs))
-        todo = [
-            (first, chunk)
-            for first, chunk in zip(range(0, len(test), size), chunks(test, size))
-            if not store.has_part(LOGIT_TABLE, name, concept, first)
-        ]
-        counts["skipped"] += -(-len(test) // size) - len(todo)
-        if not todo:
-            continue
-        engine = LogitDiffEngine(model(), backend, spec.evaluation.batch_size, spec.evaluation.positions)  # type: ignore[arg-type]
-        total_rows = sum(len(chunk) for _, chunk in todo) * (len(configs) + 1)
-        with display.progress(f"{name} · {concept} · sweep", total_rows, "rows") as task:
-            backend.on_status = lambda _stage, state: task.state(state)
-            for first, chunk in todo:
-                sweep = engine.run(
-                    chunk, vectors.vectors, configs, on_rows=task.advance,
-                    request_key=f"sweep/{name}/{concept}/items-{first:05d}",
-                )
-                frame = _tidy(name, concept, prepared, chunk, configs, sweep, spec.evaluation.positions)
-                store.write_part(LOGIT_TABLE, name, concept, first, frame)
-                counts["computed"] += 1
-                if after_part is not None:
-                    after_part()
+        if "logit" in spec.evaluation.modes:
+            engine = lambda: LogitDiffEngine(  # noqa: E731 - built only if a chunk is left
+                model(), backend, spec.evaluation.batch_size, spec.evaluation.positions  # type: ignore[arg-type]
+            )
+
+            def logit_chunk(first, chunk, engine, on_rows, key, concept=concept, vectors=vectors):
+                sweep = engine.run(chunk, vectors.vectors, configs, on_rows=on_rows, request_key=key)
+                return _tidy(name, concept, prepared, chunk, configs, sweep, spec.evaluation.positions)
+
+            _chunked_stage(store, LOGIT_TABLE, "sweep", name, concept, test, len(configs), engine, logit_chunk,
+                           spec, backend, display, counts, after_part)
+        if "generation" in spec.evaluation.modes:
+            _generation_stage(plan, prepared, concept, vectors, model, store, backend, display, counts, after_part)
     return {
         "revision": loaded.revision if loaded is not None else revision,
         "location": prepared.source.location,
@@ -239,11 +243,61 @@ def _run_model(
         "hidden_size": prepared.hidden_size,
         "training": prepared.training,
         "sweep_layers": prepared.sweep_layers,
+        "generation_layers": prepared.generation_layers if "generation" in spec.evaluation.modes else [],
         "backend": backend.kind,
         "host": backend.host,
         "dtype": prepared.spec.dtype,
         "device": prepared.spec.device,
     }
+
+
+def _chunked_stage(store, table, label, name, concept, items, n_configs, make_engine, run_chunk,
+                   spec, backend, display, counts, after_part) -> None:
+    """Run a stage chunk by chunk, one request and one checkpointed part per chunk,
+    skipping chunks whose part already exists."""
+    size = chunk_size(spec, items, n_configs)
+    todo = [
+        (first, chunk)
+        for first, chunk in zip(range(0, len(items), size), chunks(items, size))
+        if not store.has_part(table, name, concept, first)
+    ]
+    counts["skipped"] += -(-len(items) // size) - len(todo)
+    if not todo:
+        return
+    engine = make_engine()
+    total_rows = sum(len(chunk) for _, chunk in todo) * (n_configs + 1)
+    with display.progress(f"{name} · {concept} · {label}", total_rows, "rows") as task:
+        backend.on_status = lambda _stage, state: task.state(state)
+        for first, chunk in todo:
+            key = f"{label}/{name}/{concept}/items-{first:05d}"
+            frame = run_chunk(first, chunk, engine, task.advance, key)
+            store.write_part(table, name, concept, first, frame)
+            counts["computed"] += 1
+            if after_part is not None:
+                after_part()
+
+
+def _generation_stage(plan, prepared, concept, vectors, model, store, backend, display, counts, after_part) -> None:
+    """Free generation under steering on a subset of layers; answers parsed to A/B."""
+    spec, name = plan.spec, prepared.spec.name
+    gen = spec.generation
+    strengths = gen.strengths or spec.evaluation.strengths
+    configs = [SteerConfig(layer, s) for layer in prepared.generation_layers for s in strengths]
+    encoded = prepared.generation_encoded[concept]
+    by_id = {item.item_id: item for item in plan.splits[concept].test}
+
+    def make_engine():
+        return GenerationEngine(model(), backend, gen.batch_size, spec.evaluation.positions,  # type: ignore[arg-type]
+                                gen.max_new_tokens)
+
+    def generation_chunk(first, chunk, engine, on_rows, key):
+        result = engine.run(chunk, vectors.vectors, configs, on_rows=on_rows, request_key=key)
+        items = [by_id[it.item_id] for it in chunk]
+        return generation_rows(name, concept, prepared.n_layers, prepared.training, items, configs, result,
+                               thinking=gen.thinking)
+
+    _chunked_stage(store, GENERATION_TABLE, "generate", name, concept, encoded, len(configs), make_engine,
+                   generation_chunk, spec, backend, display, counts, after_part)
 
 
 def chunk_size(spec: ExperimentSpec, items: list[EncodedItem], n_configs: int) -> int:
@@ -277,6 +331,24 @@ def _tidy(model, concept, prepared, items, configs, sweep, positions) -> pd.Data
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _show_generation(display: Display, generation: pd.DataFrame, plan: Plan) -> None:
+    if generation.empty:
+        return
+    cells = generation_summary(generation)
+    rows = [
+        (r.model, r.dataset, r.layer, r.strength, r.validity_rate, r.behavior_rate, r.baseline_behavior_rate,
+         r.change_vs_baseline, r.n_items)
+        for r in cells.itertuples()
+    ]
+    toys = any(m.source.is_toy for m in plan.models)
+    display.table(
+        "Generation under steering: validity and behaviour (rates among valid answers)",
+        ["model", "dataset", "layer", "strength", "valid", "behaviour", "baseline", "change", "items"],
+        rows,
+        "random-weight toys rarely give a parsable answer; validity 0 is expected for them" if toys else "",
+    )
 
 
 def _show_traffic(display: Display, traffic: dict[str, Any]) -> None:

@@ -48,10 +48,22 @@ class EvaluationSpec:
     strengths: tuple[float, ...] = (-1.0, 1.0)
     layers: tuple[int, ...] | None = None  # explicit layers; None: from layer_start_fraction to the last
     layer_start_fraction: float = 0.33
+    modes: tuple[str, ...] = ("logit",)  # "logit" and/or "generation"
     positions: str = "assistant"  # "assistant" (CAA convention) or "all"
     batch_size: int = 64  # rows (item × configuration) per forward pass
     chunk_items: int = 16  # items per checkpointed results part and per request (resume granularity)
     request_token_budget: int = 2_000_000  # max padded tokens (rows × width) in one request
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """Free-generation evaluation (``evaluation.modes`` includes "generation")."""
+
+    layers: tuple[int, ...] | None = None  # default: up to 4 layers spread over the sweep
+    strengths: tuple[float, ...] | None = None  # default: evaluation.strengths
+    max_new_tokens: int = 12
+    batch_size: int = 32  # rows (item × configuration) decoded together
+    thinking: bool = False  # Qwen3 thinking block on; the parser reads past it
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,7 @@ class ExperimentSpec:
     models: tuple[ModelSpec, ...] = ()
     extraction: ExtractionSpec = field(default_factory=ExtractionSpec)
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+    generation: GenerationSpec = field(default_factory=GenerationSpec)
     path: str | None = field(default=None, compare=False)  # where it was read from
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,7 +91,23 @@ class ExperimentSpec:
         start = min(n_layers - 1, math.ceil(ev.layer_start_fraction * n_layers - 1e-9))
         return list(range(start, n_layers))
 
+    def generation_layers(self, n_layers: int) -> list[int]:
+        """Generation is costly: by default up to four layers spread over the sweep."""
+        if self.generation.layers is not None:
+            return list(self.generation.layers)
+        sweep = self.sweep_layers(n_layers)
+        if len(sweep) <= 4:
+            return sweep
+        picks = {sweep[round(i * (len(sweep) - 1) / 3)] for i in range(4)}
+        return sorted(picks)
+
     def check_layers(self, model: str, n_layers: int) -> None:
+        for layer in self.generation.layers or ():
+            if not 0 <= layer < n_layers:
+                raise SpecError(
+                    f"{self.path or 'spec'}: generation.layers: layer {layer} is outside {model} "
+                    f"(decoder layers 0..{n_layers - 1})"
+                )
         for layer in self.evaluation.layers or ():
             if not 0 <= layer < n_layers:
                 raise SpecError(
@@ -87,7 +116,7 @@ class ExperimentSpec:
                 )
 
 
-_SECTIONS = {"data": DataSpec, "extraction": ExtractionSpec, "evaluation": EvaluationSpec}
+_SECTIONS = {"data": DataSpec, "extraction": ExtractionSpec, "evaluation": EvaluationSpec, "generation": GenerationSpec}
 _CHOICES = {
     "evaluation.positions": ("assistant", "all"),
     "models.dtype": ("auto", "float32", "float16", "bfloat16"),
@@ -156,7 +185,16 @@ class _Reader:
             if not isinstance(value, list) or not value or not all(isinstance(v, int) for v in value):
                 raise self.fail(key, "expected a non-empty list of layer indices, e.g. [4, 5, 6]")
             return tuple(value)
-        if name in ("max_items", "seed", "batch_size", "chunk_items", "request_token_budget"):
+        if name == "modes":
+            try:
+                return parse_modes(tuple(self.strings(value, key)), key)
+            except SpecError as error:
+                raise self.fail(key, str(error).split(": ", 1)[1]) from None
+        if name == "thinking":
+            if not isinstance(value, bool):
+                raise self.fail(key, f"expected true or false, got {value!r}")
+            return value
+        if name in ("max_items", "seed", "batch_size", "chunk_items", "request_token_budget", "max_new_tokens"):
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
                 raise self.fail(key, f"expected a positive integer, got {value!r}")
             return value
@@ -174,6 +212,15 @@ class _Reader:
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             raise self.fail(key, "expected a string or a non-empty list of strings")
         return value
+
+
+MODES = ("logit", "generation")
+
+
+def parse_modes(modes: tuple[str, ...], where: str) -> tuple[str, ...]:
+    if not modes or (bad := [m for m in modes if m not in MODES]):
+        raise SpecError(f"{where}: unknown mode {bad[0] if modes else ''!r}; expected \"logit\" and/or \"generation\"")
+    return modes
 
 
 def parse_spec(text: str, path: str = "<spec>") -> ExperimentSpec:

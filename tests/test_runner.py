@@ -114,3 +114,20 @@ def test_rerun_with_a_changed_spec_is_refused(tmp_path):
     run_experiment(_spec(tmp_path, SMALL.replace("max_items = 12", "max_items = 4")))
     with pytest.raises(SpecError, match="different spec.*data"):
         run_experiment(_spec(tmp_path, SMALL.replace("max_items = 12", "max_items = 6")))
+
+
+def test_generation_mode_writes_the_generation_table(tmp_path):
+    text = SMALL.replace("max_items = 12", "max_items = 6").replace('concepts = ["corrigibility", "self-awareness"]', 'concepts = ["corrigibility"]')
+    text = text.replace('layers = [4, 8, 11]', 'layers = [4, 11]\nmodes = ["logit", "generation"]')
+    text += "[generation]\nlayers = [4]\nmax_new_tokens = 3\nbatch_size = 8\n"
+    outcome = run_experiment(_spec(tmp_path, text))
+    frame = pd.read_parquet(outcome.run_dir / "results" / "generation.parquet")
+    assert len(frame) == 3 * 1 * 2  # test items × generation layers × strengths
+    for column in ("model", "dataset", "item_id", "layer", "strength", "text", "letter", "valid", "matches_behavior",
+                   "baseline_valid", "baseline_matches"):
+        assert column in frame.columns
+    assert set(frame["layer"]) == {4} and set(frame["strength"]) == {-1.0, 1.0}
+    # the logit table is still written alongside, from the same vectors
+    assert len(outcome.results) == 3 * 2 * 2
+    manifest = json.loads((outcome.run_dir / "manifest.json").read_text())
+    assert manifest["models"]["toy/qwen3"]["generation_layers"] == [4]
