@@ -88,6 +88,7 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
         display.note(split.report.summary())
     models = []
     for model_spec in spec.models:
+        _note_toy_build(model_spec.name, display)
         source = resolve(model_spec.name, model_spec.revision)
         if model_spec.backend == "remote":
             # Before any work is sent: is the model hosted there at all?
@@ -117,6 +118,15 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
                 )
         models.append(prepared)
     return Plan(spec, splits, models)
+
+
+def _note_toy_build(name: str, display: Display) -> None:
+    from .registry import lookup
+    from .toy import toy_dir
+
+    card = lookup(name)
+    if card is not None and card.toy and not (toy_dir(card.name) / "remote_steer_toy.json").exists():
+        display.note(f"Building random-weight toy {card.name} (first use, about 15 s; cached in {toy_dir(card.name)})")
 
 
 def make_backend(model_spec: ModelSpec, run_dir: Path | None = None) -> Backend:
