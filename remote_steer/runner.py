@@ -24,9 +24,10 @@ from .batching import chunks
 from .data import load_concept
 from .display import Display, NullDisplay
 from .errors import SpecError
-from .evaluation import LogitDiffEngine, SteerConfig
+from .evaluation import SteerConfig
+from .fast_engine import FastLogitDiffEngine, extract_caa_fast
 from .generation import GenerationEngine, generation_rows, generation_summary
-from .extraction import SteeringVectors, extract_caa
+from .extraction import SteeringVectors
 from .models import LoadedModel, ModelSource, load_config, load_model, load_tokenizer, remote_id, resolve
 from .ndif import journal_dir, require_hosted
 from .preprocess import ConceptSplit, preprocess
@@ -226,14 +227,14 @@ def _run_model(
         else:
             with display.progress(f"{name} · {concept} · extract", len(train), "pairs") as task:
                 backend.on_status = lambda _stage, state: task.state(state)
-                vectors = extract_caa(
+                vectors = extract_caa_fast(
                     model(), train, concept=concept, batch_size=spec.extraction.batch_size,
                     backend=backend, on_batch=task.advance, request_key=f"extract/{name}/{concept}",
                 )
             vectors.save(vector_path)
         revision = vectors.revision
         if "logit" in spec.evaluation.modes:
-            engine = lambda: LogitDiffEngine(  # noqa: E731 - built only if a chunk is left
+            engine = lambda: FastLogitDiffEngine(  # noqa: E731 - built only if a chunk is left
                 model(), backend, spec.evaluation.batch_size, spec.evaluation.positions  # type: ignore[arg-type]
             )
 

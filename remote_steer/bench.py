@@ -1,0 +1,452 @@
+"""``remote-steer bench``: this project's sweep against the reference implementations.
+
+On one toy configuration (real Qwen tokenizer, real prompt lengths) and one set of
+prompts, it runs
+
+- (a) this project: ``extract_caa_fast`` + ``FastLogitDiffEngine``;
+- (b) the ``steering-vectors`` library: ``train_steering_vector``, then
+  ``SteeringVector.apply`` per configuration (``bench_sv.py``, own venv);
+- (c) the study's protocol done plainly: one nnsight trace per prompt, positive and
+  negative answers appended as two forward passes per item × configuration;
+- (d) the compute floor: exactly the floor's token × layer work as unsteered,
+  batched plain-PyTorch passes (``bench_worker.run_floor``);
+
+each in its own process, alternating a b c d a b c d …, and reports wall time,
+token × layer work, peak memory (``ru_maxrss`` of that process), the ratios
+(b)/(a), (c)/(a), (a)/(d) (medians over repeats) and whether (a), (b) and (c)
+agree numerically.
+
+(c) is one trace per item and configuration, so its time is additive over items:
+by default its sweep runs on the first ``plain_items`` test items and its time and
+work are scaled to all items (its extraction always runs on all training items).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+IMPLEMENTATIONS = {
+    "a": "remote-steer",
+    "b": "steering-vectors",
+    "c": "plain protocol",
+    "d": "floor",
+}
+DESCRIPTIONS = {
+    "a": "this project: extract_caa_fast + FastLogitDiffEngine",
+    "b": "steering-vectors 0.12.2: train_steering_vector, then SteeringVector.apply per configuration",
+    "c": "the study's protocol done plainly: one nnsight trace per prompt, answers appended as two passes",
+    "d": "the compute floor: exactly the floor's token × layer work, unsteered, batched, plain PyTorch",
+}
+TARGETS = {"b/a": (">=", 10.0), "c/a": (">=", 50.0), "a/d": ("<=", 2.0)}
+
+
+@dataclass
+class BenchOptions:
+    items: int = 64  # held-out items swept; as many training items train the vector
+    layers: int = 24
+    hidden: int = 256
+    model: str = "toy/qwen3"
+    data: str | None = None  # upstream-layout root; None = the bundled fixtures
+    threads: int = 2
+    batch_size: int = 16  # prompts per forward pass (a, b, d); (c) is one prompt per trace
+    repeats: int = 3
+    plain_items: int = 8  # (c)'s sweep runs on this many items, scaled to all; 0 = all
+    positions: str = "assistant"
+    layer_start_fraction: float = 0.33
+    strengths: tuple[float, ...] = (-1.0, 1.0)
+    skip_steering_vectors: bool = False
+    sv_python: str = ".bench-venv/bin/python"
+    output_dir: str = "outputs/bench"
+    implementations: str = "abcd"
+    seed: int = 0
+
+
+@dataclass
+class BenchResult:
+    options: dict
+    machine: dict
+    config: dict
+    runs: dict[str, list[dict]] = field(default_factory=dict)  # impl -> one dict per repeat
+    summary: dict[str, dict] = field(default_factory=dict)  # impl -> medians
+    ratios: dict[str, float | None] = field(default_factory=dict)
+    agreement: dict[str, float | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    paths: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _select(pool: list, n: int, seed: int) -> list:
+    if len(pool) <= n:
+        return list(pool)
+    return random.Random(seed).sample(pool, n)
+
+
+def prepare_inputs(options: BenchOptions) -> tuple[dict, dict, list[str]]:
+    """The toy checkpoint, the prompts (train and test) and the sweep, as one JSON-able spec."""
+    from .concepts import STUDY_CONCEPTS
+    from .data import list_concepts, load_concept
+    from .models import load_tokenizer, resolve
+    from .preprocess import preprocess
+    from .prompts import encode_items
+    from .registry import require_toy
+    from .toy import ensure_toy
+
+    notes: list[str] = []
+    require_toy(options.model)
+    checkpoint = ensure_toy(options.model, n_layers=options.layers, hidden_size=options.hidden)
+    source = options.data or "fixtures"
+    available = [row["concept"] for row in list_concepts(source) if row["available"] and row["concept"] in STUDY_CONCEPTS]
+    train_pool, test_pool = [], []
+    for concept in available:
+        split = preprocess(load_concept(concept, source), concept, seed=options.seed, test_fraction=0.5)
+        train_pool += split.train
+        test_pool += split.test
+    train = _select(train_pool, options.items, options.seed)
+    test = _select(test_pool, options.items, options.seed + 1)
+    if len(test) < options.items or len(train) < options.items:
+        notes.append(f"only {len(train)} training and {len(test)} held-out items available in {source}")
+    tokenizer = load_tokenizer(resolve(str(checkpoint)))
+    encoded_train, encoded_test = encode_items(tokenizer, train), encode_items(tokenizer, test)
+
+    def record(it) -> dict:
+        decode = lambda ids: tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)  # noqa: E731
+        return {
+            "id": it.item_id,
+            "letter": it.matching_letter,
+            "ids": list(it.prompt_ids),
+            "assistant_start": it.assistant_start,
+            "matching": it.matching_token,
+            "other": it.other_token,
+            "text": decode(it.prompt_ids),
+            "matching_text": decode([it.matching_token]),
+            "other_text": decode([it.other_token]),
+        }
+
+    first = math.ceil(options.layer_start_fraction * options.layers)
+    spec = {
+        "checkpoint": str(checkpoint),
+        "threads": options.threads,
+        "batch_size": options.batch_size,
+        "positions": options.positions,
+        "layers": list(range(first, options.layers)),
+        "strengths": list(options.strengths),
+        "plain_items": options.plain_items,
+        "pad_id": tokenizer.pad_token_id,
+        "warmup": True,
+        "train": [record(it) for it in encoded_train],
+        "test": [record(it) for it in encoded_test],
+    }
+    lengths = [len(it.prompt_ids) for it in encoded_test]
+    config = {
+        "model": f"{options.model} resized: {options.layers} layers, hidden {options.hidden} (random weights)",
+        "checkpoint": str(checkpoint),
+        "data": source,
+        "concepts": available,
+        "train_items": len(encoded_train),
+        "test_items": len(encoded_test),
+        "prompt_tokens_median": statistics.median(lengths),
+        "prompt_tokens_range": [min(lengths), max(lengths)],
+        "steered_tokens": sorted({len(it.prompt_ids) - it.steer_start(options.positions) for it in encoded_test}),
+        "sweep_layers": spec["layers"],
+        "strengths": spec["strengths"],
+        "configurations": len(spec["layers"]) * len(spec["strengths"]),
+        "positions": options.positions,
+        "batch_size": options.batch_size,
+        "floor": floor_work(spec, options.layers),
+    }
+    return spec, config, notes
+
+
+def floor_work(spec: dict, n_layers: int) -> dict[str, int]:
+    """The least token × layer work: each prompt once through all layers; extraction adds
+    the two answer tokens through all layers; a configuration (L, s) adds the steered
+    positions through layers L+1..last (the edit is added to layer L's output)."""
+    starts = lambda r: 0 if spec["positions"] == "all" else r["assistant_start"]  # noqa: E731
+    extract = sum((len(r["ids"]) + 2) * n_layers for r in spec["train"])
+    sweep = 0
+    for r in spec["test"]:
+        steered = len(r["ids"]) - starts(r)
+        sweep += len(r["ids"]) * n_layers
+        sweep += sum(steered * (n_layers - 1 - layer) for layer in spec["layers"] for _ in spec["strengths"])
+    return {"extract": extract, "sweep": sweep, "total": extract + sweep}
+
+
+# --------------------------------------------------------------------------- running
+
+
+def machine_info(threads: int) -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (float("nan"),) * 3
+    import torch
+
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_average_at_start": [round(x, 2) for x in load],
+    }
+
+
+def _worker_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"})
+    return env
+
+
+def run_one(impl: str, input_path: Path, out_path: Path, options: BenchOptions) -> dict:
+    """Run one implementation in a fresh process; its JSON result (and arrays, if any)."""
+    if impl == "b":
+        command = [options.sv_python, str(Path(__file__).with_name("bench_sv.py")), str(input_path), str(out_path)]
+    else:
+        command = [sys.executable, "-m", "remote_steer.bench_worker", str(input_path), impl, str(out_path)]
+    done = subprocess.run(command, env=_worker_env(options.threads), capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise RuntimeError(f"bench implementation ({impl}) failed (exit {done.returncode}):\n{tail}")
+    result = json.loads(out_path.read_text())
+    arrays = out_path.with_suffix(".npz")
+    if arrays.exists():
+        with np.load(arrays) as data:
+            result["_arrays"] = {k: data[k] for k in data.files}
+    return result
+
+
+def _median(runs: list[dict], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def _max_abs(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64))))
+
+
+def agreement(arrays: dict[str, dict]) -> dict[str, float | None]:
+    """Max |Δ| of vectors and logit diffs between (a) and (b), (a) and (c), on the items both ran."""
+    out: dict[str, float | None] = {}
+    a = arrays.get("a")
+    if not a:
+        return out
+    moved = _max_abs(a["steered"], np.repeat(a["baseline"][:, None], a["steered"].shape[1], axis=1))
+    out["a: max |steered − baseline|"] = moved
+    for other in ("b", "c"):
+        o = arrays.get(other)
+        if not o:
+            continue
+        k = o["steered"].shape[0]
+        out[f"{other} vs a: vectors"] = _max_abs(o["vectors"], a["vectors"])
+        out[f"{other} vs a: logit diffs"] = max(
+            _max_abs(o["baseline"][:k], a["baseline"][:k]), _max_abs(o["steered"][:k], a["steered"][:k])
+        )
+    return out
+
+
+def run_bench(options: BenchOptions, display=None) -> BenchResult:
+    from .display import NullDisplay
+
+    display = display or NullDisplay()
+    impls = [i for i in options.implementations if i in IMPLEMENTATIONS]
+    notes: list[str] = []
+    if "b" in impls and options.skip_steering_vectors:
+        impls.remove("b")
+        notes.append("(b) skipped (--skip-steering-vectors)")
+    elif "b" in impls and not Path(options.sv_python).exists():
+        impls.remove("b")
+        notes.append(
+            f"(b) skipped: {options.sv_python} not found; create it with `python3 -m venv .bench-venv && "
+            '.bench-venv/bin/pip install torch==2.13.0 "steering-vectors==0.12.2" "transformers<5"`'
+        )
+    elif "b" in impls and options.model != "toy/qwen3":
+        impls.remove("b")
+        notes.append("(b) skipped: the transformers-4 loader in bench_sv.py handles the dense toy only")
+    display.note(f"Preparing {options.items} items on {options.model} ({options.layers} layers, hidden {options.hidden})")
+    spec, config, prep_notes = prepare_inputs(options)
+    notes += prep_notes
+    if options.plain_items and "c" in impls and options.plain_items < len(spec["test"]):
+        notes.append(
+            f"(c) swept {options.plain_items} of {len(spec['test'])} items (one trace per item × configuration, "
+            "so time is additive over items); its sweep time and work are scaled to all items"
+        )
+    result = BenchResult(asdict(options), machine_info(options.threads), config, notes=notes)
+    arrays: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="remote-steer-bench-") as tmp:
+        input_path = Path(tmp) / "input.json"
+        input_path.write_text(json.dumps(spec))
+        for repeat in range(options.repeats):
+            for impl in impls:  # alternating: a b c d a b c d …
+                display.note(f"repeat {repeat + 1}/{options.repeats}: ({impl}) {DESCRIPTIONS[impl]}")
+                run = run_one(impl, input_path, Path(tmp) / f"{impl}-{repeat}.json", options)
+                got = run.pop("_arrays", None)
+                if got and impl not in arrays:
+                    arrays[impl] = got
+                result.runs.setdefault(impl, []).append(run)
+                display.note(f"    {run['total_s']:.2f} s (extraction {run['extract_s']:.2f} s, sweep {run['sweep_s']:.2f} s)")
+    floor_total = config["floor"]["total"]
+    for impl, runs in result.runs.items():
+        summary = {key: _median(runs, key) for key in ("total_s", "extract_s", "sweep_s", "peak_rss_mb", "rss_loaded_mb")}
+        summary["token_layers"] = runs[0].get("token_layers")
+        summary["token_layers_vs_floor"] = (runs[0].get("token_layers") or 0) / floor_total
+        summary["vocab_positions"] = runs[0].get("vocab_positions")
+        summary["forward_calls"] = runs[0].get("forward_calls")
+        summary["totals_s"] = [round(r["total_s"], 3) for r in runs]
+        for key in ("tokenization_mismatches", "versions", "sweep_items_measured"):
+            if key in runs[0]:
+                summary[key] = runs[0][key]
+        result.summary[impl] = summary
+    s = result.summary
+
+    def ratio(x: str, y: str, key: str = "total_s") -> float | None:
+        if x in s and y in s and s[x][key] and s[y][key]:
+            return s[x][key] / s[y][key]
+        return None
+
+    result.ratios = {
+        "b/a": ratio("b", "a"),
+        "c/a": ratio("c", "a"),
+        "a/d": ratio("a", "d"),
+        "b/a sweep": ratio("b", "a", "sweep_s"),
+        "c/a sweep": ratio("c", "a", "sweep_s"),
+        "a/d sweep": ratio("a", "d", "sweep_s"),
+    }
+    result.agreement = agreement(arrays)
+    return result
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _verdict(name: str, value: float | None) -> str:
+    if value is None:
+        return "not run"
+    op, target = TARGETS[name]
+    ok = value >= target if op == ">=" else value <= target
+    return f"{'met' if ok else 'MISSED'} (target {op} {target:g})"
+
+
+def table_rows(result: BenchResult) -> list[list[Any]]:
+    rows = []
+    for impl in IMPLEMENTATIONS:
+        s = result.summary.get(impl)
+        if s is None:
+            continue
+        rows.append(
+            [
+                f"({impl}) {IMPLEMENTATIONS[impl]}",
+                round(s["total_s"], 2),
+                round(s["extract_s"], 2),
+                round(s["sweep_s"], 2),
+                f"{s['token_layers']:,}" if s["token_layers"] is not None else "—",
+                f"{s['token_layers_vs_floor']:.2f}×",
+                f"{s['vocab_positions']:,}" if s.get("vocab_positions") is not None else "—",
+                round(s["peak_rss_mb"]),
+                round(s["peak_rss_mb"] - s["rss_loaded_mb"]),
+            ]
+        )
+    return rows
+
+
+COLUMNS = [
+    "implementation",
+    "wall s",
+    "extract s",
+    "sweep s",
+    "token×layer",
+    "× floor",
+    "vocab rows",
+    "peak RSS MB",
+    "Δ RSS MB",
+]
+
+
+def markdown(result: BenchResult) -> str:
+    m, c = result.machine, result.config
+    lines = [
+        f"# remote-steer bench — {result.paths.get('stamp', '')}",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch threads {m['threads']}, torch {m['torch']}; "
+        f"load average at start {m['load_average_at_start']}.",
+        f"Model: {c['model']}. Data: {c['data']} ({', '.join(c['concepts'])}); {c['train_items']} training + "
+        f"{c['test_items']} held-out items, prompt tokens median {c['prompt_tokens_median']} "
+        f"(range {c['prompt_tokens_range'][0]}–{c['prompt_tokens_range'][1]}), steered tokens {c['steered_tokens']}.",
+        f"Sweep: layers {c['sweep_layers'][0]}–{c['sweep_layers'][-1]} × strengths {c['strengths']} = "
+        f"{c['configurations']} configurations, positions `{c['positions']}`, batch size {c['batch_size']}. "
+        f"Floor work: {c['floor']['total']:,} token×layer (extraction {c['floor']['extract']:,}, sweep {c['floor']['sweep']:,}).",
+        f"Each implementation ran in its own process, alternating, {result.options['repeats']} repeats; medians shown.",
+        "",
+        *[f"- ({k}) {v}" for k, v in DESCRIPTIONS.items()],
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for row in table_rows(result):
+        lines.append("| " + " | ".join(str(v) for v in row) + " |")
+    lines += ["", "| ratio (wall time) | total | sweep only | verdict |", "|---|---|---|---|"]
+    for name in ("b/a", "c/a", "a/d"):
+        total, sweep = result.ratios.get(name), result.ratios.get(f"{name} sweep")
+        fmt = lambda v: "—" if v is None else f"{v:.1f}×"  # noqa: E731
+        lines.append(f"| ({name[0]})/({name[2]}) | {fmt(total)} | {fmt(sweep)} | {_verdict(name, total)} |")
+    if result.agreement:
+        lines += ["", "Agreement (max absolute difference):", ""]
+        lines += [f"- {k}: {v:.2e}" for k, v in result.agreement.items()]
+    if result.notes:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in result.notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_result(result: BenchResult, output_dir: Path) -> tuple[Path, Path]:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = output_dir / f"bench-{stamp}.json", output_dir / f"bench-{stamp}.md"
+    result.paths = {"stamp": stamp, "json": str(json_path), "markdown": str(md_path)}
+    for path, text in ((json_path, json.dumps(asdict(result), indent=1, default=float)), (md_path, markdown(result))):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return json_path, md_path
+
+
+def show(result: BenchResult, display) -> None:
+    c = result.config
+    display.table(
+        f"remote-steer bench: {c['model']}, {c['test_items']} items, {c['configurations']} configurations",
+        COLUMNS,
+        table_rows(result),
+        f"medians of {result.options['repeats']} alternating runs; {result.machine['cpu']}, "
+        f"{result.machine['threads']} threads; floor {c['floor']['total']:,} token×layer",
+    )
+    rows = []
+    for name in ("b/a", "c/a", "a/d"):
+        total, sweep = result.ratios.get(name), result.ratios.get(f"{name} sweep")
+        rows.append([f"({name[0]})/({name[2]})", "—" if total is None else f"{total:.1f}×", "—" if sweep is None else f"{sweep:.1f}×", _verdict(name, total)])
+    display.table("Ratios (wall time)", ["ratio", "total", "sweep only", "verdict"], rows)
+    if result.agreement:
+        display.table("Agreement", ["check", "max |Δ|"], [[k, f"{v:.2e}"] for k, v in result.agreement.items()])
+    for note in result.notes:
+        display.note(f"note: {note}")

@@ -1,0 +1,285 @@
+"""Near-floor logit-diff sweeps and CAA extraction, numerically equal to the plain engines.
+
+``FastLogitDiffEngine`` returns what ``evaluation.LogitDiffEngine`` returns and
+``extract_caa_fast`` what ``extraction.extract_caa`` returns (to float rounding; the
+tests hold them to 1e-4), with far less work. Each shortcut follows from two facts:
+attention is causal, and the steering edit is added to the *output* of layer L at
+positions ≥ p (the first steered position). So a steered run equals the unsteered
+one at every position before p, at every layer, and at every position up to layer L.
+
+Per group of items, in **one nnsight trace** (one request on a remote backend):
+
+1. **The prompt once.** The model's own forward pass runs the left-padded prompts
+   through every layer with a key/value cache and no vocabulary projection
+   (``logits_to_keep`` is empty). It is also the unsteered baseline. The residual
+   stream after every layer is read at the window columns only (the steered
+   positions through the answer position).
+2. **Only the window, only above L.** After the forward, the trace body calls the
+   decoder layers ad hoc (``fast_kernel.sweep``): a configuration (L, s) restarts
+   from the residual after layer L, adds ``s × vector[L]`` at the steered positions
+   and runs only the window through layers L+1..last, attending to the cached prefix
+   keys/values of each layer. The cache is read, never extended, so one prefix
+   serves every configuration.
+3. **Configurations batched as a staircase.** Each (item, configuration) row joins
+   the batch at its own layer, so one pass up the stack serves the whole sweep.
+4. **Two logits.** At the answer position only the final norm and the two
+   answer-token rows of the output projection are computed.
+5. **Extraction** (``extract_caa_fast``): the prompt once, then the positive and
+   negative answer tokens as two one-token rows against its cache, reading the
+   decoder-layer output at every layer in the same pass.
+
+For ``"all"``-positions steering the window is the whole prompt, so what is shared
+is the baseline and every layer up to L. Strength 0 adds exactly zero, so those
+columns are the baseline and cost nothing.
+
+The kernel module is shipped by value to the server (``nnsight.register``), so the
+``simulated-remote`` backend runs the same code and keeps every intermediate state
+on the model's side: only [items, configurations] numbers come back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import nnsight
+import numpy as np
+import torch
+
+from . import fast_kernel
+from .backend import Backend
+from .batching import TokenBatch, left_pad
+from .evaluation import LogitDiffEngine, SteerConfig, SweepResult
+from .extraction import SteeringVectors, extract_caa
+from .models import LoadedModel
+from .prompts import EncodedItem, SteerPositions
+
+nnsight.register(fast_kernel)  # remote requests carry the kernel's source
+
+
+def supports_fast_path(model: LoadedModel) -> bool:
+    """Decoder stacks laid out like transformers' Llama/Qwen3 (full attention only)."""
+    hf = model.nn._module
+    base = getattr(hf, "model", None)
+    parts = ("embed_tokens", "layers", "norm", "rotary_emb")
+    if base is None or not hasattr(hf, "lm_head") or not all(hasattr(base, p) for p in parts):
+        return False
+    layer_types = getattr(base.config, "layer_types", None) or ["full_attention"]
+    return all(t == "full_attention" for t in layer_types)
+
+
+@dataclass
+class WorkStats:
+    """Token × layer work executed, padding included (benchmarks report it)."""
+
+    prompt_token_layers: int = 0  # prompt passes: every column of every row, every layer
+    steered_token_layers: int = 0  # window rows through the layers above their steered layer
+    answer_token_layers: int = 0  # extraction: the appended answer tokens, every layer
+    padding_token_layers: int = 0  # the part of prompt_token_layers spent on left padding
+    answer_logit_rows: int = 0  # output-projection rows computed (two per scored row)
+    traces: int = 0
+
+    @property
+    def token_layers(self) -> int:
+        return self.prompt_token_layers + self.steered_token_layers + self.answer_token_layers
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "token_layers": self.token_layers,
+            "prompt_token_layers": self.prompt_token_layers,
+            "steered_token_layers": self.steered_token_layers,
+            "answer_token_layers": self.answer_token_layers,
+            "padding_token_layers": self.padding_token_layers,
+            "answer_logit_rows": self.answer_logit_rows,
+            "traces": self.traces,
+        }
+
+
+_NO_LOGITS = torch.empty(0, dtype=torch.long)  # logits_to_keep: project no position onto the vocabulary
+
+
+def _groups(items: Sequence[EncodedItem], size: int, max_padding: float = 0.1) -> list[list[int]]:
+    """Item indices in groups of at most ``size``, by prompt length: a group closes early
+    rather than let left padding exceed ``max_padding`` of its tokens. Results go back
+    by index, so the order is free."""
+    order = sorted(range(len(items)), key=lambda i: len(items[i].prompt_ids))
+    groups: list[list[int]] = []
+    current: list[int] = []
+    tokens = 0
+    for i in order:
+        length = len(items[i].prompt_ids)
+        padded = (len(current) + 1) * length  # sorted: the new item is the longest
+        if current and (len(current) == size or padded - tokens - length > max_padding * padded):
+            groups.append(current)
+            current, tokens = [], 0
+        current.append(i)
+        tokens += length
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _count_prompt(stats: WorkStats, batch: TokenBatch, n_layers: int) -> None:
+    stats.prompt_token_layers += batch.input_ids.numel() * n_layers
+    stats.padding_token_layers += int(batch.pad.sum()) * n_layers
+    stats.traces += 1
+
+
+@dataclass
+class FastLogitDiffEngine:
+    """Drop-in for ``LogitDiffEngine``: same constructor, same ``run``, same numbers.
+
+    ``batch_rows`` bounds the (item × configuration) rows in flight: a group (one
+    trace) holds ``max(1, batch_rows // configurations)`` items, and a staircase
+    block at most ``batch_rows`` rows. Items are grouped by prompt length; results
+    come back in input order. All groups of one call go in one request (one
+    session locally, one job remotely). Models the fast path does not know fall
+    back to ``LogitDiffEngine``.
+    """
+
+    model: LoadedModel
+    backend: Backend
+    batch_rows: int = 64
+    positions: SteerPositions = "assistant"
+    stats: WorkStats = field(default_factory=WorkStats)
+
+    def run(
+        self,
+        items: Sequence[EncodedItem],
+        vectors: torch.Tensor,
+        configs: Sequence[SteerConfig],
+        on_rows: Callable[[int], None] | None = None,
+        request_key: str | None = None,
+    ) -> SweepResult:
+        """Baseline and steered logit diffs for every item × configuration."""
+        if not supports_fast_path(self.model):
+            return LogitDiffEngine(self.model, self.backend, self.batch_rows, self.positions).run(
+                items, vectors, configs, on_rows, request_key
+            )
+        n_layers = self.model.n_layers
+        for config in configs:
+            if not 0 <= config.layer < n_layers:
+                raise ValueError(f"steering layer {config.layer} outside the model's {n_layers} layers")
+        active = [c for c, config in enumerate(configs) if config.strength != 0.0]  # strength 0 adds nothing
+        steered_layers = sorted({configs[c].layer for c in active})
+        layer_vectors = vectors[steered_layers] if steered_layers else vectors[:1]  # only these travel
+        vector_rows = {layer: j for j, layer in enumerate(steered_layers)}
+        config_layers = [configs[c].layer for c in active]
+        config_strengths = [float(configs[c].strength) for c in active]
+        index_groups = _groups(items, max(1, self.batch_rows // max(1, len(active))))
+        groups = [self._group([items[i] for i in index]) for index in index_groups]
+        for index, group in zip(index_groups, groups):
+            self._count(group[0], [items[i] for i in index], [configs[c] for c in active])
+        # Only these locals enter the session body: never `self`, which would ship the
+        # engine (and its backend) to the server.
+        nn, layers, lm_head, block_rows = self.model.nn, self.model.layers, self.model.nn.lm_head, self.batch_rows
+        no_logits = _NO_LOGITS
+        request = self.backend.open(self.model, "evaluation", request_key)
+        results = None
+        # Session body (no comment lines inside: nnsight ships its unparsed source).
+        # Per group: the model's forward reads the window of every layer, then the
+        # kernel runs every steered continuation on the model's side.
+        with torch.inference_mode():
+            if request.must_submit:
+                with nn.session(**request.session_kwargs()):
+                    results = []
+                    for batch, prefix, steer, tokens in groups:
+                        with nn.trace(batch.model_inputs(), use_cache=True, logits_to_keep=no_logits):
+                            resid = [layers[layer].output[:, prefix:] for layer in range(len(layers))]
+                            cache = fast_kernel.output_cache(nn.output)
+                            results.append(
+                                fast_kernel.sweep(
+                                    nn.model, lm_head, resid, cache, prefix, batch.position_ids, batch.attention_mask,
+                                    steer, layer_vectors, vector_rows, config_layers, config_strengths, tokens, block_rows,
+                                )
+                            )
+                    results = nnsight.save(results)
+            results = request.result(results=results)["results"]
+        baseline = torch.empty(len(items), dtype=torch.float32)
+        steered = torch.zeros(len(items), len(configs), dtype=torch.float32)
+        for index, (base_diff, group_steered) in zip(index_groups, results):
+            rows = torch.tensor(index)
+            baseline[rows] = base_diff
+            if active:
+                steered[rows[:, None], torch.tensor(active)[None, :]] = group_steered
+        for c, config in enumerate(configs):
+            if config.strength == 0.0:
+                steered[:, c] = baseline
+        if on_rows is not None:
+            on_rows(len(items) * (len(configs) + 1))
+        return SweepResult(baseline=baseline.numpy().astype(np.float64), steered=steered.numpy().astype(np.float64))
+
+    def _group(self, group: Sequence[EncodedItem]) -> tuple[TokenBatch, int, torch.Tensor, torch.Tensor]:
+        """A group's trace inputs: prompts, prefix width, steered columns of the window, answer tokens."""
+        batch = left_pad([it.prompt_ids for it in group], self.model.tokenizer.pad_token_id)
+        starts = [it.steer_start(self.positions) for it in group]
+        window = max(len(it.prompt_ids) - s for it, s in zip(group, starts))
+        prefix = batch.width - window
+        steer = batch.mask_from(starts)[:, prefix:].float()
+        tokens = torch.tensor([[it.matching_token, it.other_token] for it in group])
+        return batch, prefix, steer, tokens
+
+    def _count(self, batch: TokenBatch, group: Sequence[EncodedItem], configs: Sequence[SteerConfig]) -> None:
+        n_layers = self.model.n_layers
+        window = max(len(it.prompt_ids) - it.steer_start(self.positions) for it in group)
+        _count_prompt(self.stats, batch, n_layers)
+        self.stats.steered_token_layers += len(group) * window * sum(n_layers - 1 - c.layer for c in configs)
+        self.stats.answer_logit_rows += 2 * len(group) * (len(configs) + 1)
+
+
+def extract_caa_fast(
+    model: LoadedModel,
+    items: Sequence[EncodedItem],
+    *,
+    concept: str,
+    batch_size: int,
+    backend: Backend,
+    on_batch: Callable[[int], None] | None = None,
+    request_key: str | None = None,
+    stats: WorkStats | None = None,
+) -> SteeringVectors:
+    """``extract_caa`` with each prompt run once (same signature, same vectors).
+
+    Per group (one trace): the prompts once through every layer with a key/value
+    cache, then the positive and negative answer tokens as two one-token rows per
+    item against that cache, reading the decoder-layer output at every layer. All
+    groups go in one request and are summed on the model's side.
+    """
+    if not supports_fast_path(model):
+        return extract_caa(
+            model, items, concept=concept, batch_size=batch_size, backend=backend, on_batch=on_batch, request_key=request_key
+        )
+    stats = stats if stats is not None else WorkStats()
+    n_layers = model.n_layers
+    groups = []
+    for index in _groups(items, batch_size):
+        group = [items[i] for i in index]
+        g = len(group)
+        batch = left_pad([it.prompt_ids for it in group], model.tokenizer.pad_token_id)
+        answer_ids = torch.tensor([[it.matching_token] for it in group] + [[it.other_token] for it in group])
+        rows = torch.arange(g).repeat(2)
+        position_ids = (batch.position_ids[:, -1:] + 1).index_select(0, rows)
+        ones = torch.ones(g, 1, dtype=batch.attention_mask.dtype)
+        attention_mask = torch.cat([batch.attention_mask, ones], dim=1).index_select(0, rows)
+        signs = torch.cat([torch.ones(g), -torch.ones(g)])  # +positive, -negative
+        groups.append((batch.model_inputs(), answer_ids, rows, position_ids, attention_mask, signs))
+        _count_prompt(stats, batch, n_layers)
+        stats.answer_token_layers += 2 * g * n_layers
+    nn, no_logits = model.nn, _NO_LOGITS  # the only names the session body uses, with the kernel
+    request = backend.open(model, "extraction", request_key)
+    total = None
+    with torch.inference_mode():
+        if request.must_submit:
+            with nn.session(**request.session_kwargs()):
+                batch_sums = []
+                for inputs, answer_ids, rows, position_ids, attention_mask, signs in groups:
+                    with nn.trace(inputs, use_cache=True, logits_to_keep=no_logits):
+                        cache = fast_kernel.output_cache(nn.output)
+                        batch_sums.append(
+                            fast_kernel.answer_activations(nn.model, cache, answer_ids, rows, position_ids, attention_mask, signs)
+                        )
+                total = nnsight.save(torch.stack(batch_sums).sum(0))
+        total = request.result(total=total)["total"]
+    if on_batch is not None:
+        on_batch(len(items))
+    return SteeringVectors(total / len(items), len(items), model.name, model.revision, concept)

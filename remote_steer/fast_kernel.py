@@ -1,0 +1,212 @@
+"""The fast engine's in-trace kernels: what runs where the model is (locally or on a server).
+
+These functions run inside one nnsight trace, after the model's own forward pass
+over a group of prompts: they take that pass's per-layer residual stream and its
+key/value cache and call the model's modules *ad hoc* (nnsight 0.8 runs a module
+called inside a trace as an ordinary call) to compute the steered continuations.
+
+This module is self-contained on purpose: it imports only torch and transformers,
+which every NDIF server has, so ``nnsight.register`` can ship it by value with a
+remote request (``Backend("simulated-remote")`` proves that in-process). Module
+handles may be nnsight envoys or plain ``torch.nn.Module``\\ s: both are called the
+same way. Attention is never reimplemented: the decoder layers, rotary embedding,
+final norm and ``create_causal_mask`` are transformers' own.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+
+class ReadOnlyKV:
+    """One layer's cached prefix keys/values, shared by the rows that continue the prefix.
+
+    Transformers' attention calls ``cache.update(new_keys, new_values, layer_idx)`` and
+    attends over what it returns. This returns prefix ⊕ new and stores nothing, so the
+    prefix stays exactly as the prompt pass left it, for every configuration.
+    """
+
+    def __init__(self, keys, values):
+        self.keys = keys
+        self.values = values
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+
+
+def cache_keyword():
+    """``cache`` (transformers ≥ 5.2x) or ``past_key_values`` (earlier releases)."""
+    from transformers.masking_utils import create_causal_mask
+
+    return "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+
+
+def output_cache(output):
+    """The key/value cache a forward pass returned (``use_cache=True``)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
+
+
+def cache_tensors(cache, prefix):
+    """Per-layer (keys, values) of the first ``prefix`` columns: views, no copies."""
+    keys = [layer.keys[..., :prefix, :] for layer in cache.layers]
+    values = [layer.values[..., :prefix, :] for layer in cache.layers]
+    return keys, values
+
+
+def _device(module):
+    for parameter in module.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
+def _take(tensor, index):
+    return None if tensor is None else tensor.index_select(0, index.to(tensor.device))
+
+
+def _mask(base, embeds, attention_mask, keys, values, position_ids, keyword):
+    """Transformers' attention mask for queries ``embeds`` over prefix ⊕ themselves."""
+    from transformers import DynamicCache
+    from transformers.masking_utils import create_causal_mask
+
+    sizing = None
+    if keys:
+        # only sizes the mask (prefix length); one layer's prefix is enough
+        sizing = DynamicCache(ddp_cache_data=[(keys[0], values[0])])
+    return create_causal_mask(
+        config=base.config,
+        inputs_embeds=embeds,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        **{keyword: sizing},
+    )
+
+
+def _run_layer(base, index, hidden, mask, position_ids, cos, sin, kv, keyword):
+    layer = base.layers[index]
+    dev = _device(layer)
+    out = layer(
+        hidden.to(dev),
+        attention_mask=None if mask is None else mask.to(dev),
+        position_ids=position_ids.to(dev),
+        position_embeddings=(cos.to(dev), sin.to(dev)),
+        **{keyword: kv},
+    )
+    return out[0] if isinstance(out, tuple) else out
+
+
+def answer_diff(base, lm_head, last_hidden, tokens):
+    """logit[tokens[:, 0]] − logit[tokens[:, 1]] from last-layer hidden states [R, hidden].
+
+    Final norm, then only the two answer rows of the output projection.
+    """
+    normed = base.norm(last_hidden.to(_device(base.norm))[:, None, :])[:, 0]
+    weight = lm_head.weight
+    normed = normed.to(weight.device)
+    rows = weight.index_select(0, tokens.reshape(-1).to(weight.device)).reshape(tokens.shape[0], 2, -1)
+    picked = torch.einsum("rh,rkh->rk", normed, rows)
+    bias = getattr(lm_head, "bias", None)
+    if bias is not None:
+        picked = picked + bias[tokens.to(bias.device)]
+    picked = picked.float()
+    return (picked[:, 0] - picked[:, 1]).cpu()
+
+
+def sweep(
+    base,
+    lm_head,
+    resid,
+    cache,
+    prefix,
+    position_ids,
+    attention_mask,
+    steer,
+    vectors,
+    vector_rows,
+    config_layers,
+    config_strengths,
+    tokens,
+    block_rows,
+):
+    """Baseline [G] and steered [G, K] logit diffs of one group of prompts.
+
+    ``resid[l]`` is the decoder-layer output of layer l over the window columns
+    (``prefix`` onwards) of the group's prompt pass and ``cache`` that pass's cache.
+    A configuration k (layer ``config_layers[k]``, strength ``config_strengths[k]``)
+    restarts from ``resid[layer]`` plus ``strength × vectors[vector_rows[layer]]`` at the
+    steered columns (``steer`` [G, C], 1 where steered) and runs the window through the
+    layers above, attending to the cached prefix keys/values of each layer. Rows
+    (item, configuration) enter at their own layer: a staircase, one pass up the
+    stack per block of at most ``block_rows`` rows.
+    """
+    keyword = cache_keyword()
+    n_layers = len(resid)
+    groups = resid[0].shape[0]
+    keys, values = cache_tensors(cache, prefix) if prefix > 0 else ([], [])
+    window_pos = position_ids[:, prefix:]
+    first = resid[0]
+    cos, sin = base.rotary_emb(first, window_pos.to(first.device))
+    mask = _mask(base, first, attention_mask, keys, values, window_pos, keyword)
+    baseline = answer_diff(base, lm_head, resid[-1][:, -1], tokens)
+
+    n_configs = len(config_layers)
+    steered = torch.zeros(groups, n_configs, dtype=torch.float32)
+    per_block = max(1, block_rows // groups)
+    order = sorted(range(n_configs), key=lambda k: config_layers[k])
+    for start in range(0, n_configs, per_block):
+        block = order[start : start + per_block]
+        joining = {}
+        for k in block:
+            joining.setdefault(int(config_layers[k]), []).append(k)
+        hidden = None
+        row_item = torch.empty(0, dtype=torch.long)
+        row_config = torch.empty(0, dtype=torch.long)
+        gathered = None
+        for layer in range(min(joining), n_layers):
+            new = joining.get(layer, [])
+            if new:
+                # all items × the configurations steered at this layer
+                items = torch.arange(groups).repeat(len(new))
+                configs = torch.tensor(new, dtype=torch.long).repeat_interleave(groups)
+                start_state = resid[layer]
+                dev, dtype = start_state.device, start_state.dtype
+                strength = torch.tensor([float(config_strengths[k]) for k in configs.tolist()])
+                delta = strength.to(device=dev, dtype=dtype)[:, None] * vectors[vector_rows[layer]].to(device=dev, dtype=dtype)[None, :]
+                rows = _take(start_state, items) + delta[:, None, :] * _take(steer, items).to(dev, dtype)[:, :, None]
+                hidden = rows if hidden is None else torch.cat([hidden.to(dev), rows])
+                row_item = torch.cat([row_item, items])
+                row_config = torch.cat([row_config, configs])
+                gathered = (_take(mask, row_item), _take(window_pos, row_item), _take(cos, row_item), _take(sin, row_item))
+            if layer + 1 == n_layers or hidden is None:
+                continue
+            above = layer + 1
+            kv = ReadOnlyKV(_take(keys[above], row_item), _take(values[above], row_item)) if keys else None
+            hidden = _run_layer(base, above, hidden, gathered[0], gathered[1], gathered[2], gathered[3], kv, keyword)
+        diffs = answer_diff(base, lm_head, hidden[:, -1], _take(tokens, row_item))
+        steered[row_item, row_config] = diffs
+    return baseline, steered
+
+
+def answer_activations(base, cache, answer_ids, rows, position_ids, attention_mask, signs):
+    """Signed sum over rows of the decoder-layer output at one appended token, every layer.
+
+    Row r appends token ``answer_ids[r]`` to prompt ``rows[r]`` of the prompt pass whose
+    cache is ``cache``; it runs through every layer against that prompt's cached
+    keys/values. Returns [layers, hidden] float32: Σ_r signs[r] · output_l(r).
+    """
+    keyword = cache_keyword()
+    keys = [_take(layer.keys, rows) for layer in cache.layers]
+    values = [_take(layer.values, rows) for layer in cache.layers]
+    embed = base.embed_tokens
+    hidden = embed(answer_ids.to(_device(embed)))
+    position_ids = position_ids.to(hidden.device)
+    cos, sin = base.rotary_emb(hidden, position_ids)
+    mask = _mask(base, hidden, attention_mask.to(hidden.device), keys, values, position_ids, keyword)
+    sums = []
+    for index in range(len(keys)):
+        hidden = _run_layer(base, index, hidden, mask, position_ids, cos, sin, ReadOnlyKV(keys[index], values[index]), keyword)
+        answer = hidden[:, -1, :].float()
+        sums.append((signs.to(answer.device)[:, None] * answer).sum(0).cpu())
+    return torch.stack(sums)
