@@ -34,6 +34,21 @@ class SteerConfig:
     strength: float
 
 
+def item_config_rows(n_items: int, n_configs: int) -> list[tuple[int, int]]:
+    """Rows (item index, configuration index or BASELINE): one unsteered row per item
+    first, shared by every layer and strength, then every item × configuration."""
+    rows = [(i, BASELINE) for i in range(n_items)]
+    return rows + [(i, c) for i in range(n_items) for c in range(n_configs)]
+
+
+def row_steering(configs: Sequence[SteerConfig], rows: Sequence[tuple[int, int]]):
+    """Per-row layer and strength tensors, and the sorted layers the rows steer."""
+    row_layer = torch.tensor([configs[c].layer if c != BASELINE else BASELINE for _, c in rows])
+    row_strength = torch.tensor([configs[c].strength if c != BASELINE else 0.0 for _, c in rows])
+    steered = sorted({configs[c].layer for _, c in rows if c != BASELINE})
+    return row_layer, row_strength, steered
+
+
 @dataclass(frozen=True)
 class SweepResult:
     baseline: np.ndarray  # [items]
@@ -60,10 +75,7 @@ class LogitDiffEngine:
         All batches of one call go in one request (one session locally, one job
         remotely), so a remote sweep makes one request per call.
         """
-        # Row r = (item index, configuration index or BASELINE). The baseline is one
-        # row per item, shared by every layer and strength.
-        rows = [(i, BASELINE) for i in range(len(items))]
-        rows += [(i, c) for i in range(len(items)) for c in range(len(configs))]
+        rows = item_config_rows(len(items), len(configs))
         batches = [self._batch(items, vectors, configs, batch_rows) for batch_rows in chunks(rows, self.batch_rows)]
         # Only these locals enter the trace body: never `self`, which would ship the
         # engine (and its backend) to the server.
@@ -105,10 +117,8 @@ class LogitDiffEngine:
         slot = {item: k for k, item in enumerate(unique)}
         prompts = left_pad([items[i].prompt_ids for i in unique], self.model.tokenizer.pad_token_id)
         row_item = torch.tensor([slot[i] for i, _ in rows])
-        row_layer = torch.tensor([configs[c].layer if c != BASELINE else BASELINE for _, c in rows])
-        row_strength = torch.tensor([configs[c].strength if c != BASELINE else 0.0 for _, c in rows])
+        row_layer, row_strength, steered = row_steering(configs, rows)
         prompt_mask = prompts.mask_from([items[i].steer_start(self.positions) for i in unique])
         answers = torch.tensor([[items[i].matching_token, items[i].other_token] for i in unique])
-        steered = sorted({configs[c].layer for _, c in rows if c != BASELINE})
         layer_vectors = vectors[steered]  # only the layers this batch steers
         return prompts.model_inputs(), row_item, steered, row_layer, row_strength, prompt_mask, layer_vectors, answers

@@ -47,7 +47,7 @@ import torch
 
 from .backend import Backend
 from .batching import chunks, left_pad
-from .evaluation import BASELINE, SteerConfig
+from .evaluation import SteerConfig, item_config_rows, row_steering
 from .models import LoadedModel
 from .parsing import parse_answer
 from .prompts import EncodedItem, SteerPositions
@@ -136,8 +136,7 @@ class GenerationEngine:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens {self.max_new_tokens}: expected at least 1")
         # Row r = (item index, configuration index or BASELINE), as in evaluation.py.
-        rows = [(i, BASELINE) for i in range(len(items))]
-        rows += [(i, c) for i in range(len(items)) for c in range(len(configs))]
+        rows = item_config_rows(len(items), len(configs))
         if not rows:
             return GenerationResult((), (), (), ())
         batches = [self._batch(items, vectors, configs, batch_rows) for batch_rows in chunks(rows, self.batch_rows)]
@@ -202,12 +201,10 @@ class GenerationEngine:
     def _batch(self, items, vectors, configs, rows):
         """The tensors one generate call needs, built outside the trace."""
         batch = left_pad([items[i].prompt_ids for i, _ in rows], self.model.tokenizer.pad_token_id)
-        row_layer = torch.tensor([configs[c].layer if c != BASELINE else BASELINE for _, c in rows])
-        row_strength = torch.tensor([configs[c].strength if c != BASELINE else 0.0 for _, c in rows])
+        row_layer, row_strength, steered = row_steering(configs, rows)
         steer_mask = batch.mask_from([items[i].steer_start(self.positions) for i, _ in rows])
         # Prompt positions from each row's steer start, then every generated position.
         full_mask = torch.cat([steer_mask, torch.ones(len(rows), self.max_new_tokens, dtype=torch.bool)], dim=1)
-        steered = sorted({configs[c].layer for _, c in rows if c != BASELINE})
         layer_vectors = vectors[steered]  # only the layers this batch steers
         return batch.model_inputs(), batch.width, steered, row_layer, row_strength, full_mask, layer_vectors
 
