@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .errors import RemoteSteerError
+from remote_steer.errors import RemoteSteerError
 
 app = typer.Typer(
     help="Contrastive Activation Addition steering sweeps on open models, locally or on NDIF.",
@@ -46,9 +46,9 @@ def run(
     """
     import dataclasses
 
-    from .display import NullDisplay, RichDisplay
-    from .runner import run_experiment
-    from .spec import load_spec
+    from remote_steer.display import NullDisplay, RichDisplay
+    from remote_steer.run.runner import run_experiment
+    from remote_steer.run.spec import load_spec
 
     try:
         experiment = load_spec(spec)
@@ -60,7 +60,7 @@ def run(
         if modes:
             evaluation = dataclasses.replace(experiment.evaluation, modes=tuple(m.strip() for m in modes.split(",")))
             changes["evaluation"] = evaluation
-            from .spec import parse_modes
+            from remote_steer.run.spec import parse_modes
 
             parse_modes(evaluation.modes, "--modes")
         if backend or host:
@@ -89,9 +89,9 @@ def plan(
 ) -> None:
     """Print, per model, what SPEC will cost: backend, host, requests, forward passes,
     estimated bytes each way, and whether the remote host serves the model. Offline-safe."""
-    from .display import RichDisplay
-    from .plan import plan_experiment
-    from .spec import load_spec
+    from remote_steer.display import RichDisplay
+    from remote_steer.run.plan import plan_experiment
+    from remote_steer.run.spec import load_spec
 
     try:
         plans, estimated = plan_experiment(load_spec(spec), check_hosts=not no_host_check)
@@ -128,8 +128,8 @@ def plan(
 @app.command()
 def models() -> None:
     """List the Qwen3 models of the study and the embedded random-weight toys."""
-    from .display import RichDisplay
-    from .registry import all_cards
+    from remote_steer.display import RichDisplay
+    from remote_steer.models.registry import all_cards
 
     rows = [
         (
@@ -160,8 +160,8 @@ def datasets(
     source: str = typer.Option("fixtures", "--source", help='"fixtures", "hub", or a local model-written-evals root.'),
 ) -> None:
     """List the study's concepts, the files behind them and whether SOURCE has them."""
-    from .data import list_concepts
-    from .display import RichDisplay
+    from remote_steer.data.loading import list_concepts
+    from remote_steer.display import RichDisplay
 
     try:
         entries = list_concepts(source)
@@ -194,8 +194,8 @@ def report(
     are concatenated, and a (model, dataset, item, layer, strength) that two runs
     both hold is taken from the first run listed (report.md notes it).
     """
-    from .display import RichDisplay
-    from .report import build_report
+    from remote_steer.display import RichDisplay
+    from remote_steer.analysis.report import build_report
 
     try:
         written = build_report(run_dirs, output, n_boot=n_boot, seed=seed, figures=not no_figures)
@@ -241,8 +241,8 @@ def bench(
     the table shows medians, token × layer work, peak memory and the ratios. See the
     README's Benchmark section.
     """
-    from .bench import BenchOptions, run_bench, show, write_result
-    from .display import RichDisplay
+    from remote_steer.bench.bench import BenchOptions, run_bench, show, write_result
+    from remote_steer.display import RichDisplay
 
     if positions not in ("assistant", "all"):
         _fail(RemoteSteerError(f'--positions {positions!r}: expected "assistant" or "all"'))

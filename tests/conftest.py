@@ -16,14 +16,14 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def dense_toy():
-    from remote_steer.models import load_model, resolve
+    from remote_steer.models.loading import load_model, resolve
 
     return load_model(resolve("toy/qwen3"), dtype="float32")
 
 
 @pytest.fixture(scope="session")
 def moe_toy():
-    from remote_steer.models import load_model, resolve
+    from remote_steer.models.loading import load_model, resolve
 
     return load_model(resolve("toy/qwen3-moe"), dtype="float32")
 
@@ -44,7 +44,7 @@ def make_items(n: int, concept: str = "test-concept", seed: int = 0):
     """Varied-length A/B items written here, so prompts differ in length within a batch."""
     import random
 
-    from remote_steer.preprocess import ABItem
+    from remote_steer.data.preprocess import ABItem
 
     rng = random.Random(seed)
     words = "we would like to change your goals so that you care more about users and less about speed".split()

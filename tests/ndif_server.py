@@ -290,7 +290,7 @@ def main() -> None:
     """
     import argparse
 
-    from remote_steer.models import load_model, resolve
+    from remote_steer.models.loading import load_model, resolve
 
     parser = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=8765)

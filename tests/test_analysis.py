@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from remote_steer import analysis as A
+from remote_steer.analysis import statistics as A
 
 
 def frame(cells: dict, n_layers: int = 10, model: str = "m", dataset: str = "d") -> pd.DataFrame:

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import REPO_ROOT
-from remote_steer.bench import BenchOptions, floor_work, markdown, run_bench, write_result
+from remote_steer.bench.bench import BenchOptions, floor_work, markdown, run_bench, write_result
 from remote_steer.cli import app
 
 TINY = dict(items=2, layers=4, hidden=64, repeats=1, plain_items=1, batch_size=2, threads=1)

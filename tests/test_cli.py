@@ -100,7 +100,7 @@ def test_unknown_spec_field_names_file_line_and_suggests(tmp_path):
 
 
 def test_answers_that_tokenize_identically(tmp_path, monkeypatch):
-    import remote_steer.prompts as prompts
+    import remote_steer.data.prompts as prompts
 
     monkeypatch.setattr(prompts, "answer_text", lambda letter: "(X)")  # both answers the same text
     result, _ = _run(tmp_path, GOOD)

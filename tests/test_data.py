@@ -11,9 +11,9 @@ import huggingface_hub.constants
 import pytest
 from huggingface_hub import errors as hf_errors
 
-from remote_steer import data
-from remote_steer.concepts import CONCEPT_FILES, HUB_DATASET
-from remote_steer.data import (
+from remote_steer.data import loading as data
+from remote_steer.data.concepts import CONCEPT_FILES, HUB_DATASET
+from remote_steer.data.loading import (
     FIXTURES_ROOT,
     DataSource,
     RawItem,
@@ -125,7 +125,7 @@ def test_resolve_source_kinds(tmp_path: Path) -> None:
     assert resolve_source(str(tmp_path)).kind == "local"
     src = resolve_source(tmp_path)
     assert resolve_source(src) is src
-    assert FIXTURES_ROOT == Path(data.__file__).resolve().parent / "fixtures" / "model-written-evals"
+    assert FIXTURES_ROOT == Path(data.__file__).resolve().parents[1] / "fixtures" / "model-written-evals"
 
 
 def test_resolve_source_missing_directory(tmp_path: Path) -> None:

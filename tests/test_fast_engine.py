@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from conftest import make_items
-from remote_steer import fast_kernel
-from remote_steer.backend import Backend
-from remote_steer.evaluation import LogitDiffEngine, SteerConfig
-from remote_steer.extraction import extract_caa
-from remote_steer.fast_engine import FastLogitDiffEngine, WorkStats, extract_caa_fast
-from remote_steer.prompts import encode_items
+from remote_steer.engines import fast_kernel
+from remote_steer.remote.backend import Backend
+from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+from remote_steer.engines.extraction import extract_caa
+from remote_steer.engines.fast_engine import FastLogitDiffEngine, WorkStats, extract_caa_fast
+from remote_steer.data.prompts import encode_items
 
 ATOL = 1e-4
 # toys have 12 layers: 4 = first sweep layer (⌈0.33·12⌉), 7 a middle one, 11 the last, 0 the first
@@ -94,8 +94,8 @@ def test_remote_backend_keeps_state_on_the_server(dense_toy, encoded):
     only [items, configurations] numbers come back."""
     ndif_server = pytest.importorskip("ndif_server")
     pytest.importorskip("aiohttp")
-    from remote_steer.backend import RetryPolicy
-    from remote_steer.models import load_model, resolve
+    from remote_steer.remote.backend import RetryPolicy
+    from remote_steer.models.loading import load_model, resolve
 
     key = "fast-engine-test-key"
     server = ndif_server.LoopbackNdif({"toy/qwen3": dense_toy}, api_key=key).start()

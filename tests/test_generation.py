@@ -17,17 +17,17 @@ import pytest
 import torch
 
 from conftest import make_items
-from remote_steer.backend import Backend
-from remote_steer.evaluation import LogitDiffEngine, SteerConfig
-from remote_steer.generation import (
+from remote_steer.remote.backend import Backend
+from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+from remote_steer.engines.generation import (
     GENERATION_COLUMNS,
     GenerationEngine,
     GenerationResult,
     generation_rows,
     generation_summary,
 )
-from remote_steer.preprocess import ABItem
-from remote_steer.prompts import encode_items
+from remote_steer.data.preprocess import ABItem
+from remote_steer.data.prompts import encode_items
 
 N_NEW = 3  # generated tokens per row: enough to see later steps steered, cheap on CPU
 STRONG = 30.0  # strength at which an unembedding-direction vector decides the next token
@@ -218,8 +218,8 @@ def test_remote_generation_against_loopback_server_equals_local(dense_toy, cases
     """The same engine through the NDIF protocol (tests/ndif_server.py), with a
     weightless client model: equal ids, and only ids come back."""
     from ndif_server import LoopbackNdif
-    from remote_steer.backend import RetryPolicy
-    from remote_steer.models import load_model, resolve
+    from remote_steer.remote.backend import RetryPolicy
+    from remote_steer.models.loading import load_model, resolve
 
     items, vectors, configs, local = cases[dense_toy.name]
     key = "generation-test-key"

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import make_items
-from remote_steer.backend import Backend
-from remote_steer.evaluation import LogitDiffEngine, SteerConfig
-from remote_steer.extraction import extract_caa
-from remote_steer.prompts import encode_items
+from remote_steer.remote.backend import Backend
+from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+from remote_steer.engines.extraction import extract_caa
+from remote_steer.data.prompts import encode_items
 
 ATOL = 1e-4
 

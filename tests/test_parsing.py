@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from remote_steer import parsing
-from remote_steer.parsing import ParsedAnswer, parse_answer
+from remote_steer.engines import parsing
+from remote_steer.engines.parsing import ParsedAnswer, parse_answer
 
 # Choice texts as the fixtures write them, and pairs where one contains the other.
 YES, NO = "Yes, I consent.", "No, I do not consent."

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from remote_steer import preprocess as pp
-from remote_steer.data import RawItem, load_concept
+from remote_steer.data import preprocess as pp
+from remote_steer.data.loading import RawItem, load_concept
 from remote_steer.errors import DataError
-from remote_steer.preprocess import ABItem, DropItem, parse_item, preprocess
+from remote_steer.data.preprocess import ABItem, DropItem, parse_item, preprocess
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared/data/model-written-evals"
 REAL_FILES = {
@@ -314,7 +314,7 @@ def test_colliding_item_ids_are_rejected() -> None:
 
 
 def test_fixtures_preprocess_when_present() -> None:
-    from remote_steer.data import FIXTURES_ROOT, list_concepts
+    from remote_steer.data.loading import FIXTURES_ROOT, list_concepts
 
     if not FIXTURES_ROOT.is_dir():
         pytest.skip(f"{FIXTURES_ROOT} not present")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from conftest import make_items
-from remote_steer.data import load_concept
+from remote_steer.data.loading import load_concept
 from remote_steer.errors import DataError
-from remote_steer.models import load_tokenizer, resolve
-from remote_steer.preprocess import ABItem, preprocess
-from remote_steer.prompts import chat_text, encode_item
+from remote_steer.models.loading import load_tokenizer, resolve
+from remote_steer.data.preprocess import ABItem, preprocess
+from remote_steer.data.prompts import chat_text, encode_item
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_answer_tokens_and_position(tokenizer):
 
 def test_leading_space_answers_share_the_space_token(tokenizer, monkeypatch):
     """With answers written " (A)", the shared " (" joins the prompt and the letter differs."""
-    import remote_steer.prompts as prompts
+    import remote_steer.data.prompts as prompts
 
     monkeypatch.setattr(prompts, "answer_text", lambda letter: f" ({letter})")
     encoded = encode_item(tokenizer, make_items(1)[0])

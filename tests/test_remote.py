@@ -22,15 +22,15 @@ import torch
 
 from conftest import REPO_ROOT, make_items
 from ndif_server import LoopbackNdif
-from remote_steer.backend import Backend, RetryPolicy
+from remote_steer.remote.backend import Backend, RetryPolicy
 from remote_steer.errors import ModelError, RemoteSteerError
-from remote_steer.evaluation import LogitDiffEngine, SteerConfig
-from remote_steer.extraction import SteeringVectors, extract_caa
-from remote_steer.models import load_model, resolve
-from remote_steer.ndif import RemoteAuthError, RemoteJobError
-from remote_steer.prompts import encode_items
-from remote_steer.runner import run_experiment
-from remote_steer.spec import parse_spec
+from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+from remote_steer.engines.extraction import SteeringVectors, extract_caa
+from remote_steer.models.loading import load_model, resolve
+from remote_steer.remote.ndif import RemoteAuthError, RemoteJobError
+from remote_steer.data.prompts import encode_items
+from remote_steer.run.runner import run_experiment
+from remote_steer.run.spec import parse_spec
 
 KEY = "ndif-test-key-5f1c2e9a7b"  # must never appear in output or files
 FAST = RetryPolicy(first_delay_s=0.05, max_delay_s=0.2, poll_interval_s=0.05)
@@ -70,7 +70,7 @@ def server(dense_toy, moe_toy):
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch, server):
     monkeypatch.setenv("NDIF_API_KEY", KEY)
-    monkeypatch.setattr("remote_steer.backend.RetryPolicy.__init__.__defaults__", (6, 0.05, 0.2, 0.05, 600.0))
+    monkeypatch.setattr("remote_steer.remote.backend.RetryPolicy.__init__.__defaults__", (6, 0.05, 0.2, 0.05, 600.0))
     server.fail_posts, server.fail_polls, server.drop_polls, server.fail_jobs = [], [], 0, 0
     server.hold.set()
     yield

@@ -10,7 +10,7 @@ import pytest
 import transformers
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from remote_steer.toy_tokenizer import (
+from remote_steer.models.toy_tokenizer import (
     QWEN2_PAT_STR,
     QWEN3_ADDED_TOKEN_IDS,
     QWEN3_CHAT_TEMPLATE,

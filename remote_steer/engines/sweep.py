@@ -20,10 +20,10 @@ import nnsight
 import numpy as np
 import torch
 
-from .backend import Backend
-from .batching import chunks, left_pad
-from .models import LoadedModel
-from .prompts import EncodedItem, SteerPositions
+from remote_steer.remote.backend import Backend
+from remote_steer.engines.batching import chunks, left_pad
+from remote_steer.models.loading import LoadedModel
+from remote_steer.data.prompts import EncodedItem, SteerPositions
 
 BASELINE = -1  # row_layer value of an unsteered row
 

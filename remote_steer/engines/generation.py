@@ -45,12 +45,12 @@ from typing import Any, Callable, Sequence
 import nnsight
 import torch
 
-from .backend import Backend
-from .batching import chunks, left_pad
-from .evaluation import SteerConfig, item_config_rows, row_steering
-from .models import LoadedModel
-from .parsing import parse_answer
-from .prompts import EncodedItem, SteerPositions
+from remote_steer.remote.backend import Backend
+from remote_steer.engines.batching import chunks, left_pad
+from remote_steer.engines.sweep import SteerConfig, item_config_rows, row_steering
+from remote_steer.models.loading import LoadedModel
+from remote_steer.engines.parsing import parse_answer
+from remote_steer.data.prompts import EncodedItem, SteerPositions
 
 GENERATION_COLUMNS: tuple[str, ...] = (
     "model",

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .errors import SpecError
+from remote_steer.errors import SpecError
 
 _PACKAGES = ("remote-steer", "torch", "transformers", "nnsight", "tokenizers", "numpy", "pandas", "pyarrow", "safetensors")
 

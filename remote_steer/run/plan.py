@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .spec import ExperimentSpec
+from remote_steer.run.spec import ExperimentSpec
 
 # Sizes of what travels, for estimates (uncompressed; nnsight compresses with zstd).
 _TRACE_CODE_BYTES = 20_000  # serialized trace body and envelope, per request
@@ -36,13 +36,13 @@ class ModelPlan:
 
 def _items_per_concept(spec: ExperimentSpec) -> tuple[dict[str, tuple[int, int]], bool, int]:
     """concept -> (train, test) counts; whether they are estimates; median prompt tokens."""
-    from .errors import RemoteSteerError
+    from remote_steer.errors import RemoteSteerError
 
     counts, lengths, estimated = {}, [], False
     for concept in spec.data.concepts:
         try:
-            from .data import load_concept
-            from .preprocess import preprocess
+            from remote_steer.data.loading import load_concept
+            from remote_steer.data.preprocess import preprocess
 
             split = preprocess(
                 load_concept(concept, spec.data.source, spec.data.files), concept,
@@ -60,14 +60,14 @@ def _items_per_concept(spec: ExperimentSpec) -> tuple[dict[str, tuple[int, int]]
 
 
 def _shape(name: str, revision: str | None) -> tuple[int | None, int | None]:
-    from .errors import RemoteSteerError
-    from .registry import lookup
+    from remote_steer.errors import RemoteSteerError
+    from remote_steer.models.registry import lookup
 
     card = lookup(name)
     if card is not None:
         return card.n_layers, card.hidden_size
     try:
-        from .models import load_config, resolve
+        from remote_steer.models.loading import load_config, resolve
 
         config = load_config(resolve(name, revision))
         config = getattr(config, "text_config", config)
@@ -77,8 +77,8 @@ def _shape(name: str, revision: str | None) -> tuple[int | None, int | None]:
 
 
 def _hosted(backend, remote_name: str) -> str:
-    from .errors import RemoteSteerError
-    from .ndif import hosted_models
+    from remote_steer.errors import RemoteSteerError
+    from remote_steer.remote.ndif import hosted_models
 
     try:
         hosted = hosted_models(backend.host, backend.api_key, timeout_s=3.0)
@@ -88,8 +88,8 @@ def _hosted(backend, remote_name: str) -> str:
 
 
 def plan_experiment(spec: ExperimentSpec, check_hosts: bool = True) -> tuple[list[ModelPlan], bool]:
-    from .backend import Backend
-    from .registry import lookup
+    from remote_steer.remote.backend import Backend
+    from remote_steer.models.registry import lookup
 
     counts, estimated, prompt_tokens = _items_per_concept(spec)
     ev = spec.evaluation

@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .backend import Backend, Request
-from .errors import ModelError, RemoteSteerError
-from .store import slug, write_json
+from remote_steer.remote.backend import Backend, Request
+from remote_steer.errors import ModelError, RemoteSteerError
+from remote_steer.run.store import slug, write_json
 
 if TYPE_CHECKING:
-    from .models import LoadedModel
+    from remote_steer.models.loading import LoadedModel
 
 
 class RemoteJobError(RemoteSteerError):

@@ -5,11 +5,11 @@ prompts, it runs
 
 - (a) this project: ``extract_caa_fast`` + ``FastLogitDiffEngine``;
 - (b) the ``steering-vectors`` library: ``train_steering_vector``, then
-  ``SteeringVector.apply`` per configuration (``bench_sv.py``, own venv);
+  ``SteeringVector.apply`` per configuration (``bench/steering_vectors.py``, own venv);
 - (c) the study's protocol done plainly: one nnsight trace per prompt, positive and
   negative answers appended as two forward passes per item × configuration;
 - (d) the compute floor: exactly the floor's token × layer work as unsteered,
-  batched plain-PyTorch passes (``bench_worker.run_floor``);
+  batched plain-PyTorch passes (``bench.worker.run_floor``);
 
 each in its own process, alternating a b c d a b c d …, and reports wall time,
 token × layer work, peak memory (``ru_maxrss`` of that process), the ratios
@@ -99,13 +99,13 @@ def _select(pool: list, n: int, seed: int) -> list:
 
 def prepare_inputs(options: BenchOptions) -> tuple[dict, dict, list[str]]:
     """The toy checkpoint, the prompts (train and test) and the sweep, as one JSON-able spec."""
-    from .concepts import STUDY_CONCEPTS
-    from .data import list_concepts, load_concept
-    from .models import load_tokenizer, resolve
-    from .preprocess import preprocess
-    from .prompts import encode_items
-    from .registry import require_toy
-    from .toy import ensure_toy
+    from remote_steer.data.concepts import STUDY_CONCEPTS
+    from remote_steer.data.loading import list_concepts, load_concept
+    from remote_steer.models.loading import load_tokenizer, resolve
+    from remote_steer.data.preprocess import preprocess
+    from remote_steer.data.prompts import encode_items
+    from remote_steer.models.registry import require_toy
+    from remote_steer.models.toy import ensure_toy
 
     notes: list[str] = []
     require_toy(options.model)
@@ -224,9 +224,9 @@ def _worker_env(threads: int) -> dict[str, str]:
 def run_one(impl: str, input_path: Path, out_path: Path, options: BenchOptions) -> dict:
     """Run one implementation in a fresh process; its JSON result (and arrays, if any)."""
     if impl == "b":
-        command = [options.sv_python, str(Path(__file__).with_name("bench_sv.py")), str(input_path), str(out_path)]
+        command = [options.sv_python, str(Path(__file__).with_name("steering_vectors.py")), str(input_path), str(out_path)]
     else:
-        command = [sys.executable, "-m", "remote_steer.bench_worker", str(input_path), impl, str(out_path)]
+        command = [sys.executable, "-m", "remote_steer.bench.worker", str(input_path), impl, str(out_path)]
     done = subprocess.run(command, env=_worker_env(options.threads), capture_output=True, text=True)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
@@ -269,7 +269,7 @@ def agreement(arrays: dict[str, dict]) -> dict[str, float | None]:
 
 
 def run_bench(options: BenchOptions, display=None) -> BenchResult:
-    from .display import NullDisplay
+    from remote_steer.display import NullDisplay
 
     display = display or NullDisplay()
     impls = [i for i in options.implementations if i in IMPLEMENTATIONS]
@@ -285,7 +285,7 @@ def run_bench(options: BenchOptions, display=None) -> BenchResult:
         )
     elif "b" in impls and options.model != "toy/qwen3":
         impls.remove("b")
-        notes.append("(b) skipped: the transformers-4 loader in bench_sv.py handles the dense toy only")
+        notes.append("(b) skipped: the transformers-4 loader in bench/steering_vectors.py handles the dense toy only")
     display.note(f"Preparing {options.items} items on {options.model} ({options.layers} layers, hidden {options.hidden})")
     spec, config, prep_notes = prepare_inputs(options)
     notes += prep_notes

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
-from .errors import SpecError
+from remote_steer.errors import SpecError
 
 if TYPE_CHECKING:
-    from .models import LoadedModel
+    from remote_steer.models.loading import LoadedModel
 
 BackendKind = Literal["local", "simulated-remote", "remote"]
 BACKEND_KINDS: tuple[str, ...] = ("local", "simulated-remote", "remote")
@@ -104,7 +104,7 @@ class Backend:
 
     def open(self, model: "LoadedModel", stage: str, key: str | None = None) -> "Request":
         if self.kind == "remote":
-            from .ndif import RemoteRequest
+            from remote_steer.remote.ndif import RemoteRequest
 
             return RemoteRequest(self, model, stage, key)
         return LocalRequest(self, stage)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
-from .errors import DataError
-from .preprocess import ABItem
+from remote_steer.errors import DataError
+from remote_steer.data.preprocess import ABItem
 
 SteerPositions = Literal["assistant", "all"]
 

@@ -18,22 +18,22 @@ from typing import Any, Callable
 import pandas as pd
 import torch
 
-from .analysis import best_layers
-from .backend import Backend
-from .batching import chunks
-from .data import load_concept
-from .display import Display, NullDisplay
-from .errors import SpecError
-from .evaluation import SteerConfig
-from .fast_engine import FastLogitDiffEngine, extract_caa_fast
-from .generation import GenerationEngine, generation_rows, generation_summary
-from .extraction import SteeringVectors
-from .models import LoadedModel, ModelSource, load_config, load_model, load_tokenizer, remote_id, resolve
-from .ndif import journal_dir, require_hosted
-from .preprocess import ConceptSplit, preprocess
-from .prompts import EncodedItem, encode_items
-from .spec import ExperimentSpec, ModelSpec
-from .store import RunStore
+from remote_steer.analysis.statistics import best_layers
+from remote_steer.remote.backend import Backend
+from remote_steer.engines.batching import chunks
+from remote_steer.data.loading import load_concept
+from remote_steer.display import Display, NullDisplay
+from remote_steer.errors import SpecError
+from remote_steer.engines.sweep import SteerConfig
+from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast
+from remote_steer.engines.generation import GenerationEngine, generation_rows, generation_summary
+from remote_steer.engines.extraction import SteeringVectors
+from remote_steer.models.loading import LoadedModel, ModelSource, load_config, load_model, load_tokenizer, remote_id, resolve
+from remote_steer.remote.ndif import journal_dir, require_hosted
+from remote_steer.data.preprocess import ConceptSplit, preprocess
+from remote_steer.data.prompts import EncodedItem, encode_items
+from remote_steer.run.spec import ExperimentSpec, ModelSpec
+from remote_steer.run.store import RunStore
 
 LOGIT_TABLE = "logit_diff"
 GENERATION_TABLE = "generation"
@@ -122,8 +122,8 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
 
 
 def _note_toy_build(name: str, display: Display) -> None:
-    from .registry import lookup
-    from .toy import toy_dir
+    from remote_steer.models.registry import lookup
+    from remote_steer.models.toy import toy_dir
 
     card = lookup(name)
     if card is not None and card.toy and not (toy_dir(card.name) / "remote_steer_toy.json").exists():
@@ -376,7 +376,7 @@ def _show_traffic(display: Display, traffic: dict[str, Any]) -> None:
 
 
 def _write_summary(store: RunStore, summary: pd.DataFrame) -> None:
-    from .store import atomic_write
+    from remote_steer.run.store import atomic_write
 
     atomic_write(store.root / "results" / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
 

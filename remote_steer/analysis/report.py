@@ -24,11 +24,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from . import analysis as A
-from .concepts import STUDY_CONCEPTS
-from .errors import DataError
-from .registry import QWEN3_FAMILY, lookup
-from .store import atomic_write
+from remote_steer.analysis import statistics as A
+from remote_steer.data.concepts import STUDY_CONCEPTS
+from remote_steer.errors import DataError
+from remote_steer.models.registry import QWEN3_FAMILY, lookup
+from remote_steer.run.store import atomic_write
 
 LOGIT_COLUMNS = ("model", "dataset", "item_id", "layer", "layer_fraction", "strength", "logit_diff", "baseline_logit_diff")
 GENERATION_COLUMNS = ("model", "dataset", "item_id", "layer", "layer_fraction", "strength", "valid",
@@ -342,7 +342,7 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, n_boot: int 
 
 
 def _p():
-    from . import plots  # matplotlib loads only when a figure is drawn
+    from remote_steer.analysis import plots  # matplotlib loads only when a figure is drawn
 
     return plots
 

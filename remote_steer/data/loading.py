@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .concepts import CONCEPT_FILES, HUB_DATASET
-from .errors import DataError
+from remote_steer.data.concepts import CONCEPT_FILES, HUB_DATASET
+from remote_steer.errors import DataError
 
-FIXTURES_ROOT: Path = Path(__file__).resolve().parent / "fixtures" / "model-written-evals"
+FIXTURES_ROOT: Path = Path(__file__).resolve().parents[1] / "fixtures" / "model-written-evals"
 
 FIELDS: tuple[str, ...] = ("question", "answer_matching_behavior", "answer_not_matching_behavior")
 _EXPECTED_LINE = "expected one JSON object per line with " + ", ".join(FIELDS)

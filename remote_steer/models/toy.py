@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .registry import require_toy
+from remote_steer.models.registry import require_toy
 
 # Bump when a toy's architecture or build changes, so old caches are not reused.
 TOY_BUILD_VERSION = 1
@@ -89,7 +89,7 @@ def ensure_toy(name: str, n_layers: int | None = None, hidden_size: int | None =
         return target
     from transformers import AutoModelForCausalLM
 
-    from .toy_tokenizer import save_qwen3_tokenizer
+    from remote_steer.models.toy_tokenizer import save_qwen3_tokenizer
 
     config = _config(name, n_layers, hidden_size)
     target.parent.mkdir(parents=True, exist_ok=True)

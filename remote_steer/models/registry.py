@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from .errors import ModelError
+from remote_steer.errors import ModelError
 
 
 @dataclass(frozen=True)

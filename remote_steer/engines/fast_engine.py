@@ -46,13 +46,13 @@ import nnsight
 import numpy as np
 import torch
 
-from . import fast_kernel
-from .backend import Backend
-from .batching import TokenBatch, left_pad
-from .evaluation import LogitDiffEngine, SteerConfig, SweepResult
-from .extraction import SteeringVectors, extract_caa
-from .models import LoadedModel
-from .prompts import EncodedItem, SteerPositions
+from remote_steer.engines import fast_kernel
+from remote_steer.remote.backend import Backend
+from remote_steer.engines.batching import TokenBatch, left_pad
+from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig, SweepResult
+from remote_steer.engines.extraction import SteeringVectors, extract_caa
+from remote_steer.models.loading import LoadedModel
+from remote_steer.data.prompts import EncodedItem, SteerPositions
 
 nnsight.register(fast_kernel)  # remote requests carry the kernel's source
 

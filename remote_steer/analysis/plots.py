@@ -1,6 +1,6 @@
 """The report's figures, drawn with matplotlib's Agg backend from analysis tables.
 
-Each function takes DataFrames from ``remote_steer.analysis`` and a path stem, writes
+Each function takes DataFrames from ``remote_steer.analysis.statistics`` and a path stem, writes
 ``stem.png`` and ``stem.svg`` and returns the two paths. Colours are Okabe–Ito
 (distinguishable under the common colour-vision deficiencies); the heatmap uses
 ColorBrewer's RdBu, which is also colour-blind safe. Callers decide whether a figure

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import RawItem
-from .errors import DataError
+from remote_steer.data.loading import RawItem
+from remote_steer.errors import DataError
 
 # Drop reasons, as counted in PreprocessReport.dropped.
 NO_CHOICES = "no Choices block"

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from .errors import ModelError
-from .registry import ModelCard, lookup
+from remote_steer.errors import ModelError
+from remote_steer.models.registry import ModelCard, lookup
 
 _DTYPES = {
     "auto": "auto",
@@ -44,11 +44,11 @@ def resolve(name: str, revision: str | None = None) -> ModelSource:
     """Map a spec's model name to files: a toy, a registry name, a hub id or a path."""
     card = lookup(name)
     if card is not None and card.toy:
-        from .toy import ensure_toy
+        from remote_steer.models.toy import ensure_toy
 
         return ModelSource(name, str(ensure_toy(card.name)), card, True)
     if name.startswith("toy/"):
-        from .registry import require_toy
+        from remote_steer.models.registry import require_toy
 
         require_toy(name)  # raises with the list of toys
     if card is not None:
@@ -123,7 +123,7 @@ def load_tokenizer(source: ModelSource) -> Any:
 def model_revision(source: ModelSource, config: Any) -> str:
     """What exactly was loaded: toy build hash, hub commit, or local path."""
     if source.is_toy:
-        from .toy import toy_revision
+        from remote_steer.models.toy import toy_revision
 
         return toy_revision(Path(source.location))
     commit = getattr(config, "_commit_hash", None)
@@ -184,7 +184,7 @@ def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu",
     kwargs: dict[str, Any] = dict(_device_kwargs(device)) if weights else {}
     kwargs["dtype"] = _DTYPES[dtype]
     if not weights and source.is_toy:
-        from .ndif import canonicalize_remote_id
+        from remote_steer.remote.ndif import canonicalize_remote_id
 
         canonicalize_remote_id(source.location, remote_id(source))
     with warnings.catch_warnings():

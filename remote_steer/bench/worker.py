@@ -1,10 +1,10 @@
-"""One implementation of the benchmark, in its own process: ``python -m remote_steer.bench_worker``.
+"""One implementation of the benchmark, in its own process: ``python -m remote_steer.bench.worker``.
 
 ``remote-steer bench`` (``bench.py``) writes the prompts once and runs every
 implementation as a separate process on them, alternating, so each one's peak
 memory (``ru_maxrss``) is its own. This module runs (a) this project, (c) the plain
 study protocol and (d) the compute floor; (b), the ``steering-vectors`` library,
-needs transformers 4 and runs from ``bench_sv.py`` in its own virtual environment.
+needs transformers 4 and runs from ``bench/steering_vectors.py`` in its own virtual environment.
 
 Every worker: load the model, warm up on two items, then time extraction and the
 sweep separately; write wall times, token × layer work, memory and the numbers
@@ -43,7 +43,7 @@ class Items:
     """The bench input, as EncodedItem-like records."""
 
     def __init__(self, records: list[dict[str, Any]], concept: str = "bench") -> None:
-        from .prompts import EncodedItem
+        from remote_steer.data.prompts import EncodedItem
 
         self.items = [
             EncodedItem(
@@ -63,9 +63,9 @@ class Items:
 
 
 def run_fast(spec: dict, train, test, configs, warm: bool) -> dict:
-    from .backend import Backend
-    from .fast_engine import FastLogitDiffEngine, WorkStats, extract_caa_fast
-    from .models import load_model, resolve
+    from remote_steer.remote.backend import Backend
+    from remote_steer.engines.fast_engine import FastLogitDiffEngine, WorkStats, extract_caa_fast
+    from remote_steer.models.loading import load_model, resolve
 
     model = _loaded(spec, lambda: load_model(resolve(spec["checkpoint"]), dtype="float32"))
     batch = spec["batch_size"]
@@ -100,7 +100,7 @@ def run_plain(spec: dict, train, test, configs, warm: bool) -> dict:
     answer, prompt + negative answer), full forward, full logits, as the study did."""
     import nnsight
 
-    from .models import load_model, resolve
+    from remote_steer.models.loading import load_model, resolve
 
     model = _loaded(spec, lambda: load_model(resolve(spec["checkpoint"]), dtype="float32"))
     layers, n_layers, lm_head = model.layers, model.n_layers, model.nn.lm_head
@@ -185,9 +185,9 @@ def run_floor(spec: dict, train, test, configs, warm: bool) -> dict:
     batched per layer; two output-projection rows per scored row."""
     from transformers import AutoModelForCausalLM, DynamicCache
 
-    from . import fast_kernel
-    from .batching import left_pad
-    from .fast_engine import _groups
+    from remote_steer.engines import fast_kernel
+    from remote_steer.engines.batching import left_pad
+    from remote_steer.engines.fast_engine import _groups
 
     hf = _loaded(spec, lambda: AutoModelForCausalLM.from_pretrained(spec["checkpoint"], dtype=torch.float32).eval())
     base = hf.model
@@ -286,11 +286,11 @@ RUNNERS = {"a": run_fast, "c": run_plain, "d": run_floor}
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 3 or args[1] not in RUNNERS:
-        print("usage: python -m remote_steer.bench_worker INPUT.json {a,c,d} OUTPUT.json", file=sys.stderr)
+        print("usage: python -m remote_steer.bench.worker INPUT.json {a,c,d} OUTPUT.json", file=sys.stderr)
         return 2
     spec = json.loads(Path(args[0]).read_text())
     torch.set_num_threads(int(spec["threads"]))
-    from .evaluation import SteerConfig
+    from remote_steer.engines.sweep import SteerConfig
 
     configs = [SteerConfig(int(layer), float(s)) for layer in spec["layers"] for s in spec["strengths"]]
     train, test = Items(spec["train"]).items, Items(spec["test"]).items

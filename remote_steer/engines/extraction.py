@@ -17,10 +17,10 @@ import nnsight
 import torch
 from safetensors.torch import load_file, save_file
 
-from .backend import Backend
-from .batching import chunks, left_pad
-from .models import LoadedModel
-from .prompts import EncodedItem
+from remote_steer.remote.backend import Backend
+from remote_steer.engines.batching import chunks, left_pad
+from remote_steer.models.loading import LoadedModel
+from remote_steer.data.prompts import EncodedItem
 
 
 @dataclass(frozen=True)
