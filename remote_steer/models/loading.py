@@ -184,8 +184,6 @@ def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu",
     kwargs: dict[str, Any] = dict(_device_kwargs(device)) if weights else {}
     kwargs["dtype"] = _DTYPES[dtype]
     if not weights and source.is_toy:
-        from remote_steer.remote.ndif import canonicalize_remote_id
-
         canonicalize_remote_id(source.location, remote_id(source))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -222,3 +220,14 @@ def describe_config(config: Any) -> dict[str, Any]:
     text_config = getattr(config, "text_config", config)
     keys = ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads", "num_experts")
     return {k: getattr(text_config, k) for k in keys if getattr(text_config, k, None) is not None}
+
+
+def canonicalize_remote_id(location: str, remote_id: str) -> None:
+    """Name a model the way the server knows it, without asking the hub.
+
+    nnsight builds a remote model key from ``HfApi().model_info(repo).id``; a toy
+    (a local directory) has no hub entry, so its key is set here instead.
+    """
+    from nnsight.modeling import huggingface
+
+    huggingface._ID_CACHE[location] = remote_id

@@ -188,17 +188,6 @@ class RemoteRequest(Request):
         return saves
 
 
-def canonicalize_remote_id(location: str, remote_id: str) -> None:
-    """Name a model the way the server knows it, without asking the hub.
-
-    nnsight builds a remote model key from ``HfApi().model_info(repo).id``; a toy
-    (a local directory) has no hub entry, so its key is set here instead.
-    """
-    from nnsight.modeling import huggingface
-
-    huggingface._ID_CACHE[location] = remote_id
-
-
 def hosted_models(host: str, api_key: str | None, timeout_s: float = 5.0) -> dict[str, str]:
     """repo id → state for the models the server hosts (its ``/status``)."""
     import httpx
