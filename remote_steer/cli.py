@@ -37,6 +37,10 @@ def run(
     modes: Optional[str] = typer.Option(
         None, "--modes", help='Evaluation modes, comma-separated: "logit", "generation" (default: the spec\'s).'
     ),
+    engine: Optional[str] = typer.Option(
+        None, "--engine", help='Engine for every model: "fast" (default) or "plain" (for a host that refuses '
+        "registered code)."
+    ),
 ) -> None:
     """Extract CAA vectors and run the layer × strength logit-diff sweep of SPEC
     (and, with the generation mode, the steered model's free answers).
@@ -63,9 +67,12 @@ def run(
             from remote_steer.run.spec import parse_modes
 
             parse_modes(evaluation.modes, "--modes")
-        if backend or host:
+        if engine is not None and engine not in ("fast", "plain"):
+            raise RemoteSteerError(f'--engine {engine!r}: expected "fast" or "plain"')
+        if backend or host or engine:
             changes["models"] = tuple(
-                dataclasses.replace(m, backend=backend or m.backend, host=host or m.host) for m in experiment.models
+                dataclasses.replace(m, backend=backend or m.backend, host=host or m.host, engine=engine or m.engine)
+                for m in experiment.models
             )
         experiment = dataclasses.replace(experiment, **changes)
         display = NullDisplay() if quiet else RichDisplay()
@@ -85,16 +92,18 @@ def run(
 @app.command()
 def plan(
     spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/qwen3_family.toml."),
-    no_host_check: bool = typer.Option(False, "--no-host-check", help="Do not ask remote hosts what they host."),
+    check_hosts: bool = typer.Option(
+        False, "--check-hosts", help="Ask each remote host (its open /status) whether it serves the model."
+    ),
 ) -> None:
-    """Print, per model, what SPEC will cost: backend, host, requests, forward passes,
-    estimated bytes each way, and whether the remote host serves the model. Offline-safe."""
+    """Print, per model, what SPEC will cost: backend, engine, host, requests, forward
+    passes and estimated bytes each way. Makes no network call unless --check-hosts."""
     from remote_steer.display import RichDisplay
     from remote_steer.run.plan import plan_experiment
     from remote_steer.run.spec import load_spec
 
     try:
-        plans, estimated = plan_experiment(load_spec(spec), check_hosts=not no_host_check)
+        plans, estimated = plan_experiment(load_spec(spec), check_hosts=check_hosts)
     except RemoteSteerError as error:
         _fail(error)
         return
@@ -109,7 +118,7 @@ def plan(
         return f"{n:.1f} TB"
 
     rows = [
-        (p.model, p.backend, p.host, p.hosted, p.layers or "?", p.sweep_layers or "?", p.items,
+        (p.model, p.backend, p.engine, p.host, p.hosted, p.layers or "?", p.sweep_layers or "?", p.items,
          p.requests if p.requests is not None else "?", p.forward_passes if p.forward_passes is not None else "?",
          size(p.bytes_sent), size(p.bytes_received))
         for p in plans
@@ -119,10 +128,37 @@ def plan(
         caption += "; data not readable here, counts estimated from max_items"
     RichDisplay().table(
         f"Plan for {spec}",
-        ["model", "backend", "host", "hosted", "layers", "sweep", "items", "requests", "forward passes", "sent ≈", "received ≈"],
+        ["model", "backend", "engine", "host", "hosted", "layers", "sweep", "items", "requests", "forward passes", "sent ≈", "received ≈"],
         rows,
         caption,
     )
+
+
+@app.command("check-remote")
+def check_remote(
+    host: Optional[str] = typer.Option(None, "--host", help="Server URL (default: $NDIF_HOST, then nnsight's configured host)."),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="Model to try (default: the first registry model the host serves)."
+    ),
+    engine: str = typer.Option("fast", "--engine", help='"fast" or "plain": the engine the tiny trace uses.'),
+) -> None:
+    """First contact with a remote host, before a long run: is it reachable, does it
+    host the model, which nnsight and python it runs, does it take the API key, and one
+    tiny trace (one item, baseline and one steered configuration) with its round-trip
+    time and bytes. Each failure is one line saying what to do; exit code 2."""
+    from remote_steer.remote.check import check_remote as run_checks
+
+    if engine not in ("fast", "plain"):
+        _fail(RemoteSteerError(f'--engine {engine!r}: expected "fast" or "plain"'))
+    failed = False
+    try:
+        for step in run_checks(host, model, engine):
+            typer.echo(f"{'ok  ' if step.ok else 'FAIL'} {step.name}: {step.detail}")
+            failed = failed or not step.ok
+    except RemoteSteerError as error:
+        _fail(error)
+    if failed:
+        raise typer.Exit(code=2)
 
 
 @app.command()

@@ -63,3 +63,18 @@ def make_items(n: int, concept: str = "test-concept", seed: int = 0):
             )
         )
     return items
+
+
+NDIF_TEST_KEY = "ndif-test-key-5f1c2e9a7b"  # must never appear in output or files
+
+
+@pytest.fixture(scope="session")
+def ndif_server(dense_toy, moe_toy):
+    """The loopback NDIF server in its own long-lived process, shared by every remote
+    test in the session: like NDIF, it serves request after request (extraction, sweep,
+    generation; dense and MoE; runs with different specs) without clearing nnsight's caches."""
+    from ndif_server import NdifProcess
+
+    server = NdifProcess(NDIF_TEST_KEY).start()
+    yield server
+    server.stop()

@@ -89,31 +89,26 @@ def test_simulated_remote_runs_the_same_kernel(dense_toy, encoded):
     assert backend.traffic["extraction"].requests == 1
 
 
-def test_remote_backend_keeps_state_on_the_server(dense_toy, encoded):
-    """Against the loopback NDIF-protocol server: one job per call, client without weights,
+def test_remote_backend_keeps_state_on_the_server(dense_toy, encoded, ndif_server):
+    """Against the loopback NDIF server process: one job per call, client without weights,
     only [items, configurations] numbers come back."""
-    ndif_server = pytest.importorskip("ndif_server")
-    pytest.importorskip("aiohttp")
+    from conftest import NDIF_TEST_KEY
     from remote_steer.remote.backend import RetryPolicy
     from remote_steer.models.loading import load_model, resolve
 
-    key = "fast-engine-test-key"
-    server = ndif_server.LoopbackNdif({"toy/qwen3": dense_toy}, api_key=key).start()
-    try:
-        client = load_model(resolve("toy/qwen3"), dtype="float32", weights=False)
-        fast = RetryPolicy(first_delay_s=0.05, max_delay_s=0.2, poll_interval_s=0.05)
-        backend = Backend("remote", host=server.url, api_key=key, retry=fast)
-        vectors = _vectors(dense_toy, seed=2)
-        remote = FastLogitDiffEngine(client, backend, batch_rows=12).run(encoded, vectors, CONFIGS)
-        extracted = extract_caa_fast(client, encoded, concept="c", batch_size=3, backend=backend)
-    finally:
-        server.stop()
+    before = ndif_server.submissions
+    client = load_model(resolve("toy/qwen3"), dtype="float32", weights=False)
+    fast = RetryPolicy(first_delay_s=0.05, max_delay_s=0.2, poll_interval_s=0.05)
+    backend = Backend("remote", host=ndif_server.url, api_key=NDIF_TEST_KEY, retry=fast)
+    vectors = _vectors(dense_toy, seed=2)
+    remote = FastLogitDiffEngine(client, backend, batch_rows=12).run(encoded, vectors, CONFIGS)
+    extracted = extract_caa_fast(client, encoded, concept="c", batch_size=3, backend=backend)
     local = LogitDiffEngine(dense_toy, Backend(), batch_rows=16).run(encoded, vectors, CONFIGS)
     np.testing.assert_allclose(remote.steered, local.steered, atol=ATOL, rtol=0)
     np.testing.assert_allclose(remote.baseline, local.baseline, atol=ATOL, rtol=0)
     reference = extract_caa(dense_toy, encoded, concept="c", batch_size=4, backend=Backend())
     torch.testing.assert_close(extracted.vectors, reference.vectors, atol=ATOL, rtol=1e-4)
-    assert server.submissions == 2
+    assert ndif_server.submissions - before == 2
     traffic = backend.traffic["evaluation"]
     assert traffic.requests == 1
     assert traffic.bytes_received < 64 * len(encoded) * (len(CONFIGS) + 1) + 4096

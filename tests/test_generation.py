@@ -214,25 +214,20 @@ def test_batch_size_one_equals_batched_and_simulated_remote_equals_local(dense_t
     assert backend.traffic["generation"].requests == 1  # all batches of a call in one request
 
 
-def test_remote_generation_against_loopback_server_equals_local(dense_toy, cases):
-    """The same engine through the NDIF protocol (tests/ndif_server.py), with a
+def test_remote_generation_against_loopback_server_equals_local(dense_toy, cases, ndif_server):
+    """The same engine through the NDIF protocol (the loopback server process), with a
     weightless client model: equal ids, and only ids come back."""
-    from ndif_server import LoopbackNdif
+    from conftest import NDIF_TEST_KEY
     from remote_steer.remote.backend import RetryPolicy
     from remote_steer.models.loading import load_model, resolve
 
     items, vectors, configs, local = cases[dense_toy.name]
-    key = "generation-test-key"
-    server = LoopbackNdif({dense_toy.name: dense_toy}, api_key=key).start()
-    try:
-        client = load_model(resolve(dense_toy.name), dtype="float32", weights=False)
-        backend = Backend(
-            "remote", host=server.url, api_key=key,
-            retry=RetryPolicy(first_delay_s=0.05, max_delay_s=0.2, poll_interval_s=0.05),
-        )
-        remote = GenerationEngine(client, backend, batch_rows=16, max_new_tokens=N_NEW).run(items, vectors, configs)
-    finally:
-        server.stop()
+    client = load_model(resolve(dense_toy.name), dtype="float32", weights=False)
+    backend = Backend(
+        "remote", host=ndif_server.url, api_key=NDIF_TEST_KEY,
+        retry=RetryPolicy(first_delay_s=0.05, max_delay_s=0.2, poll_interval_s=0.05),
+    )
+    remote = GenerationEngine(client, backend, batch_rows=16, max_new_tokens=N_NEW).run(items, vectors, configs)
     assert remote == local
     traffic = backend.traffic["generation"]
     assert traffic.requests == 1

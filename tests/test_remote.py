@@ -1,8 +1,12 @@
-"""The remote backend against a loopback NDIF-protocol server running the toy models.
+"""The remote backend against the loopback NDIF server running as its own long-lived
+process (tests/ndif_server.py, started once per session by conftest's ``ndif_server``).
 
-The server (tests/ndif_server.py) deserializes requests with nnsight exactly as NDIF
-does, so these tests prove the trace bodies survive shipping, the traffic stays
-small, and jobs survive the client.
+Like NDIF as deployed, that process serves request after request (extraction, sweep,
+generation; dense and MoE; several runs with different specs) without clearing
+nnsight's caches; /status and /response are open and the key is checked on submission;
+result URLs are signed and expire; a restart forgets every job. These tests prove the
+trace bodies survive shipping, the traffic stays small, jobs survive the client and
+the server, and each fault ends in a named outcome.
 """
 
 from __future__ import annotations
@@ -16,24 +20,24 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
+from conftest import NDIF_TEST_KEY as KEY
 from conftest import REPO_ROOT, make_items
-from ndif_server import LoopbackNdif
-from remote_steer.remote.backend import Backend, RetryPolicy
-from remote_steer.errors import ModelError, RemoteSteerError
-from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
-from remote_steer.engines.extraction import SteeringVectors, extract_caa
-from remote_steer.models.loading import load_model, resolve
-from remote_steer.remote.ndif import RemoteAuthError, RemoteJobError
 from remote_steer.data.prompts import encode_items
+from remote_steer.engines.extraction import SteeringVectors
+from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+from remote_steer.errors import ModelError
+from remote_steer.models.loading import load_model, resolve
+from remote_steer.remote import ndif
+from remote_steer.remote.backend import Backend, RetryPolicy
+from remote_steer.remote.ndif import RemoteAuthError, RemoteJobError, RemoteUnavailable
 from remote_steer.run.runner import run_experiment
 from remote_steer.run.spec import parse_spec
 
-KEY = "ndif-test-key-5f1c2e9a7b"  # must never appear in output or files
 FAST = RetryPolicy(first_delay_s=0.05, max_delay_s=0.2, poll_interval_s=0.05)
+ROW_KEY = ["model", "dataset", "item_id", "layer", "strength"]
 
 SPEC = """
 name = "{name}"
@@ -54,72 +58,120 @@ backend = "{backend}"
 host = "{host}"
 [evaluation]
 strengths = [-1.0, 1.0]
-layers = [4, 11]
+layers = [{layers}]
 batch_size = 32
-chunk_items = 2
+chunk_items = {chunk}
+[generation]
+layers = [4]
+max_new_tokens = 4
+batch_size = 16
 """
 
 
-@pytest.fixture(scope="module")
-def server(dense_toy, moe_toy):
-    ndif = LoopbackNdif({"toy/qwen3": dense_toy, "toy/qwen3-moe": moe_toy}, api_key=KEY).start()
-    yield ndif
-    ndif.stop()
-
-
 @pytest.fixture(autouse=True)
-def fast_retries(monkeypatch, server):
+def fast_retries(monkeypatch, ndif_server):
     monkeypatch.setenv("NDIF_API_KEY", KEY)
-    monkeypatch.setattr("remote_steer.remote.backend.RetryPolicy.__init__.__defaults__", (6, 0.05, 0.2, 0.05, 600.0))
-    server.fail_posts, server.fail_polls, server.drop_polls, server.fail_jobs = [], [], 0, 0
-    server.hold.set()
+    monkeypatch.setenv("REMOTE_STEER_LOST_JOB_GRACE_S", "120")
+    defaults = RetryPolicy.__init__.__defaults__  # the last is lost_job_grace_s's factory sentinel
+    monkeypatch.setattr(RetryPolicy.__init__, "__defaults__", (6, 0.05, 0.2, 0.05, 600.0) + defaults[5:])
+    ndif_server.reset()
     yield
+    ndif_server.reset()
 
 
-def _spec(tmp_path, server, backend="remote", name="run"):
-    return parse_spec(SPEC.format(name=name, out=tmp_path, backend=backend, host=server.url), "remote.toml")
+def _spec_text(tmp_path, server, backend="remote", name="run", layers="4, 11", chunk=2):
+    return SPEC.format(name=name, out=tmp_path, backend=backend, host=server.url, layers=layers, chunk=chunk)
+
+
+def _spec(tmp_path, server, backend="remote", name="run", layers="4, 11", chunk=2, modes=None):
+    spec = parse_spec(_spec_text(tmp_path, server, backend, name, layers, chunk), "remote.toml")
+    if modes is not None:
+        import dataclasses
+
+        spec = dataclasses.replace(spec, evaluation=dataclasses.replace(spec.evaluation, modes=modes))
+    return spec
 
 
 @pytest.fixture(scope="module")
-def local_reference(tmp_path_factory, server):
+def local_reference(tmp_path_factory, ndif_server):
     out = tmp_path_factory.mktemp("local")
-    return run_experiment(_spec(out, server, backend="local"))
+    return run_experiment(_spec(out, ndif_server, backend="local", modes=("logit", "generation")))
 
 
 def _client_model(name):
     return load_model(resolve(name), dtype="float32", weights=False)
 
 
-def test_remote_run_equals_local_run(tmp_path, server, local_reference):
-    before = server.submissions
-    remote = run_experiment(_spec(tmp_path, server))
-    key = ["model", "dataset", "item_id", "layer", "strength"]
-    got = remote.results.sort_values(key).reset_index(drop=True)
-    want = local_reference.results.sort_values(key).reset_index(drop=True)
+def _assert_equal_results(got, want):
+    got = got.sort_values(ROW_KEY).reset_index(drop=True)
+    want = want.sort_values(ROW_KEY).reset_index(drop=True)
     assert len(got) == len(want) > 0
     np.testing.assert_allclose(got["logit_diff"], want["logit_diff"], atol=1e-5)
     np.testing.assert_allclose(got["baseline_logit_diff"], want["baseline_logit_diff"], atol=1e-5)
+
+
+def _journal(run_dir: Path) -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted((run_dir / "jobs").glob("*.json"))}
+
+
+def test_runs_of_different_specs_on_one_long_lived_server_equal_local(tmp_path, ndif_server, local_reference):
+    """logit, then logit+generation, then another spec (other chunk size and layers),
+    one after another on the same server process that keeps nnsight's caches, its
+    websocket silent: each equals the local run, one submission per journaled job."""
+    ndif_server.configure(silent_ws=True)
+    before = ndif_server.submissions
+    first = run_experiment(_spec(tmp_path, ndif_server))
+    _assert_equal_results(first.results, local_reference.results)
     for model in ("toy--qwen3", "toy--qwen3-moe"):
-        a = SteeringVectors.load(remote.run_dir / "vectors" / model / "corrigibility.safetensors")
+        a = SteeringVectors.load(first.run_dir / "vectors" / model / "corrigibility.safetensors")
         b = SteeringVectors.load(local_reference.run_dir / "vectors" / model / "corrigibility.safetensors")
         torch.testing.assert_close(a.vectors, b.vectors, atol=1e-5, rtol=0)
-    manifest = json.loads((remote.run_dir / "manifest.json").read_text())
-    # request bound: one extraction request, and ceil(test items / chunk_items) sweep requests, per model
-    for model in ("toy/qwen3", "toy/qwen3-moe"):
+    manifest = json.loads((first.run_dir / "manifest.json").read_text())
+    for model in ("toy/qwen3", "toy/qwen3-moe"):  # 1 extraction + ceil(4 test items / 2) sweep requests
         traffic = manifest["traffic"][model]
-        assert traffic["extraction"]["requests"] == 1
-        assert traffic["evaluation"]["requests"] == 2  # 4 test items, 2 per chunk
+        assert traffic["extraction"]["requests"] == 1 and traffic["evaluation"]["requests"] == 2
         assert traffic["evaluation"]["bytes_received"] > 0 and traffic["evaluation"]["bytes_sent"] > 0
-    assert server.submissions - before == 2 * (1 + 2)
-    assert len(list((remote.run_dir / "jobs").glob("*.json"))) == 6
+
+    grown = run_experiment(_spec(tmp_path, ndif_server, name="grown", modes=("logit", "generation")))
+    _assert_equal_results(grown.results, local_reference.results)
+    key = ["model", "dataset", "item_id", "layer", "strength"]
+    got = grown.generation.sort_values(key).reset_index(drop=True)
+    want = local_reference.generation.sort_values(key).reset_index(drop=True)
+    assert len(got) == len(want) > 0 and list(got["text"]) == list(want["text"]) and list(got["letter"]) == list(want["letter"])
+
+    other = run_experiment(_spec(tmp_path, ndif_server, name="other", layers="2, 7, 9", chunk=3))
+    reference = run_experiment(_spec(tmp_path / "local", ndif_server, backend="local", name="other", layers="2, 7, 9", chunk=3))
+    _assert_equal_results(other.results, reference.results)
+
+    journaled = sum(len(e["attempts"]) for run in (first, grown, other) for e in _journal(run.run_dir).values())
+    jobs = sum(len(_journal(run.run_dir)) for run in (first, grown, other))
+    probes = 3 * 2  # one one-token key probe per remote model and run, never journaled
+    assert ndif_server.submissions - before - probes == journaled == jobs  # one submission per journaled job
 
 
-def test_bytes_returned_scale_with_rows_not_hidden_states(server, dense_toy):
+def test_a_server_that_keeps_caches_breaks_unscoped_requests(ndif_server, dense_toy, monkeypatch):
+    """The old failure, kept visible: two different bodies from one file, shipped under
+    the file's own name, meet the first body's cached source on the server."""
+    from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast
+
+    monkeypatch.setattr(ndif, "SCOPE_SOURCE_NAMES", False)
+    model = _client_model("toy/qwen3")
+    backend = Backend("remote", host=ndif_server.url, api_key=KEY, retry=FAST)
+    items = encode_items(model.tokenizer, make_items(3, seed=11))
+    extract_caa_fast(model, items, concept="c", batch_size=3, backend=backend)
+    vectors = torch.randn(model.n_layers, model.hidden_size)
+    with pytest.raises(RemoteJobError, match="WithBlockNotFoundError"):
+        FastLogitDiffEngine(model, backend, batch_rows=8).run(items, vectors, [SteerConfig(4, 1.0)])
+    monkeypatch.setattr(ndif, "SCOPE_SOURCE_NAMES", True)  # the same request, scoped, runs
+    FastLogitDiffEngine(model, backend, batch_rows=8).run(items, vectors, [SteerConfig(4, 1.0)])
+
+
+def test_bytes_returned_scale_with_rows_not_hidden_states(ndif_server, dense_toy):
     model = _client_model("toy/qwen3")
     vectors = torch.randn(model.n_layers, model.hidden_size)
 
     def received(n_items: int, n_configs: int, words: int) -> tuple[int, int]:
-        backend = Backend("remote", host=server.url, api_key=KEY, retry=FAST)
+        backend = Backend("remote", host=ndif_server.url, api_key=KEY, retry=FAST)
         items = encode_items(model.tokenizer, make_items(n_items, seed=words))
         if words > 100:  # long prompts: same rows, many more tokens
             items = [it.__class__(**{**it.__dict__, "prompt_ids": it.prompt_ids[:1] * 200 + it.prompt_ids}) for it in items]
@@ -142,114 +194,222 @@ def test_bytes_returned_scale_with_rows_not_hidden_states(server, dense_toy):
     assert long_prompts < tokens * model.hidden_size * 4 / 1000
 
 
-def test_kill_after_submission_then_rerun_resumes_the_same_jobs(tmp_path, server, local_reference):
-    spec_path = tmp_path / "remote.toml"
-    spec_path.write_text(SPEC.format(name="killed", out=tmp_path, backend="remote", host=server.url))
-    before = server.submissions
-    server.hold.clear()  # jobs stall in QUEUED, so the client is waiting when killed
-    env = {**os.environ, "NDIF_API_KEY": KEY, "REMOTE_STEER_CACHE": os.environ.get("REMOTE_STEER_CACHE", "")}
-    if not env["REMOTE_STEER_CACHE"]:
-        env.pop("REMOTE_STEER_CACHE")
+def _client_env(**extra):
+    env = {**os.environ, "NDIF_API_KEY": KEY, **extra}
+    return env
+
+
+def _submit_and_kill(spec_path: Path, run_dir: Path, server) -> None:
+    """Start a client process, wait until it has journaled its first job (held in
+    QUEUED by the server), and kill it with SIGKILL."""
+    server.configure(hold=True)
     client = subprocess.Popen(
         [sys.executable, "-m", "remote_steer.cli", "run", str(spec_path), "--quiet"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT, env=_client_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
-    jobs = tmp_path / "killed" / "jobs"
-    deadline = time.time() + 120
+    jobs = run_dir / "jobs"
+    deadline = time.time() + 180
     while not list(jobs.glob("*.json")) and time.time() < deadline and client.poll() is None:
         time.sleep(0.2)
     assert list(jobs.glob("*.json")), client.communicate()[0].decode()[-2000:]
     client.send_signal(signal.SIGKILL)
     client.wait()
-    assert server.submissions - before == 1  # the extraction job, submitted and journaled
-    server.hold.set()
 
+
+def _write_spec(tmp_path, server, name):
+    spec_path = tmp_path / f"{name}.toml"
+    spec_path.write_text(_spec_text(tmp_path, server, name=name))
+    return spec_path
+
+
+def test_kill_after_submission_then_rerun_resumes_the_same_jobs(tmp_path, ndif_server, local_reference):
+    spec_path = _write_spec(tmp_path, ndif_server, "killed")
+    before = ndif_server.submissions
+    _submit_and_kill(spec_path, tmp_path / "killed", ndif_server)
+    assert ndif_server.submissions - before == 2 + 1  # two key probes, then the extraction job, journaled
+    ndif_server.configure(hold=False)
     resumed = run_experiment(parse_spec(spec_path.read_text(), str(spec_path)))
     # one submission per job: the killed client's job was picked up by id, not resubmitted
-    assert server.submissions - before == 2 * (1 + 2)
-    key = ["model", "dataset", "item_id", "layer", "strength"]
-    got = resumed.results.sort_values(key).reset_index(drop=True)
-    want = local_reference.results.sort_values(key).reset_index(drop=True)
-    np.testing.assert_allclose(got["logit_diff"], want["logit_diff"], atol=1e-5)
+    assert ndif_server.submissions - before == 2 + 2 + 2 * (1 + 2)
+    _assert_equal_results(resumed.results, local_reference.results)
+    # the killed client's submission is in the accounting (read back from the journal)
+    traffic = json.loads((resumed.run_dir / "manifest.json").read_text())["traffic"]
+    assert traffic["toy/qwen3"]["extraction"]["requests"] == 1 and traffic["toy/qwen3"]["extraction"]["bytes_sent"] > 0
+    assert sum(s["requests"] for m in traffic.values() for s in m.values()) == 6
 
 
-def test_server_exception_surfaces_remote_message_and_traceback(tmp_path, server):
-    server.fail_jobs = 1
+def test_server_restart_between_submit_and_poll_resubmits_after_the_grace(tmp_path, ndif_server, local_reference, monkeypatch):
+    spec_path = _write_spec(tmp_path, ndif_server, "restarted")
+    _submit_and_kill(spec_path, tmp_path / "restarted", ndif_server)
+    lost_id = next(iter(_journal(tmp_path / "restarted").values()))["attempts"][0]["job_id"]
+    ndif_server.restart()  # forgets every job: the journaled id now answers 404
+    monkeypatch.setenv("REMOTE_STEER_LOST_JOB_GRACE_S", "1.5")
+    started = time.monotonic()
+    outcome = run_experiment(parse_spec(spec_path.read_text(), str(spec_path)))
+    assert time.monotonic() - started < 120
+    _assert_equal_results(outcome.results, local_reference.results)
+    journal = _journal(outcome.run_dir)
+    lost = [e for e in journal.values() if len(e["attempts"]) == 2]
+    assert len(lost) == 1 and lost[0]["attempts"][0] == {**lost[0]["attempts"][0], "job_id": lost_id, "state": "lost"}
+    assert lost[0]["attempts"][1]["state"] == "completed"
+    assert ndif_server.submissions == 2 + 1 + 5  # after the restart: 2 probes, the resubmitted job, the other 5
+    traffic = json.loads((outcome.run_dir / "manifest.json").read_text())["traffic"]["toy/qwen3"]["extraction"]
+    assert traffic["requests"] == 2 and traffic["lost"] == 1  # both submissions counted
+
+
+def test_expired_result_url_is_resubmitted_never_blamed_on_the_key(tmp_path, ndif_server, local_reference):
+    """NDIF signs a non-blocking job's result URL once, at completion: a client that
+    comes back after it expired finds the same dead URL on every poll, so it resubmits."""
+    spec_path = _write_spec(tmp_path, ndif_server, "expired")
+    ndif_server.configure(url_ttl_s=2.0)
+    before = ndif_server.submissions
+    _submit_and_kill(spec_path, tmp_path / "expired", ndif_server)
+    ndif_server.configure(hold=False)
+    deadline = time.time() + 60
+    while ndif_server.stats()["states"].get("COMPLETED", 0) == 0 and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.5)  # the result URL signed at completion has expired
+    expired_before = ndif_server.stats()["expired_downloads"]
+    outcome = run_experiment(parse_spec(spec_path.read_text(), str(spec_path)))
+    _assert_equal_results(outcome.results, local_reference.results)
+    assert ndif_server.stats()["expired_downloads"] > expired_before
+    first = next(e for e in _journal(outcome.run_dir).values() if e["stage"] == "extraction" and e["model"] == "toy/qwen3")
+    assert [a["state"] for a in first["attempts"]] == ["expired", "completed"]
+    assert "expired" in first["attempts"][1]["how"] and "resubmitted" in first["attempts"][1]["how"]
+    assert ndif_server.submissions - before == 4 + 7  # 2 × 2 probes, 6 jobs, 1 resubmission
+
+
+def test_expired_result_url_is_signed_afresh_where_the_server_does(tmp_path, ndif_server, local_reference):
+    """A server that signs a fresh URL on every poll: the client fetches the fresh URL
+    instead of resubmitting."""
+    ndif_server.configure(resign=True, fail_downloads=[403])
+    before = ndif_server.submissions
+    outcome = run_experiment(_spec(tmp_path, ndif_server, name="fresh-url"))
+    _assert_equal_results(outcome.results, local_reference.results)
+    assert ndif_server.stats()["expired_downloads"] >= 1
+    assert all(a["state"] == "completed" for e in _journal(outcome.run_dir).values() for a in e["attempts"])
+    assert ndif_server.submissions - before == 2 + 6  # nothing resubmitted
+
+
+def test_server_exception_surfaces_remote_message_and_traceback(tmp_path, ndif_server):
+    ndif_server.configure(fail_jobs=3)  # the two key probes (never waited for), then the first real job
     with pytest.raises(RemoteJobError) as caught:
-        run_experiment(_spec(tmp_path, server))
+        run_experiment(_spec(tmp_path, ndif_server))
     message = str(caught.value)
-    assert "CUDA out of memory" in message and "Traceback" in message and server.url in message
+    assert "CUDA out of memory" in message and "Traceback" in message and ndif_server.url in message
     # the failed job is not resumed on rerun: it is submitted again and the run completes
-    outcome = run_experiment(_spec(tmp_path, server))
+    outcome = run_experiment(_spec(tmp_path, ndif_server))
     assert len(outcome.results) > 0
+    states = [a["state"] for e in _journal(outcome.run_dir).values() for a in e["attempts"]]
+    assert states.count("failed") == 1
 
 
-def test_503_then_success_and_dropped_connection_are_retried(tmp_path, server, local_reference):
-    before = server.submissions
-    server.fail_posts = [503, 503]
-    server.drop_polls = 2
-    outcome = run_experiment(_spec(tmp_path, server))
+def test_503_then_success_and_dropped_connection_are_retried(tmp_path, ndif_server, local_reference):
+    before = ndif_server.submissions
+    ndif_server.configure(fail_posts=[503, 503], drop_polls=2)
+    outcome = run_experiment(_spec(tmp_path, ndif_server))
     manifest = json.loads((outcome.run_dir / "manifest.json").read_text())
     retries = sum(t["retries"] for stages in manifest["traffic"].values() for t in stages.values())
-    assert retries >= 4
-    assert server.submissions - before == 2 * (1 + 2)  # a refused POST is not a submission
-    key = ["model", "dataset", "item_id", "layer", "strength"]
-    got = outcome.results.sort_values(key).reset_index(drop=True)
-    want = local_reference.results.sort_values(key).reset_index(drop=True)
-    np.testing.assert_allclose(got["logit_diff"], want["logit_diff"], atol=1e-5)
+    assert retries >= 2  # the dropped polls (refused POSTs are retried before a job exists)
+    assert ndif_server.submissions - before == 2 + 2 * (1 + 2)  # 2 probes; a refused POST is not a submission
+    _assert_equal_results(outcome.results, local_reference.results)
 
 
-def test_wrong_key_says_how_to_set_it(tmp_path, server, monkeypatch):
+def test_wrong_key_is_refused_by_a_small_probe_and_leaves_no_run_directory(tmp_path, ndif_server, monkeypatch):
     monkeypatch.setenv("NDIF_API_KEY", "wrong-key-0000")
-    before = server.submissions
+    stats = ndif_server.stats()
     with pytest.raises(RemoteAuthError) as caught:
-        run_experiment(_spec(tmp_path, server))
-    assert "NDIF_API_KEY" in str(caught.value) and "wrong-key-0000" not in str(caught.value)
-    assert server.submissions == before and not (tmp_path / "run").exists()
+        run_experiment(_spec(tmp_path, ndif_server))
+    message = str(caught.value)
+    assert "refused the API key (HTTP 403)" in message and "NDIF_API_KEY" in message and "wrong-key-0000" not in message
+    after = ndif_server.stats()
+    assert after["submissions"] == stats["submissions"] and not (tmp_path / "run").exists()
+    assert after["refused_posts"] == stats["refused_posts"] + 1  # one probe, nothing after it
+    assert 0 < after["refused_bytes"] - stats["refused_bytes"] < 64_000
 
 
-def test_unhosted_model_is_refused_before_any_work(tmp_path, server):
-    server.hosted_backup = dict(server.hosted)
-    del server.hosted["toy/qwen3-moe"]
-    before = server.submissions
-    try:
-        with pytest.raises(ModelError, match="not hosted"):
-            run_experiment(_spec(tmp_path, server))
-    finally:
-        server.hosted.update(server.hosted_backup)
-    assert server.submissions == before and not (tmp_path / "run").exists()
+def test_missing_key_says_it_is_missing(tmp_path, ndif_server, monkeypatch):
+    from nnsight.schema.config import CONFIG
+
+    monkeypatch.delenv("NDIF_API_KEY")
+    monkeypatch.setattr(CONFIG.API, "APIKEY", None)
+    with pytest.raises(RemoteAuthError, match="none is set .NDIF_API_KEY is missing"):
+        run_experiment(_spec(tmp_path, ndif_server))
+    assert not (tmp_path / "run").exists()
 
 
-def test_api_key_never_written_or_printed(tmp_path, server, capsys):
+def test_server_down_is_one_line_before_any_file(tmp_path, ndif_server):
+    from ndif_server import free_port
+
+    spec = parse_spec(SPEC.format(name="down", out=tmp_path, backend="remote", host=f"http://127.0.0.1:{free_port()}",
+                                  layers="4", chunk=2), "down.toml")
+    with pytest.raises(RemoteUnavailable, match="cannot read /status"):
+        run_experiment(spec)
+    assert not (tmp_path / "down").exists()
+
+
+def test_unhosted_model_is_refused_before_any_work(tmp_path, ndif_server):
+    ndif_server.configure(hidden=["toy/qwen3-moe"])
+    before = ndif_server.submissions
+    with pytest.raises(ModelError, match="not hosted"):
+        run_experiment(_spec(tmp_path, ndif_server))
+    assert ndif_server.submissions == before and not (tmp_path / "run").exists()
+
+
+def test_api_key_never_written_or_printed(tmp_path, ndif_server, capsys):
     from typer.testing import CliRunner
 
     from remote_steer.cli import app
 
-    spec_path = tmp_path / "remote.toml"
-    spec_path.write_text(SPEC.format(name="grep", out=tmp_path, backend="remote", host=server.url))
+    spec_path = _write_spec(tmp_path, ndif_server, "grep")
     result = CliRunner().invoke(app, ["run", str(spec_path)], env={"NDIF_API_KEY": KEY, "COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    server.fail_jobs = 1  # an error path too
+    ndif_server.configure(fail_jobs=3)  # an error path too: the two probes, then the first real job fail
     failed = CliRunner().invoke(app, ["run", str(spec_path), "--name", "grep-failed"], env={"NDIF_API_KEY": KEY})
     assert failed.exit_code == 2 and "CUDA out of memory" in failed.output
+    checked = CliRunner().invoke(app, ["check-remote", "--host", ndif_server.url], env={"NDIF_API_KEY": KEY})
+    assert checked.exit_code == 0, checked.output
     captured = capsys.readouterr()
-    for text in (result.output, failed.output, captured.out, captured.err):
+    for text in (result.output, failed.output, checked.output, captured.out, captured.err):
         assert KEY not in text
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert len(written) > 10
     for path in written:
         assert KEY.encode() not in path.read_bytes(), path
-    for job in server.jobs.values():  # nor does it travel inside a request payload
-        assert KEY.encode() not in job.payload
+    found = ndif_server.payloads_containing(KEY)  # nor does it travel inside a request payload
+    assert found["jobs"] > 0 and found["count"] == 0
 
 
-def test_blocking_websocket_protocol_with_inline_result(server, dense_toy):
+def test_check_remote_reports_each_step_and_fails_in_one_line(ndif_server, monkeypatch):
+    from typer.testing import CliRunner
+
+    from remote_steer.cli import app
+
+    ok = CliRunner().invoke(app, ["check-remote", "--host", ndif_server.url, "--model", "toy/qwen3-moe"],
+                            env={"NDIF_API_KEY": KEY})
+    assert ok.exit_code == 0, ok.output
+    lines = ok.output.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "ok   reachable", "ok   model hosted", "ok   versions", "ok   key accepted", "ok   tiny trace"]
+    assert "server nnsight" in lines[2] and "round trip" in lines[4] and "bytes sent" in lines[4]
+    wrong = CliRunner().invoke(app, ["check-remote", "--host", ndif_server.url], env={"NDIF_API_KEY": "nope"})
+    assert wrong.exit_code == 2 and "FAIL key accepted" in wrong.output and "NDIF_API_KEY" in wrong.output
+    hidden = CliRunner().invoke(app, ["check-remote", "--host", ndif_server.url, "--model", "toy/nothing"],
+                                env={"NDIF_API_KEY": KEY})
+    assert hidden.exit_code == 2 and len(hidden.output.strip().splitlines()) <= 2
+    from ndif_server import free_port
+
+    down = CliRunner().invoke(app, ["check-remote", "--host", f"http://127.0.0.1:{free_port()}"])
+    assert down.exit_code == 2 and down.output.startswith("FAIL reachable")
+
+
+def test_blocking_websocket_protocol_with_inline_result(ndif_server, dense_toy):
     """nnsight's default blocking client: /subscribe websocket, result inline."""
     from nnsight.intervention.backends.remote import RemoteBackend
 
     model = _client_model("toy/qwen3")
     ids = {"input_ids": torch.tensor([list(range(100, 110))])}
-    backend = RemoteBackend(model.nn.to_model_key(), host=server.url, api_key=KEY)
+    backend = RemoteBackend(model.nn.to_model_key(), host=ndif_server.url, api_key=KEY)
     with model.nn.trace(ids, backend=backend):
         last = model.layers[3].output[:, -1, :5].save()
     with torch.inference_mode(), dense_toy.nn.trace(ids):

@@ -53,6 +53,9 @@ class RetryPolicy:
     max_delay_s: float = 15.0
     poll_interval_s: float = 2.0
     job_timeout_s: float = 6 * 3600.0
+    # a job id the server answers 404 for (it restarted and forgot the job) is resubmitted
+    # after this long; NDIF also answers 404 for the moment between submission and queueing
+    lost_job_grace_s: float = field(default_factory=lambda: _env_seconds("REMOTE_STEER_LOST_JOB_GRACE_S", 120.0))
 
     def delays(self):
         delay = self.first_delay_s
@@ -134,6 +137,19 @@ class LocalRequest(Request):
     def result(self, **local_values: Any) -> dict[str, Any]:
         # In-process: the session pushed the saved values into the caller's frame.
         return local_values
+
+
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SpecError(f"environment variable {name}={raw!r}: expected a number of seconds") from None
+    if value < 0:
+        raise SpecError(f"environment variable {name}={raw!r}: expected a number of seconds ≥ 0")
+    return value
 
 
 def _nnsight_default_host() -> str:

@@ -1,26 +1,45 @@
 """NDIF transport: nnsight's own remote client, made durable and accountable.
 
 ``NdifClient`` extends nnsight's ``RemoteBackend`` (the code that speaks NDIF's
-protocol) with what a long sweep needs: bounded retries on transient failures,
-byte accounting, and error messages that say what to do. ``RemoteRequest`` submits
-one job without blocking, journals its id in the run directory *before* waiting,
-and polls; a rerun finds the journal and polls the same job instead of submitting
-it again. Nothing here draws: job states go to ``Backend.on_status``.
+protocol) with what a long sweep needs against NDIF as deployed:
 
-The API key is sent only as nnsight's ``ndif-api-key`` header; every message that
-leaves this module is passed through ``redact``.
+- **Request-scoped source names.** nnsight ships a trace body as source text under
+  the client's file name, and the server caches parsed ``with`` blocks by that name
+  (``nnsight.tracing.globals`` ``SOURCES``/``BLOCKS``). A long-lived server that never
+  clears those caches parses a second, different body from the same file against the
+  first one (``WithBlockNotFoundError``) or silently reruns the first one. Each
+  request therefore ships under ``<file> <remote-steer SHA>``, the hash of its own
+  body: identical bodies share the server's cache, different bodies never collide.
+- **Bounded retries** on transient failures (connection refused/reset, timeouts, 5xx).
+- **Auth only where NDIF checks it.** ``/status`` and ``/response`` are open; the key is
+  checked when a job is submitted, so only a 401/403 on submission means "key refused".
+- **Lost jobs and expired results.** A job id the server answers 404 for past a grace
+  period (server restarted) is resubmitted from the payload kept in the journal; a
+  result URL that has expired (403) is fetched again if the server signs a fresh one,
+  else the job is resubmitted. Each outcome is journaled and counted.
+
+``RemoteRequest`` submits one job without blocking, journals its id (and payload) in
+the run directory *before* waiting, and polls; a rerun finds the journal and polls the
+same job instead of submitting it again. Nothing here draws: job states go to
+``Backend.on_status``. The API key is sent only as nnsight's ``ndif-api-key`` header;
+every message that leaves this module is passed through ``redact``.
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import datetime as _dt
+import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from remote_steer.remote.backend import Backend, Request
 from remote_steer.errors import ModelError, RemoteSteerError
-from remote_steer.run.store import slug, write_json
+from remote_steer.remote.backend import Backend, Request
+from remote_steer.run.store import atomic_write, slug, write_json
 
 if TYPE_CHECKING:
     from remote_steer.models.loading import LoadedModel
@@ -31,7 +50,7 @@ class RemoteJobError(RemoteSteerError):
 
 
 class RemoteAuthError(RemoteSteerError):
-    """The server refused the API key."""
+    """The server refused the API key, or none was set and the server needs one."""
 
 
 class RemoteUnavailable(RemoteSteerError):
@@ -42,6 +61,10 @@ _AUTH_HINT = (
     "set NDIF_API_KEY in the environment (or save it once with "
     "`python -c \"import nnsight; nnsight.CONFIG.set_default_api_key('KEY')\"`)"
 )
+
+#: Ship each request under a file name unique to its body (see the module docstring).
+#: Only tests turn this off, to show what a cache-keeping server does without it.
+SCOPE_SOURCE_NAMES = True
 
 
 def redact(text: str, key: str | None) -> str:
@@ -70,6 +93,47 @@ def _transient(error: BaseException) -> bool:
     return False
 
 
+def auth_error(host: str, code: int | None, api_key: str | None, what: str) -> RemoteAuthError:
+    if not api_key:
+        return RemoteAuthError(f"{host} needs an API key and none is set (NDIF_API_KEY is missing) to {what}; {_AUTH_HINT}")
+    return RemoteAuthError(f"{host} refused the API key (HTTP {code}) while trying to {what}; {_AUTH_HINT}")
+
+
+@contextlib.contextmanager
+def scoped_source_name(tracer):
+    """While serializing ``tracer``, name its frame ``<file> <remote-steer HASH>``."""
+    from nnsight.tracing import util
+
+    node = getattr(tracer, "node", None)
+    if not SCOPE_SOURCE_NAMES or node is None:
+        yield
+        return
+    body = ast.unparse(ast.Module(body=node.body, type_ignores=[]))
+    tag = hashlib.sha256(f"{node.body[0].lineno}\n{body}".encode()).hexdigest()[:16]
+    original = util.SerializedFrame.__dict__["of"]
+
+    def of(cls, frame):
+        code = frame.f_code
+        return cls(f"{code.co_filename} <remote-steer {tag}>", code.co_firstlineno, code.co_name)
+
+    util.SerializedFrame.of = classmethod(of)
+    try:
+        yield
+    finally:
+        util.SerializedFrame.of = original
+
+
+class ResultExpired(RemoteSteerError):
+    """The job completed but its result URL no longer answers (signed URLs expire)."""
+
+    def __init__(self, url: str, code: int | None) -> None:
+        super().__init__(f"result URL answered HTTP {code}")
+        self.url, self.code = url, code
+
+
+UNKNOWN = "UNKNOWN"  # the server answers 404 for the job id
+
+
 def _nnsight_remote_backend():
     from nnsight.intervention.backends.remote import RemoteBackend
 
@@ -77,28 +141,31 @@ def _nnsight_remote_backend():
 
 
 class NdifClient(_nnsight_remote_backend()):
-    """nnsight's RemoteBackend in non-blocking mode, with retries and accounting."""
+    """nnsight's RemoteBackend in non-blocking mode, with retries, accounting, and
+    the NDIF-as-deployed behaviours above."""
 
-    def __init__(self, backend: Backend, stage: str, model_key: str, env: dict, job_id: str | None = None) -> None:
+    def __init__(self, backend: Backend, stage: str, model_key: str, env: dict, job_id: str | None = None,
+                 on_payload=None) -> None:
         super().__init__(model_key, host=backend.host, api_key=backend.api_key or "", env=env, blocking=False, job_id=job_id)
         self.display.enabled = False  # our own display shows job states
         self._backend, self._stage = backend, stage
+        self.payload: bytes | None = None  # the last serialized request, kept for resubmission
+        self._on_payload = on_payload
+        self.last_url: str | None = None
 
     @property
     def traffic(self):
         return self._backend.stage_traffic(self._stage)
 
-    def _retrying(self, call, what: str):
+    def _retrying(self, call, what: str, auth_matters: bool = False):
         delays = self._backend.retry.delays()
         while True:
             try:
                 return call()
             except Exception as error:  # noqa: BLE001 - classified below
                 code = _status_code(error)
-                if code in (401, 403):
-                    raise RemoteAuthError(
-                        f"{self.host} refused the API key (HTTP {code}) while trying to {what}; {_AUTH_HINT}"
-                    ) from None
+                if auth_matters and code in (401, 403):
+                    raise auth_error(self.host, code, self.api_key, what) from None
                 if not _transient(error):
                     raise
                 delay = next(delays, None)
@@ -111,111 +178,312 @@ class NdifClient(_nnsight_remote_backend()):
                 time.sleep(delay)
 
     def _serialize(self, tracer):
-        blob = super()._serialize(tracer)
-        self.traffic.bytes_sent += len(blob)
+        with scoped_source_name(tracer):
+            blob = super()._serialize(tracer)
+        self.payload = blob
+        if self._on_payload is not None:
+            self._on_payload(blob)  # journaled before it is sent
         return blob
 
     def _post(self, request, blob):
-        return self._retrying(lambda: super(NdifClient, self)._post(request, blob), "submit a job")
+        response = self._retrying(lambda: super(NdifClient, self)._post(request, blob), "submit a job", auth_matters=True)
+        self.traffic.bytes_sent += len(blob)
+        return response
+
+    def resubmit(self, blob: bytes) -> str:
+        """Send a kept payload again as a new job; returns the new job id."""
+        from nnsight.schema.request import RequestModel
+
+        response = self._post(RequestModel(model_key=self.model_key, compress=self.compress, env=self.env), blob)
+        self.job_id, self.status, self.last_url = response.id, response.status, None
+        return self.job_id
 
     def finalize(self, content: bytes):
         self.traffic.bytes_received += len(content)
         return super().finalize(content)
 
-    def poll(self, tracer=None):
-        return self._retrying(lambda: super(NdifClient, self).poll(tracer), f"poll job {self.job_id}")
+    def check(self) -> tuple[str, Any]:
+        """One poll: (state, saves). State ``UNKNOWN`` when the server answers 404;
+        saves are set once COMPLETED. Raises ``ResultExpired`` when the result URL
+        is refused, ``RemoteError`` when the job failed on the server."""
+        import httpx
+        from nnsight.schema.response import ResponseModel
+
+        def get():
+            with httpx.Client(timeout=httpx.Timeout(10.0, read=600.0)) as client:
+                answer = client.get(f"{self.host}/response/{self.job_id}")
+            if answer.status_code != 404:
+                answer.raise_for_status()
+            return answer
+
+        answer = self._retrying(get, f"poll job {self.job_id}")
+        if answer.status_code == 404:
+            return UNKNOWN, None
+        response = ResponseModel.model_validate_json(answer.text)
+        self.status = response.status
+        if not self.note(response):
+            return response.status.value, None
+        data = response.data
+        if isinstance(data, str):
+            self.last_url = data
+        try:
+            saves = self._retrying(lambda: self.download_result(data), f"download the result of job {self.job_id}")
+        except httpx.HTTPStatusError as error:
+            code = _status_code(error)
+            if code in (400, 401, 403, 404, 410):
+                raise ResultExpired(str(data), code) from None
+            raise
+        return response.status.value, saves
+
+    def poll(self, tracer=None):  # nnsight's entry point, kept for callers that use it
+        return self.check()[1]
 
 
 class RemoteRequest(Request):
-    """One NDIF job: submit (or resume by journaled id), then poll to completion."""
+    """One NDIF job: submit (or resume by journaled id), then poll to completion.
+
+    The journal (``jobs/<key>.json``) holds every attempt at this job: its id, state
+    (submitted, completed, failed, lost, expired) and bytes; the payload of the
+    latest submission sits beside it (``jobs/<key>.payload``) until the job completes,
+    so a job the server lost can be sent again without re-tracing.
+    """
 
     def __init__(self, backend: Backend, model: "LoadedModel", stage: str, key: str | None) -> None:
         self.backend, self.model, self.stage, self.key = backend, model, stage, key
-        self.journal = None if backend.journal_dir is None or key is None else backend.journal_dir / f"{slug(key)}.json"
-        known = self._read_journal()
-        self.client = NdifClient(backend, stage, model.nn.to_model_key(), model.nn._remoteable_get_env(), known)
+        stem = None if backend.journal_dir is None or key is None else backend.journal_dir / slug(key)
+        self.journal = None if stem is None else stem.with_suffix(".json")
+        self.payload_path = None if stem is None else stem.with_suffix(".payload")
+        self.entry = self._read_journal()
+        attempt = self.entry["attempts"][-1] if self.entry["attempts"] else None
+        known = attempt["job_id"] if attempt and attempt["state"] in ("submitted", "completed") else None
+        self.client = NdifClient(
+            backend, stage, model.nn.to_model_key(), model.nn._remoteable_get_env(), known, on_payload=self._keep_payload
+        )
         self.must_submit = known is None
-        self.submitted_at = time.perf_counter()
+        self.events: list[str] = []  # what happened to this job beyond the plain path, for the display
 
-    def _read_journal(self) -> str | None:
+    # -- journal -----------------------------------------------------------------
+
+    def _read_journal(self) -> dict[str, Any]:
+        empty = {"key": self.key, "stage": self.stage, "model": self.model.name, "host": self.backend.host, "attempts": []}
         if self.journal is None or not self.journal.exists():
-            return None
+            return empty
         entry = json.loads(self.journal.read_text())
-        if entry.get("host") != self.backend.host or entry.get("state") == "failed":
-            return None
-        return entry["job_id"]
+        if "attempts" not in entry:  # a journal written before attempts were kept
+            entry = {**empty, "attempts": [{"job_id": entry["job_id"], "state": entry.get("state", "submitted")}]}
+        if entry.get("host") != self.backend.host:
+            return {**empty, "previous_hosts": [entry.get("host")]}
+        return entry
 
-    def _write_journal(self, state: str) -> None:
+    def _save_journal(self) -> None:
         if self.journal is not None:
-            write_json(
-                self.journal,
-                {"job_id": self.client.job_id, "host": self.backend.host, "stage": self.stage, "key": self.key, "state": state},
+            write_json(self.journal, self.entry)
+
+    def _keep_payload(self, blob: bytes) -> None:
+        if self.payload_path is not None:
+            atomic_write(self.payload_path, lambda tmp: tmp.write_bytes(blob))
+
+    def _payload(self) -> bytes | None:
+        if self.client.payload is not None:
+            return self.client.payload
+        if self.payload_path is not None and self.payload_path.exists():
+            return self.payload_path.read_bytes()
+        return None
+
+    def _attempt(self) -> dict[str, Any]:
+        return self.entry["attempts"][-1]
+
+    def _new_attempt(self, how: str) -> None:
+        payload = self._payload()
+        self.entry["attempts"].append({
+            "job_id": self.client.job_id, "state": "submitted", "how": how,
+            "submitted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "submitted_unix": time.time(), "bytes_sent": len(payload) if payload is not None else 0,
+            "bytes_received": 0, "retries": 0,
+        })
+        self.backend.stage_traffic(self.stage).requests += 1
+        self._save_journal()
+
+    def _close_attempt(self, state: str, **extra: Any) -> None:
+        attempt = self._attempt()
+        attempt.update(state=state, **extra)
+        if "submitted_unix" in attempt:
+            attempt["seconds"] = round(time.time() - attempt["submitted_unix"], 3)
+        self._save_journal()
+
+    def _resubmit(self, why: str) -> None:
+        payload = self._payload()
+        if payload is None:
+            raise RemoteUnavailable(
+                f"{self.backend.host}: {why}, and its request payload was not kept; rerun to submit it again"
             )
+        self.client.resubmit(payload)
+        self._new_attempt(how=why)
+        self.events.append(why)
+        if self.backend.on_status is not None:
+            self.backend.on_status(self.stage, "RESUBMITTED")
+
+    # -- the request -------------------------------------------------------------
 
     def session_kwargs(self) -> dict[str, Any]:
         return {"backend": self.client}
 
     def result(self, **local_values: Any) -> dict[str, Any]:
-        client, backend = self.client, self.backend
+        client, backend, policy = self.client, self.backend, self.backend.retry
         if self.must_submit:
             if client.job_id is None:
                 raise RemoteUnavailable(f"{backend.host}: the job for {self.key or self.stage} was not submitted")
-            backend.stage_traffic(self.stage).requests += 1
-            self._write_journal("submitted")  # before waiting: a rerun resumes this job
-        deadline = time.monotonic() + backend.retry.job_timeout_s
-        last = None
+            self._new_attempt(how="submitted")  # before waiting: a rerun resumes this job
         from nnsight.intervention.backends.remote import RemoteError
 
+        deadline = time.monotonic() + policy.job_timeout_s
+        unknown_since: float | None = None
+        last = None
+        received_before = client.traffic.bytes_received
+        retries_before = client.traffic.retries
         while True:
             try:
-                saves = client.poll()
+                state, saves = client.check()
             except RemoteError as error:
-                self._write_journal("failed")
+                self._close_attempt("failed")
                 raise RemoteJobError(
                     redact(f"remote job {client.job_id} ({self.key or self.stage}) failed on {backend.host}:\n{error}", backend.api_key)
                 ) from None
-            state = client.status.value if client.status is not None else "SUBMITTED"
+            except ResultExpired as expired:
+                state, saves = self._after_expired(expired)
+            if state == UNKNOWN:
+                now = time.monotonic()
+                unknown_since = unknown_since or now
+                if now - unknown_since >= policy.lost_job_grace_s:
+                    lost = client.job_id
+                    self._close_attempt("lost")
+                    self._resubmit(f"job {lost} unknown to the server after {policy.lost_job_grace_s:g}s (server restarted?); resubmitted")
+                    unknown_since = None
+                    deadline = time.monotonic() + policy.job_timeout_s
+            else:
+                unknown_since = None
             if state != last and backend.on_status is not None:
-                backend.on_status(self.stage, state)
+                backend.on_status(self.stage, "SUBMITTED" if state == UNKNOWN else state)
             last = state
             if saves is not None:
                 break
             if time.monotonic() > deadline:
-                raise RemoteUnavailable(f"{backend.host}: job {client.job_id} did not finish within {backend.retry.job_timeout_s:.0f}s; rerun to keep waiting")
-            time.sleep(backend.retry.poll_interval_s)
-        backend.stage_traffic(self.stage).server_seconds += time.perf_counter() - self.submitted_at
-        self._write_journal("completed")
+                raise RemoteUnavailable(f"{backend.host}: job {client.job_id} did not finish within {policy.job_timeout_s:.0f}s; rerun to keep waiting")
+            time.sleep(policy.poll_interval_s)
+        self._close_attempt(
+            "completed",
+            bytes_received=client.traffic.bytes_received - received_before,
+            retries=client.traffic.retries - retries_before,
+        )
+        if self.payload_path is not None:
+            self.payload_path.unlink(missing_ok=True)
+        backend.stage_traffic(self.stage).server_seconds += self._attempt().get("seconds", 0.0)
         return saves
 
+    def _after_expired(self, expired: ResultExpired) -> tuple[str, Any]:
+        """The result URL was refused: fetch a freshly signed one if the server gives
+        one, else resubmit. Never a key problem: NDIF's result URLs carry no key."""
+        client = self.client
+        try:
+            state, saves = client.check()
+        except ResultExpired as again:
+            if again.url != expired.url:
+                raise RemoteUnavailable(f"{self.backend.host}: a fresh result URL for job {client.job_id} was refused too (HTTP {again.code})") from None
+            self._close_attempt("expired")
+            self._resubmit(f"result URL of job {client.job_id} expired (HTTP {expired.code}) and the server signs no fresh one; resubmitted")
+            return "RESUBMITTED", None
+        self.events.append(f"result URL of job {client.job_id} expired (HTTP {expired.code}); fetched a freshly signed one")
+        if self.backend.on_status is not None:
+            self.backend.on_status(self.stage, "FRESH URL")
+        return state, saves
 
-def hosted_models(host: str, api_key: str | None, timeout_s: float = 5.0) -> dict[str, str]:
-    """repo id → state for the models the server hosts (its ``/status``)."""
+
+def journal_traffic(run_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """model → stage → traffic, summed over every journaled attempt (resumed runs included)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    folder = journal_dir(run_dir)
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*.json")):
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        model, stage = entry.get("model"), entry.get("stage")
+        if model is None or stage is None:
+            continue
+        t = out.setdefault(model, {}).setdefault(stage, {
+            "requests": 0, "bytes_sent": 0, "bytes_received": 0, "server_seconds": 0.0, "retries": 0,
+            "lost": 0, "expired": 0, "failed": 0,
+        })
+        for attempt in entry.get("attempts", []):
+            t["requests"] += 1
+            t["bytes_sent"] += int(attempt.get("bytes_sent", 0))
+            t["bytes_received"] += int(attempt.get("bytes_received", 0))
+            t["retries"] += int(attempt.get("retries", 0))
+            t["server_seconds"] = round(t["server_seconds"] + float(attempt.get("seconds", 0.0)), 3)
+            if attempt.get("state") in ("lost", "expired", "failed"):
+                t[attempt["state"]] += 1
+    return out
+
+
+def _get(host: str, path: str, timeout_s: float):
+    """GET an open endpoint (NDIF checks no key on /status, /env, /ping)."""
     import httpx
 
-    headers = {"ndif-api-key": api_key} if api_key else None
     try:
-        response = httpx.get(f"{host}/status", headers=headers, timeout=timeout_s)
+        response = httpx.get(f"{host}{path}", timeout=timeout_s)
         response.raise_for_status()
     except Exception as error:  # noqa: BLE001
         code = _status_code(error)
-        if code in (401, 403):
-            raise RemoteAuthError(f"{host} refused the API key (HTTP {code}); {_AUTH_HINT}") from None
-        raise RemoteUnavailable(redact(f"{host}: cannot read /status ({type(error).__name__}: {error})", api_key)) from None
-    deployments = response.json().get("deployments", {})
+        what = f"HTTP {code}" if code is not None else f"{type(error).__name__}: {error}"
+        raise RemoteUnavailable(f"{host}: cannot read {path} ({what})") from None
+    return response
+
+
+def hosted_models(host: str, api_key: str | None = None, timeout_s: float = 5.0) -> dict[str, str]:
+    """repo id → state for the models the server hosts (its open ``/status``; no key sent)."""
+    deployments = _get(host, "/status", timeout_s).json().get("deployments", {})
     return {
-        value.get("repo_id", name): value.get("application_state", "UNKNOWN")
+        value.get("repo_id", name): value.get("application_state") or value.get("deployment_level") or "UNKNOWN"
         for name, value in deployments.items()
     }
 
 
+def server_versions(host: str, timeout_s: float = 5.0) -> dict[str, str] | None:
+    """python and nnsight versions from the server's ``/env``, or None where it has none."""
+    try:
+        env = _get(host, "/env", timeout_s).json()
+    except (RemoteUnavailable, ValueError):
+        return None
+    packages = env.get("packages") or {}
+    return {"python": str(env.get("python_version", "?")).split()[0], "nnsight": str(packages.get("nnsight", "?"))}
+
+
 def require_hosted(host: str, api_key: str | None, remote_id: str, model_name: str) -> None:
-    hosted = hosted_models(host, api_key)
+    hosted = hosted_models(host)
     if remote_id not in hosted:
         listed = ", ".join(sorted(hosted)) or "none"
         raise ModelError(
             f"model {model_name!r} ({remote_id}) is not hosted on {host} (hosted: {listed}); "
             'run it with backend = "local" or choose a hosted model'
         )
+
+
+def probe_key(backend: Backend, model: "LoadedModel") -> int:
+    """Submit the smallest job there is (one token, one saved scalar) to learn whether
+    the server accepts the key, before anything larger is sent. NDIF checks the key
+    only on submission, so this is the first moment it can be known. The probe job is
+    not waited for. Returns the bytes sent; raises ``RemoteAuthError`` when refused."""
+    import torch
+
+    client = NdifClient(backend, "probe", model.nn.to_model_key(), model.nn._remoteable_get_env())
+    layer = model.layers[0]
+    ids = {"input_ids": torch.zeros(1, 1, dtype=torch.long)}
+    with model.nn.trace(ids, backend=client):
+        probe = layer.output[0, 0, 0].save()
+    backend.stage_traffic("probe").requests += 1
+    return len(client.payload or b"")
 
 
 def journal_dir(run_dir: Path) -> Path:

@@ -2,7 +2,7 @@
 
 Runs offline: model shapes come from the registry (or a cached config), item counts
 from the data when it can be read (else ``max_items``, marked as an estimate), and
-the host is asked whether it hosts each remote model only when it answers.
+the host is asked whether it hosts each remote model only with ``check_hosts``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ _ASSUMED_ITEMS = 300
 class ModelPlan:
     model: str
     backend: str
+    engine: str
     host: str
     hosted: str
     layers: int | None
@@ -87,7 +88,7 @@ def _hosted(backend, remote_name: str) -> str:
     return "yes" if remote_name in hosted else "no"
 
 
-def plan_experiment(spec: ExperimentSpec, check_hosts: bool = True) -> tuple[list[ModelPlan], bool]:
+def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[list[ModelPlan], bool]:
     from remote_steer.remote.backend import Backend
     from remote_steer.models.registry import lookup
 
@@ -99,9 +100,9 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = True) -> tuple[lis
         layers, hidden = _shape(model.name, model.revision)
         card = lookup(model.name)
         remote_name = card.name if card is not None and card.toy else (card.hub_id if card else model.name)
-        hosted = _hosted(backend, remote_name) if backend.is_remote and check_hosts else "—"
+        hosted = "—" if not backend.is_remote else (_hosted(backend, remote_name) if check_hosts else "unchecked")
         if layers is None or hidden is None:
-            plans.append(ModelPlan(model.name, backend.kind, backend.host or "—", hosted, None, None, "?", None, None, None, None))
+            plans.append(ModelPlan(model.name, backend.kind, model.engine, backend.host or "—", hosted, None, None, "?", None, None, None, None))
             continue
         sweep = len(spec.sweep_layers(layers))
         n_configs = sweep * len(ev.strengths)
@@ -124,7 +125,7 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = True) -> tuple[lis
                 received += rows * 4 + 1_000
         items = f"{sum(tr for tr, _ in counts.values())}+{sum(te for _, te in counts.values())}"
         plans.append(
-            ModelPlan(model.name, backend.kind, backend.host or "—", hosted, layers, sweep,
+            ModelPlan(model.name, backend.kind, model.engine, backend.host or "—", hosted, layers, sweep,
                       items + (" (est.)" if estimated else ""), requests, passes, sent, received)
         )
     return plans, estimated

@@ -26,10 +26,12 @@ from remote_steer.display import Display, NullDisplay
 from remote_steer.errors import SpecError
 from remote_steer.engines.sweep import SteerConfig
 from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast
+from remote_steer.engines.sweep import LogitDiffEngine
+from remote_steer.engines.extraction import extract_caa
 from remote_steer.engines.generation import GenerationEngine, generation_rows, generation_summary
 from remote_steer.engines.extraction import SteeringVectors
 from remote_steer.models.loading import LoadedModel, ModelSource, load_config, load_model, load_tokenizer, remote_id, resolve
-from remote_steer.remote.ndif import journal_dir, require_hosted
+from remote_steer.remote.ndif import journal_dir, journal_traffic, probe_key, require_hosted
 from remote_steer.data.preprocess import ConceptSplit, preprocess
 from remote_steer.data.prompts import EncodedItem, encode_items
 from remote_steer.run.spec import ExperimentSpec, ModelSpec
@@ -50,6 +52,7 @@ class PreparedModel:
     training: str
     encoded: dict[str, tuple[list[EncodedItem], list[EncodedItem]]] = field(default_factory=dict)  # concept -> (train, test)
     generation_encoded: dict[str, list[EncodedItem]] = field(default_factory=dict)  # concept -> test, for generation
+    client_model: LoadedModel | None = None  # remote: the weightless model the key probe was built on
 
 
 @dataclass
@@ -91,10 +94,15 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
     for model_spec in spec.models:
         _note_toy_build(model_spec.name, display)
         source = resolve(model_spec.name, model_spec.revision)
+        client_model = None
         if model_spec.backend == "remote":
-            # Before any work is sent: is the model hosted there at all?
+            # Before any work is sent and any file is written: is the model hosted there
+            # (open /status), and does the server take the key (a one-token probe job)?
             backend = make_backend(model_spec)
             require_hosted(backend.host, backend.api_key, remote_id(source), model_spec.name)
+            display.note(f"Checking the API key with {backend.host} (a one-token probe job)")
+            client_model = load_model(source, dtype=model_spec.dtype, device=model_spec.device, weights=False)
+            probe_key(backend, client_model)
         config = load_config(source)
         text_config = getattr(config, "text_config", config)
         n_layers = int(text_config.num_hidden_layers)
@@ -108,6 +116,7 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
             sweep_layers=spec.sweep_layers(n_layers),
             generation_layers=spec.generation_layers(n_layers),
             training=source.card.training if source.card else "unknown",
+            client_model=client_model,
         )
         for concept, split in splits.items():
             prepared.encoded[concept] = (encode_items(tokenizer, split.train), encode_items(tokenizer, split.test))
@@ -173,7 +182,7 @@ def run_experiment(
             try:
                 info = _run_model(plan, prepared, store, backend, display, counts, after_part)
             finally:
-                traffic[prepared.spec.name] = {stage: t.as_dict() for stage, t in backend.traffic.items()}
+                traffic[prepared.spec.name] = _model_traffic(backend, run_dir, prepared.spec.name)
                 store.update_manifest(traffic=traffic)
             model_info[prepared.spec.name] = info
             store.update_manifest(models=model_info)
@@ -192,6 +201,14 @@ def run_experiment(
     return RunOutcome(run_dir, results, summary, resumed, counts["computed"], counts["skipped"], seconds, generation)
 
 
+def _model_traffic(backend: Backend, run_dir: Path, name: str) -> dict[str, Any]:
+    """Per stage: remotely, every journaled submission of this run directory, a killed
+    client's and a resumed one's included; locally, this process's requests."""
+    if backend.is_remote:
+        return journal_traffic(run_dir).get(name, {})
+    return {stage: t.as_dict() for stage, t in backend.traffic.items()}
+
+
 def _run_model(
     plan: Plan,
     prepared: PreparedModel,
@@ -208,6 +225,9 @@ def _run_model(
         nonlocal loaded
         if loaded is None:
             toy = " (random-weight toy)" if prepared.source.is_toy else ""
+            if backend.is_remote and prepared.client_model is not None:
+                loaded = prepared.client_model
+                return loaded
             if backend.is_remote:
                 display.note(f"Preparing {name}{toy} for {backend.host} (weights stay on the server)")
             else:
@@ -227,14 +247,16 @@ def _run_model(
         else:
             with display.progress(f"{name} · {concept} · extract", len(train), "pairs") as task:
                 backend.on_status = lambda _stage, state: task.state(state)
-                vectors = extract_caa_fast(
+                extract = extract_caa_fast if prepared.spec.engine == "fast" else extract_caa
+                vectors = extract(
                     model(), train, concept=concept, batch_size=spec.extraction.batch_size,
                     backend=backend, on_batch=task.advance, request_key=f"extract/{name}/{concept}",
                 )
             vectors.save(vector_path)
         revision = vectors.revision
         if "logit" in spec.evaluation.modes:
-            engine = lambda: FastLogitDiffEngine(  # noqa: E731 - built only if a chunk is left
+            sweep_engine = FastLogitDiffEngine if prepared.spec.engine == "fast" else LogitDiffEngine
+            engine = lambda: sweep_engine(  # noqa: E731 - built only if a chunk is left
                 model(), backend, spec.evaluation.batch_size, spec.evaluation.positions  # type: ignore[arg-type]
             )
 
@@ -256,6 +278,7 @@ def _run_model(
         "sweep_layers": prepared.sweep_layers,
         "generation_layers": prepared.generation_layers if "generation" in spec.evaluation.modes else [],
         "backend": backend.kind,
+        "engine": prepared.spec.engine,
         "host": backend.host,
         "dtype": prepared.spec.dtype,
         "device": prepared.spec.device,

@@ -36,6 +36,7 @@ class ModelSpec:
     revision: str | None = None
     backend: str = "local"  # "local", "remote" (NDIF) or "simulated-remote"
     host: str | None = None  # remote server URL; default $NDIF_HOST, then nnsight's configured host
+    engine: str = "fast"  # "fast" (prefix cache, shipped kernel via nnsight.register) or "plain" (nnsight only)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ _CHOICES = {
     "evaluation.positions": ("assistant", "all"),
     "models.dtype": ("auto", "float32", "float16", "bfloat16"),
     "models.backend": BACKEND_KINDS,
+    "models.engine": ("fast", "plain"),
 }
 
 

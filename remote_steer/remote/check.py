@@ -1,0 +1,134 @@
+"""First contact with a remote host: ``remote-steer check-remote``.
+
+Each step either passes with what it measured or fails with one line saying what to
+do; later steps that depend on a failed one are not tried. Nothing is written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+from remote_steer.errors import RemoteSteerError
+from remote_steer.remote.backend import Backend
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _client_versions() -> dict[str, str]:
+    import platform
+    from importlib import metadata
+
+    return {"python": platform.python_version(), "nnsight": metadata.version("nnsight")}
+
+
+def _pick_model(requested: str | None, hosted: dict[str, str]) -> tuple[str | None, str]:
+    """The model to probe: the one asked for, else the first registry model the host serves."""
+    from remote_steer.models.loading import remote_id, resolve
+    from remote_steer.models.registry import all_cards
+
+    if requested is not None:
+        return requested, remote_id(resolve(requested))
+    for card in all_cards():
+        repo = card.name if card.toy else card.hub_id
+        if repo in hosted:
+            return card.name, repo
+    return None, ""
+
+
+def check_remote(host: str | None, model: str | None, engine: str = "fast") -> Iterator[Step]:
+    import httpx
+
+    from remote_steer.remote.ndif import hosted_models, probe_key, server_versions
+
+    backend = Backend("remote", host=host)
+    url = backend.host
+    started = time.perf_counter()
+    try:
+        answer = httpx.get(f"{url}/status", timeout=10.0)
+        answer.raise_for_status()
+    except httpx.HTTPError as error:
+        code = getattr(getattr(error, "response", None), "status_code", None)
+        why = f"HTTP {code}" if code else type(error).__name__
+        yield Step("reachable", False, f"{url} did not answer /status ({why}); check --host or $NDIF_HOST and your network")
+        return
+    yield Step("reachable", True, f"{url} answered /status in {1000 * (time.perf_counter() - started):.0f} ms")
+
+    hosted = hosted_models(url)
+    name, repo = _pick_model(model, hosted)
+    if name is None:
+        listed = ", ".join(sorted(hosted)) or "none"
+        yield Step("model hosted", False, f"no registry model is hosted on {url} (hosted: {listed}); pass --model")
+        return
+    if repo not in hosted:
+        listed = ", ".join(sorted(hosted)) or "none"
+        yield Step("model hosted", False, f"{name} ({repo}) is not hosted on {url} (hosted: {listed}); choose one with --model")
+        return
+    yield Step("model hosted", True, f"{name} ({repo}): {hosted[repo]}")
+
+    client = _client_versions()
+    server = server_versions(url)
+    if server is None:
+        yield Step("versions", True, f"client nnsight {client['nnsight']}, python {client['python']}; "
+                   "the server does not say its versions (/env)")
+    else:
+        same_minor = server["python"].split(".")[:2] == client["python"].split(".")[:2]
+        same_nnsight = server["nnsight"].split(".")[:2] == client["nnsight"].split(".")[:2]
+        detail = (f"client nnsight {client['nnsight']}, python {client['python']}; "
+                  f"server nnsight {server['nnsight']}, python {server['python']}")
+        if not (same_minor and same_nnsight):
+            detail += "; versions differ: install the server's nnsight/python minor version if requests fail to load"
+        yield Step("versions", True, detail)
+
+    from remote_steer.models.loading import load_model, resolve
+
+    try:
+        loaded = load_model(resolve(name), dtype="auto", weights=False)
+    except RemoteSteerError as error:
+        yield Step("key accepted", False, f"cannot build {name} locally (config and tokenizer): {error}")
+        return
+    key_state = "set" if backend.api_key else "not set"
+    try:
+        sent = probe_key(backend, loaded)
+    except RemoteSteerError as error:
+        yield Step("key accepted", False, str(error))
+        return
+    yield Step("key accepted", True, f"API key {key_state}; a one-token probe job ({sent:,} bytes) was accepted")
+
+    yield _tiny_trace(backend, loaded, engine)
+
+
+def _tiny_trace(backend: Backend, loaded, engine: str) -> Step:
+    import torch
+
+    from remote_steer.data.loading import load_concept
+    from remote_steer.data.preprocess import preprocess
+    from remote_steer.data.prompts import encode_items
+    from remote_steer.engines.fast_engine import FastLogitDiffEngine
+    from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+
+    split = preprocess(load_concept("corrigibility", "fixtures"), "corrigibility", seed=0, test_fraction=0.5, max_items=4)
+    item = encode_items(loaded.tokenizer, split.test[:1])
+    layer = loaded.n_layers // 2
+    vectors = torch.zeros(loaded.n_layers, loaded.hidden_size)
+    vectors[layer] = torch.nn.functional.normalize(torch.randn(loaded.hidden_size, generator=torch.Generator().manual_seed(0)), dim=0)
+    engine_class = FastLogitDiffEngine if engine == "fast" else LogitDiffEngine
+    started = time.perf_counter()
+    try:
+        result = engine_class(loaded, backend, 8).run(item, vectors, [SteerConfig(layer, 1.0)])
+    except RemoteSteerError as error:
+        return Step("tiny trace", False, f"{engine} engine, 1 item × (baseline + layer {layer}): {error}")
+    seconds = time.perf_counter() - started
+    traffic = backend.traffic["evaluation"]
+    return Step(
+        "tiny trace", True,
+        f"{engine} engine, 1 item × (baseline + layer {layer} at +1 unit vector): round trip {seconds:.1f} s, "
+        f"{traffic.bytes_sent:,} bytes sent, {traffic.bytes_received:,} received; logit diff "
+        f"{float(result.baseline[0]):+.3f} → {float(result.steered[0][0]):+.3f}",
+    )
