@@ -77,6 +77,7 @@ class Backend:
     journal_dir: Path | None = None  # where remote job ids are recorded
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_status: Callable[[str, str], None] | None = None  # (stage, server job state)
+    on_note: Callable[[str], None] | None = None  # a line worth telling the user (a job lost, a URL expired)
     traffic: dict[str, Traffic] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

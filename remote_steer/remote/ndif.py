@@ -172,7 +172,8 @@ class NdifClient(_nnsight_remote_backend()):
                 if delay is None:
                     message = redact(f"{type(error).__name__}: {error}", self.api_key)
                     raise RemoteUnavailable(
-                        f"{self.host}: could not {what} after {self._backend.retry.attempts} attempts ({message})"
+                        f"{self.host}: could not {what} after {self._backend.retry.attempts} attempts ({message}); "
+                        "rerun the same command to resume: journaled jobs are polled, not resubmitted"
                     ) from None
                 self.traffic.retries += 1
                 time.sleep(delay)
@@ -319,9 +320,14 @@ class RemoteRequest(Request):
             )
         self.client.resubmit(payload)
         self._new_attempt(how=why)
-        self.events.append(why)
+        self._tell(why)
         if self.backend.on_status is not None:
             self.backend.on_status(self.stage, "RESUBMITTED")
+
+    def _tell(self, line: str) -> None:
+        self.events.append(line)
+        if self.backend.on_note is not None:
+            self.backend.on_note(f"{self.key or self.stage}: {line}")
 
     # -- the request -------------------------------------------------------------
 
@@ -392,7 +398,7 @@ class RemoteRequest(Request):
             self._close_attempt("expired")
             self._resubmit(f"result URL of job {client.job_id} expired (HTTP {expired.code}) and the server signs no fresh one; resubmitted")
             return "RESUBMITTED", None
-        self.events.append(f"result URL of job {client.job_id} expired (HTTP {expired.code}); fetched a freshly signed one")
+        self._tell(f"result URL of job {client.job_id} expired (HTTP {expired.code}); fetched a freshly signed one")
         if self.backend.on_status is not None:
             self.backend.on_status(self.stage, "FRESH URL")
         return state, saves

@@ -91,15 +91,22 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
         splits[concept] = split
         display.note(split.report.summary())
     models = []
+    sources = {}
     for model_spec in spec.models:
         _note_toy_build(model_spec.name, display)
-        source = resolve(model_spec.name, model_spec.revision)
-        client_model = None
+        sources[model_spec.name] = source = resolve(model_spec.name, model_spec.revision)
         if model_spec.backend == "remote":
-            # Before any work is sent and any file is written: is the model hosted there
-            # (open /status), and does the server take the key (a one-token probe job)?
+            # Before any work is sent and any file is written: is every remote model
+            # hosted where it is going (the open /status)?
             backend = make_backend(model_spec)
             require_hosted(backend.host, backend.api_key, remote_id(source), model_spec.name)
+    for model_spec in spec.models:
+        source = sources[model_spec.name]
+        client_model = None
+        if model_spec.backend == "remote":
+            # ...and does the server take the key? NDIF checks it only on submission,
+            # so a one-token probe job is the smallest thing that can tell.
+            backend = make_backend(model_spec)
             display.note(f"Checking the API key with {backend.host} (a one-token probe job)")
             client_model = load_model(source, dtype=model_spec.dtype, device=model_spec.device, weights=False)
             probe_key(backend, client_model)
@@ -179,6 +186,7 @@ def run_experiment(
     try:
         for prepared in plan.models:
             backend = make_backend(prepared.spec, run_dir)
+            backend.on_note = display.note
             try:
                 info = _run_model(plan, prepared, store, backend, display, counts, after_part)
             finally:
