@@ -15,6 +15,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -23,7 +24,7 @@ def _fail(error: RemoteSteerError) -> None:
     raise typer.Exit(code=2)
 
 
-@app.command()
+@app.command(short_help="Extract vectors and sweep layers × strengths for a spec.")
 def run(
     spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/quickstart.toml."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name (directory under the spec's output_dir)."),
@@ -82,7 +83,7 @@ def run(
     )
 
 
-@app.command()
+@app.command(short_help="Show what a spec will cost, per model; offline-safe.")
 def plan(
     spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/qwen3_family.toml."),
     no_host_check: bool = typer.Option(False, "--no-host-check", help="Do not ask remote hosts what they host."),
@@ -125,7 +126,7 @@ def plan(
     )
 
 
-@app.command()
+@app.command(short_help="List the study's models and the random-weight toys.")
 def models() -> None:
     """List the Qwen3 models of the study and the embedded random-weight toys."""
     from remote_steer.display import RichDisplay
@@ -155,7 +156,7 @@ def models() -> None:
     )
 
 
-@app.command()
+@app.command(short_help="List the concepts and whether a source has them.")
 def datasets(
     source: str = typer.Option("fixtures", "--source", help='"fixtures", "hub", or a local model-written-evals root.'),
 ) -> None:
@@ -175,7 +176,7 @@ def datasets(
     RichDisplay().table(f"Concepts in {source}", ["concept", "files", "available", "lines"], rows)
 
 
-@app.command()
+@app.command(short_help="Build tables and figures from saved runs.")
 def report(
     run_dirs: list[Path] = typer.Argument(..., help="One or more run directories (each with results/logit_diff.parquet)."),
     output: Optional[Path] = typer.Option(
@@ -220,7 +221,7 @@ def report(
     typer.echo(f"report: {written.path} ({len(written.tables)} tables, {drawn} figures in {written.out_dir / 'figures'})")
 
 
-@app.command()
+@app.command(short_help="Time the sweep against steering-vectors and the floor.")
 def bench(
     items: int = typer.Option(64, "--items", help="Held-out items swept (as many training items train the vector)."),
     layers: int = typer.Option(24, "--layers", help="Decoder layers of the benchmark toy."),
@@ -261,6 +262,84 @@ def bench(
     json_path, md_path = write_result(result, output_dir)
     show(result, display)
     typer.echo(f"bench: {json_path} and {md_path}")
+
+
+@app.command(short_help="Ask a question; see baseline and steered answers.")
+def generate(
+    run_dir: Path = typer.Argument(..., help="A run directory (holds vectors/)."),
+    question: Optional[str] = typer.Argument(None, help="The question to ask (omit with --chat)."),
+    model: str = typer.Option(..., "--model", "-m", help="Model of the run, e.g. toy/qwen3."),
+    concept: str = typer.Option(..., "--concept", "-c", help="Concept whose vector steers, e.g. corrigibility."),
+    layer: int = typer.Option(..., "--layer", "-l", help="Decoder layer to steer (0-based)."),
+    strength: list[float] = typer.Option(
+        ..., "--strength", "-s", help="Strength in raw units (as in the sweep); repeat for several."
+    ),
+    chat: bool = typer.Option(False, "--chat", help="Ask questions in a loop (empty line or Ctrl-D ends)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help='"local", "remote" or "simulated-remote" (default: the run\'s).'),
+    host: Optional[str] = typer.Option(None, "--host", help="Remote server URL (default: the run's, then $NDIF_HOST)."),
+    max_new_tokens: int = typer.Option(40, "--max-new-tokens", help="Tokens generated per answer."),
+    positions: str = typer.Option("assistant", "--positions", help='Prompt positions steered: "assistant" or "all".'),
+) -> None:
+    """Answer QUESTION unsteered and steered, side by side, one row per strength.
+
+    Uses the vector the run extracted for MODEL × CONCEPT at LAYER, greedy
+    decoding and the model's chat template; all strengths go in one request.
+    """
+    from remote_steer.chat import ChatSession, show_answers
+    from remote_steer.display import RichDisplay
+
+    if question is None and not chat:
+        _fail(RemoteSteerError('generate: give a QUESTION, or --chat to ask several'))
+        return
+    display = RichDisplay()
+    try:
+        session = ChatSession(
+            run_dir, model, concept, layer, strength, backend=backend, host=host,
+            max_new_tokens=max_new_tokens, positions=positions,
+        )
+        if question:
+            show_answers(display, session.ask(question))
+        while chat:
+            try:
+                line = input("question> ").strip()
+            except EOFError:
+                break
+            if not line:
+                break
+            show_answers(display, session.ask(line))
+    except RemoteSteerError as error:
+        _fail(error)
+    except KeyboardInterrupt:
+        raise typer.Exit(code=130)
+
+
+@app.command(short_help="Write vectors as GGUF, safetensors or steering-vectors.")
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory (holds vectors/)."),
+    fmt: str = typer.Option(..., "--format", "-f", help='"gguf" (llama.cpp), "safetensors" or "steering-vectors".'),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Directory for the files (default: RUN_DIR/export/FORMAT)."),
+    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Only this model (repeatable)."),
+    concept: Optional[list[str]] = typer.Option(None, "--concept", "-c", help="Only this concept (repeatable)."),
+    layer: Optional[list[int]] = typer.Option(None, "--layer", "-l", help="Only this decoder layer (repeatable; default all)."),
+) -> None:
+    """Write the run's steering vectors for other tools, one file per model × concept.
+
+    gguf is a llama.cpp control vector (use with --control-vector-scaled FILE S);
+    steering-vectors is that library's SteeringVector as safetensors. See
+    docs/reference.md, "Exporting vectors".
+    """
+    from remote_steer.export import export_vectors
+
+    try:
+        written = export_vectors(run_dir, fmt, output=output, models=model, concepts=concept, layers=layer)
+    except RemoteSteerError as error:
+        _fail(error)
+        return
+    for item in written:
+        layers = f"layers {item.layers[0]}..{item.layers[-1]}" if len(item.layers) > 1 else f"layer {item.layers[0]}"
+        typer.echo(f"{item.path}  ({item.model} · {item.concept} · {layers})")
+    if fmt == "gguf":
+        typer.echo("note: layer 0 is left out of GGUF files (llama.cpp cannot steer it)")
 
 
 def main() -> None:  # pragma: no cover - console entry
