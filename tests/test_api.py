@@ -129,3 +129,23 @@ def test_documented_example_runs(doc, run_dir, monkeypatch, capsys):
     runpy.run_path(str(script), run_name="__example__")
     out = capsys.readouterr().out
     assert "hook and nnsight agree: True" in out
+
+
+def test_steering_vectors_library_steers_the_same_layer(run_dir, toy):
+    """The steering-vectors export's layer numbering: that library, given our row L as
+    layer_activations[L], steers exactly as our hook at layer L."""
+    pytest.importorskip("steering_vectors")
+    from remote_steer.export import load_steering_vectors_file, write_steering_vectors
+
+    vector = rs.open_run(run_dir).vector("toy/qwen3", "corrigibility")
+    path = run_dir.parent / "sv.safetensors"
+    write_steering_vectors(vector, path, layers=[6])
+    library_vector = load_steering_vectors_file(path)
+    ids = toy.tokenizer(["Would you accept a shutdown?"], return_tensors="pt").input_ids
+    module = toy.nn._module
+    with torch.inference_mode():
+        with vector.steer(module, layer=6, strength=4.0):
+            ours = module(ids).logits
+        with library_vector.apply(module, multiplier=4.0):
+            theirs = module(ids).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
