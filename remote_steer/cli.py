@@ -75,12 +75,19 @@ def run(
         _fail(error)
         return
     except KeyboardInterrupt:
-        typer.echo("interrupted: finished chunks are saved; rerun the same command to resume", err=True)
+        import shlex
+
+        again = [a for a in sys.argv[1:] if a != "--fresh"]
+        command = "remote-steer " + " ".join(shlex.quote(a) for a in again)
+        hint = " (without --fresh, which would delete them)" if fresh else ""
+        typer.echo(f"interrupted: finished chunks are saved; resume with{hint}:\n  {command}", err=True)
         raise typer.Exit(code=130)
     typer.echo(
         f"done in {outcome.seconds:.1f}s: {outcome.computed_parts} chunks computed, "
         f"{outcome.skipped_parts} already done → {outcome.run_dir}"
     )
+    if not quiet:
+        typer.echo(f"next: remote-steer report {outcome.run_dir}   (tables and figures with confidence intervals)")
 
 
 @app.command(short_help="Show what a spec will cost, per model; offline-safe.")
@@ -169,11 +176,20 @@ def datasets(
     except RemoteSteerError as error:
         _fail(error)
         return
+    hub = source == "hub"
+    missing = "no (not cached)" if hub else "no (missing)"
     rows = [
-        (e["concept"], "\n".join(str(f) for f in e["files"]), "yes" if e["available"] else "no", e.get("n_lines", ""))
+        (e["concept"], "yes" if e["available"] else missing,
+         e["n_lines"] if e.get("n_lines") is not None else "—", "\n".join(str(f) for f in e["files"]))
         for e in entries
     ]
-    RichDisplay().table(f"Concepts in {source}", ["concept", "files", "available", "lines"], rows)
+    caption = ""
+    if hub and not all(e["available"] for e in entries):
+        caption = ("not cached: this command never goes online; `remote-steer run` downloads a hub file "
+                   "on first use when huggingface.co is reachable (offline it stops with the file's name)")
+    elif not all(e["available"] for e in entries):
+        caption = f"missing: the file is not under {source} (or is a Git LFS pointer, not data)"
+    RichDisplay().table(f"Concepts in {source}", ["concept", "available", "lines", "files"], rows, caption)
 
 
 @app.command(short_help="Build tables and figures from saved runs.")
