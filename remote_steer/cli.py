@@ -47,6 +47,8 @@ def run(
     """
     import dataclasses
 
+    if not quiet:  # the libraries below take seconds to import: say something first
+        typer.echo(f"remote-steer: preparing {spec} …", err=True)
     from remote_steer.display import NullDisplay, RichDisplay
     from remote_steer.run.runner import run_experiment
     from remote_steer.run.spec import load_spec
@@ -75,10 +77,7 @@ def run(
         _fail(error)
         return
     except KeyboardInterrupt:
-        import shlex
-
-        again = [a for a in sys.argv[1:] if a != "--fresh"]
-        command = "remote-steer " + " ".join(shlex.quote(a) for a in again)
+        command = resume_command(spec, name, output_dir, backend, host, modes)
         hint = " (without --fresh, which would delete them)" if fresh else ""
         typer.echo(f"interrupted: finished chunks are saved; resume with{hint}:\n  {command}", err=True)
         raise typer.Exit(code=130)
@@ -88,6 +87,19 @@ def run(
     )
     if not quiet:
         typer.echo(f"next: remote-steer report {outcome.run_dir}   (tables and figures with confidence intervals)")
+
+
+def resume_command(spec, name, output_dir, backend, host, modes) -> str:
+    """The command that resumes an interrupted run: the same options, never --fresh
+    (which would delete the chunks already saved)."""
+    import shlex
+
+    parts = ["remote-steer", "run", str(spec)]
+    for flag, value in (("--name", name), ("--output-dir", output_dir), ("--backend", backend), ("--host", host),
+                        ("--modes", modes)):
+        if value:
+            parts += [flag, str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 @app.command(short_help="Show what a spec will cost, per model; offline-safe.")
