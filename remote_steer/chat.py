@@ -103,13 +103,24 @@ class ChatSession:
 
 
 def show_answers(display, answers: SteeredAnswers) -> None:
-    """Baseline and steered answers side by side (one row per strength)."""
+    """Baseline and steered answers side by side (one row per strength). Answers wrap
+    between words; the strength column never wraps."""
     rows = [("baseline (0)", answers.baseline or "(empty)")]
     rows += [(f"{s:+g}", text or "(empty)") for s, text in zip(answers.strengths, answers.steered)]
+    title = f"{answers.model} · {answers.concept} · layer {answers.layer} (raw units)"
     caption = TOY_WARNING.format(model=answers.model) if answers.is_toy else ""
-    display.table(
-        f"{answers.model} · {answers.concept} · layer {answers.layer} (raw units)",
-        ["strength", "answer"],
-        rows,
-        caption,
-    )
+    console = getattr(display, "console", None)
+    if console is None:
+        display.table(title, ["strength", "answer"], rows, caption)
+        return
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, caption=caption or None, box=box.SIMPLE_HEAD, title_justify="left",
+                  caption_justify="left", show_lines=True)
+    table.add_column("strength", justify="right", no_wrap=True)
+    # wraps at spaces; only a "word" wider than the column (CJK text has no spaces) is folded, never cut
+    table.add_column("answer", justify="left", overflow="fold")
+    for strength, text in rows:
+        table.add_row(strength, text.strip())
+    console.print(table)

@@ -86,7 +86,7 @@ def run(
         f"{outcome.skipped_parts} already done → {outcome.run_dir}"
     )
     if not quiet:
-        typer.echo(f"next: remote-steer report {outcome.run_dir}   (tables and figures with confidence intervals)")
+        typer.echo(f"next: remote-steer report {outcome.run_dir}")
 
 
 def resume_command(spec, name, output_dir, backend, host, modes) -> str:
