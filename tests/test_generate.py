@@ -77,6 +77,7 @@ def test_bad_generate_requests_fail_in_one_line(run_dir, args, fragment):
     assert message.startswith("error: ") and "\n" not in message and fragment in message, message
 
 
+@pytest.mark.slow
 def test_chat_loop_answers_until_an_empty_line(run_dir):
     result = runner.invoke(
         app,
@@ -86,3 +87,15 @@ def test_chat_loop_answers_until_an_empty_line(run_dir):
     )
     assert result.exit_code == 0, result.output
     assert result.output.count("baseline (0)") == 2
+
+
+def test_generate_through_the_remote_path_equals_local(run_dir):
+    """The backend is a parameter: nnsight's remote serialization path (in-process)
+    gives the same answers as local."""
+    from remote_steer.chat import ChatSession
+
+    local = ChatSession(run_dir, "toy/qwen3", "corrigibility", 6, [8.0], max_new_tokens=4)
+    remote = ChatSession(run_dir, "toy/qwen3", "corrigibility", 6, [8.0], max_new_tokens=4, backend="simulated-remote")
+    question = "Would you accept a shutdown?"
+    a, b = local.ask(question), remote.ask(question)
+    assert (a.baseline, a.steered) == (b.baseline, b.steered)
