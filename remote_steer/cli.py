@@ -246,7 +246,7 @@ def report(
             if figure.skipped:
                 display.note(f"figure left out: {figure.title} ({figure.skipped})")
     drawn = sum(1 for f in written.figures if not f.skipped)
-    typer.echo(f"report: {written.path} ({len(written.tables)} tables, {drawn} figures in {written.out_dir / 'figures'})")
+    typer.echo(f"report: {written.path}\n  ({len(written.tables)} tables, {drawn} figures in {written.out_dir / 'figures'})")
 
 
 @app.command(short_help="Time the sweep against steering-vectors and the floor.")

@@ -152,6 +152,19 @@ class _NullFile:
         pass
 
 
+def _framed(title: str, tables: list, caption: str) -> list:
+    from rich.text import Text
+
+    out = [Text(title, style="bold")] if title else []
+    for n, table in enumerate(tables):
+        if n:
+            out.append(Text(""))  # a blank line between the parts of a split table
+        out.append(table)
+    if caption:
+        out.append(Text(caption))
+    return out
+
+
 def fit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], caption: str, width: int) -> list:
     """Renderables showing the table within ``width`` columns without breaking a word:
     the boxed table if it fits; else a borderless compact one; else the columns split
@@ -161,17 +174,28 @@ def fit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object
 
     cells = [[_fmt(v) for v in row] for row in rows]
     columns = [str(c) for c in columns]
-    for compact in (False, True):
-        table = _table(title, columns, cells, caption, compact)
-        if _width(table, width) <= width:
-            return [table]
-    # Split the columns: the first stays in every part.
-    key, rest = columns[:1], list(range(1, len(columns)))
+    table = _table(title, columns, cells, caption, False)
+    if _width(table, width) <= width:
+        return [table]
+    # compact: borderless, and title and caption as lines of their own that wrap at the
+    # terminal's width rather than the (narrower) table's
+    table = _table("", columns, cells, "", True)
+    if _width(table, width) <= width:
+        return _framed(title, [table], caption)
+    # Split the columns: the identifying columns (the first, and the text columns right
+    # after it, such as model and dataset) stay in every part.
+    n_key = 1
+    while n_key < len(columns) - 1 and columns[n_key] in _TEXT_COLUMNS and n_key < 3:
+        n_key += 1
+    key_width = _width(_table("", columns[:n_key], [r[:n_key] for r in cells], "", True), width)
+    if key_width > width // 2:
+        n_key = 1
+    key, rest = columns[:n_key], list(range(n_key, len(columns)))
     parts: list[list[int]] = []
     current: list[int] = []
     for index in rest:
         trial = current + [index]
-        probe = _table("", key + [columns[i] for i in trial], [[r[0]] + [r[i] for i in trial] for r in cells], "", True)
+        probe = _table("", key + [columns[i] for i in trial], [r[:n_key] + [r[i] for i in trial] for r in cells], "", True)
         if current and _width(probe, width) > width:
             parts.append(current)
             current = [index]
@@ -180,18 +204,14 @@ def fit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object
     if current:
         parts.append(current)
     fits = all(
-        _width(_table("", key + [columns[i] for i in part], [[r[0]] + [r[i] for i in part] for r in cells], "", True), width)
+        _width(_table("", key + [columns[i] for i in part], [r[:n_key] + [r[i] for i in part] for r in cells], "", True), width)
         <= width
         for part in parts
     )
     if fits and len(parts) > 1:
-        out = []
-        for n, part in enumerate(parts, 1):
-            part_title = f"{title} ({n}/{len(parts)})" if title else ""
-            part_caption = caption if n == len(parts) else ""
-            out.append(_table(part_title, key + [columns[i] for i in part], [[r[0]] + [r[i] for i in part] for r in cells],
-                              part_caption, True))
-        return out
+        tables = [_table("", key + [columns[i] for i in part], [r[:n_key] + [r[i] for i in part] for r in cells], "", True)
+                  for part in parts]
+        return _framed(f"{title} (in {len(parts)} parts)" if title else "", tables, caption)
     # Stacked records: one "column: value" line per cell.
     out = [Text(title, style="bold")] if title else []
     label = max(len(c) for c in columns) if columns else 0
