@@ -185,7 +185,7 @@ def fit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object
     # Split the columns: the identifying columns (the first, and the text columns right
     # after it, such as model and dataset) stay in every part.
     n_key = 1
-    while n_key < len(columns) - 1 and columns[n_key] in _TEXT_COLUMNS and n_key < 3:
+    while n_key < len(columns) - 1 and columns[n_key] in ("dataset", "concept") and n_key < 3:
         n_key += 1
     key_width = _width(_table("", columns[:n_key], [r[:n_key] for r in cells], "", True), width)
     if key_width > width // 2:
