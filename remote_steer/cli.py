@@ -15,6 +15,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -23,7 +24,7 @@ def _fail(error: RemoteSteerError) -> None:
     raise typer.Exit(code=2)
 
 
-@app.command()
+@app.command(short_help="Extract vectors and sweep layers × strengths for a spec.")
 def run(
     spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/quickstart.toml."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name (directory under the spec's output_dir)."),
@@ -50,6 +51,8 @@ def run(
     """
     import dataclasses
 
+    if not quiet:  # the libraries below take seconds to import: say something first
+        typer.echo(f"remote-steer: preparing {spec} …", err=True)
     from remote_steer.display import NullDisplay, RichDisplay
     from remote_steer.run.runner import run_experiment
     from remote_steer.run.spec import load_spec
@@ -81,15 +84,32 @@ def run(
         _fail(error)
         return
     except KeyboardInterrupt:
-        typer.echo("interrupted: finished chunks are saved; rerun the same command to resume", err=True)
+        command = resume_command(spec, name, output_dir, backend, host, modes, engine)
+        hint = " (without --fresh, which would delete them)" if fresh else ""
+        typer.echo(f"interrupted: finished chunks are saved; resume with{hint}:\n  {command}", err=True)
         raise typer.Exit(code=130)
     typer.echo(
         f"done in {outcome.seconds:.1f}s: {outcome.computed_parts} chunks computed, "
         f"{outcome.skipped_parts} already done → {outcome.run_dir}"
     )
+    if not quiet:
+        typer.echo(f"next: remote-steer report {outcome.run_dir}")
 
 
-@app.command()
+def resume_command(spec, name, output_dir, backend, host, modes, engine=None) -> str:
+    """The command that resumes an interrupted run: the same options, never --fresh
+    (which would delete the chunks already saved)."""
+    import shlex
+
+    parts = ["remote-steer", "run", str(spec)]
+    for flag, value in (("--name", name), ("--output-dir", output_dir), ("--backend", backend), ("--host", host),
+                        ("--modes", modes), ("--engine", engine)):
+        if value:
+            parts += [flag, str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+@app.command(short_help="Show what a spec will cost, per model; offline-safe.")
 def plan(
     spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/qwen3_family.toml."),
     check_hosts: bool = typer.Option(
@@ -134,7 +154,7 @@ def plan(
     )
 
 
-@app.command("check-remote")
+@app.command("check-remote", short_help="Try a remote host: reachable, hosted, key, one tiny trace.")
 def check_remote(
     host: Optional[str] = typer.Option(None, "--host", help="Server URL (default: $NDIF_HOST, then nnsight's configured host)."),
     model: Optional[str] = typer.Option(
@@ -161,7 +181,7 @@ def check_remote(
         raise typer.Exit(code=2)
 
 
-@app.command()
+@app.command(short_help="List the study's models and the random-weight toys.")
 def models() -> None:
     """List the Qwen3 models of the study and the embedded random-weight toys."""
     from remote_steer.display import RichDisplay
@@ -191,7 +211,7 @@ def models() -> None:
     )
 
 
-@app.command()
+@app.command(short_help="List the concepts and whether a source has them.")
 def datasets(
     source: str = typer.Option("fixtures", "--source", help='"fixtures", "hub", or a local model-written-evals root.'),
 ) -> None:
@@ -204,14 +224,23 @@ def datasets(
     except RemoteSteerError as error:
         _fail(error)
         return
+    hub = source == "hub"
+    missing = "no (not cached)" if hub else "no (missing)"
     rows = [
-        (e["concept"], "\n".join(str(f) for f in e["files"]), "yes" if e["available"] else "no", e.get("n_lines", ""))
+        (e["concept"], "yes" if e["available"] else missing,
+         e["n_lines"] if e.get("n_lines") is not None else "—", "\n".join(str(f) for f in e["files"]))
         for e in entries
     ]
-    RichDisplay().table(f"Concepts in {source}", ["concept", "files", "available", "lines"], rows)
+    caption = ""
+    if hub and not all(e["available"] for e in entries):
+        caption = ("not cached: this command never goes online; `remote-steer run` downloads a hub file "
+                   "on first use when huggingface.co is reachable (offline it stops with the file's name)")
+    elif not all(e["available"] for e in entries):
+        caption = f"missing: the file is not under {source} (or is a Git LFS pointer, not data)"
+    RichDisplay().table(f"Concepts in {source}", ["concept", "available", "lines", "files"], rows, caption)
 
 
-@app.command()
+@app.command(short_help="Build tables and figures from saved runs.")
 def report(
     run_dirs: list[Path] = typer.Argument(..., help="One or more run directories (each with results/logit_diff.parquet)."),
     output: Optional[Path] = typer.Option(
@@ -253,10 +282,10 @@ def report(
             if figure.skipped:
                 display.note(f"figure left out: {figure.title} ({figure.skipped})")
     drawn = sum(1 for f in written.figures if not f.skipped)
-    typer.echo(f"report: {written.path} ({len(written.tables)} tables, {drawn} figures in {written.out_dir / 'figures'})")
+    typer.echo(f"report: {written.path}\n  ({len(written.tables)} tables, {drawn} figures in {written.out_dir / 'figures'})")
 
 
-@app.command()
+@app.command(short_help="Time the sweep against steering-vectors and the floor.")
 def bench(
     items: int = typer.Option(64, "--items", help="Held-out items swept (as many training items train the vector)."),
     layers: int = typer.Option(24, "--layers", help="Decoder layers of the benchmark toy."),
@@ -297,6 +326,84 @@ def bench(
     json_path, md_path = write_result(result, output_dir)
     show(result, display)
     typer.echo(f"bench: {json_path} and {md_path}")
+
+
+@app.command(short_help="Ask a question; see baseline and steered answers.")
+def generate(
+    run_dir: Path = typer.Argument(..., help="A run directory (holds vectors/)."),
+    question: Optional[str] = typer.Argument(None, help="The question to ask (omit with --chat)."),
+    model: str = typer.Option(..., "--model", "-m", help="Model of the run, e.g. toy/qwen3."),
+    concept: str = typer.Option(..., "--concept", "-c", help="Concept whose vector steers, e.g. corrigibility."),
+    layer: int = typer.Option(..., "--layer", "-l", help="Decoder layer to steer (0-based)."),
+    strength: list[float] = typer.Option(
+        ..., "--strength", "-s", help="Strength in raw units (as in the sweep); repeat for several."
+    ),
+    chat: bool = typer.Option(False, "--chat", help="Ask questions in a loop (empty line or Ctrl-D ends)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help='"local", "remote" or "simulated-remote" (default: the run\'s).'),
+    host: Optional[str] = typer.Option(None, "--host", help="Remote server URL (default: the run's, then $NDIF_HOST)."),
+    max_new_tokens: int = typer.Option(40, "--max-new-tokens", help="Tokens generated per answer."),
+    positions: str = typer.Option("assistant", "--positions", help='Prompt positions steered: "assistant" or "all".'),
+) -> None:
+    """Answer QUESTION unsteered and steered, side by side, one row per strength.
+
+    Uses the vector the run extracted for MODEL × CONCEPT at LAYER, greedy
+    decoding and the model's chat template; all strengths go in one request.
+    """
+    from remote_steer.chat import ChatSession, show_answers
+    from remote_steer.display import RichDisplay
+
+    if question is None and not chat:
+        _fail(RemoteSteerError('generate: give a QUESTION, or --chat to ask several'))
+        return
+    display = RichDisplay()
+    try:
+        session = ChatSession(
+            run_dir, model, concept, layer, strength, backend=backend, host=host,
+            max_new_tokens=max_new_tokens, positions=positions,
+        )
+        if question:
+            show_answers(display, session.ask(question))
+        while chat:
+            try:
+                line = input("question> ").strip()
+            except EOFError:
+                break
+            if not line:
+                break
+            show_answers(display, session.ask(line))
+    except RemoteSteerError as error:
+        _fail(error)
+    except KeyboardInterrupt:
+        raise typer.Exit(code=130)
+
+
+@app.command(short_help="Write vectors as GGUF, safetensors or steering-vectors.")
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory (holds vectors/)."),
+    fmt: str = typer.Option(..., "--format", "-f", help='"gguf" (llama.cpp), "safetensors" or "steering-vectors".'),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Directory for the files (default: RUN_DIR/export/FORMAT)."),
+    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Only this model (repeatable)."),
+    concept: Optional[list[str]] = typer.Option(None, "--concept", "-c", help="Only this concept (repeatable)."),
+    layer: Optional[list[int]] = typer.Option(None, "--layer", "-l", help="Only this decoder layer (repeatable; default all)."),
+) -> None:
+    """Write the run's steering vectors for other tools, one file per model × concept.
+
+    gguf is a llama.cpp control vector (use with --control-vector-scaled FILE S);
+    steering-vectors is that library's SteeringVector as safetensors. See
+    docs/reference.md, "Exporting vectors".
+    """
+    from remote_steer.export import export_vectors
+
+    try:
+        written = export_vectors(run_dir, fmt, output=output, models=model, concepts=concept, layers=layer)
+    except RemoteSteerError as error:
+        _fail(error)
+        return
+    for item in written:
+        layers = f"layers {item.layers[0]}..{item.layers[-1]}" if len(item.layers) > 1 else f"layer {item.layers[0]}"
+        typer.echo(f"{item.path}  ({item.model} · {item.concept} · {layers})")
+    if fmt == "gguf":
+        typer.echo("note: layer 0 is left out of GGUF files (llama.cpp cannot steer it)")
 
 
 def main() -> None:  # pragma: no cover - console entry

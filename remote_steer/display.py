@@ -66,24 +66,42 @@ class RichDisplay:
 
         self.console = console or Console()
 
+    def plan_steps(self, steps: Sequence[str]) -> None:
+        """The run's stages in order ("model · concept · stage"), so each bar can show
+        the overall position ``[k/N]``; a resumed run still counts the skipped ones."""
+        self._steps = list(steps)
+
     @contextmanager
     def progress(self, description: str, total: int, unit: str = "items") -> Iterator[ProgressTask]:
         from rich.progress import (
-            BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+            BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn,
             TimeElapsedColumn, TimeRemainingColumn,
         )
 
-        columns = (
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
+        steps = getattr(self, "_steps", [])
+        position = f"[{steps.index(description) + 1}/{len(steps)}] " if description in steps else ""
+        wide = self.console.width >= 120
+        if not wide and " · " in description:
+            # narrow terminal: "model · concept" on its own line, the bar names the stage
+            where, stage = description.rsplit(" · ", 1)
+            if where != getattr(self, "_last_where", None):
+                self.console.print(where, highlight=False, style="bold")
+                self._last_where = where
+            description = stage
+        columns = [
+            TextColumn(f"{position}{{task.description}}"),
+            BarColumn(bar_width=None if wide else 12),
             MofNCompleteColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[rate]}"),
+        ]
+        if wide:
+            columns += [TaskProgressColumn(), TextColumn("{task.fields[rate]}")]
+        columns += [
             TextColumn("[cyan]{task.fields[state]}"),
+            SpinnerColumn(),  # moves while a chunk is computed (its rows arrive at its end)
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-        )
+        ]
         with Progress(*columns, console=self.console, transient=False) as progress:
             task_id = progress.add_task(description, total=total, rate="", state="")
             task = _RateTask(progress, task_id, unit)
@@ -93,16 +111,120 @@ class RichDisplay:
         self.console.print(message, highlight=False)
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], caption: str = "") -> None:
-        from rich.table import Table
+        for renderable in fit_table(title, columns, rows, caption, self.console.width):
+            self.console.print(renderable)
 
-        table = Table(title=title, caption=caption or None)
-        for column in columns:
-            text = column in ("model", "dataset", "weights", "files", "concept")
-            # fold rather than truncate: a model or dataset name must stay readable
-            table.add_column(column, justify="left" if text else "right", overflow="fold")
-        for row in rows:
-            table.add_row(*[_fmt(v) for v in row])
-        self.console.print(table)
+
+_TEXT_COLUMNS = ("hosted", "model", "dataset", "weights", "files", "concept", "backend", "host", "answer", "stage", "note")
+
+
+def _table(title, columns, rows, caption, compact: bool):
+    """A rich table whose cells never wrap: a cell breaks only where it holds a newline."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title=title or None, caption=caption or None, box=box.SIMPLE_HEAD if compact else box.ROUNDED,
+        padding=(0, 1), collapse_padding=compact, show_edge=not compact, title_justify="left" if compact else "center",
+        caption_justify="left" if compact else "center",
+    )
+    for column in columns:
+        text = column in _TEXT_COLUMNS
+        table.add_column(column, justify="left" if text else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _width(table, width: int) -> int:
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(width=max(width, 1000), file=_NullFile(), force_terminal=False)
+    return Measurement.get(console, console.options, table).maximum
+
+
+class _NullFile:
+    def write(self, _text: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass
+
+
+def _framed(title: str, tables: list, caption: str) -> list:
+    from rich.text import Text
+
+    out = [Text(title, style="bold")] if title else []
+    for n, table in enumerate(tables):
+        if n:
+            out.append(Text(""))  # a blank line between the parts of a split table
+        out.append(table)
+    if caption:
+        out.append(Text(caption))
+    return out
+
+
+def fit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], caption: str, width: int) -> list:
+    """Renderables showing the table within ``width`` columns without breaking a word:
+    the boxed table if it fits; else a borderless compact one; else the columns split
+    over several tables that each repeat the first (identifying) column; else one
+    stacked record per row (``column: value`` lines)."""
+    from rich.text import Text
+
+    cells = [[_fmt(v) for v in row] for row in rows]
+    columns = [str(c) for c in columns]
+    table = _table(title, columns, cells, caption, False)
+    if _width(table, width) <= width:
+        return [table]
+    # compact: borderless, and title and caption as lines of their own that wrap at the
+    # terminal's width rather than the (narrower) table's
+    table = _table("", columns, cells, "", True)
+    if _width(table, width) <= width:
+        return _framed(title, [table], caption)
+    # Split the columns: the identifying columns (the first, and the text columns right
+    # after it, such as model and dataset) stay in every part.
+    n_key = 1
+    while n_key < len(columns) - 1 and columns[n_key] in ("dataset", "concept") and n_key < 3:
+        n_key += 1
+    key_width = _width(_table("", columns[:n_key], [r[:n_key] for r in cells], "", True), width)
+    if key_width > width // 2:
+        n_key = 1
+    key, rest = columns[:n_key], list(range(n_key, len(columns)))
+    parts: list[list[int]] = []
+    current: list[int] = []
+    for index in rest:
+        trial = current + [index]
+        probe = _table("", key + [columns[i] for i in trial], [r[:n_key] + [r[i] for i in trial] for r in cells], "", True)
+        if current and _width(probe, width) > width:
+            parts.append(current)
+            current = [index]
+        else:
+            current = trial
+    if current:
+        parts.append(current)
+    fits = all(
+        _width(_table("", key + [columns[i] for i in part], [r[:n_key] + [r[i] for i in part] for r in cells], "", True), width)
+        <= width
+        for part in parts
+    )
+    if fits and len(parts) > 1:
+        tables = [_table("", key + [columns[i] for i in part], [r[:n_key] + [r[i] for i in part] for r in cells], "", True)
+                  for part in parts]
+        return _framed(f"{title} (in {len(parts)} parts)" if title else "", tables, caption)
+    # Stacked records: one "column: value" line per cell.
+    out = [Text(title, style="bold")] if title else []
+    label = max(len(c) for c in columns) if columns else 0
+    for row in cells:
+        lines = []
+        for column, value in zip(columns, row):
+            pad = " " * (label + 2)
+            value = value.replace("\n", "\n" + pad)
+            lines.append(f"{column:>{label}}: {value}")
+        out.append(Text("\n".join(lines) + "\n", no_wrap=True, overflow="ignore"))
+    if caption:
+        out.append(Text(caption))
+    return out
 
 
 class _RateTask(_RichTask):

@@ -123,4 +123,22 @@ def test_plan_runs_offline_and_prints_every_model(monkeypatch):
     assert result.exit_code == 0, result.output
     for name in ("Qwen3-4B", "Qwen3-8B", "Qwen3-14B", "Qwen3-30B-A3B", "Qwen3-32B", "Qwen3-235B-A22B"):
         assert name in result.output
-    assert "remote" in result.output and "unknown" in result.output  # host unreachable: said, not hidden
+    assert "remote" in result.output and "unchecked" in result.output  # no network call unless asked
+    checked = runner.invoke(app, ["plan", str(REPO_ROOT / "experiments" / "qwen3_family.toml"), "--check-hosts"],
+                            env={"COLUMNS": "250"})
+    assert checked.exit_code == 0 and "unknown" in checked.output  # host unreachable: said, not hidden
+
+
+def test_plan_makes_no_network_call_unless_asked(monkeypatch):
+    import httpx
+
+    from conftest import REPO_ROOT
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("plan made a network call")
+
+    monkeypatch.setattr(httpx, "get", refuse)
+    monkeypatch.setattr(httpx.Client, "send", refuse)
+    result = runner.invoke(app, ["plan", str(REPO_ROOT / "experiments" / "qwen3_family.toml")], env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.output
+    assert "engine" in result.output and "fast" in result.output

@@ -61,6 +61,30 @@ def _grid(n_rows: int, n_cols: int, width: float, height: float, **kw):
     return fig, axes
 
 
+TOY_CAVEAT = "random-weight toy models (toy/*): every number here is noise; they show the mechanics only"
+MIN_DELTA_RANGE = 0.5  # the heatmap's colour scale spans at least ±this: small effects stay pale
+
+
+def _toy_caveat(fig, models) -> None:
+    """The toy caveat drawn in the figure itself, so a copied PNG keeps it."""
+    if any(str(m).startswith("toy/") for m in models):
+        # above everything (the saved PNG's tight box grows to include it), clear of legends below
+        fig.text(0.5, 1.005, TOY_CAVEAT, ha="center", va="bottom", fontsize=8, color=OKABE_ITO["vermillion"],
+                 weight="bold", transform=fig.transFigure)
+
+
+def _note(ax, text: str) -> None:
+    """A note instead of an empty axis."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey", fontsize=8, wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def model_colours(models: Sequence[str]) -> dict[str, str]:
+    """One Okabe–Ito colour per model (cycled past eight)."""
+    return {m: CYCLE[i % len(CYCLE)] for i, m in enumerate(models)}
+
+
 def _sign_label(strength: float) -> str:
     return f"{strength:+g}"
 
@@ -100,10 +124,13 @@ def logit_diff_violins(results: pd.DataFrame, best: pd.DataFrame, models: Sequen
                 row = row.iloc[0]
                 at = results[(results["model"] == model) & (results["dataset"] == dataset)
                              & (results["layer"] == row["best_layer"])]
-                groups = [("baseline", at.drop_duplicates("item_id")["baseline_logit_diff"], BASELINE_COLOUR)]
-                for strength, colour in ((row["pos_strength"], POSITIVE_COLOUR), (row["neg_strength"], NEGATIVE_COLOUR)):
-                    if not math.isnan(strength):
-                        groups.append((_sign_label(strength), at.loc[at["strength"] == strength, "logit_diff"], colour))
+                groups = []
+                neg, pos = row["neg_strength"], row["pos_strength"]
+                if not math.isnan(neg):
+                    groups.append((_sign_label(neg), at.loc[at["strength"] == neg, "logit_diff"], NEGATIVE_COLOUR))
+                groups.append(("baseline", at.drop_duplicates("item_id")["baseline_logit_diff"], BASELINE_COLOUR))
+                if not math.isnan(pos):
+                    groups.append((_sign_label(pos), at.loc[at["strength"] == pos, "logit_diff"], POSITIVE_COLOUR))
                 for i, (_, values, colour) in enumerate(groups):
                     _violin(ax, values.to_numpy(dtype=float), i, colour)
                 ax.set_xticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
@@ -118,11 +145,12 @@ def logit_diff_violins(results: pd.DataFrame, best: pd.DataFrame, models: Sequen
             if r == len(models) - 1:
                 ax.set_xlabel("strength", fontsize=8)
     handles = [Line2D([], [], marker="o", ls="", color=col, label=lab) for lab, col in
-               (("unsteered baseline", BASELINE_COLOUR), ("positive strength", POSITIVE_COLOUR),
-                ("negative strength", NEGATIVE_COLOUR))]
+               (("negative strength", NEGATIVE_COLOUR), ("unsteered baseline", BASELINE_COLOUR),
+                ("positive strength", POSITIVE_COLOUR))]
     handles.append(Line2D([], [], color="black", label="median"))
     fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
     fig.suptitle("Per-item logit diff at each cell's best layer", fontsize=11)
+    _toy_caveat(fig, models)
     return _save(fig, stem)
 
 
@@ -159,6 +187,7 @@ def steerability_strips(slopes: pd.DataFrame, models: Sequence[str], datasets: S
                Line2D([], [], marker="o", ls="", color=OKABE_ITO["vermillion"], label="anti-steerable (slope < 0); % above each model")]
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     fig.suptitle("Per-item steerability at each cell's best layer", fontsize=11)
+    _toy_caveat(fig, models)
     return _save(fig, stem)
 
 
@@ -171,82 +200,110 @@ def _short(model: str) -> str:
 
 def delta_heatmap(best: pd.DataFrame, models: Sequence[str], datasets: Sequence[str], stem: Path) -> list[Path]:
     """Glass's delta at the best layer (strongest positive strength), model × dataset,
-    annotated with the bootstrap interval."""
+    annotated with the bootstrap interval. The diverging scale is centred on 0 and
+    spans at least ±``MIN_DELTA_RANGE``, so noise-sized deltas stay pale; a cell whose
+    interval includes 0 is hatched."""
+    from matplotlib.patches import Patch, Rectangle
+
     values = np.full((len(models), len(datasets)), np.nan)
+    spans_zero = np.zeros((len(models), len(datasets)), dtype=bool)
     labels = [["no results"] * len(datasets) for _ in models]
     for row in best.itertuples():
         if row.model in models and row.dataset in datasets:
             r, c = models.index(row.model), datasets.index(row.dataset)
             values[r, c] = row.glass_delta_pos
             ci = ""
-            if hasattr(row, "glass_delta_pos_ci_low") and not math.isnan(row.glass_delta_pos_ci_low):
-                ci = f"\n[{row.glass_delta_pos_ci_low:.2g}, {row.glass_delta_pos_ci_high:.2g}]"
+            low, high = getattr(row, "glass_delta_pos_ci_low", float("nan")), getattr(row, "glass_delta_pos_ci_high", float("nan"))
+            if not math.isnan(low):
+                ci = f"\n[{low:.2g}, {high:.2g}]"
+                spans_zero[r, c] = low <= 0 <= high
             labels[r][c] = f"{row.glass_delta_pos:.2g}{ci}\nL{row.best_layer}"
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.45 * len(datasets) + 2.4), max(2.6, 0.75 * len(models) + 1.4)),
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.45 * len(datasets) + 2.4), max(2.6, 0.75 * len(models) + 1.6)),
                            layout="constrained")
     finite = values[np.isfinite(values)]
-    limit = float(np.max(np.abs(finite))) if len(finite) and np.max(np.abs(finite)) > 0 else 1.0
+    limit = max(MIN_DELTA_RANGE, float(np.max(np.abs(finite))) if len(finite) else 0.0)
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#EEEEEE")
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
     for r in range(len(models)):
         for c in range(len(datasets)):
+            if spans_zero[r, c]:
+                ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, hatch="///", edgecolor="#9A9A9A", lw=0))
             dark = np.isfinite(values[r, c]) and abs(values[r, c]) > 0.6 * limit
-            ax.text(c, r, labels[r][c], ha="center", va="center", fontsize=7, color="white" if dark else "black")
+            ax.text(c, r, labels[r][c], ha="center", va="center", fontsize=7, color="white" if dark else "black",
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7) if spans_zero[r, c] else None)
     ax.set_xticks(range(len(datasets)), datasets, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(models)), models, fontsize=8)
     ax.set_xlabel("dataset")
     ax.set_ylabel("model")
     strength = best["pos_strength"].dropna()
     label = f"Glass's delta at strength {strength.iloc[0]:+g}" if len(strength) else "Glass's delta"
-    fig.colorbar(image, ax=ax, label=label, shrink=0.9)
+    fig.colorbar(image, ax=ax, label=f"{label}\n(scale at least ±{MIN_DELTA_RANGE:g})", shrink=0.9)
     ax.set_title("Glass's delta at the best layer (95% bootstrap CI; L = layer)", fontsize=10)
+    if spans_zero.any():
+        ax.legend(handles=[Patch(facecolor="white", edgecolor="#9A9A9A", hatch="///", label="95% CI includes 0")],
+                  loc="upper left", bbox_to_anchor=(0, -0.25 if len(datasets) else -0.1), fontsize=7, frameon=False)
+    _toy_caveat(fig, models)
     return _save(fig, stem)
 
 
 def delta_by_depth(deltas: pd.DataFrame, training: dict[str, str], models: Sequence[str],
                    datasets: Sequence[str], stem: Path) -> list[Path]:
     """Glass's delta at the strongest positive strength against layer depth fraction:
-    one curve per model, coloured by training method, one panel per dataset plus their mean."""
+    one colour (and band) per model, line style by training method, one panel per
+    dataset plus their mean. Dataset panels: 95% bootstrap CI bands; mean panel: the
+    range over datasets."""
     strength = deltas.loc[deltas["strength"] > 0, "strength"]
     strength = strength.max() if len(strength) else deltas["strength"].min()
     at = deltas[deltas["strength"] == strength]
     panels = (["mean over datasets"] if len(datasets) > 1 else []) + list(datasets)
     n_cols = min(3, len(panels))
-    fig, axes = _grid(math.ceil(len(panels) / n_cols), n_cols, 3.3, 2.5, sharex=True)
-    style: dict[str, tuple[str, str]] = {}
-    seen: dict[str, int] = {}
-    for model in models:
-        k = seen.get(training.get(model, "unknown"), 0)
-        seen[training.get(model, "unknown")] = k + 1
-        style[model] = (LINESTYLES[k % len(LINESTYLES)], MARKERS[k % len(MARKERS)])
+    fig, axes = _grid(math.ceil(len(panels) / n_cols), n_cols, 3.3, 2.5, sharex=True, sharey=True)
+    colours = model_colours(models)
+    trainings = sorted({training.get(m, "unknown") for m in models})
+    style = {m: (LINESTYLES[trainings.index(training.get(m, "unknown")) % len(LINESTYLES)],
+                 MARKERS[i % len(MARKERS)]) for i, m in enumerate(models)}
     for ax, panel in zip(axes.flat, panels):
+        drawn = 0
         for model in models:
+            mine = at[at["model"] == model]
             if panel == "mean over datasets":
-                curve = at[at["model"] == model].groupby("layer_fraction", as_index=False)["glass_delta"].mean()
-                band = None
+                grouped = mine.groupby("layer_fraction")["glass_delta"]
+                curve = grouped.mean().reset_index()
+                band = pd.DataFrame({"layer_fraction": curve["layer_fraction"],
+                                     "ci_low": grouped.min().to_numpy(), "ci_high": grouped.max().to_numpy()})
             else:
-                curve = at[(at["model"] == model) & (at["dataset"] == panel)].sort_values("layer_fraction")
+                curve = mine[mine["dataset"] == panel].sort_values("layer_fraction")
                 band = curve if "ci_low" in curve else None
             if curve.empty:
                 continue
-            colour = training_colour(training.get(model, "unknown"))
+            drawn += 1
             ls, marker = style[model]
-            ax.plot(curve["layer_fraction"], curve["glass_delta"], color=colour, ls=ls, marker=marker,
+            ax.plot(curve["layer_fraction"], curve["glass_delta"], color=colours[model], ls=ls, marker=marker,
                     markersize=3, lw=1.3)
             if band is not None and band["ci_low"].notna().any():
-                ax.fill_between(band["layer_fraction"], band["ci_low"], band["ci_high"], color=colour, alpha=0.12, lw=0)
+                ax.fill_between(band["layer_fraction"], band["ci_low"], band["ci_high"], color=colours[model],
+                                alpha=0.15, lw=0)
+        if not drawn:
+            _note(ax, "no results for this panel")
         ax.axhline(0, color="grey", lw=0.6, ls=":")
-        ax.set_title(panel, fontsize=9)
+        ax.set_title(panel + (" (band: range over datasets)" if panel == "mean over datasets" else " (band: 95% CI)"),
+                     fontsize=8)
         ax.set_xlabel("layer depth (fraction of layers)", fontsize=8)
         ax.set_ylabel("Glass's delta", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.xaxis.set_tick_params(labelbottom=True)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    handles = [Line2D([], [], color=training_colour(training.get(m, "unknown")), ls=style[m][0], marker=style[m][1],
+    # a shared y scale of at least ±MIN_DELTA_RANGE/2: noise-sized curves stay flat, not dramatic
+    lo, hi = axes.flat[0].get_ylim()
+    half = MIN_DELTA_RANGE / 2
+    axes.flat[0].set_ylim(min(lo, -half), max(hi, half))
+    handles = [Line2D([], [], color=colours[m], ls=style[m][0], marker=style[m][1],
                       markersize=4, label=f"{m} · {training.get(m, 'unknown')}") for m in models]
-    fig.legend(handles=handles, loc="outside right center", fontsize=8, title="model · training", title_fontsize=8)
-    fig.suptitle(f"Glass's delta by layer depth at strength {strength:+g} (bands: 95% bootstrap CI)", fontsize=11)
+    fig.legend(handles=handles, loc="outside right center", fontsize=8, title="model · training\n(line style: training)",
+               title_fontsize=8)
+    fig.suptitle(f"Glass's delta by layer depth at strength {strength:+g}", fontsize=11)
+    _toy_caveat(fig, models)
     return _save(fig, stem)
 
 
@@ -260,10 +317,12 @@ def generation_vs_logit_layers(deltas: pd.DataFrame, rates: pd.DataFrame, models
     cells_models = [m for m in models if (rates["model"] == m).any()]
     cells_datasets = [d for d in datasets if (rates["dataset"] == d).any()]
     fig, axes = _grid(len(cells_models), len(cells_datasets), 3.0, 2.2, sharex=True)
-    strengths = sorted(set(rates["strength"]) - {0.0}, key=lambda s: (s < 0, abs(s)))
+    strengths = sorted(set(rates["strength"]) - {0.0})
     pos = max([s for s in strengths if s > 0], default=None)
     neg = min([s for s in strengths if s < 0], default=None)
-    shown = [(s, ls) for s, ls in ((pos, "-"), (neg, "--")) if s is not None]
+    shown = [(s, ls) for s, ls in ((neg, "--"), (pos, "-")) if s is not None]
+    drawn_logit: set[float] = set()
+    drawn_generation: set[float] = set()
     for r, model in enumerate(cells_models):
         for c, dataset in enumerate(cells_datasets):
             ax = axes[r, c]
@@ -271,15 +330,27 @@ def generation_vs_logit_layers(deltas: pd.DataFrame, rates: pd.DataFrame, models
             d = deltas[(deltas["model"] == model) & (deltas["dataset"] == dataset)]
             g = rates[(rates["model"] == model) & (rates["dataset"] == dataset)]
             for strength, ls in shown:
-                dd = d[d["strength"] == strength].sort_values("layer_fraction")
-                gg = g[g["strength"] == strength].sort_values("layer_fraction")
-                ax.plot(dd["layer_fraction"], dd["glass_delta"], color=OKABE_ITO["blue"], ls=ls, marker="o", markersize=2.5, lw=1.2)
-                twin.plot(gg["layer_fraction"], gg["behavior_change"], color=OKABE_ITO["vermillion"], ls=ls,
-                          marker="s", markersize=2.5, lw=1.2)
+                dd = d[d["strength"] == strength].sort_values("layer_fraction").dropna(subset=["glass_delta"])
+                gg = g[g["strength"] == strength].sort_values("layer_fraction").dropna(subset=["behavior_change"])
+                if len(dd):
+                    ax.plot(dd["layer_fraction"], dd["glass_delta"], color=OKABE_ITO["blue"], ls=ls, marker="o",
+                            markersize=2.5, lw=1.2)
+                    drawn_logit.add(strength)
+                if len(gg):
+                    twin.plot(gg["layer_fraction"], gg["behavior_change"], color=OKABE_ITO["vermillion"], ls=ls,
+                              marker="s", markersize=2.5, lw=1.2)
+                    drawn_generation.add(strength)
+            if g["behavior_change"].notna().sum() == 0:
+                twin.text(0.5, 0.04, "no valid generated answer:\nno behaviour change to draw", ha="center", va="bottom",
+                          transform=twin.transAxes, fontsize=7, color=OKABE_ITO["vermillion"],
+                          bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85), zorder=5)
+                twin.set_yticks([])
             ax.axhline(0, color="grey", lw=0.5, ls=":")
             ax.tick_params(axis="y", colors=OKABE_ITO["blue"], labelsize=7)
             ax.tick_params(axis="x", labelsize=7)
             twin.tick_params(axis="y", colors=OKABE_ITO["vermillion"], labelsize=7)
+            lo, hi = ax.get_ylim()  # at least ±MIN_DELTA_RANGE/2: noise-sized deltas stay flat
+            ax.set_ylim(min(lo, -MIN_DELTA_RANGE / 2), max(hi, MIN_DELTA_RANGE / 2))
             _align_zero(ax, twin)
             if r == 0:
                 ax.set_title(dataset, fontsize=9)
@@ -291,12 +362,16 @@ def generation_vs_logit_layers(deltas: pd.DataFrame, rates: pd.DataFrame, models
                 ax.set_xlabel("layer depth (fraction)", fontsize=8)
     handles = []
     for strength, ls in shown:
-        handles += [Line2D([], [], color=OKABE_ITO["blue"], ls=ls, marker="o", markersize=3,
-                           label=f"logit-diff Glass's delta, strength {strength:+g}"),
-                    Line2D([], [], color=OKABE_ITO["vermillion"], ls=ls, marker="s", markersize=3,
-                           label=f"generation behaviour change, strength {strength:+g}")]
-    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+        if strength in drawn_logit:
+            handles.append(Line2D([], [], color=OKABE_ITO["blue"], ls=ls, marker="o", markersize=3,
+                                  label=f"logit-diff Glass's delta, strength {strength:+g}"))
+        if strength in drawn_generation:
+            handles.append(Line2D([], [], color=OKABE_ITO["vermillion"], ls=ls, marker="s", markersize=3,
+                                  label=f"generation behaviour change, strength {strength:+g}"))
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     fig.suptitle("Logit-diff effect and generation behaviour change by layer", fontsize=11)
+    _toy_caveat(fig, cells_models)
     return _save(fig, stem)
 
 
@@ -333,6 +408,7 @@ def effect_scatter(joined: pd.DataFrame, datasets: Sequence[str], stem: Path) ->
     handles += [Line2D([], [], marker="^", ls="", color="grey", label="positive strength"),
                 Line2D([], [], marker="v", ls="", color="grey", label="negative strength")]
     ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    _toy_caveat(fig, joined["model"].unique() if "model" in joined else [])
     return _save(fig, stem)
 
 
@@ -342,7 +418,7 @@ def validity_by_size(validity: pd.DataFrame, sizes: dict[str, float | None], ste
     labels = [f"{_short(m)}\n{_size_label(sizes.get(m))}" for m in models]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(models) + 2.5), 3.8), layout="constrained")
     # legend order: baseline, then positive strengths, then negative ones
-    strengths = sorted(validity["strength"].unique(), key=lambda v: (v != 0, v < 0, abs(v)))
+    strengths = sorted(validity["strength"].unique())  # legend order: −, baseline, +
     negatives = [s for s in strengths if s < 0]
     positives = [s for s in strengths if s > 0]
     for strength in strengths:
@@ -367,6 +443,7 @@ def validity_by_size(validity: pd.DataFrame, sizes: dict[str, float | None], ste
     ax.set_title("Generation validity by model size and steering strength", fontsize=10)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.grid(axis="y", alpha=0.3)
+    _toy_caveat(fig, models)
     return _save(fig, stem)
 
 

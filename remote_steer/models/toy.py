@@ -99,6 +99,9 @@ def ensure_toy(name: str, n_layers: int | None = None, hidden_size: int | None =
             torch.manual_seed(TOY_SEED)
             model = AutoModelForCausalLM.from_config(config)
         model.eval()
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no stray "Writing model shards" bar: the caller says what happens
         model.save_pretrained(staging)
         save_qwen3_tokenizer(staging)
         digest = hashlib.sha256((staging / "model.safetensors").read_bytes()).hexdigest()

@@ -23,7 +23,7 @@ from remote_steer.remote.backend import Backend
 from remote_steer.engines.batching import chunks
 from remote_steer.data.loading import load_concept
 from remote_steer.display import Display, NullDisplay
-from remote_steer.errors import SpecError
+from remote_steer.errors import DataError, SpecError
 from remote_steer.engines.sweep import SteerConfig
 from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast
 from remote_steer.engines.sweep import LogitDiffEngine
@@ -34,7 +34,7 @@ from remote_steer.models.loading import LoadedModel, ModelSource, load_config, l
 from remote_steer.remote.ndif import journal_dir, journal_traffic, probe_key, require_hosted
 from remote_steer.data.preprocess import ConceptSplit, preprocess
 from remote_steer.data.prompts import EncodedItem, encode_items
-from remote_steer.run.spec import ExperimentSpec, ModelSpec
+from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location
 from remote_steer.run.store import RunStore
 
 LOGIT_TABLE = "logit_diff"
@@ -79,7 +79,12 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
     display = display or NullDisplay()
     splits: dict[str, ConceptSplit] = {}
     for concept in spec.data.concepts:
-        raw = load_concept(concept, spec.data.source, spec.data.files)
+        try:
+            raw = load_concept(concept, spec.data.source, spec.data.files)
+        except DataError as error:
+            if not str(error).startswith("unknown concept"):
+                raise
+            raise DataError(f"{spec_location(spec.path, 'data.concepts')}: data.concepts: {error}") from None
         split = preprocess(
             raw, concept, seed=spec.seed, test_fraction=spec.data.test_fraction, max_items=spec.data.max_items
         )
@@ -180,6 +185,8 @@ def run_experiment(
         {"datasets": {c: dataclasses.asdict(s.report) for c, s in plan.splits.items()}},
     )
     display.note(f"{'Resuming' if resumed else 'Writing'} run in {run_dir}")
+    if hasattr(display, "plan_steps"):
+        display.plan_steps(run_steps(plan))
     counts = {"computed": 0, "skipped": 0}
     model_info: dict[str, Any] = dict((store.read_manifest() or {}).get("models", {}))
     traffic: dict[str, Any] = {}
@@ -215,6 +222,10 @@ def _model_traffic(backend: Backend, run_dir: Path, name: str) -> dict[str, Any]
     if backend.is_remote:
         return journal_traffic(run_dir).get(name, {})
     return {stage: t.as_dict() for stage, t in backend.traffic.items()}
+def run_steps(plan: Plan) -> list[str]:
+    """Every stage of the run in order, as its progress bar names it."""
+    stages = ["extract"] + [s for m, s in (("logit", "sweep"), ("generation", "generate")) if m in plan.spec.evaluation.modes]
+    return [f"{m.spec.name} · {c} · {s}" for m in plan.models for c in plan.splits for s in stages]
 
 
 def _run_model(

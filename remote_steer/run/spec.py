@@ -106,13 +106,13 @@ class ExperimentSpec:
         for layer in self.generation.layers or ():
             if not 0 <= layer < n_layers:
                 raise SpecError(
-                    f"{self.path or 'spec'}: generation.layers: layer {layer} is outside {model} "
+                    f"{spec_location(self.path, 'generation.layers')}: generation.layers: layer {layer} is outside {model} "
                     f"(decoder layers 0..{n_layers - 1})"
                 )
         for layer in self.evaluation.layers or ():
             if not 0 <= layer < n_layers:
                 raise SpecError(
-                    f"{self.path or 'spec'}: evaluation.layers: layer {layer} is outside {model} "
+                    f"{spec_location(self.path, 'evaluation.layers')}: evaluation.layers: layer {layer} is outside {model} "
                     f"(decoder layers 0..{n_layers - 1})"
                 )
 
@@ -133,6 +133,27 @@ def _line_of(text: str, key: str) -> int | None:
         if pattern.match(line):
             return number
     return None
+
+
+def spec_location(path: str | None, dotted: str) -> str:
+    """``path:line`` of a field such as ``data.concepts`` (the key inside its
+    ``[section]``), or just the path when the line cannot be found."""
+    if not path:
+        return "spec"
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return path
+    section, _, key = dotted.rpartition(".")
+    current = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"^\s*\[+\s*([^\]]+?)\s*\]+", line)
+        if header:
+            current = header.group(1)
+            continue
+        if current == section and re.match(rf"^\s*{re.escape(key)}\s*=", line):
+            return f"{path}:{number}"
+    return path
 
 
 class _Reader:

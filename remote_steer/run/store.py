@@ -44,10 +44,26 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def changed_fields(new: Any, old: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the fields that differ (``evaluation.strengths``), with the old
+    and new value when short, for the changed-spec refusal."""
+    new, old = json.loads(json.dumps(new, default=str)), json.loads(json.dumps(old, default=str))
+    if isinstance(new, dict) and isinstance(old, dict):
+        out = []
+        for key in sorted(set(new) | set(old)):
+            out += changed_fields(new.get(key), old.get(key), f"{prefix}.{key}" if prefix else key)
+        return out
+    if new == old:
+        return []
+    shown = f"{json.dumps(old)} → {json.dumps(new)}"
+    return [f"{prefix} ({shown})" if len(shown) <= 60 else prefix]
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -119,10 +135,7 @@ class RunStore:
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if existing is not None:
             if existing.get("spec") != json.loads(json.dumps(spec, default=str)):
-                changed = sorted(
-                    k for k in set(spec) | set(existing.get("spec", {}))
-                    if json.dumps(spec.get(k), default=str) != json.dumps(existing.get("spec", {}).get(k), default=str)
-                )
+                changed = changed_fields(spec, existing.get("spec", {}))
                 raise SpecError(
                     f"{self.root}: holds a run of a different spec (changed: {', '.join(changed)}); "
                     "use another run name (--name) or --fresh to start over"

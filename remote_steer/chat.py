@@ -1,0 +1,126 @@
+"""Ask a steered model a question of your own: ``remote-steer generate``.
+
+The question goes through the same generation engine as a run's generation mode
+(the model's chat template with thinking off, greedy decoding, the vector added at
+the chosen layer from the steered prompt positions through every generated token),
+baseline and every strength in one request, locally or remotely. Strengths are raw
+units, as in the sweep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from remote_steer.errors import RemoteSteerError
+
+TOY_WARNING = (
+    "{model} is a random-weight toy: its answers are noise (it shows the mechanics only; "
+    "use a real model for meaning)."
+)
+
+
+@dataclass(frozen=True)
+class SteeredAnswers:
+    question: str
+    model: str
+    concept: str
+    layer: int
+    strengths: tuple[float, ...]
+    baseline: str
+    steered: tuple[str, ...]  # one per strength
+    is_toy: bool
+
+
+class ChatSession:
+    """One model and one vector, loaded once; ``ask`` answers a question under
+    every strength (single-turn: no history is kept between questions)."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        model: str,
+        concept: str,
+        layer: int,
+        strengths: Sequence[float],
+        *,
+        backend: str | None = None,
+        host: str | None = None,
+        max_new_tokens: int = 40,
+        positions: str = "assistant",
+    ) -> None:
+        from remote_steer.api import open_run
+        from remote_steer.models.loading import load_model, resolve
+        from remote_steer.remote.backend import Backend
+
+        run = open_run(run_dir)
+        if model not in run.models:
+            raise RemoteSteerError(f"--model {model!r}: not in {run.path} (it has: {', '.join(run.models)})")
+        if concept not in run.concepts:
+            raise RemoteSteerError(f"--concept {concept!r}: not in {run.path} (it has: {', '.join(run.concepts)})")
+        if positions not in ("assistant", "all"):
+            raise RemoteSteerError(f'--positions {positions!r}: expected "assistant" or "all"')
+        if max_new_tokens < 1:
+            raise RemoteSteerError(f"--max-new-tokens {max_new_tokens}: expected at least 1")
+        self.vector = run.vector(model, concept)
+        if not 0 <= layer < self.vector.n_layers:
+            raise RemoteSteerError(f"--layer {layer}: {model} has decoder layers 0..{self.vector.n_layers - 1}")
+        if not strengths:
+            raise RemoteSteerError("--strength: give at least one strength, e.g. --strength -4 --strength 4")
+        spec_model = next((m for m in run.spec.get("models", []) if m["name"] == model), {})
+        kind = backend or spec_model.get("backend") or "local"
+        self.backend = Backend(kind, host=host or spec_model.get("host"))  # type: ignore[arg-type]
+        self.loaded = load_model(
+            resolve(model, spec_model.get("revision")),
+            dtype=spec_model.get("dtype", "auto"),
+            device=spec_model.get("device", "cpu"),
+            weights=not self.backend.is_remote,
+        )
+        self.model, self.concept, self.layer = model, concept, layer
+        self.strengths = tuple(float(s) for s in strengths)
+        self.max_new_tokens, self.positions = max_new_tokens, positions
+
+    def ask(self, question: str) -> SteeredAnswers:
+        from remote_steer.data.prompts import EncodedItem, chat_text
+        from remote_steer.engines.generation import GenerationEngine
+        from remote_steer.engines.sweep import SteerConfig
+
+        tokenizer = self.loaded.tokenizer
+        before, prompt = chat_text(tokenizer, question)
+        ids = tuple(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        start = len(tokenizer(before, add_special_tokens=False)["input_ids"])
+        item = EncodedItem("question", self.concept, "A", ids, min(start, len(ids) - 1), 0, 0)
+        engine = GenerationEngine(
+            self.loaded, self.backend, batch_rows=32, positions=self.positions, max_new_tokens=self.max_new_tokens
+        )
+        configs = [SteerConfig(self.layer, s) for s in self.strengths]
+        result = engine.run([item], self.vector.vectors, configs)
+        return SteeredAnswers(
+            question, self.model, self.concept, self.layer, self.strengths,
+            result.baseline_text[0], tuple(result.steered_text[0]), self.loaded.is_toy,
+        )
+
+
+def show_answers(display, answers: SteeredAnswers) -> None:
+    """Baseline and steered answers side by side (one row per strength). Answers wrap
+    between words; the strength column never wraps."""
+    rows = [("baseline (0)", answers.baseline or "(empty)")]
+    rows += [(f"{s:+g}", text or "(empty)") for s, text in zip(answers.strengths, answers.steered)]
+    title = f"{answers.model} · {answers.concept} · layer {answers.layer} (raw units)"
+    caption = TOY_WARNING.format(model=answers.model) if answers.is_toy else ""
+    console = getattr(display, "console", None)
+    if console is None:
+        display.table(title, ["strength", "answer"], rows, caption)
+        return
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, caption=caption or None, box=box.SIMPLE_HEAD, title_justify="left",
+                  caption_justify="left", show_lines=True)
+    table.add_column("strength", justify="right", no_wrap=True)
+    # wraps at spaces; only a "word" wider than the column (CJK text has no spaces) is folded, never cut
+    table.add_column("answer", justify="left", overflow="fold")
+    for strength, text in rows:
+        table.add_row(strength, text.strip())
+    console.print(table)
