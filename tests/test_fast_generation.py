@@ -158,8 +158,8 @@ def test_finished_rows_stop_consuming_compute(dense_toy, toys64):
     result = engine.run(items, vectors, configs)
     steps = engine.stats.rows_per_step
     assert all(g == sorted(g, reverse=True) for g in steps)  # rows only ever leave
-    assert any(g[-1] < g[0] for g in steps) if all(steps) else True
     per_step = [n for g in steps for n in g]
+    assert sum(per_step) < rows * (n_new - 1)  # some rows left early
     lengths = [len(ids) for ids in result.baseline_ids] + [len(ids) for per in result.steered_ids for ids in per]
     # a row that keeps n tokens was fed n - 1 of them (the last one is never fed back)
     assert sum(per_step) == sum(n - 1 for n in lengths)
