@@ -346,5 +346,8 @@ def generation_summary(frame):
             }
         )
     columns = [*SUMMARY_KEYS, "n_items", "validity_rate", "behavior_rate", "baseline_validity_rate",
-               "baseline_behavior_rate", "change_vs_baseline"]
+               "baseline_behavior_rate", "change_vs_baseline", "behavior_rate_all", "baseline_behavior_rate_all",
+               "change_all"]
+    for record in records:
+        record["change_all"] = record["behavior_rate_all"] - record["baseline_behavior_rate_all"]
     return pd.DataFrame.from_records(records, columns=columns)

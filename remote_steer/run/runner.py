@@ -187,11 +187,13 @@ def run_experiment(
         store.update_manifest(status="interrupted", error=f"{type(error).__name__}: {error}")
         raise
     results = store.consolidate(LOGIT_TABLE)  # everything saved, this spec's modes or earlier ones
+    if results.empty:
+        store.results_path(LOGIT_TABLE).unlink(missing_ok=True)  # a generation-only run has no logit table
     summary = best_layers(results) if len(results) else pd.DataFrame()
     _write_summary(store, summary)
     generation = store.consolidate(GENERATION_TABLE)
     if generation.empty:
-        (store.root / "results" / f"{GENERATION_TABLE}.parquet").unlink(missing_ok=True)
+        store.results_path(GENERATION_TABLE).unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     store.update_manifest(status="complete", error=None, seconds=round(seconds, 2))
     _show_summary(display, summary, plan)
@@ -370,16 +372,20 @@ def _show_generation(display: Display, generation: pd.DataFrame, plan: Plan) -> 
         return
     cells = generation_summary(generation)
     rows = [
-        (r.model, r.dataset, r.layer, r.strength, r.validity_rate, r.behavior_rate, r.baseline_behavior_rate,
-         r.change_vs_baseline, r.n_items)
+        (r.model, r.dataset, r.layer, r.strength, r.validity_rate, r.behavior_rate, r.behavior_rate_all,
+         r.baseline_behavior_rate, r.n_items)
         for r in cells.itertuples()
     ]
     toys = any(m.source.is_toy for m in plan.models)
+    caption = ("valid: clean A/B answers. behaviour: matching among valid answers; all: matching among all "
+               "answers, invalid counted as no. baseline: unsteered, among valid.")
+    if toys:
+        caption += " Random-weight toys rarely give a parsable answer; validity 0 is expected for them."
     display.table(
-        "Generation under steering: validity and behaviour (rates among valid answers)",
-        ["model", "dataset", "layer", "strength", "valid", "behaviour", "baseline", "change", "items"],
+        "Generation under steering: validity and behaviour rate",
+        ["model", "dataset", "layer", "strength", "valid", "behaviour", "all", "baseline", "items"],
         rows,
-        "random-weight toys rarely give a parsable answer; validity 0 is expected for them" if toys else "",
+        caption,
     )
 
 
