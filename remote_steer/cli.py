@@ -82,6 +82,31 @@ def run(
     )
 
 
+def _plan_generation(spec_obj, size) -> None:
+    """The generation part of ``plan`` (issue 12): its own table, upper bounds."""
+    from remote_steer.display import RichDisplay
+    from remote_steer.run.plan_generation import plan_generation
+
+    plans = plan_generation(spec_obj)
+    if not plans:
+        return
+    def count(n: int | None) -> str:
+        if n is None:
+            return "?"
+        return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e4 else str(n)
+
+    rows = [(p.model, p.concepts, count(p.configs), count(p.rows), count(p.tokens), count(p.passes),
+             count(p.requests), size(p.bytes_sent), size(p.bytes_received)) for p in plans]
+    gen = spec_obj.generation
+    RichDisplay().table(
+        "Generation cost (upper bounds)",
+        ["model", "concepts", "configs", "rows", "tokens", "passes", "requests", "sent", "received"],
+        rows,
+        f"every row counted at max_new_tokens = {gen.max_new_tokens}; rows = test items × (configs + baseline); "
+        "rows that end their turn or decide their answer stop sooner",
+    )
+
+
 @app.command()
 def plan(
     spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/qwen3_family.toml."),
@@ -123,6 +148,8 @@ def plan(
         rows,
         caption,
     )
+
+    _plan_generation(load_spec(spec), size)
 
 
 @app.command()

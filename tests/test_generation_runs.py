@@ -170,3 +170,15 @@ def test_planted_thinking_model_generation_and_logit_disagree(tmp_path, monkeypa
     assert unsteered["generated: behaviour (among valid)"] == "0%"
     assert unsteered["agreement (valid answers)"] == "0%"
     assert "Answer slot versus generated answer" in report.path.read_text()
+
+
+def test_plan_estimates_generation_cost(tmp_path):
+    from remote_steer.run.plan_generation import plan_generation
+
+    spec = _spec(tmp_path, '["logit", "generation"]')
+    (plan,) = plan_generation(spec)
+    # 3 test items × (1 layer × 2 strengths + baseline) rows, 3 new tokens each; chunks of 2
+    # items → 2 requests; 16 rows per batch → one group per chunk: a prompt pass + 3 steps
+    assert (plan.configs, plan.rows, plan.tokens, plan.requests, plan.passes) == (2, 9, 27, 2, 8)
+    assert plan.bytes_received == 9 * 3 * 4 + 2 * 3 * 8
+    assert plan_generation(_spec(tmp_path, '["logit"]')) == []
