@@ -261,13 +261,22 @@ def bench(
     skip_steering_vectors: bool = typer.Option(False, "--skip-steering-vectors", help="Leave out (b)."),
     sv_python: Path = typer.Option(Path(".bench-venv/bin/python"), "--sv-python", help="Python of the steering-vectors venv."),
     output_dir: Path = typer.Option(Path("outputs/bench"), "--output-dir", help="Where the JSON and Markdown results go."),
+    generation: bool = typer.Option(False, "--generation", help="Benchmark steered generation instead (docs/generation.md)."),
+    new_tokens: int = typer.Option(64, "--new-tokens", help="--generation: tokens every row decodes (forced length)."),
+    quick: bool = typer.Option(False, "--quick", help="--generation: a tiny toy and few tokens, one repeat (a smoke run)."),
 ) -> None:
     """Time this project's sweep against steering-vectors, the plain protocol and the compute floor.
+
+    With --generation: this project's generation engine against one nnsight generate
+    per configuration, transformers generate with a hook, and the plain-PyTorch floor.
 
     Each implementation runs in its own process on the same prompts, alternating;
     the table shows medians, token × layer work, peak memory and the ratios. See the
     README's Benchmark section.
     """
+    if generation:
+        _bench_generation(items, layers, hidden, threads, repeats, new_tokens, quick, output_dir)
+        return
     from remote_steer.bench.bench import BenchOptions, run_bench, show, write_result
     from remote_steer.display import RichDisplay
 
@@ -287,6 +296,31 @@ def bench(
         return
     json_path, md_path = write_result(result, output_dir)
     show(result, display)
+    typer.echo(f"bench: {json_path} and {md_path}")
+
+
+def _bench_generation(items, layers, hidden, threads, repeats, new_tokens, quick, output_dir) -> None:
+    import json
+    import sys
+    from dataclasses import asdict
+
+    from remote_steer.bench.generation_bench import GenBenchOptions, markdown, run_generation_bench
+    from remote_steer.display import RichDisplay
+    from remote_steer.run.store import atomic_write
+
+    if quick:
+        options = GenBenchOptions.quick(threads=threads, output_dir=str(output_dir))
+    else:
+        options = GenBenchOptions(items=items, layers=layers, hidden=hidden, threads=threads, repeats=repeats,
+                                  new_tokens=new_tokens, output_dir=str(output_dir))
+    display = RichDisplay()
+    result = run_generation_bench(options, display)
+    command = "remote-steer bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "remote-steer bench --generation"
+    text = markdown(result, command)
+    json_path, md_path = Path(output_dir) / "generation_bench.json", Path(output_dir) / "generation_bench.md"
+    atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(asdict(result), indent=2) + "\n"))
+    atomic_write(md_path, lambda tmp: tmp.write_text(text))
+    typer.echo(text)
     typer.echo(f"bench: {json_path} and {md_path}")
 
 
