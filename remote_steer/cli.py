@@ -264,6 +264,7 @@ def bench(
     generation: bool = typer.Option(False, "--generation", help="Benchmark steered generation instead (docs/generation.md)."),
     new_tokens: int = typer.Option(64, "--new-tokens", help="--generation: tokens every row decodes (forced length)."),
     quick: bool = typer.Option(False, "--quick", help="--generation: a tiny toy and few tokens, one repeat (a smoke run)."),
+    plain_configs: int = typer.Option(1, "--plain-configs", help="--generation: configurations (b) and (c) run, time scaled to all; 0 = all."),
 ) -> None:
     """Time this project's sweep against steering-vectors, the plain protocol and the compute floor.
 
@@ -275,7 +276,7 @@ def bench(
     README's Benchmark section.
     """
     if generation:
-        _bench_generation(items, layers, hidden, threads, repeats, new_tokens, quick, output_dir)
+        _bench_generation(items, layers, hidden, threads, repeats, new_tokens, quick, output_dir, plain_configs)
         return
     from remote_steer.bench.bench import BenchOptions, run_bench, show, write_result
     from remote_steer.display import RichDisplay
@@ -299,7 +300,7 @@ def bench(
     typer.echo(f"bench: {json_path} and {md_path}")
 
 
-def _bench_generation(items, layers, hidden, threads, repeats, new_tokens, quick, output_dir) -> None:
+def _bench_generation(items, layers, hidden, threads, repeats, new_tokens, quick, output_dir, plain_configs) -> None:
     import json
     import sys
     from dataclasses import asdict
@@ -312,7 +313,7 @@ def _bench_generation(items, layers, hidden, threads, repeats, new_tokens, quick
         options = GenBenchOptions.quick(threads=threads, output_dir=str(output_dir))
     else:
         options = GenBenchOptions(items=items, layers=layers, hidden=hidden, threads=threads, repeats=repeats,
-                                  new_tokens=new_tokens, output_dir=str(output_dir))
+                                  new_tokens=new_tokens, output_dir=str(output_dir), plain_configs=plain_configs)
     display = RichDisplay()
     result = run_generation_bench(options, display)
     command = "remote-steer bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "remote-steer bench --generation"

@@ -73,6 +73,14 @@ def test_adding_generation_then_a_strength_computes_only_what_is_missing(tmp_pat
     assert again.computed_parts == 0
     history = json.loads((first.run_dir / "manifest.json").read_text())["history"]
     assert [h["change"] for h in history] == ["created", "extended", "extended"]
+    # the extended run reports: logit tables over all three strengths, generation tables too
+    from remote_steer.analysis.report import build_report
+
+    report = build_report([first.run_dir], figures=False)
+    keys = [t.key for t in report.tables]
+    assert "generation_rates" in keys and "answer_slot_vs_generation" in keys
+    rates = pd.read_csv(report.out_dir / "tables" / "generation_rates_by_config.csv")
+    assert sorted(rates["strength"].unique()) == [-1.0, 1.0, 2.0]
 
 
 @pytest.fixture(scope="module")

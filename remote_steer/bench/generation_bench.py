@@ -13,6 +13,11 @@ random weights decode as long as a real model would):
 - (d) the floor in plain PyTorch: each prompt once, its cache copied to its rows,
   then every row decodes the same number of tokens, no steering arithmetic.
 
+(b) and (c) make one ``generate`` per configuration, so their time is additive over
+configurations: by default they run the unsteered pass and ``plain_configs``
+configuration(s) and their time is scaled to all (as the logit bench scales its
+plain protocol over items).
+
 Each runs in its own process (its own peak RSS), alternating a b c d a b c d …;
 wall times are medians over repeats, and the ratios (b)/(a), (c)/(a), (a)/(d) are
 taken per repeat (side by side, so machine load affects both) and then the median.
@@ -52,6 +57,7 @@ class GenBenchOptions:
     batch_rows: int = 64  # rows decoded together by (a); (b), (c) batch `batch_items` items
     batch_items: int = 32
     repeats: int = 3
+    plain_configs: int = 1  # (b), (c): time the unsteered run and this many configurations, scaled to all; 0 = all
     threads: int = 2
     implementations: str = "abcd"
     output_dir: str = "outputs/bench"
@@ -105,6 +111,7 @@ def prepare(options: GenBenchOptions) -> dict:
         "strengths": list(options.strengths),
         "pad_id": tokenizer.pad_token_id,
         "seed": options.seed,
+        "plain_configs": options.plain_configs,
         "items": [{"id": it.item_id, "ids": list(it.prompt_ids), "assistant_start": it.assistant_start,
                    "letter": it.matching_letter, "matching": it.matching_token, "other": it.other_token}
                   for it in encoded],
@@ -156,7 +163,7 @@ def _run_b(model, items, vectors, configs, spec, n_new):
     kwargs = dict(max_new_tokens=n_new, do_sample=False, eos_token_id=None, temperature=None, top_p=None, top_k=None)
     out = {}
     with torch.inference_mode():
-        for c, config in [(-1, None), *enumerate(configs)]:
+        for c, config in [(-1, None), *_plain_configs(configs, spec)]:
             rows = []
             for chunk in _batches(items, spec["batch_items"]):
                 batch = left_pad([it.prompt_ids for it in chunk], spec["pad_id"])
@@ -178,10 +185,18 @@ def _run_b(model, items, vectors, configs, spec, n_new):
 
 
 def _order(out, n, k):
+    """Rows as item_config_rows orders them; configurations not run are None."""
     rows = list(out[-1])
     for i in range(n):
-        rows += [out[c][i] for c in range(k)]
+        rows += [out[c][i] if c in out else None for c in range(k)]
     return rows
+
+
+def _plain_configs(configs, spec):
+    """(b) and (c) make one generate per configuration, so their time is additive over
+    configurations: they run the unsteered pass and the first ``plain_configs``."""
+    n = spec.get("plain_configs", 0)
+    return list(enumerate(configs))[:n] if n else list(enumerate(configs))
 
 
 def _run_c(model, items, vectors, configs, spec, n_new):
@@ -193,7 +208,7 @@ def _run_c(model, items, vectors, configs, spec, n_new):
     hf = model.nn._module
     out = {}
     with torch.inference_mode():
-        for c, config in [(-1, None), *enumerate(configs)]:
+        for c, config in [(-1, None), *_plain_configs(configs, spec)]:
             rows = []
             for chunk in _batches(items, spec["batch_items"]):
                 batch = left_pad([it.prompt_ids for it in chunk], spec["pad_id"])
@@ -265,8 +280,11 @@ def worker(impl: str, spec_path: str, out_path: str) -> None:
     rows = run(model, items, vectors, configs, spec, spec["new_tokens"])
     seconds = time.perf_counter() - started
     n_rows = len(items) * (len(configs) + 1)
+    measured = seconds
+    if impl in "bc" and spec.get("plain_configs"):  # additive over configurations: scale to all
+        seconds *= (len(configs) + 1) / (min(spec["plain_configs"], len(configs)) + 1)
     tokens = n_rows * spec["new_tokens"]
-    record = {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
+    record = {"seconds": seconds, "measured_seconds": measured, "tokens": tokens, "tokens_per_s": tokens / seconds,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "rows": rows if isinstance(rows, list) else None}
     Path(out_path).write_text(json.dumps(record))
@@ -315,7 +333,8 @@ def run_generation_bench(options: GenBenchOptions, display=None) -> GenBenchResu
     for impl in ("b", "c"):
         rows = result.runs.get(impl, [{}])[0].get("rows")
         if reference and rows:
-            result.identical_rows[f"{impl} vs a"] = sum(x == y for x, y in zip(reference, rows)) / len(reference)
+            pairs = [(x, y) for x, y in zip(reference, rows) if y is not None]
+            result.identical_rows[f"{impl} vs a"] = sum(x == y for x, y in pairs) / len(pairs)
     for runs in result.runs.values():
         for r in runs:
             r.pop("rows", None)
@@ -328,7 +347,10 @@ def markdown(result: GenBenchResult, command: str) -> str:
              f"{c['model']}; {c['items']} items × ({c['configurations']} configurations + unsteered) = {c['rows']} rows, "
              f"{c['new_tokens']} new tokens each (forced), {c['tokens_per_run']} tokens per run; prompts median "
              f"{c['prompt_tokens_median']} tokens (thinking on); {c['threads']} threads; "
-             f"{result.options['repeats']} alternating repeats.", "",
+             f"{result.options['repeats']} alternating repeats."
+             + (f" (b) and (c) make one generate per configuration, so their time is additive: they ran the "
+                f"unsteered pass and {result.options['plain_configs']} configuration(s), scaled to all "
+                f"{c['configurations']} + 1." if result.options.get("plain_configs") else ""), "",
              "| implementation | seconds (median) | tokens/s | peak RSS (MB) |", "|---|---|---|---|"]
     for impl, s in result.summary.items():
         lines.append(f"| ({impl}) {IMPLEMENTATIONS[impl]} | {s['seconds']:.2f} | {s['tokens_per_s']:.0f} | "
