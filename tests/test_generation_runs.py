@@ -117,6 +117,7 @@ def test_generation_only_run_reports(generation_only):
     assert "behaviour (invalid = no)" in text and "among valid" in text
 
 
+@pytest.mark.slow
 def test_generation_subsets_and_depth_fractions(tmp_path):
     extra = 'models = ["toy/qwen3"]\nconcepts = ["survival-instinct"]\n'
     text = BASE.format(out=tmp_path, modes='["logit", "generation"]').replace(
@@ -190,3 +191,18 @@ def test_plan_estimates_generation_cost(tmp_path):
     assert (plan.configs, plan.rows, plan.tokens, plan.requests, plan.passes) == (2, 9, 27, 2, 8)
     assert plan.bytes_received == 9 * 3 * 4 + 2 * 3 * 8
     assert plan_generation(_spec(tmp_path, '["logit"]')) == []
+
+
+def test_layer_fractions_and_subsets_parse(tmp_path):
+    """The spec side of subsets and depth fractions, without running (the run is -m slow)."""
+    text = BASE.format(out=tmp_path, modes='["logit", "generation"]').replace(
+        "layers = [4]\n", 'layer_fractions = [0.5, 0.99]\nmodels = ["toy/qwen3"]\n')
+    spec = parse_spec(text, "grow.toml")
+    assert spec.generation_layers(12) == [6, 11] and spec.generation_layers(36) == [18, 35]
+    assert spec.generation.covers("toy/qwen3", "corrigibility") and not spec.generation.covers("other", "corrigibility")
+    with pytest.raises(SpecError, match="generation.models"):
+        parse_spec(text.replace('models = ["toy/qwen3"]', 'models = ["Qwen3-4B"]'), "grow.toml")
+    with pytest.raises(SpecError, match="layer_fractions"):
+        parse_spec(text.replace("[0.5, 0.99]", "[1.5]"), "grow.toml")
+    with pytest.raises(SpecError, match="best_layers"):
+        parse_spec(text.replace("layer_fractions = [0.5, 0.99]", "layer_fractions = [0.5]\nbest_layers = 2"), "grow.toml")
