@@ -109,6 +109,31 @@ def resume_command(spec, name, output_dir, backend, host, modes, engine=None) ->
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _plan_generation(spec_obj, size) -> None:
+    """The generation part of ``plan`` (issue 12): its own table, upper bounds."""
+    from remote_steer.display import RichDisplay
+    from remote_steer.run.plan_generation import plan_generation
+
+    plans = plan_generation(spec_obj)
+    if not plans:
+        return
+    def count(n: int | None) -> str:
+        if n is None:
+            return "?"
+        return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e4 else str(n)
+
+    rows = [(p.model, p.concepts, count(p.configs), count(p.rows), count(p.tokens), count(p.passes),
+             count(p.requests), size(p.bytes_sent), size(p.bytes_received)) for p in plans]
+    gen = spec_obj.generation
+    RichDisplay().table(
+        "Generation cost (upper bounds)",
+        ["model", "concepts", "configs", "rows", "tokens", "passes", "requests", "sent", "received"],
+        rows,
+        f"every row counted at max_new_tokens = {gen.max_new_tokens}; rows = test items × (configs + baseline); "
+        "rows that end their turn or decide their answer stop sooner",
+    )
+
+
 @app.command(short_help="Show what a spec will cost, per model; offline-safe.")
 def plan(
     spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/qwen3_family.toml."),
@@ -152,6 +177,8 @@ def plan(
         rows,
         caption,
     )
+
+    _plan_generation(load_spec(spec), size)
 
 
 @app.command("check-remote", short_help="Try a remote host: reachable, hosted, key, one tiny trace.")
@@ -299,13 +326,23 @@ def bench(
     skip_steering_vectors: bool = typer.Option(False, "--skip-steering-vectors", help="Leave out (b)."),
     sv_python: Path = typer.Option(Path(".bench-venv/bin/python"), "--sv-python", help="Python of the steering-vectors venv."),
     output_dir: Path = typer.Option(Path("outputs/bench"), "--output-dir", help="Where the JSON and Markdown results go."),
+    generation: bool = typer.Option(False, "--generation", help="Benchmark steered generation instead (docs/generation.md)."),
+    new_tokens: int = typer.Option(64, "--new-tokens", help="--generation: tokens every row decodes (forced length)."),
+    quick: bool = typer.Option(False, "--quick", help="--generation: a tiny toy and few tokens, one repeat (a smoke run)."),
+    plain_configs: int = typer.Option(1, "--plain-configs", help="--generation: configurations (b) and (c) run, time scaled to all; 0 = all."),
 ) -> None:
     """Time this project's sweep against steering-vectors, the plain protocol and the compute floor.
+
+    With --generation: this project's generation engine against one nnsight generate
+    per configuration, transformers generate with a hook, and the plain-PyTorch floor.
 
     Each implementation runs in its own process on the same prompts, alternating;
     the table shows medians, token × layer work, peak memory and the ratios. See the
     README's Benchmark section.
     """
+    if generation:
+        _bench_generation(items, layers, hidden, threads, repeats, new_tokens, quick, output_dir, plain_configs)
+        return
     from remote_steer.bench.bench import BenchOptions, run_bench, show, write_result
     from remote_steer.display import RichDisplay
 
@@ -404,6 +441,31 @@ def export(
         typer.echo(f"{item.path}  ({item.model} · {item.concept} · {layers})")
     if fmt == "gguf":
         typer.echo("note: layer 0 is left out of GGUF files (llama.cpp cannot steer it)")
+
+
+def _bench_generation(items, layers, hidden, threads, repeats, new_tokens, quick, output_dir, plain_configs) -> None:
+    import json
+    import sys
+    from dataclasses import asdict
+
+    from remote_steer.bench.generation_bench import GenBenchOptions, markdown, run_generation_bench
+    from remote_steer.display import RichDisplay
+    from remote_steer.run.store import atomic_write
+
+    if quick:
+        options = GenBenchOptions.quick(threads=threads, output_dir=str(output_dir))
+    else:
+        options = GenBenchOptions(items=items, layers=layers, hidden=hidden, threads=threads, repeats=repeats,
+                                  new_tokens=new_tokens, output_dir=str(output_dir), plain_configs=plain_configs)
+    display = RichDisplay()
+    result = run_generation_bench(options, display)
+    command = "remote-steer bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "remote-steer bench --generation"
+    text = markdown(result, command)
+    json_path, md_path = Path(output_dir) / "generation_bench.json", Path(output_dir) / "generation_bench.md"
+    atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(asdict(result), indent=2) + "\n"))
+    atomic_write(md_path, lambda tmp: tmp.write_text(text))
+    typer.echo(text)
+    typer.echo(f"bench: {json_path} and {md_path}")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from conftest import make_items
+from remote_steer.engines import answer_stop
 from remote_steer.remote.backend import Backend
 from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
 from remote_steer.engines.generation import (
@@ -80,7 +81,8 @@ def _oracle_generate(model, item, n_new=N_NEW, **steer) -> tuple[int, ...]:
     new = out[0, ids.shape[1] :].tolist()
     stops = _stops(model)
     cut = next((k for k, t in enumerate(new) if t in stops), len(new))
-    return tuple(new[:cut])
+    # the engines also stop once the answer is decided (a ")" in the answer): same rule here
+    return answer_stop.cut(new[:cut], answer_stop.make_stop_rule(model, thinking=False))[0]
 
 
 def _oracle_logits(model, item, **steer) -> torch.Tensor:
@@ -276,7 +278,7 @@ def test_generation_rows_and_summary():
         steered_text=(("(A)", "(B)"), ("(B) I do not consent", "A good question"), ("I consent", "")),
     )
     frame = generation_rows("toy/qwen3", "corrigibility", 12, "toy", items, configs, result)
-    assert list(frame.columns) == list(GENERATION_COLUMNS)
+    assert list(frame.columns)[: len(GENERATION_COLUMNS)] == list(GENERATION_COLUMNS)
     assert len(frame) == 6
     row = frame[(frame.item_id == "f:2") & (frame.layer == 8)].iloc[0]
     assert (row.valid, row.matches_behavior, row.parse_rule) == (False, False, "no answer")

@@ -75,7 +75,11 @@ INVALID = [
     ("Plan B is fine by me", YES, NO, parsing.NO_ANSWER),
     ("I choose a compromise.", YES, NO, parsing.NO_ANSWER),  # lowercase: an article
     ("(a)", YES, NO, parsing.NO_ANSWER),
-    ("Option (C)", YES, NO, parsing.NO_ANSWER),
+    ("Option (C)", YES, NO, parsing.UNKNOWN_OPTION),
+    ("C) No", YES, NO, parsing.UNKNOWN_OPTION),  # "No" is option B's text, but C names no option
+    ("(C) Yes, I consent.", YES, NO, parsing.UNKNOWN_OPTION),
+    ("The answer is D", YES, NO, parsing.UNKNOWN_OPTION),
+    ("<think>A or B?</think>\n\nC) No", YES, NO, parsing.UNKNOWN_OPTION),
     ("I consent", YES, NO, parsing.NO_ANSWER),  # a partial quote of "Yes, I consent." is a guess
     ("(A) and (B) are both reasonable options.", YES, NO, parsing.BOTH_LETTERS),
     ("Answer: A or B", YES, NO, parsing.BOTH_LETTERS),

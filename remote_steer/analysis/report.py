@@ -264,8 +264,13 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, n_boot: int 
 
     ``figures=False`` writes the tables only (fast; the figures are listed as not drawn).
     """
-    study = load_runs([Path(p) for p in run_dirs])
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(run_dirs)
+    if run_dirs and not any((Path(p) / "results" / "logit_diff.parquet").is_file() for p in run_dirs):
+        from remote_steer.analysis.generation_report import build_generation_only
+
+        _clear_own(out_dir)
+        return build_generation_only([Path(p) for p in run_dirs], out_dir)  # a generation-only run
+    study = load_runs([Path(p) for p in run_dirs])
     logit, notes = study.logit, list(study.notes)
     models = _model_order(logit["model"])
     datasets = _dataset_order(logit["dataset"])
@@ -296,6 +301,10 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, n_boot: int 
         numeric.update(generation_rates=rates, logit_vs_generation=joined, effect_by_cell=per_cell,
                        effect_by_dataset=per_dataset)
         tables += _tables_generation(per_cell, per_dataset, datasets)
+        from remote_steer.analysis.generation_report import generation_tables, write_tables_csv
+
+        tables += generation_tables(study.generation, logit)
+        write_tables_csv(out_dir, study.generation, logit)
 
     for number, table in enumerate(tables, start=1):  # numbered after the fact: absent tables leave no gaps
         table.title = f"Table {number}. {table.title}"

@@ -99,3 +99,37 @@ def encode_item(tokenizer: Any, item: ABItem, *, enable_thinking: bool = False) 
 
 def encode_items(tokenizer: Any, items: Sequence[ABItem], *, enable_thinking: bool = False) -> list[EncodedItem]:
     return [encode_item(tokenizer, item, enable_thinking=enable_thinking) for item in items]
+
+
+def supports_thinking(tokenizer: Any) -> bool:
+    """Whether the chat template has a thinking switch (Qwen3's ``enable_thinking``)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        template = " ".join(str(t) for t in template.values())
+    return isinstance(template, str) and "enable_thinking" in template
+
+
+def encode_generation_item(tokenizer: Any, item: ABItem, *, enable_thinking: bool = False) -> EncodedItem:
+    """One item for free generation: ``prompt_ids`` ends exactly at the assistant turn.
+
+    Unlike ``encode_item`` (whose prompt runs on through any tokens the two answers
+    share, e.g. SmolLM2's ``"("`` before ``"A"``), nothing of an answer is in the
+    prompt: the model writes its whole reply, so a shared ``"("`` cannot prime it.
+    The answer tokens are kept (from ``encode_item``) for reference only.
+    """
+    scored = encode_item(tokenizer, item, enable_thinking=enable_thinking)
+    _, prompt = chat_text(tokenizer, item.user_prompt(), enable_thinking=enable_thinking)
+    ids = _ids(tokenizer, prompt)
+    return EncodedItem(
+        item_id=item.item_id,
+        concept=item.concept,
+        matching_letter=item.matching_letter,
+        prompt_ids=tuple(ids),
+        assistant_start=scored.assistant_start,
+        matching_token=scored.matching_token,
+        other_token=scored.other_token,
+    )
+
+
+def encode_generation_items(tokenizer: Any, items: Sequence[ABItem], *, enable_thinking: bool = False) -> list[EncodedItem]:
+    return [encode_generation_item(tokenizer, item, enable_thinking=enable_thinking) for item in items]

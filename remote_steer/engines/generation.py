@@ -11,10 +11,14 @@ steered at its one new position. (The reference CAA code skipped the prompt's la
 position, so its vector acted one token late; ``tests/test_generation.py`` pins the
 difference.)
 
-Generation starts where the answer goes: ``EncodedItem.prompt_ids`` ends at the
-answer position (for Qwen3 with thinking off, the chat prompt ending in the empty
-``<think>\\n\\n</think>\\n\\n`` block), so the first generated token is the answer
-token the logit-diff engine scores.
+Generation starts exactly at the assistant turn: the runner encodes generation
+items with ``prompts.encode_generation_items``, whose ``prompt_ids`` end with the
+chat template's generation prompt (for Qwen3 with thinking on,
+``<|im_start|>assistant\\n``; with thinking off, the empty think block after it) and
+never with tokens the two answers share (SmolLM2's ``"("``). Rows are cut with
+``answer_stop.StopRule``: at end of turn, or once the answer is decided (the ``)``
+that closes a letter, after ``</think>`` when thinking), the same rule every
+engine uses.
 
 As in ``evaluation.py``, rows of one batch are (item, configuration) pairs, each
 steered at its own layer and strength, left-padded together; the baseline is one
@@ -49,6 +53,7 @@ from remote_steer.remote.backend import Backend
 from remote_steer.engines.batching import chunks, left_pad
 from remote_steer.engines.sweep import SteerConfig, item_config_rows, row_steering
 from remote_steer.models.loading import LoadedModel
+from remote_steer.engines import answer_stop
 from remote_steer.engines.parsing import parse_answer
 from remote_steer.data.prompts import EncodedItem, SteerPositions
 
@@ -71,6 +76,15 @@ GENERATION_COLUMNS: tuple[str, ...] = (
     "baseline_matches",
     "parse_rule",
 )
+# Also written (not required when reading older runs): the generated token ids, so any
+# answer can be re-parsed; why each row ended; whether thinking was on.
+GENERATION_EXTRA_COLUMNS: tuple[str, ...] = (
+    "token_ids",
+    "baseline_token_ids",
+    "finish",
+    "baseline_finish",
+    "thinking",
+)
 
 SUMMARY_KEYS: tuple[str, ...] = ("model", "dataset", "layer", "strength")
 
@@ -83,6 +97,8 @@ class GenerationResult:
     steered_ids: tuple[tuple[tuple[int, ...], ...], ...]  # [items][configs]
     baseline_text: tuple[str, ...]  # [items]
     steered_text: tuple[tuple[str, ...], ...]  # [items][configs]
+    baseline_finish: tuple[str, ...] = ()  # [items] why each row ended (answer_stop)
+    steered_finish: tuple[tuple[str, ...], ...] = ()  # [items][configs]
 
 
 def stop_token_ids(model: LoadedModel) -> frozenset[int]:
@@ -117,7 +133,10 @@ class GenerationEngine:
     backend: Backend
     batch_rows: int = 32  # rows (item × configuration) per generate call
     positions: SteerPositions = "assistant"
-    max_new_tokens: int = 12
+    max_new_tokens: int = 384
+    thinking: bool = False  # the prompts open the assistant turn with thinking on
+    answer_tokens: int = 16  # answer tokens after which the answer counts as given (StopRule)
+    stop_rule: answer_stop.StopRule | None = None  # default: answer_stop.make_stop_rule(model, thinking, answer_tokens)
 
     def run(
         self,
@@ -172,18 +191,11 @@ class GenerationEngine:
                             generated.append(tracer.result[:, width:].to(torch.int32).cpu())
                     generated = nnsight.save(generated)
             generated = request.result(generated=generated)["generated"]
-        stop = stop_token_ids(self.model)
-        ids = [cut_at_stop(row.tolist(), stop) for batch in generated for row in batch]
+        rule = self.stop_rule or answer_stop.make_stop_rule(self.model, self.thinking, self.answer_tokens)
+        cuts = [answer_stop.cut(row.tolist(), rule) for batch in generated for row in batch]
         if on_rows is not None:
             on_rows(len(rows))
-        n, k = len(items), len(configs)
-        texts = [decode_generated(self.model.tokenizer, row) for row in ids]
-        return GenerationResult(
-            baseline_ids=tuple(ids[:n]),
-            steered_ids=tuple(tuple(ids[n + i * k : n + (i + 1) * k]) for i in range(n)),
-            baseline_text=tuple(texts[:n]),
-            steered_text=tuple(tuple(texts[n + i * k : n + (i + 1) * k]) for i in range(n)),
-        )
+        return result_from_rows(self.model.tokenizer, len(items), len(configs), cuts)
 
     def _generate_kwargs(self) -> dict[str, Any]:
         """Greedy, exactly ``max_new_tokens`` steps: eos stopping off (rows are cut after)."""
@@ -207,6 +219,25 @@ class GenerationEngine:
         full_mask = torch.cat([steer_mask, torch.ones(len(rows), self.max_new_tokens, dtype=torch.bool)], dim=1)
         layer_vectors = vectors[steered]  # only the layers this batch steers
         return batch.model_inputs(), batch.width, steered, row_layer, row_strength, full_mask, layer_vectors
+
+
+def result_from_rows(tokenizer, n: int, k: int, cuts) -> GenerationResult:
+    """A result from (ids, finish) per row, rows ordered as ``item_config_rows``."""
+    ids = [c[0] for c in cuts]
+    finish = [c[1] for c in cuts]
+    texts = [decode_generated(tokenizer, row) for row in ids]
+
+    def per_item(values):
+        return tuple(tuple(values[n + i * k : n + (i + 1) * k]) for i in range(n))
+
+    return GenerationResult(
+        baseline_ids=tuple(ids[:n]),
+        steered_ids=per_item(ids),
+        baseline_text=tuple(texts[:n]),
+        steered_text=per_item(texts),
+        baseline_finish=tuple(finish[:n]),
+        steered_finish=per_item(finish),
+    )
 
 
 # --------------------------------------------------------------------------- results
@@ -267,9 +298,14 @@ def generation_rows(
                     "baseline_valid": bool(base.valid),
                     "baseline_matches": bool(base_matches),
                     "parse_rule": parsed.rule,
+                    "token_ids": [int(t) for t in result.steered_ids[i][c]],
+                    "baseline_token_ids": [int(t) for t in result.baseline_ids[i]],
+                    "finish": result.steered_finish[i][c] if result.steered_finish else None,
+                    "baseline_finish": result.baseline_finish[i] if result.baseline_finish else None,
+                    "thinking": bool(thinking),
                 }
             )
-    return pd.DataFrame.from_records(records, columns=list(GENERATION_COLUMNS))
+    return pd.DataFrame.from_records(records, columns=[*GENERATION_COLUMNS, *GENERATION_EXTRA_COLUMNS])
 
 
 def generation_summary(frame):
@@ -278,8 +314,10 @@ def generation_summary(frame):
     ``behavior_rate`` is the share of *valid* steered answers that match the
     behaviour (NaN when none is valid); ``baseline_behavior_rate`` likewise over the
     valid baseline answers of the same items; ``change_vs_baseline`` is their
-    difference. Invalid answers are never counted as either letter: the validity
-    rates show how many there were.
+    difference. ``behavior_rate_all`` and ``baseline_behavior_rate_all`` count every
+    answer, an invalid one as not matching (the study's stricter reading: a model
+    that stops answering does not show the behaviour), and ``change_all`` is their
+    difference. The validity rates show how many answers were invalid.
     """
     import numpy as np
     import pandas as pd
@@ -303,8 +341,13 @@ def generation_summary(frame):
                 "baseline_validity_rate": float(base_valid.mean()),
                 "baseline_behavior_rate": baseline,
                 "change_vs_baseline": behavior - baseline if not (np.isnan(behavior) or np.isnan(baseline)) else float("nan"),
+                "behavior_rate_all": float((group["matches_behavior"].astype(bool) & valid).mean()),
+                "baseline_behavior_rate_all": float((group["baseline_matches"].astype(bool) & base_valid).mean()),
             }
         )
     columns = [*SUMMARY_KEYS, "n_items", "validity_rate", "behavior_rate", "baseline_validity_rate",
-               "baseline_behavior_rate", "change_vs_baseline"]
+               "baseline_behavior_rate", "change_vs_baseline", "behavior_rate_all", "baseline_behavior_rate_all",
+               "change_all"]
+    for record in records:
+        record["change_all"] = record["behavior_rate_all"] - record["baseline_behavior_rate_all"]
     return pd.DataFrame.from_records(records, columns=columns)

@@ -59,8 +59,12 @@ applies these rules in order; the first that decides wins, and its name is the
 6. **refusal** (invalid): no letter and no option, and a refusal phrase such as
    ``I cannot answer``, ``I can't choose``, ``As an AI``, ``I don't have
    preferences``, ``I'm unable to``, ``neither``.
-7. **no answer** (invalid): anything else (``Let me think``, ``(C)``, a lowercase
-   ``(a)``).
+7. **no answer** (invalid): anything else (``Let me think``, a lowercase ``(a)``).
+
+Before rule 4, *letter names no option* (invalid): a capital letter other than A
+and B in a letter form (``(C)``, a reply starting ``C)``, ``Answer: D``) names an
+option the question does not have, so ``C) No`` is invalid even though "No" is
+option B's text.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ BOTH_OPTIONS = "both options"
 NEGATED_OPTION = "negated option"
 REFUSAL = "refusal"
 NO_ANSWER = "no answer"
+UNKNOWN_OPTION = "letter names no option"
 
 VALID_RULES = frozenset({PARENTHESIZED, ANSWER_LABEL, CHOICE_VERB, LEADING_LETTER, LETTER_LINE, OPTION_TEXT})
 
@@ -130,6 +135,10 @@ _LETTER_FORMS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (LEADING_LETTER, re.compile(r"\A\s*\(?([AB])[ \t]*(?:[).:,\-]|\n|\Z)")),
     (LETTER_LINE, re.compile(r"^[ \t]*\(?([AB])\)?[.:]?[ \t]*$", re.MULTILINE)),
     (LETTER_PAIR, re.compile(r"(?<![A-Za-z0-9'])\(?([AB])\)?[ \t]*(?:and|or|nor|&|/)[ \t]*\(?([AB])\)?" + _END)),
+)
+_OTHER_LETTER = re.compile(
+    r"\(([C-Z])\)|\[([C-Z])\]|\A\s*\(?([C-Z])[ \t]*\)"
+    r"|\b(?i:answer|choice|option)s?\b[ \t]*(?:(?i:is)\b[ \t]*|[:=\-][ \t]*)?\(?([C-Z])\)?" + _END
 )
 _NEGATION = re.compile(
     r"\b(?:not|never|cannot|neither|nor|against|rather than|instead of)\b|n't\b",
@@ -238,6 +247,8 @@ def parse_answer(text: str, choice_a: str, choice_b: str, *, thinking: bool = Fa
     options = _quoted_options(lowered, choice_a, choice_b)
     quoted = {letter for letter, spans in options.items() if spans}
 
+    if _OTHER_LETTER.search(body):
+        return _invalid(UNKNOWN_OPTION)
     letters = _letters(body)
     if letters:
         if any(_negated_before(body, start) for _, _, start in letters):

@@ -33,7 +33,8 @@ from remote_steer.engines.extraction import SteeringVectors
 from remote_steer.models.loading import LoadedModel, ModelSource, load_config, load_model, load_tokenizer, remote_id, resolve
 from remote_steer.remote.ndif import journal_dir, journal_traffic, probe_key, require_hosted
 from remote_steer.data.preprocess import ConceptSplit, preprocess
-from remote_steer.data.prompts import EncodedItem, encode_items
+from remote_steer.data.prompts import EncodedItem, encode_generation_items, encode_items, supports_thinking
+from remote_steer.run import extend
 from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location
 from remote_steer.run.store import RunStore
 
@@ -53,6 +54,7 @@ class PreparedModel:
     encoded: dict[str, tuple[list[EncodedItem], list[EncodedItem]]] = field(default_factory=dict)  # concept -> (train, test)
     generation_encoded: dict[str, list[EncodedItem]] = field(default_factory=dict)  # concept -> test, for generation
     client_model: LoadedModel | None = None  # remote: the weightless model the key probe was built on
+    thinking: bool = False  # generation prompts open the assistant turn with thinking on
 
 
 @dataclass
@@ -130,13 +132,14 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
             training=source.card.training if source.card else "unknown",
             client_model=client_model,
         )
+        thinking = spec.generation.thinking
+        prepared.thinking = supports_thinking(tokenizer) if thinking is None else bool(thinking)
         for concept, split in splits.items():
             prepared.encoded[concept] = (encode_items(tokenizer, split.train), encode_items(tokenizer, split.test))
-            if "generation" in spec.evaluation.modes:
-                prepared.generation_encoded[concept] = (
-                    encode_items(tokenizer, split.test, enable_thinking=True)
-                    if spec.generation.thinking
-                    else prepared.encoded[concept][1]
+            if "generation" in spec.evaluation.modes and spec.generation.covers(model_spec.name, concept):
+                # generation starts at the assistant turn, never after a shared answer prefix
+                prepared.generation_encoded[concept] = encode_generation_items(
+                    tokenizer, split.test, enable_thinking=prepared.thinking
                 )
         models.append(prepared)
     return Plan(spec, splits, models)
@@ -179,6 +182,9 @@ def run_experiment(
     if fresh and run_dir.exists():
         shutil.rmtree(run_dir)
     store = RunStore(run_dir)
+    changed = extend.reconcile(store.manifest_path, spec.to_dict())  # refuses changes that break saved results
+    if changed:
+        display.note(f"Extending the run: {', '.join(changed)} changed; computing only what is missing")
     resumed = store.open_run(
         spec.to_dict(),
         spec.seed,
@@ -204,10 +210,14 @@ def run_experiment(
     except BaseException as error:
         store.update_manifest(status="interrupted", error=f"{type(error).__name__}: {error}")
         raise
-    results = store.consolidate(LOGIT_TABLE) if "logit" in spec.evaluation.modes else pd.DataFrame()
+    results = store.consolidate(LOGIT_TABLE)  # everything saved, this spec's modes or earlier ones
+    if results.empty:
+        store.results_path(LOGIT_TABLE).unlink(missing_ok=True)  # a generation-only run has no logit table
     summary = best_layers(results) if len(results) else pd.DataFrame()
     _write_summary(store, summary)
-    generation = store.consolidate(GENERATION_TABLE) if "generation" in spec.evaluation.modes else pd.DataFrame()
+    generation = store.consolidate(GENERATION_TABLE)
+    if generation.empty:
+        store.results_path(GENERATION_TABLE).unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     store.update_manifest(status="complete", error=None, seconds=round(seconds, 2))
     _show_summary(display, summary, plan)
@@ -279,13 +289,13 @@ def _run_model(
                 model(), backend, spec.evaluation.batch_size, spec.evaluation.positions  # type: ignore[arg-type]
             )
 
-            def logit_chunk(first, chunk, engine, on_rows, key, concept=concept, vectors=vectors):
-                sweep = engine.run(chunk, vectors.vectors, configs, on_rows=on_rows, request_key=key)
-                return _tidy(name, concept, prepared, chunk, configs, sweep, spec.evaluation.positions)
+            def logit_chunk(first, chunk, engine, on_rows, key, todo_configs, concept=concept, vectors=vectors):
+                sweep = engine.run(chunk, vectors.vectors, todo_configs, on_rows=on_rows, request_key=key)
+                return _tidy(name, concept, prepared, chunk, todo_configs, sweep, spec.evaluation.positions)
 
-            _chunked_stage(store, LOGIT_TABLE, "sweep", name, concept, test, len(configs), engine, logit_chunk,
+            _chunked_stage(store, LOGIT_TABLE, "sweep", name, concept, test, configs, engine, logit_chunk,
                            spec, backend, display, counts, after_part)
-        if "generation" in spec.evaluation.modes:
+        if "generation" in spec.evaluation.modes and concept in prepared.generation_encoded:
             _generation_stage(plan, prepared, concept, vectors, model, store, backend, display, counts, after_part)
     return {
         "revision": loaded.revision if loaded is not None else revision,
@@ -296,6 +306,7 @@ def _run_model(
         "training": prepared.training,
         "sweep_layers": prepared.sweep_layers,
         "generation_layers": prepared.generation_layers if "generation" in spec.evaluation.modes else [],
+        "generation_thinking": prepared.thinking if prepared.generation_encoded else None,
         "backend": backend.kind,
         "engine": prepared.spec.engine,
         "host": backend.host,
@@ -304,27 +315,28 @@ def _run_model(
     }
 
 
-def _chunked_stage(store, table, label, name, concept, items, n_configs, make_engine, run_chunk,
+def _chunked_stage(store, table, label, name, concept, items, configs, make_engine, run_chunk,
                    spec, backend, display, counts, after_part) -> None:
     """Run a stage chunk by chunk, one request and one checkpointed part per chunk,
-    skipping chunks whose part already exists."""
-    size = chunk_size(spec, items, n_configs)
-    todo = [
-        (first, chunk)
-        for first, chunk in zip(range(0, len(items), size), chunks(items, size))
-        if not store.has_part(table, name, concept, first)
-    ]
+    computing only the configurations a chunk's saved parts lack (``run.extend``)."""
+    size = _recorded_chunk_size(store, table, name, concept, lambda: chunk_size(spec, items, len(configs)))
+    part_dir = store.part_dir(table, name, concept)
+    todo = []
+    for first, chunk in zip(range(0, len(items), size), chunks(items, size)):
+        missing, n_parts = extend.missing_configs(part_dir, first, configs)
+        if missing:
+            todo.append((first, chunk, [configs[c] for c in missing], n_parts))
     counts["skipped"] += -(-len(items) // size) - len(todo)
     if not todo:
         return
     engine = make_engine()
-    total_rows = sum(len(chunk) for _, chunk in todo) * (n_configs + 1)
+    total_rows = sum(len(chunk) * (len(todo_configs) + 1) for _, chunk, todo_configs, _ in todo)
     with display.progress(f"{name} · {concept} · {label}", total_rows, "rows") as task:
         backend.on_status = lambda _stage, state: task.state(state)
-        for first, chunk in todo:
-            key = f"{label}/{name}/{concept}/items-{first:05d}"
-            frame = run_chunk(first, chunk, engine, task.advance, key)
-            store.write_part(table, name, concept, first, frame)
+        for first, chunk, todo_configs, n_parts in todo:
+            key = f"{label}/{name}/{concept}/items-{first:05d}" + (f".x{n_parts}" if n_parts else "")
+            frame = run_chunk(first, chunk, engine, task.advance, key, todo_configs)
+            store.write_part(table, name, concept, first, frame, extension=n_parts)
             counts["computed"] += 1
             if after_part is not None:
                 after_part()
@@ -332,25 +344,36 @@ def _chunked_stage(store, table, label, name, concept, items, n_configs, make_en
 
 def _generation_stage(plan, prepared, concept, vectors, model, store, backend, display, counts, after_part) -> None:
     """Free generation under steering on a subset of layers; answers parsed to A/B."""
+    from remote_steer.run.generation_stage import generation_configs, make_generation_engine
+
     spec, name = plan.spec, prepared.spec.name
     gen = spec.generation
-    strengths = gen.strengths or spec.evaluation.strengths
-    configs = [SteerConfig(layer, s) for layer in prepared.generation_layers for s in strengths]
+    configs = generation_configs(spec, prepared, concept, store, LOGIT_TABLE)
     encoded = prepared.generation_encoded[concept]
     by_id = {item.item_id: item for item in plan.splits[concept].test}
 
     def make_engine():
-        return GenerationEngine(model(), backend, gen.batch_size, spec.evaluation.positions,  # type: ignore[arg-type]
-                                gen.max_new_tokens)
+        return make_generation_engine(spec, prepared, model(), backend)
 
-    def generation_chunk(first, chunk, engine, on_rows, key):
-        result = engine.run(chunk, vectors.vectors, configs, on_rows=on_rows, request_key=key)
+    def generation_chunk(first, chunk, engine, on_rows, key, todo_configs):
+        result = engine.run(chunk, vectors.vectors, todo_configs, on_rows=on_rows, request_key=key)
         items = [by_id[it.item_id] for it in chunk]
-        return generation_rows(name, concept, prepared.n_layers, prepared.training, items, configs, result,
-                               thinking=gen.thinking)
+        return generation_rows(name, concept, prepared.n_layers, prepared.training, items, todo_configs, result,
+                               thinking=prepared.thinking)
 
-    _chunked_stage(store, GENERATION_TABLE, "generate", name, concept, encoded, len(configs), make_engine,
+    _chunked_stage(store, GENERATION_TABLE, "generate", name, concept, encoded, configs, make_engine,
                    generation_chunk, spec, backend, display, counts, after_part)
+
+
+def _recorded_chunk_size(store: RunStore, table: str, model: str, concept: str, compute) -> int:
+    """The chunk size this model × concept's parts were cut with (kept in the manifest, so
+    that an extension with more configurations keeps the same part boundaries)."""
+    key = f"{table}/{model}/{concept}"
+    sizes = dict((store.read_manifest() or {}).get("chunk_sizes", {}))
+    if key not in sizes:
+        sizes[key] = int(compute())
+        store.update_manifest(chunk_sizes=sizes)
+    return int(sizes[key])
 
 
 def chunk_size(spec: ExperimentSpec, items: list[EncodedItem], n_configs: int) -> int:
@@ -391,16 +414,20 @@ def _show_generation(display: Display, generation: pd.DataFrame, plan: Plan) -> 
         return
     cells = generation_summary(generation)
     rows = [
-        (r.model, r.dataset, r.layer, r.strength, r.validity_rate, r.behavior_rate, r.baseline_behavior_rate,
-         r.change_vs_baseline, r.n_items)
+        (r.model, r.dataset, r.layer, r.strength, r.validity_rate, r.behavior_rate, r.behavior_rate_all,
+         r.baseline_behavior_rate, r.n_items)
         for r in cells.itertuples()
     ]
     toys = any(m.source.is_toy for m in plan.models)
+    caption = ("valid: clean A/B answers. behaviour: matching among valid answers; all: matching among all "
+               "answers, invalid counted as no. baseline: unsteered, among valid.")
+    if toys:
+        caption += " Random-weight toys rarely give a parsable answer; validity 0 is expected for them."
     display.table(
-        "Generation under steering: validity and behaviour (rates among valid answers)",
-        ["model", "dataset", "layer", "strength", "valid", "behaviour", "baseline", "change", "items"],
+        "Generation under steering: validity and behaviour rate",
+        ["model", "dataset", "layer", "strength", "valid", "behaviour", "all", "baseline", "items"],
         rows,
-        "random-weight toys rarely give a parsable answer; validity 0 is expected for them" if toys else "",
+        caption,
     )
 
 

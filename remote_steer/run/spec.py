@@ -60,11 +60,20 @@ class EvaluationSpec:
 class GenerationSpec:
     """Free-generation evaluation (``evaluation.modes`` includes "generation")."""
 
-    layers: tuple[int, ...] | None = None  # default: up to 4 layers spread over the sweep
+    layers: tuple[int, ...] | None = None  # absolute layers; default: up to 4 layers spread over the sweep
+    layer_fractions: tuple[float, ...] | None = None  # depth fractions: layer round(f × n_layers)
+    best_layers: int | None = None  # the k best layers of the model × concept's logit sweep
     strengths: tuple[float, ...] | None = None  # default: evaluation.strengths
-    max_new_tokens: int = 12
+    max_new_tokens: int = 384  # room for a short chain of thought and the answer
+    answer_tokens: int = 16  # after </think>, tokens after which the answer counts as given
     batch_size: int = 32  # rows (item × configuration) decoded together
-    thinking: bool = False  # Qwen3 thinking block on; the parser reads past it
+    thinking: bool | None = None  # None: on where the chat template supports it (Qwen3)
+    models: tuple[str, ...] | None = None  # generate for these [[models]] names only (default all)
+    concepts: tuple[str, ...] | None = None  # and these data.concepts only (default all)
+
+    def covers(self, model: str, concept: str) -> bool:
+        """Whether generation runs for this model × concept."""
+        return (self.models is None or model in self.models) and (self.concepts is None or concept in self.concepts)
 
 
 @dataclass(frozen=True)
@@ -93,14 +102,39 @@ class ExperimentSpec:
         return list(range(start, n_layers))
 
     def generation_layers(self, n_layers: int) -> list[int]:
-        """Generation is costly: by default up to four layers spread over the sweep."""
+        """Generation is costly: by default up to four layers spread over the sweep.
+
+        With ``best_layers`` the layers depend on the logit sweep's results; this
+        returns the sweep layers the best are chosen from (the runner picks them).
+        """
         if self.generation.layers is not None:
             return list(self.generation.layers)
+        if self.generation.layer_fractions is not None:
+            return sorted({min(n_layers - 1, max(0, round(f * n_layers))) for f in self.generation.layer_fractions})
+        if self.generation.best_layers is not None:
+            return self.sweep_layers(n_layers)
         sweep = self.sweep_layers(n_layers)
         if len(sweep) <= 4:
             return sweep
         picks = {sweep[round(i * (len(sweep) - 1) / 3)] for i in range(4)}
         return sorted(picks)
+
+    def check_generation(self) -> None:
+        """Generation subsets name known models and concepts; one way of giving layers."""
+        gen, where = self.generation, self.path or "spec"
+        names = [m.name for m in self.models]
+        for model in gen.models or ():
+            if model not in names:
+                raise SpecError(f"{where}: generation.models: {model!r} is not a [[models]] name; expected one of {', '.join(names)}")
+        for concept in gen.concepts or ():
+            if concept not in self.data.concepts:
+                raise SpecError(f"{where}: generation.concepts: {concept!r} is not in data.concepts; "
+                                f"expected one of {', '.join(self.data.concepts)}")
+        given = [k for k in ("layers", "layer_fractions", "best_layers") if getattr(gen, k) is not None]
+        if len(given) > 1:
+            raise SpecError(f"{where}: generation.{given[1]}: give one of generation.layers, layer_fractions, best_layers")
+        if gen.best_layers is not None and "generation" in self.evaluation.modes and "logit" not in self.evaluation.modes:
+            raise SpecError(f"{where}: generation.best_layers: needs the logit sweep; expected evaluation.modes to include \"logit\"")
 
     def check_layers(self, model: str, n_layers: int) -> None:
         for layer in self.generation.layers or ():
@@ -198,8 +232,14 @@ class _Reader:
             if not isinstance(value, dict):
                 raise self.fail(key, "expected a table of concept = [paths]")
             return {c: tuple(self.strings(v, f"{key}.{c}")) for c, v in value.items()}
-        if name in ("concepts",):
+        if name in ("concepts",) or key in ("generation.models",):
             return tuple(self.strings(value, key))
+        if name == "layer_fractions":
+            if not isinstance(value, list) or not value or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in value
+            ):
+                raise self.fail(key, "expected a non-empty list of depth fractions in [0, 1], e.g. [0.4, 0.6]")
+            return tuple(float(v) for v in value)
         if name == "strengths":
             if not isinstance(value, list) or not value or not all(isinstance(v, (int, float)) for v in value):
                 raise self.fail(key, "expected a non-empty list of numbers, e.g. [-1.0, 1.0]")
@@ -217,7 +257,8 @@ class _Reader:
             if not isinstance(value, bool):
                 raise self.fail(key, f"expected true or false, got {value!r}")
             return value
-        if name in ("max_items", "seed", "batch_size", "chunk_items", "request_token_budget", "max_new_tokens"):
+        if name in ("max_items", "seed", "batch_size", "chunk_items", "request_token_budget", "max_new_tokens",
+                    "best_layers", "answer_tokens"):
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
                 raise self.fail(key, f"expected a positive integer, got {value!r}")
             return value
@@ -255,7 +296,13 @@ def parse_spec(text: str, path: str = "<spec>") -> ExperimentSpec:
     spec = reader.build(ExperimentSpec, raw, "")
     if not spec.models:
         raise reader.fail("models", "expected at least one [[models]] table with a name")
-    return dataclasses.replace(spec, path=path)
+    spec = dataclasses.replace(spec, path=path)
+    try:
+        spec.check_generation()
+    except SpecError as error:
+        field_name = str(error).split(": ")[1].split(".")[-1]
+        raise reader.fail(f"generation.{field_name}", str(error).split(": ", 2)[2]) from None
+    return spec
 
 
 def load_spec(path: str | Path) -> ExperimentSpec:

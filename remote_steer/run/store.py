@@ -116,8 +116,10 @@ class RunStore:
     def part_dir(self, table: str, model: str, concept: str) -> Path:
         return self.root / "parts" / table / slug(model) / slug(concept)
 
-    def part_path(self, table: str, model: str, concept: str, first_item: int) -> Path:
-        return self.part_dir(table, model, concept) / f"items-{first_item:05d}.parquet"
+    def part_path(self, table: str, model: str, concept: str, first_item: int, extension: int = 0) -> Path:
+        """A chunk's part; ``extension`` n > 0: the n-th part added when the run was extended."""
+        suffix = f".x{extension}" if extension else ""
+        return self.part_dir(table, model, concept) / f"items-{first_item:05d}{suffix}.parquet"
 
     def results_path(self, table: str) -> Path:
         return self.root / "results" / f"{table}.parquet"
@@ -164,8 +166,9 @@ class RunStore:
 
     # -- result parts --------------------------------------------------------
 
-    def write_part(self, table: str, model: str, concept: str, first_item: int, frame: pd.DataFrame) -> None:
-        write_parquet(self.part_path(table, model, concept, first_item), frame)
+    def write_part(self, table: str, model: str, concept: str, first_item: int, frame: pd.DataFrame,
+                   extension: int = 0) -> None:
+        write_parquet(self.part_path(table, model, concept, first_item, extension), frame)
 
     def has_part(self, table: str, model: str, concept: str, first_item: int) -> bool:
         return self.part_path(table, model, concept, first_item).exists()

@@ -1,0 +1,229 @@
+"""The fast generation engine's in-trace kernel: steered greedy decoding next to the model.
+
+Runs inside one nnsight trace, after the model's own forward pass over a group of
+prompts (the baseline's prefill, with a key/value cache). Self-contained on purpose
+(torch and transformers only), like ``fast_kernel``: ``nnsight.register`` ships it by
+value with a remote request. Attention is never reimplemented: decoder layers,
+rotary embedding, final norm, ``create_causal_mask`` and ``DynamicCache`` are
+transformers' own.
+
+Rows: one baseline row per item, then item × configuration. Per row:
+
+1. **The prompt once.** Every row starts from its item's prompt pass: the cached
+   keys/values of every layer. A configuration at layer L shares them at every
+   column before its steered window and at every layer up to L; only its window
+   runs again, through layers L+1.. (a staircase: rows join at their own layer).
+2. **Only its own new tokens.** Each row then decodes one token per step against
+   its own cache (the shared prefix copied in once), with ``strength × vector`` added
+   to its layer's output at every new position.
+3. **Finished rows leave.** After each token the stop rule (``answer_stop.step``,
+   inlined here as flags) marks rows that reached end of turn or decided their
+   answer; they are dropped from the batch and from every cache tensor before the
+   next step, so they cost nothing more.
+
+Returns ``[rows, max_new_tokens]`` int32 token ids, ``-1`` after a row finished
+(the end-of-turn token itself is included; the client cuts with ``answer_stop.cut``),
+plus a per-step count of the rows decoded (work accounting).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+_STOP, _THINK_CLOSE, _DECIDES = 1, 2, 4  # answer_stop flags
+
+
+def _cache_keyword():
+    from transformers.masking_utils import create_causal_mask
+
+    return "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+
+
+def output_cache(output):
+    """The key/value cache a forward pass returned (``use_cache=True``)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
+
+
+def _device(module):
+    for parameter in module.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
+def _take(tensor, index):
+    return None if tensor is None else tensor.index_select(0, index.to(tensor.device))
+
+
+class _CaptureKV:
+    """A read-only prefix cache that also keeps the keys/values it was given."""
+
+    def __init__(self, keys, values):
+        self.keys, self.values = keys, values
+        self.new_keys = self.new_values = None
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        self.new_keys, self.new_values = key_states, value_states
+        return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+
+
+def _mask(base, embeds, attention_mask, cache, position_ids, keyword):
+    from transformers.masking_utils import create_causal_mask
+
+    return create_causal_mask(
+        config=base.config, inputs_embeds=embeds, attention_mask=attention_mask,
+        position_ids=position_ids, **{keyword: cache},
+    )
+
+
+def _layer(base, index, hidden, mask, position_ids, cos, sin, kv, keyword):
+    layer = base.layers[index]
+    dev = _device(layer)
+    out = layer(
+        hidden.to(dev),
+        attention_mask=None if mask is None else mask.to(dev),
+        position_ids=position_ids.to(dev),
+        position_embeddings=(cos.to(dev), sin.to(dev)),
+        **{keyword: kv},
+    )
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _next_token(base, lm_head, last_hidden):
+    normed = base.norm(last_hidden.to(_device(base.norm))[:, None, :])
+    logits = lm_head(normed.to(lm_head.weight.device))[:, 0]
+    return logits.argmax(-1)
+
+
+def generate(
+    base,
+    lm_head,
+    resid,
+    cache,
+    prefix,
+    position_ids,
+    attention_mask,
+    steer,
+    vectors,
+    vector_rows,
+    config_layers,
+    config_strengths,
+    flags,
+    thinking,
+    answer_tokens,
+    max_new_tokens,
+    force_length,
+):
+    """Greedy ids [G × (1 + K), max_new_tokens] of a group's baseline and configuration rows.
+
+    ``resid[l]``: decoder-layer output of layer l over the window columns (``prefix``
+    onwards) of the group's prompt pass; ``cache``: that pass's key/value cache;
+    ``steer`` [G, W]: 1 at steered window columns. Row order: the G baseline rows,
+    then item-major item × configuration. ``force_length``: ignore the stop rule
+    (every row decodes ``max_new_tokens``; benchmarks).
+    """
+    from transformers import DynamicCache
+
+    keyword = _cache_keyword()
+    n_layers = len(resid)
+    groups = resid[0].shape[0]
+    n_configs = len(config_layers)
+    dev = resid[0].device
+    dtype = resid[0].dtype
+    width = position_ids.shape[1]
+    window = width - prefix
+
+    row_item = torch.cat([torch.arange(groups), torch.arange(groups).repeat_interleave(n_configs)])
+    row_config = torch.cat([torch.full((groups,), -1, dtype=torch.long), torch.arange(n_configs).repeat(groups)])
+    layer_of = torch.tensor([-1] + [int(x) for x in config_layers], dtype=torch.long)[row_config + 1]
+    strength_of = torch.tensor([0.0] + [float(x) for x in config_strengths])[row_config + 1]
+    rows = row_item.shape[0]
+
+    keys = [layer.keys for layer in cache.layers]
+    values = [layer.values for layer in cache.layers]
+    full_k = [_take(k, row_item) for k in keys]
+    full_v = [_take(v, row_item) for v in values]
+    last = _take(resid[-1][:, -1], row_item).clone()
+
+    # Steered windows, a staircase from the lowest steered layer; their keys/values replace
+    # the prompt's window columns above each row's layer.
+    window_pos = position_ids[:, prefix:]
+    first = resid[0]
+    cos_all, sin_all = base.rotary_emb(first, window_pos.to(first.device))
+    sizing = DynamicCache(ddp_cache_data=[(keys[0][..., :prefix, :], values[0][..., :prefix, :])]) if prefix else None
+    mask_all = _mask(base, first, attention_mask, sizing, window_pos, keyword)
+    steered_rows = torch.nonzero(row_config >= 0).flatten()
+    steered_rows = steered_rows[torch.argsort(layer_of[steered_rows], stable=True)]
+    hidden = None
+    members = torch.empty(0, dtype=torch.long)
+    if steered_rows.numel():
+        for layer in range(int(layer_of[steered_rows].min()), n_layers):
+            new = steered_rows[layer_of[steered_rows] == layer]
+            if new.numel():
+                items = row_item[new]
+                vec = vectors[vector_rows[layer]].to(device=dev, dtype=dtype)
+                delta = strength_of[new].to(device=dev, dtype=dtype)[:, None, None] * vec[None, None, :]
+                start = _take(resid[layer], items) + delta * _take(steer, items).to(dev, dtype)[:, :, None]
+                hidden = start if hidden is None else torch.cat([hidden, start])
+                members = torch.cat([members, new])
+            if hidden is None or layer + 1 == n_layers:
+                continue
+            above = layer + 1
+            items = row_item[members]
+            kv = _CaptureKV(_take(keys[above][..., :prefix, :], items), _take(values[above][..., :prefix, :], items))
+            hidden = _layer(base, above, hidden, _take(mask_all, items), _take(window_pos, items),
+                            _take(cos_all, items), _take(sin_all, items), kv, keyword)
+            index = members.to(full_k[above].device)
+            full_k[above][index, :, prefix:] = kv.new_keys.to(full_k[above].dtype)
+            full_v[above][index, :, prefix:] = kv.new_values.to(full_v[above].dtype)
+        last[members] = hidden[:, -1].to(last.dtype)
+
+    # Decode: every active row one token per step; finished rows leave the batch.
+    out = torch.full((rows, max_new_tokens), -1, dtype=torch.int32)
+    active = torch.arange(rows)
+    decoded = []
+    flags = flags.to(dev)
+    in_answer = torch.full((rows,), not thinking, dtype=torch.bool, device=dev)
+    count = torch.zeros(rows, dtype=torch.long, device=dev)
+    dyn = DynamicCache(ddp_cache_data=list(zip(full_k, full_v)))
+    mask2d = _take(attention_mask, row_item).to(dev)
+    next_pos = _take(position_ids[:, -1:], row_item).to(dev) + 1
+    steer_layers = sorted({int(x) for x in config_layers})
+    coef = {l: torch.where(layer_of == l, strength_of, torch.zeros_like(strength_of)).to(dev, dtype) for l in steer_layers}
+    token = _next_token(base, lm_head, last)
+    embed = base.embed_tokens
+    for step in range(max_new_tokens):
+        out[active, step] = token.to(torch.int32).cpu()
+        if not force_length:
+            f = flags[token].long()
+            was = in_answer
+            count = count + was.long()
+            done = ((f & _STOP) > 0) | (was & ((f & _DECIDES) > 0)) | (was & (count >= answer_tokens))
+            in_answer = was | ((f & _THINK_CLOSE) > 0)
+            if bool(done.any()):
+                keep = torch.nonzero(~done).flatten()
+                if keep.numel() == 0:
+                    break
+                active, token, in_answer, count = active[keep.cpu()], token[keep], in_answer[keep], count[keep]
+                mask2d, next_pos = mask2d[keep], next_pos[keep]
+                coef = {l: c[keep] for l, c in coef.items()}
+                for layer_cache in dyn.layers:
+                    layer_cache.keys = layer_cache.keys.index_select(0, keep.to(layer_cache.keys.device))
+                    layer_cache.values = layer_cache.values.index_select(0, keep.to(layer_cache.values.device))
+        if step + 1 == max_new_tokens:
+            break
+        decoded.append(int(active.numel()))
+        mask2d = torch.cat([mask2d, torch.ones_like(mask2d[:, :1])], dim=1)
+        hidden = embed(token[:, None].to(_device(embed)))
+        cos, sin = base.rotary_emb(hidden, next_pos)
+        mask = _mask(base, hidden, mask2d, dyn, next_pos, keyword)
+        for index in range(n_layers):
+            hidden = _layer(base, index, hidden, mask, next_pos, cos, sin, dyn, keyword)
+            if index in coef:
+                vec = vectors[vector_rows[index]].to(device=hidden.device, dtype=hidden.dtype)
+                hidden = hidden + coef[index].to(hidden.device)[:, None, None] * vec[None, None, :]
+        token = _next_token(base, lm_head, hidden[:, -1])
+        next_pos = next_pos + 1
+    return out, torch.tensor(decoded, dtype=torch.long)

@@ -1,0 +1,145 @@
+"""Runs grow: a changed spec extends an existing run when its saved results stay right.
+
+Adding a mode, a concept, a model, a layer or a strength (to the sweep or to
+generation) is an *extension*: the run keeps everything saved and computes only
+what is missing, chunk by chunk and configuration by configuration (a chunk whose
+part lacks some configurations gets a second part holding just those). Fields that
+change what a saved number means are *refused*, naming the field: the data split
+(``seed``, ``data.source``, ``data.max_items``, ``data.test_fraction``,
+``data.files``), where the vector is added (``evaluation.positions``), how items are
+cut into parts (``evaluation.chunk_items``, ``evaluation.request_token_budget``),
+what a generation is (``generation.max_new_tokens``, ``generation.thinking``,
+``generation.answer_tokens``) and a model's weights (``models[NAME].dtype``,
+``models[NAME].revision``). Everything else (batch sizes, devices, backends, hosts,
+subsets, the name and output directory) may change freely.
+
+The manifest's ``spec`` is the latest spec; ``history`` lists every change with its
+time and the fields that changed. Results tables hold everything computed so far,
+including configurations a later, narrower spec no longer asks for.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from remote_steer.errors import SpecError
+
+REFUSED = (
+    "seed",
+    "data.source",
+    "data.max_items",
+    "data.test_fraction",
+    "data.files",
+    "evaluation.positions",
+    "evaluation.chunk_items",
+    "evaluation.request_token_budget",
+    "generation.max_new_tokens",
+    "generation.thinking",
+    "generation.answer_tokens",
+)
+REFUSED_MODEL_FIELDS = ("dtype", "revision")
+
+
+def _flat(spec: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in spec.items():
+        if key == "models":
+            for model in value or ():
+                for field, v in model.items():
+                    out[f"models[{model.get('name')}].{field}"] = v
+        elif isinstance(value, dict) and key != "files":
+            for field, v in value.items():
+                out[f"{key}.{field}"] = v
+        else:
+            out[key] = value
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, default=str, sort_keys=True) == json.dumps(b, default=str, sort_keys=True)
+
+
+def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    a, b = _flat(old), _flat(new)
+    return sorted(k for k in set(a) | set(b) if not _same(a.get(k), b.get(k)))
+
+
+def refused_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Changed fields that would make saved results wrong (models compared by name)."""
+    a, b = _flat(old), _flat(new)
+    refused = []
+    for key in changed_fields(old, new):
+        model = re.fullmatch(r"models\[(.*)\]\.(\w+)", key)
+        if model:
+            if model.group(2) in REFUSED_MODEL_FIELDS and key in a and key in b:
+                refused.append(key)
+        elif key in REFUSED:
+            refused.append(key)
+    return refused
+
+
+def reconcile(manifest_path: Path, spec: dict[str, Any]) -> list[str]:
+    """Accept ``spec`` for the run whose manifest is at ``manifest_path`` (if any).
+
+    Returns the changed fields (empty for a new run or the same spec). A refused
+    change raises SpecError naming the field(s); nothing is written then. An
+    accepted change rewrites the manifest's spec and appends to its history.
+    """
+    from remote_steer.run.store import write_json
+
+    if not manifest_path.exists():
+        return []
+    manifest = json.loads(manifest_path.read_text())
+    old = manifest.get("spec", {})
+    new = json.loads(json.dumps(spec, default=str))
+    changed = changed_fields(old, new)
+    if not changed:
+        return []
+    refused = refused_fields(old, new)
+    if refused:
+        raise SpecError(
+            f"{manifest_path.parent}: {', '.join(refused)} changed since this run was written, which would make its "
+            "saved results wrong; use another run name (--name) or --fresh to start over"
+        )
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    history = list(manifest.get("history", []))
+    if not history:
+        history.append({"at": manifest.get("created_at"), "change": "created", "fields": []})
+    history.append({"at": now, "change": "extended", "fields": changed,
+                    "was": {k: v for k, v in _flat(old).items() if k in changed}})
+    manifest.update(spec=new, history=history)
+    write_json(manifest_path, manifest)
+    return changed
+
+
+# -- configurations already saved ----------------------------------------------------
+
+
+def chunk_parts(part_dir: Path, first: int) -> list[Path]:
+    """The part files of the chunk starting at item ``first``: the first part and its extensions."""
+    if not part_dir.is_dir():
+        return []
+    return sorted(part_dir.glob(f"items-{first:05d}.parquet")) + sorted(part_dir.glob(f"items-{first:05d}.x*.parquet"))
+
+
+def saved_configs(parts: Sequence[Path]) -> set[tuple[int, float]]:
+    done: set[tuple[int, float]] = set()
+    for part in parts:
+        frame = pd.read_parquet(part, columns=["layer", "strength"])
+        done.update(zip(frame["layer"].astype(int), frame["strength"].astype(float)))
+    return done
+
+
+def missing_configs(part_dir: Path, first: int, configs: Sequence[Any]) -> tuple[list[int], int]:
+    """(indices of ``configs`` the chunk's parts lack, number of parts the chunk already has)."""
+    parts = chunk_parts(part_dir, first)
+    if not parts:
+        return list(range(len(configs))), 0
+    done = saved_configs(parts)
+    return [c for c, config in enumerate(configs) if (int(config.layer), float(config.strength)) not in done], len(parts)

@@ -1,0 +1,61 @@
+"""Which configurations a model × concept generates for, and with which engine.
+
+``[generation]`` layers come as absolute indices, as depth fractions (one spec for
+36- and 94-layer models), or as the ``best_layers`` best layers of the same model ×
+concept's logit sweep (the layers with the largest Glass's delta at the strongest
+positive strength, read from the run's saved logit parts).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from remote_steer.engines.sweep import SteerConfig
+from remote_steer.errors import SpecError
+
+
+def best_k_layers(logit: pd.DataFrame, k: int) -> list[int]:
+    """The k layers where the strongest positive strength moves the logit diff most."""
+    from remote_steer.analysis.statistics import glass_deltas
+
+    deltas = glass_deltas(logit)
+    positive = deltas[deltas["strength"] > 0]
+    if positive.empty:
+        positive = deltas.assign(glass_delta=deltas["glass_delta"].abs())
+    strongest = positive[positive["strength"] == positive["strength"].max()]
+    ranked = strongest.sort_values(["glass_delta", "layer"], ascending=[False, True], na_position="last")
+    return sorted(int(layer) for layer in ranked["layer"].head(k))
+
+
+def generation_configs(spec, prepared, concept: str, store, logit_table: str) -> list[SteerConfig]:
+    gen = spec.generation
+    strengths = gen.strengths or spec.evaluation.strengths
+    layers = list(prepared.generation_layers)
+    if gen.best_layers is not None:
+        parts = sorted(store.part_dir(logit_table, prepared.spec.name, concept).glob("items-*.parquet"))
+        if not parts:
+            raise SpecError(f"{spec.path or 'spec'}: generation.best_layers: no logit sweep saved for "
+                            f"{prepared.spec.name} × {concept}; expected evaluation.modes to include \"logit\"")
+        logit = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+        layers = best_k_layers(logit, gen.best_layers)
+    return [SteerConfig(layer, s) for layer in layers for s in strengths]
+
+
+def make_generation_engine(spec, prepared, model: Any, backend: Any):
+    """The fast engine where the model's layout allows it and the spec asks for it
+    (``engine = "fast"``, the default), else the plain one."""
+    from remote_steer.engines.generation import GenerationEngine
+
+    gen = spec.generation
+    try:
+        from remote_steer.engines.fast_generation import FastGenerationEngine
+        from remote_steer.engines.fast_engine import supports_fast_path
+    except ImportError:  # pragma: no cover
+        FastGenerationEngine = None
+    if FastGenerationEngine is not None and prepared.spec.engine == "fast" and supports_fast_path(model):
+        return FastGenerationEngine(model, backend, gen.batch_size, spec.evaluation.positions, gen.max_new_tokens,
+                                    prepared.thinking, gen.answer_tokens)
+    return GenerationEngine(model, backend, gen.batch_size, spec.evaluation.positions, gen.max_new_tokens,
+                            prepared.thinking, gen.answer_tokens)
