@@ -189,12 +189,20 @@ def sweep(
     return baseline, steered
 
 
+def masked_norm(hidden, mask):
+    """Σ over the positions where ``mask`` [B, T] is 1 of the L2 norm of ``hidden`` [B, T, H] (a float)."""
+    norms = hidden.float().norm(dim=-1)
+    return (norms * mask.to(norms.device, norms.dtype)).sum().cpu()
+
+
 def answer_activations(base, cache, answer_ids, rows, position_ids, attention_mask, signs):
     """Signed sum over rows of the decoder-layer output at one appended token, every layer.
 
     Row r appends token ``answer_ids[r]`` to prompt ``rows[r]`` of the prompt pass whose
     cache is ``cache``; it runs through every layer against that prompt's cached
-    keys/values. Returns [layers, hidden] float32: Σ_r signs[r] · output_l(r).
+    keys/values. Returns [layers, hidden] float32: Σ_r signs[r] · output_l(r). With
+    ``signs`` a [V, rows] weight matrix, [layers, V, hidden]: V weighted sums at once
+    (bootstrap and shuffled-label vectors), reduced here so only V × hidden per layer leaves.
     """
     keyword = cache_keyword()
     keys = [_take(layer.keys, rows) for layer in cache.layers]
@@ -208,5 +216,6 @@ def answer_activations(base, cache, answer_ids, rows, position_ids, attention_ma
     for index in range(len(keys)):
         hidden = _run_layer(base, index, hidden, mask, position_ids, cos, sin, ReadOnlyKV(keys[index], values[index]), keyword)
         answer = hidden[:, -1, :].float()
-        sums.append((signs.to(answer.device)[:, None] * answer).sum(0).cpu())
+        weights = signs.to(answer.device, answer.dtype)
+        sums.append((weights @ answer).cpu() if weights.dim() == 2 else (weights[:, None] * answer).sum(0).cpu())
     return torch.stack(sums)
