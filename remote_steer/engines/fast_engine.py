@@ -156,20 +156,45 @@ class FastLogitDiffEngine:
             return LogitDiffEngine(self.model, self.backend, self.batch_rows, self.positions).run(
                 items, vectors, configs, on_rows, request_key
             )
+        baseline, steered = self.run_vectors(items, vectors[None], configs, on_rows, request_key)
+        return SweepResult(baseline=baseline, steered=steered[:, 0])
+
+    def run_vectors(
+        self,
+        items: Sequence[EncodedItem],
+        vector_sets: torch.Tensor,
+        configs: Sequence[SteerConfig],
+        on_rows: Callable[[int], None] | None = None,
+        request_key: str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Baseline [items] and steered [items, V, configurations] logit diffs for V vector
+        sets ([V, layers, hidden]) in one request: each (vector, configuration) pair is one
+        more configuration of the staircase, and the prompt pass is shared by all of them
+        (control and bootstrap vectors cost only their steered rows)."""
+        n_vectors = vector_sets.shape[0]
+        if not supports_fast_path(self.model):
+            plain = LogitDiffEngine(self.model, self.backend, self.batch_rows, self.positions)
+            runs = [plain.run(items, vector_sets[v], configs, None, None if request_key is None else f"{request_key}/v{v}")
+                    for v in range(n_vectors)]
+            if on_rows is not None:
+                on_rows(len(items) * (n_vectors * len(configs) + 1))
+            return runs[0].baseline, np.stack([r.steered for r in runs], axis=1)
         n_layers = self.model.n_layers
         for config in configs:
             if not 0 <= config.layer < n_layers:
                 raise ValueError(f"steering layer {config.layer} outside the model's {n_layers} layers")
-        active = [c for c, config in enumerate(configs) if config.strength != 0.0]  # strength 0 adds nothing
-        steered_layers = sorted({configs[c].layer for c in active})
-        layer_vectors = vectors[steered_layers] if steered_layers else vectors[:1]  # only these travel
-        vector_rows = {layer: j for j, layer in enumerate(steered_layers)}
-        config_layers = [configs[c].layer for c in active]
-        config_strengths = [float(configs[c].strength) for c in active]
+        # strength 0 adds nothing: those columns are the baseline
+        active = [(v, c) for v in range(n_vectors) for c, config in enumerate(configs) if config.strength != 0.0]
+        pairs = sorted({(v, configs[c].layer) for v, c in active})
+        row_of = {pair: j for j, pair in enumerate(pairs)}
+        layer_vectors = torch.stack([vector_sets[v, layer] for v, layer in pairs]) if pairs else vector_sets[0, :1]
+        vector_rows = [row_of[(v, configs[c].layer)] for v, c in active]  # only these rows travel
+        config_layers = [configs[c].layer for _, c in active]
+        config_strengths = [float(configs[c].strength) for _, c in active]
         index_groups = _groups(items, max(1, self.batch_rows // max(1, len(active))))
         groups = [self._group([items[i] for i in index]) for index in index_groups]
         for index, group in zip(index_groups, groups):
-            self._count(group[0], [items[i] for i in index], [configs[c] for c in active])
+            self._count(group[0], [items[i] for i in index], [configs[c] for _, c in active])
         # Only these locals enter the session body: never `self`, which would ship the
         # engine (and its backend) to the server.
         nn, layers, lm_head, block_rows = self.model.nn, self.model.layers, self.model.nn.lm_head, self.batch_rows
@@ -196,18 +221,21 @@ class FastLogitDiffEngine:
                     results = nnsight.save(results)
             results = request.result(results=results)["results"]
         baseline = torch.empty(len(items), dtype=torch.float32)
-        steered = torch.zeros(len(items), len(configs), dtype=torch.float32)
+        steered = torch.zeros(len(items), n_vectors * len(configs), dtype=torch.float32)
+        columns = torch.tensor([v * len(configs) + c for v, c in active], dtype=torch.long)
         for index, (base_diff, group_steered) in zip(index_groups, results):
             rows = torch.tensor(index)
             baseline[rows] = base_diff
             if active:
-                steered[rows[:, None], torch.tensor(active)[None, :]] = group_steered
-        for c, config in enumerate(configs):
-            if config.strength == 0.0:
-                steered[:, c] = baseline
+                steered[rows[:, None], columns[None, :]] = group_steered
+        for v in range(n_vectors):
+            for c, config in enumerate(configs):
+                if config.strength == 0.0:
+                    steered[:, v * len(configs) + c] = baseline
         if on_rows is not None:
-            on_rows(len(items) * (len(configs) + 1))
-        return SweepResult(baseline=baseline.numpy().astype(np.float64), steered=steered.numpy().astype(np.float64))
+            on_rows(len(items) * (n_vectors * len(configs) + 1))
+        steered_np = steered.numpy().astype(np.float64).reshape(len(items), n_vectors, len(configs))
+        return baseline.numpy().astype(np.float64), steered_np
 
     def _group(self, group: Sequence[EncodedItem]) -> tuple[TokenBatch, int, torch.Tensor, torch.Tensor]:
         """A group's trace inputs: prompts, prefix width, steered columns of the window, answer tokens."""

@@ -135,7 +135,8 @@ def sweep(
     ``resid[l]`` is the decoder-layer output of layer l over the window columns
     (``prefix`` onwards) of the group's prompt pass and ``cache`` that pass's cache.
     A configuration k (layer ``config_layers[k]``, strength ``config_strengths[k]``)
-    restarts from ``resid[layer]`` plus ``strength × vectors[vector_rows[layer]]`` at the
+    restarts from ``resid[layer]`` plus ``strength × vectors[vector_rows[layer]]`` (or, when
+    ``vector_rows`` is a list, ``vectors[vector_rows[k]]``: one vector per configuration) at the
     steered columns (``steer`` [G, C], 1 where steered) and runs the window through the
     layers above, attending to the cached prefix keys/values of each layer. Rows
     (item, configuration) enter at their own layer: a staircase, one pass up the
@@ -173,7 +174,8 @@ def sweep(
                 start_state = resid[layer]
                 dev, dtype = start_state.device, start_state.dtype
                 strength = torch.tensor([float(config_strengths[k]) for k in configs.tolist()])
-                delta = strength.to(device=dev, dtype=dtype)[:, None] * vectors[vector_rows[layer]].to(device=dev, dtype=dtype)[None, :]
+                picks = torch.tensor([int(vector_rows[k] if isinstance(vector_rows, list) else vector_rows[layer]) for k in configs.tolist()])
+                delta = strength.to(device=dev, dtype=dtype)[:, None] * vectors.index_select(0, picks.to(vectors.device)).to(device=dev, dtype=dtype)
                 rows = _take(start_state, items) + delta[:, None, :] * _take(steer, items).to(dev, dtype)[:, :, None]
                 hidden = rows if hidden is None else torch.cat([hidden.to(dev), rows])
                 row_item = torch.cat([row_item, items])

@@ -80,3 +80,9 @@ def require_toy(name: str) -> ModelCard:
 
 def all_cards() -> tuple[ModelCard, ...]:
     return QWEN3_FAMILY + TOY_MODELS
+
+
+def layer_depth(layer: int, n_layers: int) -> float:
+    """Depth of decoder layer ``layer`` (0-indexed): the depth of its *output*, (l + 1) / L,
+    so the last layer is 1.0 and the first 1 / L."""
+    return (layer + 1) / n_layers

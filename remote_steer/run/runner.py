@@ -25,15 +25,16 @@ from remote_steer.data.loading import load_concept
 from remote_steer.display import Display, NullDisplay
 from remote_steer.errors import SpecError
 from remote_steer.engines.sweep import SteerConfig
-from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast
+from remote_steer.engines.fast_engine import FastLogitDiffEngine
 from remote_steer.engines.generation import GenerationEngine, generation_rows, generation_summary
-from remote_steer.engines.extraction import SteeringVectors
 from remote_steer.models.loading import LoadedModel, ModelSource, load_config, load_model, load_tokenizer, remote_id, resolve
 from remote_steer.remote.ndif import journal_dir, require_hosted
 from remote_steer.data.preprocess import ConceptSplit, preprocess
 from remote_steer.data.prompts import EncodedItem, encode_items
 from remote_steer.run.spec import ExperimentSpec, ModelSpec
 from remote_steer.run.store import RunStore
+from remote_steer.run import rigour
+from remote_steer.models.registry import layer_depth
 
 LOGIT_TABLE = "logit_diff"
 GENERATION_TABLE = "generation"
@@ -77,6 +78,9 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
     splits: dict[str, ConceptSplit] = {}
     for concept in spec.data.concepts:
         raw = load_concept(concept, spec.data.source, spec.data.files)
+        if concept in spec.data.flip:  # polarity reversed: the other answer is the behaviour
+            raw = [dataclasses.replace(r, answer_matching=r.answer_not_matching, answer_not_matching=r.answer_matching)
+                   for r in raw]
         split = preprocess(
             raw, concept, seed=spec.seed, test_fraction=spec.data.test_fraction, max_items=spec.data.max_items
         )
@@ -87,6 +91,7 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
             )
         splits[concept] = split
         display.note(split.report.summary())
+    rigour_checks(spec)
     models = []
     for model_spec in spec.models:
         _note_toy_build(model_spec.name, display)
@@ -105,9 +110,9 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
             source=source,
             n_layers=n_layers,
             hidden_size=int(text_config.hidden_size),
-            sweep_layers=spec.sweep_layers(n_layers),
+            sweep_layers=spec.sweep_layers(n_layers, model_spec),
             generation_layers=spec.generation_layers(n_layers),
-            training=source.card.training if source.card else "unknown",
+            training=model_spec.training or (source.card.training if source.card else "unknown"),
         )
         for concept, split in splits.items():
             prepared.encoded[concept] = (encode_items(tokenizer, split.train), encode_items(tokenizer, split.test))
@@ -119,6 +124,19 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
                 )
         models.append(prepared)
     return Plan(spec, splits, models)
+
+
+def rigour_checks(spec: ExperimentSpec) -> None:
+    """Spec fields that need the whole spec to check: flipped concepts, distinct model labels."""
+    for concept in spec.data.flip:
+        if concept not in spec.data.concepts:
+            raise SpecError(f"{spec.path or 'spec'}: data.flip: {concept!r} is not among data.concepts "
+                            f"({', '.join(spec.data.concepts)})")
+    labels = [m.label for m in spec.models]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise SpecError(f"{spec.path or 'spec'}: models: two entries are named {label!r}; "
+                            "expected distinct names (set display_name to tell them apart)")
 
 
 def _note_toy_build(name: str, display: Display) -> None:
@@ -173,14 +191,17 @@ def run_experiment(
             try:
                 info = _run_model(plan, prepared, store, backend, display, counts, after_part)
             finally:
-                traffic[prepared.spec.name] = {stage: t.as_dict() for stage, t in backend.traffic.items()}
+                traffic[prepared.spec.label] = {stage: t.as_dict() for stage, t in backend.traffic.items()}
                 store.update_manifest(traffic=traffic)
-            model_info[prepared.spec.name] = info
+            model_info[prepared.spec.label] = info
             store.update_manifest(models=model_info)
     except BaseException as error:
         store.update_manifest(status="interrupted", error=f"{type(error).__name__}: {error}")
         raise
     results = store.consolidate(LOGIT_TABLE) if "logit" in spec.evaluation.modes else pd.DataFrame()
+    if spec.controls.any and "logit" in spec.evaluation.modes:
+        store.consolidate(rigour.CONTROL_TABLE)
+    rigour.write_norms(store, plan)
     summary = best_layers(results) if len(results) else pd.DataFrame()
     _write_summary(store, summary)
     generation = store.consolidate(GENERATION_TABLE) if "generation" in spec.evaluation.modes else pd.DataFrame()
@@ -201,7 +222,7 @@ def _run_model(
     counts: dict[str, int],
     after_part: Callable[[], None] | None,
 ) -> dict[str, Any]:
-    spec, name = plan.spec, prepared.spec.name
+    spec, name = plan.spec, prepared.spec.label
     loaded: LoadedModel | None = None
 
     def model() -> LoadedModel:  # weights load only if some work is left
@@ -217,21 +238,11 @@ def _run_model(
             )
         return loaded
 
-    configs = [SteerConfig(layer, s) for layer in prepared.sweep_layers for s in spec.evaluation.strengths]
+    configs = rigour.configs_for(spec, prepared)
     revision = None
     for concept in plan.splits:
         train, test = prepared.encoded[concept]
-        vector_path = store.vector_path(name, concept)
-        if vector_path.exists():
-            vectors = SteeringVectors.load(vector_path)
-        else:
-            with display.progress(f"{name} · {concept} · extract", len(train), "pairs") as task:
-                backend.on_status = lambda _stage, state: task.state(state)
-                vectors = extract_caa_fast(
-                    model(), train, concept=concept, batch_size=spec.extraction.batch_size,
-                    backend=backend, on_batch=task.advance, request_key=f"extract/{name}/{concept}",
-                )
-            vectors.save(vector_path)
+        vectors, extra = rigour.vectors_for(spec, prepared, concept, train, store, backend, model, display, name)
         revision = vectors.revision
         if "logit" in spec.evaluation.modes:
             engine = lambda: FastLogitDiffEngine(  # noqa: E731 - built only if a chunk is left
@@ -239,11 +250,15 @@ def _run_model(
             )
 
             def logit_chunk(first, chunk, engine, on_rows, key, concept=concept, vectors=vectors):
-                sweep = engine.run(chunk, vectors.vectors, configs, on_rows=on_rows, request_key=key)
-                return _tidy(name, concept, prepared, chunk, configs, sweep, spec.evaluation.positions)
+                sweep = engine.run(chunk, vectors.scaled(spec.evaluation.strength_unit), configs, on_rows=on_rows,
+                                   request_key=key)
+                frame = _tidy(name, concept, prepared, chunk, configs, sweep, spec.evaluation.positions)
+                return frame.assign(strength_unit=spec.evaluation.strength_unit)
 
             _chunked_stage(store, LOGIT_TABLE, "sweep", name, concept, test, len(configs), engine, logit_chunk,
                            spec, backend, display, counts, after_part)
+            rigour.controls_stage(spec, prepared, concept, vectors, extra, configs, model, store, backend, display,
+                                  counts, after_part, name, _chunked_stage)
         if "generation" in spec.evaluation.modes:
             _generation_stage(plan, prepared, concept, vectors, model, store, backend, display, counts, after_part)
     return {
@@ -290,9 +305,9 @@ def _chunked_stage(store, table, label, name, concept, items, n_configs, make_en
 
 def _generation_stage(plan, prepared, concept, vectors, model, store, backend, display, counts, after_part) -> None:
     """Free generation under steering on a subset of layers; answers parsed to A/B."""
-    spec, name = plan.spec, prepared.spec.name
+    spec, name = plan.spec, prepared.spec.label
     gen = spec.generation
-    strengths = gen.strengths or spec.evaluation.strengths
+    strengths = gen.strengths or spec.strengths_for(prepared.spec)
     configs = [SteerConfig(layer, s) for layer in prepared.generation_layers for s in strengths]
     encoded = prepared.generation_encoded[concept]
     by_id = {item.item_id: item for item in plan.splits[concept].test}
@@ -302,7 +317,8 @@ def _generation_stage(plan, prepared, concept, vectors, model, store, backend, d
                                 gen.max_new_tokens)
 
     def generation_chunk(first, chunk, engine, on_rows, key):
-        result = engine.run(chunk, vectors.vectors, configs, on_rows=on_rows, request_key=key)
+        result = engine.run(chunk, vectors.scaled(spec.evaluation.strength_unit), configs, on_rows=on_rows,
+                            request_key=key)
         items = [by_id[it.item_id] for it in chunk]
         return generation_rows(name, concept, prepared.n_layers, prepared.training, items, configs, result,
                                thinking=gen.thinking)
@@ -331,7 +347,7 @@ def _tidy(model, concept, prepared, items, configs, sweep, positions) -> pd.Data
                     "dataset": concept,
                     "item_id": item.item_id,
                     "layer": config.layer,
-                    "layer_fraction": config.layer / prepared.n_layers,
+                    "layer_fraction": layer_depth(config.layer, prepared.n_layers),
                     "n_layers": prepared.n_layers,
                     "strength": config.strength,
                     "logit_diff": float(sweep.steered[i, c]),
