@@ -102,8 +102,9 @@ def controls_stage(spec, prepared, concept, vectors, extra, configs, model, stor
     sets, kinds = control_sets(spec, vectors, extra, name, concept)
     _, test = prepared.encoded[concept]
 
-    def make_engine():
-        return FastLogitDiffEngine(model(), backend, spec.evaluation.batch_size, spec.evaluation.positions)
+    def make_engine():  # rows in flight: up to 4 × batch_size, so a group still holds several items
+        rows = spec.evaluation.batch_size * max(1, min(4, len(kinds)))
+        return FastLogitDiffEngine(model(), backend, rows, spec.evaluation.positions)
 
     def run_chunk(first, chunk, engine, on_rows, key):
         baseline, steered = engine.run_vectors(chunk, sets, configs, on_rows=on_rows, request_key=key)
