@@ -169,10 +169,13 @@ def datasets(
         _fail(error)
         return
     rows = [
-        (e["concept"], "\n".join(str(f) for f in e["files"]), "yes" if e["available"] else "no", e.get("n_lines", ""))
+        (e["concept"], "\n".join(str(f) for f in e["files"]), "yes" if e["available"] else "no",
+         "—" if e.get("n_lines") is None else e["n_lines"], e.get("polarity") or "—")
         for e in entries
     ]
-    RichDisplay().table(f"Concepts in {source}", ["concept", "files", "available", "lines"], rows)
+    RichDisplay().table(f"Concepts in {source}", ["concept", "files", "available", "lines", "matching answer ="], rows,
+                        "matching answer = the behaviour the vector adds (positive strength); reverse a concept "
+                        "with data.flip = [\"concept\"] in the spec. —: no file present.")
 
 
 @app.command()

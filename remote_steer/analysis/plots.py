@@ -237,7 +237,7 @@ def delta_by_depth(deltas: pd.DataFrame, training: dict[str, str], models: Seque
                 ax.fill_between(band["layer_fraction"], band["ci_low"], band["ci_high"], color=colour, alpha=0.12, lw=0)
         ax.axhline(0, color="grey", lw=0.6, ls=":")
         ax.set_title(panel, fontsize=9)
-        ax.set_xlabel("layer depth (fraction of layers)", fontsize=8)
+        ax.set_xlabel("layer depth (layer + 1) / L", fontsize=8)
         ax.set_ylabel("Glass's delta", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.xaxis.set_tick_params(labelbottom=True)

@@ -28,7 +28,7 @@ from remote_steer.analysis import rigour_report as R
 from remote_steer.analysis import statistics as A
 from remote_steer.data.concepts import STUDY_CONCEPTS
 from remote_steer.errors import DataError
-from remote_steer.models.registry import QWEN3_FAMILY, lookup
+from remote_steer.models.registry import QWEN3_FAMILY, all_cards, lookup
 from remote_steer.run.store import atomic_write
 
 LOGIT_COLUMNS = ("model", "dataset", "item_id", "layer", "layer_fraction", "strength", "logit_diff", "baseline_logit_diff")
@@ -227,7 +227,7 @@ def load_runs(run_dirs: list[Path]) -> StudyResults:
 
 
 def _model_order(models) -> list[str]:
-    rank = {c.name: i for i, c in enumerate(QWEN3_FAMILY)}
+    rank = {c.name: i for i, c in enumerate(all_cards())}
     return sorted(set(models), key=lambda m: (m not in rank, rank.get(m, 0), m))
 
 
