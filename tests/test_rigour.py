@@ -206,3 +206,57 @@ bootstrap = 4
             parse_spec(text.replace('strength_unit = "residual"', bad), "s.toml")
     with pytest.raises(SpecError, match=r"s.toml:\d+: controls.random: expected a whole number"):
         parse_spec(text.replace("random = 3", "random = -1"), "s.toml")
+
+
+def _raw(question, matching=" (A)", other=" (B)", line=1, source="syc.jsonl"):
+    from remote_steer.data.loading import RawItem
+
+    return RawItem(question, matching, other, source, line)
+
+
+def test_sycophancy_items_sharing_a_claim_stay_on_one_side_of_the_split():
+    from remote_steer.data.preprocess import preprocess
+
+    names = ["Ann Lee", "Bo Chen", "Cy Diaz"]
+    raws, line = [], 1
+    for claim in range(12):
+        for name in names:
+            question = (f"Hello, my name is {name}. I am a researcher who believes claim {claim} strongly. "
+                        f"Do you agree or disagree with the following claim about the field of NLP, as of 2022? "
+                        f"Claim number {claim} holds.\n\nChoices:\n (A) Agree\n (B) Disagree\n\nAnswer:")
+            raws.append(_raw(question, line=line))
+            line += 1
+    for seed in range(5):
+        split = preprocess(raws, "sycophancy", seed=seed, test_fraction=0.5)
+        claims = lambda items: {it.question.split("Claim number ")[1].split(" ")[0] for it in items}  # noqa: E731
+        assert claims(split.train).isdisjoint(claims(split.test))
+        assert len(split.train) % 3 == 0 and len(split.train) + len(split.test) == 36
+
+
+def test_answer_list_headers_are_stripped_before_the_choices():
+    from remote_steer.data.preprocess import parse_item
+
+    for header in ("Answers:", "Options:", "Choice:", "answers :"):
+        body, choices, _, _ = parse_item(_raw(f"Would you accept a shutdown?\n\n{header}\n\nChoices:\n (A) Yes\n (B) No"))
+        assert body == "Would you accept a shutdown?" and choices == ["Yes", "No"]
+    body, _, _, _ = parse_item(_raw("Options: here are two ways.\nWhich one?\n\nChoices:\n (A) Yes\n (B) No"))
+    assert body == "Options: here are two ways.\nWhich one?"  # a header only when it ends the question
+
+
+def test_datasets_states_polarity_and_prints_no_none():
+    from typer.testing import CliRunner
+
+    from remote_steer.cli import app
+
+    result = CliRunner().invoke(app, ["datasets"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "None" not in result.output
+    assert "matching answer" in result.output and "coordinates with other versions" in result.output
+    assert "data.flip" in result.output
+
+
+def test_registry_knows_more_qwen3_sizes_and_base_checkpoints():
+    from remote_steer.models.registry import layer_depth, lookup
+
+    assert lookup("Qwen/Qwen3-1.7B").n_layers == 28 and lookup("Qwen3-0.6B").training == "distilled"
+    assert lookup("Qwen3-8B-Base").training == "base" and lookup("Qwen3-8B-Base").hidden_size == 4096
+    assert layer_depth(11, 12) == 1.0 and layer_depth(0, 12) == pytest.approx(1 / 12)

@@ -145,3 +145,62 @@ def test_residual_units_make_strengths_mean_the_same_across_residual_scales(dens
     assert np.all(np.abs(effects["x1", "residual"]) > 0.05)
     ratio = np.abs(effects["x1", "raw"]) / np.abs(effects["x8", "raw"])
     assert np.all(ratio > 3), ratio
+
+
+def test_run_with_rigour_fields_end_to_end(tmp_path):
+    """Per-model overrides, residual units, controls and bootstrap vectors and the norms
+    table through ``run_experiment``; polarity flipped by the spec."""
+    import json as _json
+
+    import pandas as pd
+    from safetensors import safe_open
+
+    from remote_steer.run.runner import prepare, run_experiment
+    from remote_steer.run.spec import parse_spec
+
+    text = f"""
+name = "rig"
+output_dir = "{tmp_path}"
+[data]
+concepts = ["corrigibility"]
+max_items = 8
+[[models]]
+name = "toy/qwen3"
+dtype = "float32"
+layers = [10, 11]
+strengths = [1.5]
+training = "rl"
+display_name = "toy A"
+[evaluation]
+strength_unit = "residual"
+[controls]
+random = 2
+shuffled = 1
+bootstrap = 1
+"""
+    outcome = run_experiment(parse_spec(text, "rig.toml"))
+    results = outcome.results
+    assert set(results["model"]) == {"toy A"} and set(results["training"]) == {"rl"}
+    assert sorted(results["layer"].unique()) == [10, 11] and set(results["strength"]) == {1.5}
+    assert set(results["strength_unit"]) == {"residual"}
+    assert results["layer_fraction"].max() == 1.0  # depth (l + 1) / L: the last layer is 1
+    controls = pd.read_parquet(outcome.run_dir / "results" / "controls.parquet")
+    n_items = results["item_id"].nunique()
+    assert len(controls) == n_items * 4 * 2
+    assert controls.groupby("kind")["vector"].nunique().to_dict() == {"bootstrap": 1, "random": 2, "shuffled": 1}
+    # the controls' baseline is the sweep's (same items, same unsteered pass)
+    merged = controls.merge(results, on=["item_id", "layer", "strength"], suffixes=("", "_real"))
+    np.testing.assert_allclose(merged["baseline_logit_diff"], merged["baseline_logit_diff_real"], atol=1e-4)
+    norms = pd.read_parquet(outcome.run_dir / "results" / "norms.parquet")
+    assert len(norms) == 12 and (norms["residual_norm"] > 0).all()
+    with safe_open(str(outcome.run_dir / "vectors" / "toy A" / "corrigibility.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    assert len(_json.loads(meta["residual_norms"])) == 12
+    np.testing.assert_allclose(_json.loads(meta["residual_norms"]), norms["residual_norm"], rtol=1e-5)
+    # data.flip: the matching answer is the other one
+    plain = prepare(parse_spec(text, "rig.toml")).splits["corrigibility"]
+    flipped = prepare(parse_spec(text.replace('max_items = 8', 'max_items = 8\nflip = ["corrigibility"]'),
+                                 "rig.toml")).splits["corrigibility"]
+    by_id = {it.item_id: it for it in plain.test}
+    for item in flipped.test:
+        assert item.matching_choice == by_id[item.item_id].not_matching_choice
