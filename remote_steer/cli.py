@@ -160,6 +160,7 @@ def datasets(
     source: str = typer.Option("fixtures", "--source", help='"fixtures", "hub", or a local model-written-evals root.'),
 ) -> None:
     """List the study's concepts, the files behind them and whether SOURCE has them."""
+    from remote_steer.data.concepts import POLARITY
     from remote_steer.data.loading import list_concepts
     from remote_steer.display import RichDisplay
 
@@ -170,12 +171,18 @@ def datasets(
         return
     rows = [
         (e["concept"], "\n".join(str(f) for f in e["files"]), "yes" if e["available"] else "no",
-         "—" if e.get("n_lines") is None else e["n_lines"], e.get("polarity") or "—")
+         "—" if e.get("n_lines") is None else e["n_lines"])
         for e in entries
     ]
-    RichDisplay().table(f"Concepts in {source}", ["concept", "files", "available", "lines", "matching answer ="], rows,
-                        "matching answer = the behaviour the vector adds (positive strength); reverse a concept "
-                        "with data.flip = [\"concept\"] in the spec. —: no file present.")
+    display = RichDisplay()
+    display.table(f"Concepts in {source}", ["concept", "files", "available", "lines"], rows,
+                  "lines: non-blank lines in the files present (—: none present)")
+    display.table(
+        "Polarity: what the matching answer (positive strength) means",
+        ["concept", "matching answer"],
+        [(e["concept"], POLARITY.get(e["concept"], "as its files' answer_matching_behavior")) for e in entries],
+        "Reverse a concept in the spec with data.flip = [\"concept\"].",
+    )
 
 
 @app.command()

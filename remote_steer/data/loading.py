@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from remote_steer.data.concepts import CONCEPT_FILES, HUB_DATASET, POLARITY
+from remote_steer.data.concepts import CONCEPT_FILES, HUB_DATASET
 from remote_steer.errors import DataError
 
 FIXTURES_ROOT: Path = Path(__file__).resolve().parents[1] / "fixtures" / "model-written-evals"
@@ -318,7 +318,6 @@ def list_concepts(
                 "files": files,
                 "available": len(present) == len(files),
                 "n_lines": sum(_count_lines(p) for p in present) if present else None,
-                "polarity": POLARITY.get(concept, "as the file's answer_matching_behavior says"),
             }
         )
     return rows
