@@ -279,8 +279,7 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, n_boot: int 
     ``figures=False`` writes the tables only (fast; the figures are listed as not drawn).
     """
     study = load_runs([Path(p) for p in run_dirs])
-    extra = R.load_tables([Path(p) for p in run_dirs if any(r.path == Path(p).resolve() for r in study.runs)],
-                          study.runs, _normalise, study.notes)
+    extra = R.load_tables([r.path for r in study.runs], study.runs, _normalise, study.notes)
     if extra.get("controls") is not None and logit_seeds(study.logit) > 1:
         controls = extra["controls"]
         extra["controls"] = controls.assign(item_id="seed" + controls["seed"].astype(str) + ":" + controls["item_id"])
