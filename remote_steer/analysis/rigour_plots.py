@@ -160,6 +160,6 @@ def controls_by_depth(comparison: pd.DataFrame, pool: pd.DataFrame, models: Sequ
                Patch(color="grey", alpha=0.3, label="controls' range"),
                Line2D([], [], color="grey", marker="o", ls="", ms=3, label="random direction, same norm"),
                Line2D([], [], color="grey", marker="^", ls="", ms=3, label="shuffled-label CAA vector"),
-               Line2D([], [], color="grey", marker="*", ls="", ms=7, label="real outside the controls' range")]
+               Line2D([], [], color="grey", marker="*", ls="", ms=7, label="real steers further than every control")]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=7, frameon=False)
     return _save(fig, stem)
