@@ -147,6 +147,7 @@ def test_residual_units_make_strengths_mean_the_same_across_residual_scales(dens
     assert np.all(ratio > 3), ratio
 
 
+@pytest.mark.slow  # a whole run with controls (~1 min on 2 cores); the parts are covered above and in test_rigour.py
 def test_run_with_rigour_fields_end_to_end(tmp_path):
     """Per-model overrides, residual units, controls and bootstrap vectors and the norms
     table through ``run_experiment``; polarity flipped by the spec."""
