@@ -156,7 +156,7 @@ def test_run_with_rigour_fields_end_to_end(tmp_path):
     import pandas as pd
     from safetensors import safe_open
 
-    from remote_steer.run.runner import prepare, run_experiment
+    from remote_steer.run.runner import run_experiment
     from remote_steer.run.spec import parse_spec
 
     text = f"""
@@ -198,10 +198,29 @@ bootstrap = 1
         meta = f.metadata()
     assert len(_json.loads(meta["residual_norms"])) == 12
     np.testing.assert_allclose(_json.loads(meta["residual_norms"]), norms["residual_norm"], rtol=1e-5)
-    # data.flip: the matching answer is the other one
-    plain = prepare(parse_spec(text, "rig.toml")).splits["corrigibility"]
-    flipped = prepare(parse_spec(text.replace('max_items = 8', 'max_items = 8\nflip = ["corrigibility"]'),
-                                 "rig.toml")).splits["corrigibility"]
+
+
+def test_flip_reverses_the_polarity_and_overrides_reach_the_plan(tmp_path):
+    from remote_steer.run.runner import prepare
+    from remote_steer.run.spec import parse_spec
+
+    text = """
+name = "flip"
+[data]
+concepts = ["corrigibility"]
+max_items = 8
+[[models]]
+name = "toy/qwen3"
+layers = [10, 11]
+training = "rl"
+display_name = "toy A"
+"""
+    plan = prepare(parse_spec(text, "flip.toml"))
+    assert plan.models[0].sweep_layers == [10, 11] and plan.models[0].training == "rl"
+    plain = plan.splits["corrigibility"]
+    flipped = prepare(parse_spec(text.replace("max_items = 8", 'max_items = 8\nflip = ["corrigibility"]'),
+                                 "flip.toml")).splits["corrigibility"]
     by_id = {it.item_id: it for it in plain.test}
+    assert set(by_id) == {it.item_id for it in flipped.test}
     for item in flipped.test:
         assert item.matching_choice == by_id[item.item_id].not_matching_choice
