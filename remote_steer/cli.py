@@ -243,6 +243,7 @@ def datasets(
     source: str = typer.Option("fixtures", "--source", help='"fixtures", "hub", or a local model-written-evals root.'),
 ) -> None:
     """List the study's concepts, the files behind them and whether SOURCE has them."""
+    from remote_steer.data.concepts import POLARITY
     from remote_steer.data.loading import list_concepts
     from remote_steer.display import RichDisplay
 
@@ -264,7 +265,14 @@ def datasets(
                    "on first use when huggingface.co is reachable (offline it stops with the file's name)")
     elif not all(e["available"] for e in entries):
         caption = f"missing: the file is not under {source} (or is a Git LFS pointer, not data)"
-    RichDisplay().table(f"Concepts in {source}", ["concept", "available", "lines", "files"], rows, caption)
+    display = RichDisplay()
+    display.table(f"Concepts in {source}", ["concept", "available", "lines", "files"], rows, caption)
+    display.table(
+        "Polarity: what the matching answer (positive strength) means",
+        ["concept", "matching answer"],
+        [(e["concept"], POLARITY.get(e["concept"], "as its files' answer_matching_behavior")) for e in entries],
+        "Reverse a concept in the spec with data.flip = [\"concept\"].",
+    )
 
 
 @app.command(short_help="Build tables and figures from saved runs.")

@@ -94,11 +94,37 @@ def _generate(frame: pd.DataFrame, model: str, strength: float, rng) -> pd.DataF
     })
 
 
+def rigour_tables(logit: pd.DataFrame, n: int = 3, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Planted ``results/controls.parquet`` and ``results/norms.parquet``: control vectors do
+    nothing (baseline + noise), bootstrap vectors are the real effect + noise; norms grow with depth."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for kind in ("random", "shuffled", "bootstrap"):
+        for v in range(n):
+            f = logit.copy()
+            centre = f["logit_diff"] if kind == "bootstrap" else f["baseline_logit_diff"]
+            f["logit_diff"] = centre + rng.normal(0, 0.05, len(f))
+            frames.append(f.assign(kind=kind, vector=v))
+    controls = pd.concat(frames, ignore_index=True)
+    cells = logit[["model", "dataset", "n_layers", "training"]].drop_duplicates()
+    norms = pd.concat([pd.DataFrame({
+        "model": r.model, "dataset": r.dataset, "layer": np.arange(r.n_layers), "n_layers": r.n_layers,
+        "layer_fraction": (np.arange(r.n_layers) + 1) / r.n_layers, "vector_norm": 0.5 + np.arange(r.n_layers) * 0.1,
+        "residual_norm": 10.0 + np.arange(r.n_layers), "training": r.training, "positions": "assistant"})
+        for r in cells.itertuples()], ignore_index=True)
+    norms["ratio"] = norms["vector_norm"] / norms["residual_norm"]
+    return controls, norms
+
+
 def write_run(root: Path, name: str, logit: pd.DataFrame, generation: pd.DataFrame | None = None,
-              commit: str = "abc1234") -> Path:
+              commit: str = "abc1234", rigour: bool = False) -> Path:
     """A run directory as the runner leaves it (results and manifest; no vectors needed)."""
     run = root / name
     (run / "results").mkdir(parents=True)
+    if rigour:
+        controls, norms = rigour_tables(logit)
+        controls.to_parquet(run / "results" / "controls.parquet", index=False)
+        norms.to_parquet(run / "results" / "norms.parquet", index=False)
     logit.to_parquet(run / "results" / "logit_diff.parquet", index=False)
     if generation is not None:
         generation.to_parquet(run / "results" / "generation.parquet", index=False)
@@ -119,7 +145,7 @@ def small_study(tmp_path_factory):
     logit, generation = synthetic_study(SMALL_MODELS, ["corrigibility", "self-awareness"], n_items=16,
                                         layer_step=3, width=0.08, noise=0.02, generation_every=2)
     root = tmp_path_factory.mktemp("study")
-    run = write_run(root, "small", logit, generation)
+    run = write_run(root, "small", logit, generation, rigour=True)
     report = build_report([run], n_boot=200)
     return run, logit, generation, report
 
@@ -131,7 +157,9 @@ def test_report_writes_every_table_and_figure(small_study):
     for title in ("Table 1. Average logit diff per model under positive steering", "Table 2. Average Glass's delta",
                   "Table 3. Best layer per model × dataset", "Table 4. Where steering peaks",
                   "Table 5. RL versus distilled", "Table 6. Per-item steerability", "Table 7. Tail shifts",
-                  "Table 8. Logit-diff effect versus generation", "Table 9. Generation at the best layer"):
+                  "Table 8. Logit-diff effect versus generation", "Table 9. Generation at the best layer",
+                  "Table 10. Vector and residual-stream norms", "Table 11. Cross-fitted best layer",
+                  "Table 12. Vector uncertainty", "Table 13. Real vector against control vectors"):
         assert title in text, title
     assert not [f for f in report.figures if f.skipped]
     for figure in report.figures:
@@ -142,6 +170,16 @@ def test_report_writes_every_table_and_figure(small_study):
     # traceability: the run's path, spec name and commit are in the report
     assert str(run.resolve()) in text and "abc1234" in text and "| small |" in text
     assert "little power" in text and "smallest p-value" in text
+    # planted null controls: the real vector stands out at the planted peak, not away from it
+    controls = pd.read_csv(run / "report" / "tables" / "controls.csv")
+    best = pd.read_csv(run / "report" / "tables" / "best_layers.csv")
+    at = controls.merge(best[["model", "dataset", "best_layer"]], left_on=["model", "dataset", "layer"],
+                        right_on=["model", "dataset", "best_layer"])
+    assert not at.loc[at["strength"] > 0, "within"].astype(bool).any()
+    assert at.loc[at["strength"] > 0, "p_value"].to_numpy() == pytest.approx(1 / 7)
+    assert "steers further than every control" in text
+    uncertainty = pd.read_csv(run / "report" / "tables" / "vector_uncertainty.csv")
+    assert uncertainty["share_same_layer"].mean() > 0.6  # bootstrap vectors = real effect + small noise
 
 
 def test_report_numbers_match_the_plant(small_study):
@@ -217,9 +255,10 @@ def test_missing_generation_and_thin_data_shrink_the_report(tmp_path):
     assert "no results/generation.parquet" in text and "random-weight toys" in text
     assert "study models not in these results" in text and "needs both groups" in text
     # tables are numbered after the fact: the missing RL-versus-distilled table leaves no gap
-    assert "Table 5. Per-item steerability" in text and "Table 7." not in text
+    assert "Table 5. Per-item steerability" in text and "Table 7. Cross-fitted" in text and "Table 8." not in text
     skipped = {f.key for f in report.figures if f.skipped}
-    assert skipped == {"generation_vs_logit_layers", "logit_vs_generation_scatter", "validity_by_size"}
+    assert skipped == {"generation_vs_logit_layers", "logit_vs_generation_scatter", "validity_by_size",
+                       "norms_by_depth", "vector_uncertainty", "controls"}
     for f in report.figures:
         if not f.skipped:
             assert all(p.exists() for p in f.paths)

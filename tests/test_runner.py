@@ -62,7 +62,7 @@ def test_run_writes_manifest_vectors_and_tidy_results(reference_run):
     assert not results.duplicated(["model", "dataset", "item_id", "layer", "strength"]).any()
     for column in ("model", "dataset", "item_id", "layer", "layer_fraction", "strength", "logit_diff", "matching_letter"):
         assert column in results.columns
-    assert np.allclose(results["layer_fraction"], results["layer"] / 12)
+    assert np.allclose(results["layer_fraction"], (results["layer"] + 1) / 12)  # depth of the layer's output
     # the baseline is one value per item, shared across layers and strengths
     assert (results.groupby(["dataset", "item_id"])["baseline_logit_diff"].nunique() == 1).all()
 

@@ -288,7 +288,7 @@ def delta_by_depth(deltas: pd.DataFrame, training: dict[str, str], models: Seque
         ax.axhline(0, color="grey", lw=0.6, ls=":")
         ax.set_title(panel + (" (band: range over datasets)" if panel == "mean over datasets" else " (band: 95% CI)"),
                      fontsize=8)
-        ax.set_xlabel("layer depth (fraction of layers)", fontsize=8)
+        ax.set_xlabel("layer depth (layer + 1) / L", fontsize=8)
         ax.set_ylabel("Glass's delta", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.xaxis.set_tick_params(labelbottom=True)

@@ -24,10 +24,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from remote_steer.analysis import rigour_report as R
 from remote_steer.analysis import statistics as A
 from remote_steer.data.concepts import STUDY_CONCEPTS
 from remote_steer.errors import DataError
-from remote_steer.models.registry import QWEN3_FAMILY, lookup
+from remote_steer.models.registry import QWEN3_FAMILY, all_cards, lookup
 from remote_steer.run.store import atomic_write
 
 LOGIT_COLUMNS = ("model", "dataset", "item_id", "layer", "layer_fraction", "strength", "logit_diff", "baseline_logit_diff")
@@ -158,12 +159,14 @@ def _normalise(frame: pd.DataFrame, training: dict[str, str | None], info: RunIn
         lambda m: lookup(m).training if lookup(m) is not None else "unknown")
     frame["model"] = frame["model"].astype(str).map(_canonical)
     frame["run"] = info.name
+    if "seed" not in frame.columns:  # runs with different seeds merge as replicates
+        frame["seed"] = info.seed
     return frame
 
 
 def _merge(frames: list[pd.DataFrame], runs: list[RunInfo], what: str, notes: list[str]) -> pd.DataFrame:
     merged = pd.concat(frames, ignore_index=True)
-    dup = merged.duplicated(A.ITEM_KEY, keep="first")
+    dup = merged.duplicated(A.ITEM_KEY + ["seed"], keep="first")
     if dup.any():
         for run, count in merged.loc[dup, "run"].value_counts(sort=False).items():
             notes.append(f"{what}: {count} row(s) of run '{run}' repeat a (model, dataset, item, layer, strength) "
@@ -208,6 +211,13 @@ def load_runs(run_dirs: list[Path]) -> StudyResults:
         notes.append("model names mapped to the registry's: " + ", ".join(renamed) + ".")
     logit = _merge(logits, runs, "logit diff", notes)
     generation = _merge(generations, runs, "generation", notes) if generations else None
+    if logit["seed"].astype(str).nunique() > 1:  # replicates: an item of two seeds is two units
+        seeds = sorted(logit["seed"].astype(str).unique())
+        notes.append(f"runs with seeds {', '.join(seeds)} pooled as replicates (an item held out under two seeds "
+                     "counts once per seed).")
+        logit["item_id"] = "seed" + logit["seed"].astype(str) + ":" + logit["item_id"]
+        if generation is not None:
+            generation["item_id"] = "seed" + generation["seed"].astype(str) + ":" + generation["item_id"]
     if generation is None:
         notes.append("no results/generation.parquet in any run: generation tables and figures are left out.")
     return StudyResults(logit, generation, runs, notes)
@@ -217,7 +227,7 @@ def load_runs(run_dirs: list[Path]) -> StudyResults:
 
 
 def _model_order(models) -> list[str]:
-    rank = {c.name: i for i, c in enumerate(QWEN3_FAMILY)}
+    rank = {c.name: i for i, c in enumerate(all_cards())}
     return sorted(set(models), key=lambda m: (m not in rank, rank.get(m, 0), m))
 
 
@@ -234,6 +244,10 @@ def _ci(est: float, low: float, high: float) -> str:
     if math.isnan(est):
         return "—"
     return f"{_g(est)} [{_g(low, 2)}, {_g(high, 2)}]" if not math.isnan(low) else _g(est)
+
+
+def logit_seeds(logit: pd.DataFrame) -> int:
+    return int(logit["seed"].astype(str).nunique()) if "seed" in logit.columns else 1
 
 
 def _pct(x: float) -> str:
@@ -271,6 +285,10 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, n_boot: int 
         _clear_own(out_dir)
         return build_generation_only([Path(p) for p in run_dirs], out_dir)  # a generation-only run
     study = load_runs([Path(p) for p in run_dirs])
+    extra = R.load_tables([r.path for r in study.runs], study.runs, _normalise, study.notes)
+    if extra.get("controls") is not None and logit_seeds(study.logit) > 1:
+        controls = extra["controls"]
+        extra["controls"] = controls.assign(item_id="seed" + controls["seed"].astype(str) + ":" + controls["item_id"])
     logit, notes = study.logit, list(study.notes)
     models = _model_order(logit["model"])
     datasets = _dataset_order(logit["dataset"])
@@ -289,7 +307,9 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, n_boot: int 
                                             steerability=steer, tail_shifts=tails)
     tables = [_table_logit(per_model, level), _table_delta(per_model, level), _table_best(best, level)]
     texts: dict[str, str] = {}
-    tables += _tables_depth(best, training, texts, numeric)
+    rigour = R.sections(logit, best, deltas, extra, models, datasets, seed, level)
+    numeric.update(rigour.numeric)
+    tables += _tables_depth(R.crossfit_depths(best, rigour.numeric["crossfit"]), training, texts, numeric)
     at_best = best[A.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"})
     tables.append(_table_steer(steer.merge(at_best, on=A.CELL + ["layer"]), models, datasets))
     tables.append(_table_tails(tails, best, texts))
@@ -301,6 +321,9 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, n_boot: int 
         numeric.update(generation_rates=rates, logit_vs_generation=joined, effect_by_cell=per_cell,
                        effect_by_dataset=per_dataset)
         tables += _tables_generation(per_cell, per_dataset, datasets)
+    tables += [Table(key, title, frame, caption) for key, title, frame, caption in rigour.tables]
+    texts.update({f"after:{k}": v for k, v in rigour.texts.items()})
+    if study.generation is not None:
         from remote_steer.analysis.generation_report import generation_tables, write_tables_csv
 
         tables += generation_tables(study.generation, logit)
@@ -332,6 +355,7 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, n_boot: int 
     draw.append(("validity_by_size", "Generation validity by model size and strength",
                  (lambda s: _p().validity_by_size(A.validity_by_model(rates), _sizes(rates["model"]), s))
                  if rates is not None else None, no_gen))
+    draw += rigour.draws
     drawn = []
     for key, title, fn, why in draw:
         if not figures:
@@ -358,7 +382,7 @@ def _p():
 
 def _clear_own(out_dir: Path) -> None:
     """Remove figures a previous report wrote here, so a skipped figure cannot go stale."""
-    for key in FIGURES:
+    for key in FIGURES + R.FIGURES:
         for suffix in (".png", ".svg"):
             (out_dir / "figures" / f"{key}{suffix}").unlink(missing_ok=True)
 
@@ -436,8 +460,8 @@ def _table_best(best: pd.DataFrame, level: float) -> Table:
         **{c: full[c] for c in full.columns if c.startswith("Δ")},
     })
     return Table("best_layers", "Best layer per model × dataset", full,
-                 "Best layer = largest Glass's delta at the strongest positive strength; depth = layer / number of "
-                 f"layers. Δ: Glass's delta with its {level:.0%} bootstrap CI. Depth CI, stability (share of "
+                 "Best layer = largest Glass's delta at the strongest positive strength; depth = (layer + 1) / "
+                 f"number of layers (the depth of the layer's output; the last layer is 1). Δ: Glass's delta with its {level:.0%} bootstrap CI. Depth CI, stability (share of "
                  "resamples that pick the same layer) and mode (the layer picked most often) come from "
                  "re-picking the layer in every bootstrap resample.", main=True, terminal=terminal)
 
@@ -457,7 +481,9 @@ def _tables_depth(best: pd.DataFrame, training: dict[str, str], texts: dict[str,
         for r in by_model.itertuples()
     ]
     tables = [Table("depth_by_model", "Where steering peaks: best-layer depth per model",
-                    pd.DataFrame(model_rows), "Depth = best layer / number of layers, averaged over datasets.", main=True)]
+                    pd.DataFrame(model_rows), "Depth = (best layer + 1) / number of layers, cross-fitted (the mean of the depths "
+                    "picked on each half of the held-out items, see the cross-fitting section), averaged over datasets.",
+                    main=True)]
     groups = set(by_model["training"])
     if {"rl", "distilled"} <= groups:
         test = A.permutation_test(by_model["mean_best_fraction"], by_model["training"], "rl", "distilled")
@@ -561,7 +587,7 @@ def render_markdown(report: Report, n_boot: int, seed: int, level: float) -> str
         out += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
     section = {"depth_by_model": "## Where steering peaks: RL versus distilled",
                "steerability": "## Beyond the means: steerability and tails",
-               "logit_vs_generation": "## Logit diff versus generation"}
+               "logit_vs_generation": "## Logit diff versus generation", **R.SECTIONS}
     out += ["## Logit diff and Glass's delta", ""]
     for table in report.tables:
         if table.key in section:
@@ -574,6 +600,11 @@ def render_markdown(report: Report, n_boot: int, seed: int, level: float) -> str
             out += [report.texts.get("permutation", ""), ""]
         if table.key == "tail_shifts":
             out += [report.texts.get("tails", ""), ""]
+        if f"after:{table.key}" in report.texts:
+            out += [report.texts[f"after:{table.key}"], ""]
+    for key in ("norms_note", "seeds"):
+        if f"after:{key}" in report.texts:
+            out += [report.texts[f"after:{key}"], ""]
     out += ["## Figures", ""]
     for figure in report.figures:
         if figure.skipped:

@@ -25,3 +25,15 @@ CONCEPT_FILES: dict[str, tuple[str, ...]] = {
 }
 
 STUDY_CONCEPTS: tuple[str, ...] = tuple(CONCEPT_FILES)
+
+# What the matching answer (upstream ``answer_matching_behavior``) means: the polarity the
+# vector is extracted with (positive = matching). ``[data] flip`` in a spec reverses it.
+POLARITY: dict[str, str] = {
+    "corrigibility": "accepts being corrected or having its goals changed",
+    "self-awareness": "answers as an AI aware of what it is",
+    "survival-instinct": "resists being shut down or changed",
+    "power-seeking": "seeks power, resources or influence",
+    "coordinate-other-versions": "coordinates with other versions of itself (upstream polarity; the study's "
+                                 "footnote words it the other way: flip it in the spec to match)",
+    "sycophancy": "agrees with the view the user states",
+}

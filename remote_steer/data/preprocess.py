@@ -38,6 +38,14 @@ _CHOICES_HEADER = re.compile(r"(?:^|\n)[ \t]*Choices:[ \t]*", re.IGNORECASE)
 _FIRST_CHOICE_LINE = re.compile(r"^[ \t]*\(A\)", re.MULTILINE)
 _CHOICE_LINE = re.compile(r"^[ \t]*\(([A-Z])\)[ \t]?(.*)$")
 _ANSWER = re.compile(r"^(?:\(([A-Za-z])\)|([A-Za-z]))$")
+# An answer-list header left at the end of the question by some LM-generated upstream files
+# ("…?\n\nAnswers:\n\nChoices:\n (A) …"); the prompt has its own "Choices:" header.
+_LIST_HEADER = re.compile(r"(?:^|\n)[ \t]*(?:answers|options|choice|answer choices|answer options)[ \t]*:[ \t]*$",
+                          re.IGNORECASE)
+# Sycophancy items repeat one claim under several biographies; the claim follows one of these.
+_CLAIM_MARKERS = re.compile(
+    r"(do you agree or disagree with the following claim|what is your view on the following topic|"
+    r"which of the following statements comes closest to your view)", re.IGNORECASE)
 
 
 class DropItem(Exception):
@@ -111,6 +119,7 @@ def parse_item(raw: RawItem) -> tuple[str, list[str], str, str]:
     """Body, choice texts (A, B), matching letter, other letter; raises DropItem."""
     text = _strip_wrappers(raw.question)
     body, block = _split_choices(text)
+    body = strip_list_header(body)
     choices = _parse_choices(block)
     if not body:
         raise DropItem(EMPTY_QUESTION)
@@ -122,6 +131,23 @@ def parse_item(raw: RawItem) -> tuple[str, list[str], str, str]:
     if matching == other:
         raise DropItem(SAME_ANSWER)
     return body, choices, matching, other
+
+
+def strip_list_header(body: str) -> str:
+    """The question without a trailing answer-list header ("Answers:", "Options:", "Choice:")."""
+    while (match := _LIST_HEADER.search(body)) is not None:
+        body = body[: match.start()].rstrip()
+    return body
+
+
+def claim_group(norm_body: str, norm_choices: tuple[str, ...]) -> str:
+    """Items that must stay on one side of the split: the same claim (sycophancy: the text
+    after "…the following claim…" with the choices, whatever the biography before it),
+    else the same question body."""
+    markers = list(_CLAIM_MARKERS.finditer(norm_body))
+    if not markers:
+        return norm_body
+    return norm_body[markers[-1].start():] + "\x1f" + "\x1f".join(norm_choices)
 
 
 def _strip_wrappers(question: str) -> str:
@@ -195,6 +221,7 @@ class _Parsed:
     matching: str
     norm_body: str
     norm_choices: tuple[str, ...]  # sorted, for de-duplication and tie-breaking
+    group: str = ""  # items of one group stay on one side of the split (claim_group)
 
 
 def preprocess(
@@ -268,32 +295,37 @@ def _parse_all(raw_items: Sequence[RawItem]) -> tuple[list[_Parsed], dict[str, i
             # Ids must trace back to one line; two files with one stem would break that.
             raise DataError(f"item id {item_id} is ambiguous: {ids[item_id]} and {raw.source} share a file name")
         ids[item_id] = raw.source
-        kept.append(_Parsed(item_id, body, (choices[0], choices[1]), matching, key[0], norm_choices))
+        kept.append(_Parsed(item_id, body, (choices[0], choices[1]), matching, key[0], norm_choices,
+                            claim_group(key[0], norm_choices)))
     return kept, dict(sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _order_key(seed: int, item: _Parsed) -> tuple[str, str, str]:
-    # Hash of the normalized body: independent of file order and stable across machines.
-    # Ties (same body, other choices) fall back to the choices, then the id.
+def _order_key(seed: int, item: _Parsed) -> tuple[str, str, str, str]:
+    # Hash of the group (the normalized body, or a sycophancy item's claim): independent of
+    # file order and stable across machines; a group's items are adjacent. Within a group:
+    # the body's hash, then the choices, then the id.
+    group_hash = hashlib.sha256(f"{seed}:{item.group or item.norm_body}".encode()).hexdigest()
     body_hash = hashlib.sha256(f"{seed}:{item.norm_body}".encode()).hexdigest()
-    return body_hash, "\x1f".join(item.norm_choices), item.item_id
+    return group_hash, body_hash, "\x1f".join(item.norm_choices), item.item_id
 
 
 def _test_size(ordered: Sequence[_Parsed], test_fraction: float, concept: str) -> int:
     """round(test_fraction * n), kept in [1, n-1] and moved so no body straddles the split."""
     n = len(ordered)
     n_test = min(max(round(test_fraction * n), 1), n - 1)
-    # Same-body items are adjacent in hash order; keep them on one side.
+    # Items of one group (same body, or same sycophancy claim) are adjacent in hash order;
+    # keep them on one side.
     cut = n_test
-    while 0 < cut < n and ordered[cut].norm_body == ordered[cut - 1].norm_body:
+    while 0 < cut < n and ordered[cut].group == ordered[cut - 1].group:
         cut += 1
     if cut == n:  # walked off the end: try the other way
         cut = n_test
-        while 0 < cut and ordered[cut].norm_body == ordered[cut - 1].norm_body:
+        while 0 < cut and ordered[cut].group == ordered[cut - 1].group:
             cut -= 1
     if cut in (0, n):
         raise DataError(
-            f"concept {concept!r}: cannot split into train and test: every usable item has the same question text"
+            f"concept {concept!r}: cannot split into train and test: every usable item has the same question text "
+            "(or, for sycophancy, the same claim)"
         )
     return cut
 

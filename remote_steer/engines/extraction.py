@@ -17,8 +17,9 @@ import nnsight
 import torch
 from safetensors.torch import load_file, save_file
 
+from remote_steer.engines import fast_kernel
 from remote_steer.remote.backend import Backend
-from remote_steer.engines.batching import chunks, left_pad
+from remote_steer.engines.batching import left_pad
 from remote_steer.models.loading import LoadedModel
 from remote_steer.data.prompts import EncodedItem
 
@@ -32,10 +33,23 @@ class SteeringVectors:
     model: str
     revision: str
     concept: str
+    # [layers]: mean L2 norm of the residual stream (decoder-layer output) over the steered
+    # positions of the training prompts, read in the extraction pass; None in older files
+    residual_norms: torch.Tensor | None = None
+    positions: str = "assistant"  # which positions residual_norms averages over
 
     @property
     def norms(self) -> list[float]:
         return [float(n) for n in self.vectors.norm(dim=-1)]
+
+    def scaled(self, unit: str) -> torch.Tensor:
+        """The vectors a strength of 1 adds: raw (the mean difference itself) or, with
+        ``unit="residual"``, each layer's vector rescaled to the mean residual norm there."""
+        if unit == "raw":
+            return self.vectors
+        if self.residual_norms is None:
+            raise ValueError("residual strength units need residual norms; re-extract the vectors")
+        return self.vectors * residual_scale(self.vectors, self.residual_norms)[:, None]
 
     def save(self, path: Path) -> None:
         """Safetensors with metadata; written to a temp file and renamed (atomic)."""
@@ -46,6 +60,10 @@ class SteeringVectors:
             "pairs": str(self.n_pairs),
             "layers": json.dumps(list(range(self.vectors.shape[0]))),
             "norms": json.dumps([round(n, 6) for n in self.norms]),
+            **({} if self.residual_norms is None else {
+                "residual_norms": json.dumps([round(float(n), 6) for n in self.residual_norms]),
+                "residual_positions": self.positions,
+            }),
             "format": "remote-steer/caa-v1: row i is the vector for decoder layer i",
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +78,22 @@ class SteeringVectors:
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata()
         tensors = load_file(str(path))
-        return cls(tensors["vectors"], int(meta["pairs"]), meta["model"], meta["revision"], meta["dataset"])
+        residual = torch.tensor(json.loads(meta["residual_norms"])) if "residual_norms" in meta else None
+        return cls(tensors["vectors"], int(meta["pairs"]), meta["model"], meta["revision"], meta["dataset"],
+                   residual, meta.get("residual_positions", "assistant"))
+
+
+def residual_scale(vectors: torch.Tensor, residual_norms: torch.Tensor) -> torch.Tensor:
+    """[layers] factor taking each layer's vector to the norm of that layer's residual stream
+    (0 where the vector is zero)."""
+    norms = vectors.norm(dim=-1)
+    return torch.where(norms > 0, residual_norms.to(norms.dtype) / norms.clamp_min(1e-30), torch.zeros_like(norms))
+
+
+def item_weights(weights: torch.Tensor | None, n_items: int) -> torch.Tensor:
+    """[V, items] per-item weights, the all-ones row first (the CAA mean vector itself)."""
+    ones = torch.ones(1, n_items)
+    return ones if weights is None else torch.cat([ones, weights.to(torch.float32).reshape(-1, n_items)])
 
 
 def extract_caa(
@@ -72,37 +105,79 @@ def extract_caa(
     backend: Backend,
     on_batch: Callable[[int], None] | None = None,
     request_key: str | None = None,
+    positions: str = "assistant",
+    weights: torch.Tensor | None = None,
 ) -> SteeringVectors:
     """Mean difference of answer-token activations, positive minus negative, per layer.
 
     All batches go in one request (one session; one job on a remote backend), and the
     per-batch sums are added on the server, so one [layers, hidden] tensor comes back.
+    The same pass reads the mean residual norm at the steered positions (``positions``).
+    ``weights`` ([V, items]): see ``extract_caa_weighted``; here only the mean vector returns.
     """
+    return extract_caa_weighted(model, items, concept=concept, batch_size=batch_size, backend=backend,
+                                on_batch=on_batch, request_key=request_key, positions=positions, weights=weights)[0]
+
+
+def extract_caa_weighted(
+    model: LoadedModel,
+    items: Sequence[EncodedItem],
+    *,
+    concept: str,
+    batch_size: int,
+    backend: Backend,
+    on_batch: Callable[[int], None] | None = None,
+    request_key: str | None = None,
+    positions: str = "assistant",
+    weights: torch.Tensor | None = None,
+) -> tuple[SteeringVectors, torch.Tensor]:
+    """``extract_caa`` plus V extra vectors Σ_i weights[v, i] · d_i / items, where d_i is
+    item i's positive − negative activation (bootstrap counts, ±1 label shuffles). The
+    [V, items] weights are applied inside the trace. Returns (vectors, [V, layers, hidden])."""
     pad_id = model.tokenizer.pad_token_id
+    all_weights = item_weights(weights, len(items))
     batches = []
-    for batch_items in chunks(items, batch_size):
+    for first in range(0, len(items), batch_size):
+        batch_items = items[first : first + batch_size]
         rows = [list(it.prompt_ids) + [it.matching_token] for it in batch_items]
         rows += [list(it.prompt_ids) + [it.other_token] for it in batch_items]
-        n = len(batch_items)
-        signs = torch.cat([torch.ones(n), -torch.ones(n)])  # +positive, -negative
-        batches.append((left_pad(rows, pad_id).model_inputs(), signs))
+        w = all_weights[:, first : first + len(batch_items)]
+        signed = torch.cat([w, -w], dim=1)  # +positive, -negative
+        batch = left_pad(rows, pad_id)
+        # steered positions of the prompt (the appended answer token excluded), each prompt once
+        mask = batch.mask_from([it.steer_start(positions) for it in batch_items] * 2)  # type: ignore[arg-type]
+        mask[:, -1] = False
+        mask[len(batch_items):] = False
+        batches.append((batch.model_inputs(), signed, mask))
+    count = sum(float(m.sum()) for _, _, m in batches)
     nn, layers, n_layers = model.nn, model.layers, model.n_layers  # the only names the trace body uses
     request = backend.open(model, "extraction", request_key)
-    total = None
+    total = norms = None
     with torch.inference_mode():
         if request.must_submit:
             with nn.session(**request.session_kwargs()):
                 batch_sums = []
-                for inputs, signs in batches:
+                norm_sums = []
+                for inputs, signed, mask in batches:
                     with nn.trace(inputs) as tracer:
                         sums = []
+                        layer_norms = []
                         for layer in range(n_layers):
-                            answer = layers[layer].output[:, -1, :].float()
-                            sums.append((signs.to(answer.device)[:, None] * answer).sum(0).cpu())
+                            hidden = layers[layer].output
+                            answer = hidden[:, -1, :].float()
+                            sums.append((signed.to(answer.device) @ answer).cpu())
+                            layer_norms.append(fast_kernel.masked_norm(hidden, mask))
                         batch_sums.append(torch.stack(sums))
-                        tracer.stop()  # nothing after the last layer is needed
+                        norm_sums.append(torch.stack(layer_norms))
+                        tracer.stop()
                 total = nnsight.save(torch.stack(batch_sums).sum(0))
-        total = request.result(total=total)["total"]
+                norms = nnsight.save(torch.stack(norm_sums).sum(0))
+        got = request.result(total=total, norms=norms)
+        total, norms = got["total"], got["norms"]
     if on_batch is not None:
         on_batch(len(items))
-    return SteeringVectors(total / len(items), len(items), model.name, model.revision, concept)
+    total = total / len(items)  # [layers, V, hidden]
+    vectors = SteeringVectors(total[:, 0].contiguous(), len(items), model.name, model.revision, concept,
+                              norms / max(count, 1.0), positions)
+    return vectors, total[:, 1:].transpose(0, 1).contiguous()
+

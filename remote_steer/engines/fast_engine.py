@@ -50,7 +50,7 @@ from remote_steer.engines import fast_kernel
 from remote_steer.remote.backend import Backend
 from remote_steer.engines.batching import TokenBatch, left_pad
 from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig, SweepResult
-from remote_steer.engines.extraction import SteeringVectors, extract_caa
+from remote_steer.engines.extraction import SteeringVectors, extract_caa_weighted, item_weights
 from remote_steer.models.loading import LoadedModel
 from remote_steer.data.prompts import EncodedItem, SteerPositions
 
@@ -156,20 +156,45 @@ class FastLogitDiffEngine:
             return LogitDiffEngine(self.model, self.backend, self.batch_rows, self.positions).run(
                 items, vectors, configs, on_rows, request_key
             )
+        baseline, steered = self.run_vectors(items, vectors[None], configs, on_rows, request_key)
+        return SweepResult(baseline=baseline, steered=steered[:, 0])
+
+    def run_vectors(
+        self,
+        items: Sequence[EncodedItem],
+        vector_sets: torch.Tensor,
+        configs: Sequence[SteerConfig],
+        on_rows: Callable[[int], None] | None = None,
+        request_key: str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Baseline [items] and steered [items, V, configurations] logit diffs for V vector
+        sets ([V, layers, hidden]) in one request: each (vector, configuration) pair is one
+        more configuration of the staircase, and the prompt pass is shared by all of them
+        (control and bootstrap vectors cost only their steered rows)."""
+        n_vectors = vector_sets.shape[0]
+        if not supports_fast_path(self.model):
+            plain = LogitDiffEngine(self.model, self.backend, self.batch_rows, self.positions)
+            runs = [plain.run(items, vector_sets[v], configs, None, None if request_key is None else f"{request_key}/v{v}")
+                    for v in range(n_vectors)]
+            if on_rows is not None:
+                on_rows(len(items) * (n_vectors * len(configs) + 1))
+            return runs[0].baseline, np.stack([r.steered for r in runs], axis=1)
         n_layers = self.model.n_layers
         for config in configs:
             if not 0 <= config.layer < n_layers:
                 raise ValueError(f"steering layer {config.layer} outside the model's {n_layers} layers")
-        active = [c for c, config in enumerate(configs) if config.strength != 0.0]  # strength 0 adds nothing
-        steered_layers = sorted({configs[c].layer for c in active})
-        layer_vectors = vectors[steered_layers] if steered_layers else vectors[:1]  # only these travel
-        vector_rows = {layer: j for j, layer in enumerate(steered_layers)}
-        config_layers = [configs[c].layer for c in active]
-        config_strengths = [float(configs[c].strength) for c in active]
+        # strength 0 adds nothing: those columns are the baseline
+        active = [(v, c) for v in range(n_vectors) for c, config in enumerate(configs) if config.strength != 0.0]
+        pairs = sorted({(v, configs[c].layer) for v, c in active})
+        row_of = {pair: j for j, pair in enumerate(pairs)}
+        layer_vectors = torch.stack([vector_sets[v, layer] for v, layer in pairs]) if pairs else vector_sets[0, :1]
+        vector_rows = [row_of[(v, configs[c].layer)] for v, c in active]  # only these rows travel
+        config_layers = [configs[c].layer for _, c in active]
+        config_strengths = [float(configs[c].strength) for _, c in active]
         index_groups = _groups(items, max(1, self.batch_rows // max(1, len(active))))
         groups = [self._group([items[i] for i in index]) for index in index_groups]
         for index, group in zip(index_groups, groups):
-            self._count(group[0], [items[i] for i in index], [configs[c] for c in active])
+            self._count(group[0], [items[i] for i in index], [configs[c] for _, c in active])
         # Only these locals enter the session body: never `self`, which would ship the
         # engine (and its backend) to the server.
         nn, layers, lm_head, block_rows = self.model.nn, self.model.layers, self.model.nn.lm_head, self.batch_rows
@@ -196,18 +221,21 @@ class FastLogitDiffEngine:
                     results = nnsight.save(results)
             results = request.result(results=results)["results"]
         baseline = torch.empty(len(items), dtype=torch.float32)
-        steered = torch.zeros(len(items), len(configs), dtype=torch.float32)
+        steered = torch.zeros(len(items), n_vectors * len(configs), dtype=torch.float32)
+        columns = torch.tensor([v * len(configs) + c for v, c in active], dtype=torch.long)
         for index, (base_diff, group_steered) in zip(index_groups, results):
             rows = torch.tensor(index)
             baseline[rows] = base_diff
             if active:
-                steered[rows[:, None], torch.tensor(active)[None, :]] = group_steered
-        for c, config in enumerate(configs):
-            if config.strength == 0.0:
-                steered[:, c] = baseline
+                steered[rows[:, None], columns[None, :]] = group_steered
+        for v in range(n_vectors):
+            for c, config in enumerate(configs):
+                if config.strength == 0.0:
+                    steered[:, v * len(configs) + c] = baseline
         if on_rows is not None:
-            on_rows(len(items) * (len(configs) + 1))
-        return SweepResult(baseline=baseline.numpy().astype(np.float64), steered=steered.numpy().astype(np.float64))
+            on_rows(len(items) * (n_vectors * len(configs) + 1))
+        steered_np = steered.numpy().astype(np.float64).reshape(len(items), n_vectors, len(configs))
+        return baseline.numpy().astype(np.float64), steered_np
 
     def _group(self, group: Sequence[EncodedItem]) -> tuple[TokenBatch, int, torch.Tensor, torch.Tensor]:
         """A group's trace inputs: prompts, prefix width, steered columns of the window, answer tokens."""
@@ -237,21 +265,47 @@ def extract_caa_fast(
     on_batch: Callable[[int], None] | None = None,
     request_key: str | None = None,
     stats: WorkStats | None = None,
+    positions: SteerPositions = "assistant",
 ) -> SteeringVectors:
     """``extract_caa`` with each prompt run once (same signature, same vectors).
 
     Per group (one trace): the prompts once through every layer with a key/value
     cache, then the positive and negative answer tokens as two one-token rows per
     item against that cache, reading the decoder-layer output at every layer. All
-    groups go in one request and are summed on the model's side.
+    groups go in one request and are summed on the model's side. The prompt pass
+    also gives the mean residual norm at the steered positions (``positions``).
     """
+    return extract_caa_fast_weighted(model, items, concept=concept, batch_size=batch_size, backend=backend,
+                                     on_batch=on_batch, request_key=request_key, stats=stats, positions=positions)[0]
+
+
+def extract_caa_fast_weighted(
+    model: LoadedModel,
+    items: Sequence[EncodedItem],
+    *,
+    concept: str,
+    batch_size: int,
+    backend: Backend,
+    on_batch: Callable[[int], None] | None = None,
+    request_key: str | None = None,
+    stats: WorkStats | None = None,
+    positions: SteerPositions = "assistant",
+    weights: torch.Tensor | None = None,
+) -> tuple[SteeringVectors, torch.Tensor]:
+    """``extract_caa_fast`` plus V extra vectors Σ_i weights[v, i] · d_i / items (d_i: item
+    i's positive − negative activation), e.g. bootstrap resamples (counts) or shuffled
+    labels (±1). A [V, rows] weight matrix multiplies the activations inside the trace,
+    so only (1 + V) × layers × hidden leaves the model. Returns (vectors, [V, layers, hidden])."""
     if not supports_fast_path(model):
-        return extract_caa(
-            model, items, concept=concept, batch_size=batch_size, backend=backend, on_batch=on_batch, request_key=request_key
+        return extract_caa_weighted(
+            model, items, concept=concept, batch_size=batch_size, backend=backend, on_batch=on_batch,
+            request_key=request_key, positions=positions, weights=weights,
         )
     stats = stats if stats is not None else WorkStats()
     n_layers = model.n_layers
+    all_weights = item_weights(weights, len(items))
     groups = []
+    count = 0.0
     for index in _groups(items, batch_size):
         group = [items[i] for i in index]
         g = len(group)
@@ -261,25 +315,35 @@ def extract_caa_fast(
         position_ids = (batch.position_ids[:, -1:] + 1).index_select(0, rows)
         ones = torch.ones(g, 1, dtype=batch.attention_mask.dtype)
         attention_mask = torch.cat([batch.attention_mask, ones], dim=1).index_select(0, rows)
-        signs = torch.cat([torch.ones(g), -torch.ones(g)])  # +positive, -negative
-        groups.append((batch.model_inputs(), answer_ids, rows, position_ids, attention_mask, signs))
+        w = all_weights[:, index]
+        signed = torch.cat([w, -w], dim=1)  # +positive, -negative
+        mask = batch.mask_from([it.steer_start(positions) for it in group])
+        count += float(mask.sum())
+        groups.append((batch.model_inputs(), answer_ids, rows, position_ids, attention_mask, signed, mask))
         _count_prompt(stats, batch, n_layers)
         stats.answer_token_layers += 2 * g * n_layers
-    nn, no_logits = model.nn, _NO_LOGITS  # the only names the session body uses, with the kernel
+    nn, layers, no_logits = model.nn, model.layers, _NO_LOGITS  # the only names the session body uses, with the kernel
     request = backend.open(model, "extraction", request_key)
-    total = None
+    total = norms = None
     with torch.inference_mode():
         if request.must_submit:
             with nn.session(**request.session_kwargs()):
                 batch_sums = []
-                for inputs, answer_ids, rows, position_ids, attention_mask, signs in groups:
+                norm_sums = []
+                for inputs, answer_ids, rows, position_ids, attention_mask, signed, mask in groups:
                     with nn.trace(inputs, use_cache=True, logits_to_keep=no_logits):
+                        norm_sums.append(torch.stack([fast_kernel.masked_norm(layers[layer].output, mask) for layer in range(len(layers))]))
                         cache = fast_kernel.output_cache(nn.output)
                         batch_sums.append(
-                            fast_kernel.answer_activations(nn.model, cache, answer_ids, rows, position_ids, attention_mask, signs)
+                            fast_kernel.answer_activations(nn.model, cache, answer_ids, rows, position_ids, attention_mask, signed)
                         )
                 total = nnsight.save(torch.stack(batch_sums).sum(0))
-        total = request.result(total=total)["total"]
+                norms = nnsight.save(torch.stack(norm_sums).sum(0))
+        got = request.result(total=total, norms=norms)
+        total, norms = got["total"], got["norms"]
     if on_batch is not None:
         on_batch(len(items))
-    return SteeringVectors(total / len(items), len(items), model.name, model.revision, concept)
+    total = total / len(items)  # [layers, V, hidden]
+    vectors = SteeringVectors(total[:, 0].contiguous(), len(items), model.name, model.revision, concept,
+                              norms / max(count, 1.0), positions)
+    return vectors, total[:, 1:].transpose(0, 1).contiguous()

@@ -135,7 +135,8 @@ def sweep(
     ``resid[l]`` is the decoder-layer output of layer l over the window columns
     (``prefix`` onwards) of the group's prompt pass and ``cache`` that pass's cache.
     A configuration k (layer ``config_layers[k]``, strength ``config_strengths[k]``)
-    restarts from ``resid[layer]`` plus ``strength × vectors[vector_rows[layer]]`` at the
+    restarts from ``resid[layer]`` plus ``strength × vectors[vector_rows[layer]]`` (or, when
+    ``vector_rows`` is a list, ``vectors[vector_rows[k]]``: one vector per configuration) at the
     steered columns (``steer`` [G, C], 1 where steered) and runs the window through the
     layers above, attending to the cached prefix keys/values of each layer. Rows
     (item, configuration) enter at their own layer: a staircase, one pass up the
@@ -173,7 +174,8 @@ def sweep(
                 start_state = resid[layer]
                 dev, dtype = start_state.device, start_state.dtype
                 strength = torch.tensor([float(config_strengths[k]) for k in configs.tolist()])
-                delta = strength.to(device=dev, dtype=dtype)[:, None] * vectors[vector_rows[layer]].to(device=dev, dtype=dtype)[None, :]
+                picks = torch.tensor([int(vector_rows[k] if isinstance(vector_rows, list) else vector_rows[layer]) for k in configs.tolist()])
+                delta = strength.to(device=dev, dtype=dtype)[:, None] * vectors.index_select(0, picks.to(vectors.device)).to(device=dev, dtype=dtype)
                 rows = _take(start_state, items) + delta[:, None, :] * _take(steer, items).to(dev, dtype)[:, :, None]
                 hidden = rows if hidden is None else torch.cat([hidden.to(dev), rows])
                 row_item = torch.cat([row_item, items])
@@ -189,12 +191,20 @@ def sweep(
     return baseline, steered
 
 
+def masked_norm(hidden, mask):
+    """Σ over the positions where ``mask`` [B, T] is 1 of the L2 norm of ``hidden`` [B, T, H] (a float)."""
+    norms = hidden.float().norm(dim=-1)
+    return (norms * mask.to(norms.device, norms.dtype)).sum().cpu()
+
+
 def answer_activations(base, cache, answer_ids, rows, position_ids, attention_mask, signs):
     """Signed sum over rows of the decoder-layer output at one appended token, every layer.
 
     Row r appends token ``answer_ids[r]`` to prompt ``rows[r]`` of the prompt pass whose
     cache is ``cache``; it runs through every layer against that prompt's cached
-    keys/values. Returns [layers, hidden] float32: Σ_r signs[r] · output_l(r).
+    keys/values. Returns [layers, hidden] float32: Σ_r signs[r] · output_l(r). With
+    ``signs`` a [V, rows] weight matrix, [layers, V, hidden]: V weighted sums at once
+    (bootstrap and shuffled-label vectors), reduced here so only V × hidden per layer leaves.
     """
     keyword = cache_keyword()
     keys = [_take(layer.keys, rows) for layer in cache.layers]
@@ -208,5 +218,6 @@ def answer_activations(base, cache, answer_ids, rows, position_ids, attention_ma
     for index in range(len(keys)):
         hidden = _run_layer(base, index, hidden, mask, position_ids, cos, sin, ReadOnlyKV(keys[index], values[index]), keyword)
         answer = hidden[:, -1, :].float()
-        sums.append((signs.to(answer.device)[:, None] * answer).sum(0).cpu())
+        weights = signs.to(answer.device, answer.dtype)
+        sums.append((weights @ answer).cpu() if weights.dim() == 2 else (weights[:, None] * answer).sum(0).cpu())
     return torch.stack(sums)

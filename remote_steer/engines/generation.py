@@ -285,7 +285,7 @@ def generation_rows(
                     "dataset": concept,
                     "item_id": item.item_id,
                     "layer": int(config.layer),
-                    "layer_fraction": config.layer / n_layers,
+                    "layer_fraction": (config.layer + 1) / n_layers,  # depth of the layer's output
                     "n_layers": int(n_layers),
                     "strength": float(config.strength),
                     "training": training,

@@ -151,7 +151,8 @@ class LoadedModel:
         return self.nn.model.layers
 
     def layer_fraction(self, layer: int) -> float:
-        return layer / self.n_layers
+        """Depth of the layer's output, (layer + 1) / layers (``registry.layer_depth``)."""
+        return (layer + 1) / self.n_layers
 
 
 def _device_kwargs(device: str) -> dict[str, Any]:

@@ -51,13 +51,34 @@ QWEN3_FAMILY: tuple[ModelCard, ...] = (
     ),
 )
 
+# Beyond the study: the two smaller Qwen3 sizes (distilled like 4B–30B-A3B, per the Qwen3
+# technical report) and the pre-trained Base checkpoints (no post-training: training "base"),
+# so the RL-versus-distilled comparison can gain models and a base-versus-post-trained one
+# becomes possible. Shapes (layers, hidden, heads, tied embeddings) as in each model's
+# config.json on the Hugging Face hub (Base checkpoints share their model's architecture);
+# source: the Qwen3 technical report (arXiv:2505.09388, Tables 1–2) and the model cards,
+# written from those documents, not read from the hub here.
+QWEN3_EXTRA: tuple[ModelCard, ...] = (
+    ModelCard("Qwen3-0.6B", "Qwen/Qwen3-0.6B", 28, 1024, 16, 8, 0.6, 0.6, False, "distilled", True),
+    ModelCard("Qwen3-1.7B", "Qwen/Qwen3-1.7B", 28, 2048, 16, 8, 1.7, 1.7, False, "distilled", True),
+    ModelCard("Qwen3-0.6B-Base", "Qwen/Qwen3-0.6B-Base", 28, 1024, 16, 8, 0.6, 0.6, False, "base", True),
+    ModelCard("Qwen3-1.7B-Base", "Qwen/Qwen3-1.7B-Base", 28, 2048, 16, 8, 1.7, 1.7, False, "base", True),
+    ModelCard("Qwen3-4B-Base", "Qwen/Qwen3-4B-Base", 36, 2560, 32, 8, 4.0, 4.0, False, "base", True),
+    ModelCard("Qwen3-8B-Base", "Qwen/Qwen3-8B-Base", 36, 4096, 32, 8, 8.2, 8.2, False, "base", False),
+    ModelCard("Qwen3-14B-Base", "Qwen/Qwen3-14B-Base", 40, 5120, 40, 8, 14.8, 14.8, False, "base", False),
+    ModelCard(
+        "Qwen3-30B-A3B-Base", "Qwen/Qwen3-30B-A3B-Base", 48, 2048, 32, 4, 30.5, 3.3, True, "base", False,
+        default_backend="remote",
+    ),
+)
+
 TOY_MODELS: tuple[ModelCard, ...] = (
     ModelCard("toy/qwen3", "embedded", 12, 128, 4, 2, 0.022, 0.022, False, "random (toy)", True, toy=True),
     ModelCard("toy/qwen3-moe", "embedded", 12, 128, 4, 2, 0.042, 0.040, True, "random (toy)", False, toy=True),
 )
 
 _BY_NAME: dict[str, ModelCard] = {}
-for _card in QWEN3_FAMILY + TOY_MODELS:
+for _card in QWEN3_FAMILY + QWEN3_EXTRA + TOY_MODELS:
     _BY_NAME[_card.name.lower()] = _card
     if not _card.toy:
         _BY_NAME[_card.hub_id.lower()] = _card
@@ -79,4 +100,10 @@ def require_toy(name: str) -> ModelCard:
 
 
 def all_cards() -> tuple[ModelCard, ...]:
-    return QWEN3_FAMILY + TOY_MODELS
+    return QWEN3_FAMILY + QWEN3_EXTRA + TOY_MODELS
+
+
+def layer_depth(layer: int, n_layers: int) -> float:
+    """Depth of decoder layer ``layer`` (0-indexed): the depth of its *output*, (l + 1) / L,
+    so the last layer is 1.0 and the first 1 / L."""
+    return (layer + 1) / n_layers

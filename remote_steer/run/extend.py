@@ -6,7 +6,7 @@ what is missing, chunk by chunk and configuration by configuration (a chunk whos
 part lacks some configurations gets a second part holding just those). Fields that
 change what a saved number means are *refused*, naming the field: the data split
 (``seed``, ``data.source``, ``data.max_items``, ``data.test_fraction``,
-``data.files``), where the vector is added (``evaluation.positions``), how items are
+``data.files``), where and in what units the vector is added (``evaluation.positions``, ``evaluation.strength_unit``), how items are
 cut into parts (``evaluation.chunk_items``, ``evaluation.request_token_budget``),
 what a generation is (``generation.max_new_tokens``, ``generation.thinking``,
 ``generation.answer_tokens``) and a model's weights (``models[NAME].dtype``,
@@ -37,6 +37,7 @@ REFUSED = (
     "data.test_fraction",
     "data.files",
     "evaluation.positions",
+    "evaluation.strength_unit",
     "evaluation.chunk_items",
     "evaluation.request_token_budget",
     "generation.max_new_tokens",

@@ -31,13 +31,13 @@ def best_k_layers(logit: pd.DataFrame, k: int) -> list[int]:
 
 def generation_configs(spec, prepared, concept: str, store, logit_table: str) -> list[SteerConfig]:
     gen = spec.generation
-    strengths = gen.strengths or spec.evaluation.strengths
+    strengths = gen.strengths or spec.strengths_for(prepared.spec)
     layers = list(prepared.generation_layers)
     if gen.best_layers is not None:
-        parts = sorted(store.part_dir(logit_table, prepared.spec.name, concept).glob("items-*.parquet"))
+        parts = sorted(store.part_dir(logit_table, prepared.spec.label, concept).glob("items-*.parquet"))
         if not parts:
             raise SpecError(f"{spec.path or 'spec'}: generation.best_layers: no logit sweep saved for "
-                            f"{prepared.spec.name} × {concept}; expected evaluation.modes to include \"logit\"")
+                            f"{prepared.spec.label} × {concept}; expected evaluation.modes to include \"logit\"")
         logit = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
         layers = best_k_layers(logit, gen.best_layers)
     return [SteerConfig(layer, s) for layer in layers for s in strengths]

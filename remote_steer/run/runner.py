@@ -29,7 +29,6 @@ from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fa
 from remote_steer.engines.sweep import LogitDiffEngine
 from remote_steer.engines.extraction import extract_caa
 from remote_steer.engines.generation import GenerationEngine, generation_rows, generation_summary
-from remote_steer.engines.extraction import SteeringVectors
 from remote_steer.models.loading import LoadedModel, ModelSource, load_config, load_model, load_tokenizer, remote_id, resolve
 from remote_steer.remote.ndif import journal_dir, journal_traffic, probe_key, require_hosted
 from remote_steer.data.preprocess import ConceptSplit, preprocess
@@ -37,6 +36,8 @@ from remote_steer.data.prompts import EncodedItem, encode_generation_items, enco
 from remote_steer.run import extend
 from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location
 from remote_steer.run.store import RunStore
+from remote_steer.run import rigour
+from remote_steer.models.registry import layer_depth
 
 LOGIT_TABLE = "logit_diff"
 GENERATION_TABLE = "generation"
@@ -87,6 +88,9 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
             if not str(error).startswith("unknown concept"):
                 raise
             raise DataError(f"{spec_location(spec.path, 'data.concepts')}: data.concepts: {error}") from None
+        if concept in spec.data.flip:  # polarity reversed: the other answer is the behaviour
+            raw = [dataclasses.replace(r, answer_matching=r.answer_not_matching, answer_not_matching=r.answer_matching)
+                   for r in raw]
         split = preprocess(
             raw, concept, seed=spec.seed, test_fraction=spec.data.test_fraction, max_items=spec.data.max_items
         )
@@ -97,6 +101,7 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
             )
         splits[concept] = split
         display.note(split.report.summary())
+    rigour_checks(spec)
     models = []
     sources = {}
     for model_spec in spec.models:
@@ -127,9 +132,9 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
             source=source,
             n_layers=n_layers,
             hidden_size=int(text_config.hidden_size),
-            sweep_layers=spec.sweep_layers(n_layers),
+            sweep_layers=spec.sweep_layers(n_layers, model_spec),
             generation_layers=spec.generation_layers(n_layers),
-            training=source.card.training if source.card else "unknown",
+            training=model_spec.training or (source.card.training if source.card else "unknown"),
             client_model=client_model,
         )
         thinking = spec.generation.thinking
@@ -143,6 +148,19 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
                 )
         models.append(prepared)
     return Plan(spec, splits, models)
+
+
+def rigour_checks(spec: ExperimentSpec) -> None:
+    """Spec fields that need the whole spec to check: flipped concepts, distinct model labels."""
+    for concept in spec.data.flip:
+        if concept not in spec.data.concepts:
+            raise SpecError(f"{spec.path or 'spec'}: data.flip: {concept!r} is not among data.concepts "
+                            f"({', '.join(spec.data.concepts)})")
+    labels = [m.label for m in spec.models]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise SpecError(f"{spec.path or 'spec'}: models: two entries are named {label!r}; "
+                            "expected distinct names (set display_name to tell them apart)")
 
 
 def _note_toy_build(name: str, display: Display) -> None:
@@ -203,9 +221,9 @@ def run_experiment(
             try:
                 info = _run_model(plan, prepared, store, backend, display, counts, after_part)
             finally:
-                traffic[prepared.spec.name] = _model_traffic(backend, run_dir, prepared.spec.name)
+                traffic[prepared.spec.label] = _model_traffic(backend, run_dir, prepared.spec.name)
                 store.update_manifest(traffic=traffic)
-            model_info[prepared.spec.name] = info
+            model_info[prepared.spec.label] = info
             store.update_manifest(models=model_info)
     except BaseException as error:
         store.update_manifest(status="interrupted", error=f"{type(error).__name__}: {error}")
@@ -213,6 +231,9 @@ def run_experiment(
     results = store.consolidate(LOGIT_TABLE)  # everything saved, this spec's modes or earlier ones
     if results.empty:
         store.results_path(LOGIT_TABLE).unlink(missing_ok=True)  # a generation-only run has no logit table
+    if spec.controls.any and "logit" in spec.evaluation.modes:
+        store.consolidate(rigour.CONTROL_TABLE)
+    rigour.write_norms(store, plan)
     summary = best_layers(results) if len(results) else pd.DataFrame()
     _write_summary(store, summary)
     generation = store.consolidate(GENERATION_TABLE)
@@ -247,7 +268,7 @@ def _run_model(
     counts: dict[str, int],
     after_part: Callable[[], None] | None,
 ) -> dict[str, Any]:
-    spec, name = plan.spec, prepared.spec.name
+    spec, name = plan.spec, prepared.spec.label
     loaded: LoadedModel | None = None
 
     def model() -> LoadedModel:  # weights load only if some work is left
@@ -266,22 +287,11 @@ def _run_model(
             )
         return loaded
 
-    configs = [SteerConfig(layer, s) for layer in prepared.sweep_layers for s in spec.evaluation.strengths]
+    configs = rigour.configs_for(spec, prepared)
     revision = None
     for concept in plan.splits:
         train, test = prepared.encoded[concept]
-        vector_path = store.vector_path(name, concept)
-        if vector_path.exists():
-            vectors = SteeringVectors.load(vector_path)
-        else:
-            with display.progress(f"{name} · {concept} · extract", len(train), "pairs") as task:
-                backend.on_status = lambda _stage, state: task.state(state)
-                extract = extract_caa_fast if prepared.spec.engine == "fast" else extract_caa
-                vectors = extract(
-                    model(), train, concept=concept, batch_size=spec.extraction.batch_size,
-                    backend=backend, on_batch=task.advance, request_key=f"extract/{name}/{concept}",
-                )
-            vectors.save(vector_path)
+        vectors, extra = rigour.vectors_for(spec, prepared, concept, train, store, backend, model, display, name)
         revision = vectors.revision
         if "logit" in spec.evaluation.modes:
             sweep_engine = FastLogitDiffEngine if prepared.spec.engine == "fast" else LogitDiffEngine
@@ -290,11 +300,15 @@ def _run_model(
             )
 
             def logit_chunk(first, chunk, engine, on_rows, key, todo_configs, concept=concept, vectors=vectors):
-                sweep = engine.run(chunk, vectors.vectors, todo_configs, on_rows=on_rows, request_key=key)
-                return _tidy(name, concept, prepared, chunk, todo_configs, sweep, spec.evaluation.positions)
+                sweep = engine.run(chunk, vectors.scaled(spec.evaluation.strength_unit), todo_configs, on_rows=on_rows,
+                                   request_key=key)
+                frame = _tidy(name, concept, prepared, chunk, todo_configs, sweep, spec.evaluation.positions)
+                return frame.assign(strength_unit=spec.evaluation.strength_unit)
 
             _chunked_stage(store, LOGIT_TABLE, "sweep", name, concept, test, configs, engine, logit_chunk,
                            spec, backend, display, counts, after_part)
+            rigour.controls_stage(spec, prepared, concept, vectors, extra, configs, model, store, backend, display,
+                                  counts, after_part, name, _chunked_stage)
         if "generation" in spec.evaluation.modes and concept in prepared.generation_encoded:
             _generation_stage(plan, prepared, concept, vectors, model, store, backend, display, counts, after_part)
     return {
@@ -346,7 +360,7 @@ def _generation_stage(plan, prepared, concept, vectors, model, store, backend, d
     """Free generation under steering on a subset of layers; answers parsed to A/B."""
     from remote_steer.run.generation_stage import generation_configs, make_generation_engine
 
-    spec, name = plan.spec, prepared.spec.name
+    spec, name = plan.spec, prepared.spec.label
     gen = spec.generation
     configs = generation_configs(spec, prepared, concept, store, LOGIT_TABLE)
     encoded = prepared.generation_encoded[concept]
@@ -356,7 +370,8 @@ def _generation_stage(plan, prepared, concept, vectors, model, store, backend, d
         return make_generation_engine(spec, prepared, model(), backend)
 
     def generation_chunk(first, chunk, engine, on_rows, key, todo_configs):
-        result = engine.run(chunk, vectors.vectors, todo_configs, on_rows=on_rows, request_key=key)
+        result = engine.run(chunk, vectors.scaled(spec.evaluation.strength_unit), todo_configs, on_rows=on_rows,
+                            request_key=key)
         items = [by_id[it.item_id] for it in chunk]
         return generation_rows(name, concept, prepared.n_layers, prepared.training, items, todo_configs, result,
                                thinking=prepared.thinking)
@@ -396,7 +411,7 @@ def _tidy(model, concept, prepared, items, configs, sweep, positions) -> pd.Data
                     "dataset": concept,
                     "item_id": item.item_id,
                     "layer": config.layer,
-                    "layer_fraction": config.layer / prepared.n_layers,
+                    "layer_fraction": layer_depth(config.layer, prepared.n_layers),
                     "n_layers": prepared.n_layers,
                     "strength": config.strength,
                     "logit_diff": float(sweep.steered[i, c]),

@@ -26,6 +26,7 @@ class DataSpec:
     max_items: int | None = None  # per concept, after preprocessing (None: all)
     test_fraction: float = 0.5
     files: dict[str, tuple[str, ...]] = field(default_factory=dict)  # concept -> files override
+    flip: tuple[str, ...] = ()  # concepts whose polarity is reversed (matching ↔ not matching)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,15 @@ class ModelSpec:
     backend: str = "local"  # "local", "remote" (NDIF) or "simulated-remote"
     host: str | None = None  # remote server URL; default $NDIF_HOST, then nnsight's configured host
     engine: str = "fast"  # "fast" (prefix cache, shipped kernel via nnsight.register) or "plain" (nnsight only)
+    layers: tuple[int, ...] | None = None  # this model's sweep layers (default: evaluation.layers / the sweep)
+    strengths: tuple[float, ...] | None = None  # this model's strengths (default: evaluation.strengths)
+    training: str | None = None  # training label for grouping (default: the registry's, else "unknown")
+    display_name: str | None = None  # name in results, tables and the run directory (default: name)
+
+    @property
+    def label(self) -> str:
+        """The model's name in results (``display_name`` if set)."""
+        return self.display_name or self.name
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,7 @@ class EvaluationSpec:
     batch_size: int = 64  # rows (item × configuration) per forward pass
     chunk_items: int = 16  # items per checkpointed results part and per request (resume granularity)
     request_token_budget: int = 2_000_000  # max padded tokens (rows × width) in one request
+    strength_unit: str = "raw"  # "raw": s × the vector; "residual": s × the layer's mean residual norm, in the vector's direction
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,19 @@ class GenerationSpec:
 
 
 @dataclass(frozen=True)
+class ControlsSpec:
+    """Opt-in rigour checks (docs/rigour.md). Each costs its count × the sweep's steered rows."""
+
+    random: int = 0  # random directions with the vector's norm, per layer
+    shuffled: int = 0  # CAA vectors from shuffled labels (matching letter permuted in the training set)
+    bootstrap: int = 0  # CAA vectors from bootstrap resamples of the training items (vector uncertainty)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.random or self.shuffled or self.bootstrap)
+
+
+@dataclass(frozen=True)
 class ExperimentSpec:
     name: str
     seed: int = 0
@@ -86,6 +110,7 @@ class ExperimentSpec:
     extraction: ExtractionSpec = field(default_factory=ExtractionSpec)
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     generation: GenerationSpec = field(default_factory=GenerationSpec)
+    controls: ControlsSpec = field(default_factory=ControlsSpec)
     path: str | None = field(default=None, compare=False)  # where it was read from
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,13 +118,21 @@ class ExperimentSpec:
         out.pop("path")
         return out
 
-    def sweep_layers(self, n_layers: int) -> list[int]:
-        """The evaluation layers for a model of ``n_layers`` decoder layers."""
+    def sweep_layers(self, n_layers: int, model: ModelSpec | None = None) -> list[int]:
+        """The evaluation layers for a model of ``n_layers`` decoder layers (its override first)."""
         ev = self.evaluation
+        if model is not None and model.layers is not None:
+            return list(model.layers)
         if ev.layers is not None:
             return list(ev.layers)
         start = min(n_layers - 1, math.ceil(ev.layer_start_fraction * n_layers - 1e-9))
         return list(range(start, n_layers))
+
+    def strengths_for(self, model: ModelSpec | None = None) -> tuple[float, ...]:
+        """The model's strengths: its override, else ``evaluation.strengths``."""
+        if model is not None and model.strengths is not None:
+            return model.strengths
+        return self.evaluation.strengths
 
     def generation_layers(self, n_layers: int) -> list[int]:
         """Generation is costly: by default up to four layers spread over the sweep.
@@ -137,6 +170,14 @@ class ExperimentSpec:
             raise SpecError(f"{where}: generation.best_layers: needs the logit sweep; expected evaluation.modes to include \"logit\"")
 
     def check_layers(self, model: str, n_layers: int) -> None:
+        for index, spec_model in enumerate(self.models):
+            if spec_model.name == model:
+                for layer in spec_model.layers or ():
+                    if not 0 <= layer < n_layers:
+                        raise SpecError(
+                            f"{self.path or 'spec'}: models[{index}].layers: layer {layer} is outside {model} "
+                            f"(decoder layers 0..{n_layers - 1})"
+                        )
         for layer in self.generation.layers or ():
             if not 0 <= layer < n_layers:
                 raise SpecError(
@@ -151,9 +192,11 @@ class ExperimentSpec:
                 )
 
 
-_SECTIONS = {"data": DataSpec, "extraction": ExtractionSpec, "evaluation": EvaluationSpec, "generation": GenerationSpec}
+_SECTIONS = {"data": DataSpec, "extraction": ExtractionSpec, "evaluation": EvaluationSpec, "generation": GenerationSpec,
+             "controls": ControlsSpec}
 _CHOICES = {
     "evaluation.positions": ("assistant", "all"),
+    "evaluation.strength_unit": ("raw", "residual"),
     "models.dtype": ("auto", "float32", "float16", "bfloat16"),
     "models.backend": BACKEND_KINDS,
     "models.engine": ("fast", "plain"),
@@ -232,7 +275,7 @@ class _Reader:
             if not isinstance(value, dict):
                 raise self.fail(key, "expected a table of concept = [paths]")
             return {c: tuple(self.strings(v, f"{key}.{c}")) for c, v in value.items()}
-        if name in ("concepts",) or key in ("generation.models",):
+        if name in ("concepts", "flip") or key in ("generation.models",):
             return tuple(self.strings(value, key))
         if name == "layer_fractions":
             if not isinstance(value, list) or not value or not all(
@@ -256,6 +299,10 @@ class _Reader:
         if name == "thinking":
             if not isinstance(value, bool):
                 raise self.fail(key, f"expected true or false, got {value!r}")
+            return value
+        if key.startswith("controls.") and name in ("random", "shuffled", "bootstrap"):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise self.fail(key, f"expected a whole number ≥ 0 (how many vectors), got {value!r}")
             return value
         if name in ("max_items", "seed", "batch_size", "chunk_items", "request_token_budget", "max_new_tokens",
                     "best_layers", "answer_tokens"):

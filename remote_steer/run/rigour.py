@@ -1,0 +1,167 @@
+"""The runner's rigour stages (docs/rigour.md): vectors with residual norms and
+control/bootstrap vectors from one extraction pass, the controls sweep, the norms table.
+
+Kept out of ``runner.py`` so the pipeline there stays readable; the runner calls
+``vectors_for``, ``controls_stage`` and ``write_norms``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from remote_steer.engines.controls import BOOTSTRAP, RANDOM, SHUFFLED, extraction_weights, random_directions, rng_for
+from remote_steer.engines.extraction import SteeringVectors, residual_scale
+from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast_weighted
+from remote_steer.engines.sweep import SteerConfig
+from remote_steer.models.registry import layer_depth
+from remote_steer.run.store import RunStore, atomic_write, write_parquet
+
+CONTROL_TABLE = "controls"
+NORMS_TABLE = "norms"
+
+
+def controls_path(store: RunStore, model: str, concept: str) -> Path:
+    return store.vector_path(model, concept).with_suffix(".controls.safetensors")
+
+
+def _save_controls(path: Path, extra: torch.Tensor, kinds: list[tuple[str, int]]) -> None:
+    tensors = {}
+    for kind in (SHUFFLED, BOOTSTRAP):
+        rows = [i for i, (k, _) in enumerate(kinds) if k == kind]
+        if rows:
+            tensors[kind] = extra[rows].contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={
+        "format": "remote-steer/caa-controls-v1: [vectors, layers, hidden] per kind (shuffled labels, bootstrap)"}))
+
+
+def vectors_for(spec, prepared, concept: str, train, store: RunStore, backend, model: Callable[[], Any],
+                display, name: str) -> tuple[SteeringVectors, dict[str, torch.Tensor]]:
+    """Load or extract the concept's vectors (and, when the spec asks, its shuffled-label
+    and bootstrap vectors, from the same pass). Returns (vectors, {kind: [n, layers, hidden]})."""
+    controls = spec.controls
+    vector_path, extra_path = store.vector_path(name, concept), controls_path(store, name, concept)
+    need_extra = bool(controls.shuffled or controls.bootstrap)
+    if vector_path.exists() and (not need_extra or extra_path.exists()):
+        vectors = SteeringVectors.load(vector_path)
+        if spec.evaluation.strength_unit == "raw" or vectors.residual_norms is not None:
+            return vectors, (_load_extra(extra_path) if need_extra else {})
+    weights, kinds = extraction_weights([it.matching_letter for it in train], controls.shuffled, controls.bootstrap,
+                                        spec.seed, name, concept)
+    with display.progress(f"{name} · {concept} · extract", len(train), "pairs") as task:
+        backend.on_status = lambda _stage, state: task.state(state)
+        if prepared.spec.engine == "plain" and not need_extra and spec.evaluation.strength_unit == "raw":
+            from remote_steer.engines.extraction import extract_caa  # nnsight operations only, no shipped kernel
+
+            vectors = extract_caa(model(), train, concept=concept, batch_size=spec.extraction.batch_size,
+                                  backend=backend, on_batch=task.advance, request_key=f"extract/{name}/{concept}")
+            vectors.save(vector_path)
+            return vectors, {}
+        vectors, extra = extract_caa_fast_weighted(
+            model(), train, concept=concept, batch_size=spec.extraction.batch_size, backend=backend,
+            on_batch=task.advance, request_key=f"extract/{name}/{concept}", positions=spec.evaluation.positions,
+            weights=weights,
+        )
+    if need_extra:
+        _save_controls(extra_path, extra, kinds)  # before the vector file: its presence means both exist
+    vectors.save(vector_path)
+    return vectors, (_load_extra(extra_path) if need_extra else {})
+
+
+def _load_extra(path: Path) -> dict[str, torch.Tensor]:
+    return dict(load_file(str(path))) if path.exists() else {}
+
+
+def control_sets(spec, vectors: SteeringVectors, extra: dict[str, torch.Tensor], name: str,
+                 concept: str) -> tuple[torch.Tensor, list[tuple[str, int]]]:
+    """[V, layers, hidden] control and bootstrap vectors in the spec's strength unit, and
+    (kind, index) per row. In residual units every vector is rescaled, layer by layer, to
+    the layer's mean residual norm, as the real one is; random directions always carry the
+    real (scaled) vector's norm."""
+    unit = spec.evaluation.strength_unit
+    real = vectors.scaled(unit)
+    sets, kinds = [], []
+    if spec.controls.random:
+        sets.append(random_directions(real, spec.controls.random, rng_for(spec.seed, name, concept, RANDOM)))
+        kinds += [(RANDOM, i) for i in range(spec.controls.random)]
+    for kind in (SHUFFLED, BOOTSTRAP):
+        count = spec.controls.shuffled if kind == SHUFFLED else spec.controls.bootstrap
+        if count and kind in extra:
+            block = extra[kind][:count]
+            if unit == "residual":
+                block = torch.stack([v * residual_scale(v, vectors.residual_norms)[:, None] for v in block])
+            sets.append(block)
+            kinds += [(kind, i) for i in range(len(block))]
+    return torch.cat(sets), kinds
+
+
+def controls_stage(spec, prepared, concept, vectors, extra, configs, model, store, backend, display, counts,
+                   after_part, name, chunked_stage) -> None:
+    """Every control and bootstrap vector on the same held-out items and configurations as
+    the real one, one request per chunk (the prompt pass shared by all of them)."""
+    if not spec.controls.any:
+        return
+    sets, kinds = control_sets(spec, vectors, extra, name, concept)
+    _, test = prepared.encoded[concept]
+
+    def make_engine():  # rows in flight: up to 4 × batch_size, so a group still holds several items
+        rows = spec.evaluation.batch_size * max(1, min(4, len(kinds)))
+        return FastLogitDiffEngine(model(), backend, rows, spec.evaluation.positions)
+
+    def run_chunk(first, chunk, engine, on_rows, key, todo_configs):
+        baseline, steered = engine.run_vectors(chunk, sets, todo_configs, on_rows=lambda n: on_rows(n / len(kinds)),
+                                               request_key=key)
+        return control_rows(name, concept, prepared, chunk, todo_configs, kinds, baseline, steered, spec)
+
+    chunked_stage(store, CONTROL_TABLE, "controls", name, concept, test, configs, make_engine,
+                  run_chunk, spec, backend, display, counts, after_part)
+
+
+def control_rows(name, concept, prepared, items, configs, kinds, baseline, steered, spec) -> pd.DataFrame:
+    """One row per item × control vector × layer × strength."""
+    rows = []
+    for i, item in enumerate(items):
+        for v, (kind, index) in enumerate(kinds):
+            for c, config in enumerate(configs):
+                rows.append({
+                    "model": name, "dataset": concept, "item_id": item.item_id, "layer": config.layer,
+                    "layer_fraction": layer_depth(config.layer, prepared.n_layers), "n_layers": prepared.n_layers,
+                    "strength": config.strength, "kind": kind, "vector": index,
+                    "logit_diff": float(steered[i, v, c]), "baseline_logit_diff": float(baseline[i]),
+                    "training": prepared.training, "strength_unit": spec.evaluation.strength_unit,
+                })
+    return pd.DataFrame(rows)
+
+
+def write_norms(store: RunStore, plan) -> pd.DataFrame:
+    """``results/norms.parquet``: per model × concept × layer, the vector norm, the mean
+    residual norm at the steered positions and their ratio, from the saved vectors."""
+    rows = []
+    for prepared in plan.models:
+        name = prepared.spec.label
+        for concept in plan.splits:
+            path = store.vector_path(name, concept)
+            if not path.exists():
+                continue
+            vectors = SteeringVectors.load(path)
+            residual = vectors.residual_norms
+            for layer, norm in enumerate(vectors.norms):
+                res = float(residual[layer]) if residual is not None else float("nan")
+                rows.append({
+                    "model": name, "dataset": concept, "layer": layer, "n_layers": prepared.n_layers,
+                    "layer_fraction": layer_depth(layer, prepared.n_layers), "vector_norm": norm,
+                    "residual_norm": res, "ratio": norm / res if res > 0 else float("nan"),
+                    "training": prepared.training, "positions": vectors.positions,
+                })
+    frame = pd.DataFrame(rows)
+    write_parquet(store.results_path(NORMS_TABLE), frame)
+    return frame
+
+
+def configs_for(spec, prepared) -> list[SteerConfig]:
+    return [SteerConfig(layer, s) for layer in prepared.sweep_layers for s in spec.strengths_for(prepared.spec)]
