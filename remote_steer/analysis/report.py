@@ -296,6 +296,14 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, n_boot: int 
         numeric.update(generation_rates=rates, logit_vs_generation=joined, effect_by_cell=per_cell,
                        effect_by_dataset=per_dataset)
         tables += _tables_generation(per_cell, per_dataset, datasets)
+    from remote_steer.analysis.letters import letter_effects, load_letter_control, report_table
+
+    control = load_letter_control([r.path for r in study.runs])
+    if control is not None:
+        control["model"] = control["model"].astype(str).map(_canonical)
+    numeric["letter_effects"] = letter_effects(logit, control)
+    if (letter_table := report_table(numeric["letter_effects"], best)) is not None:
+        tables.append(Table(*letter_table))
 
     for number, table in enumerate(tables, start=1):  # numbered after the fact: absent tables leave no gaps
         table.title = f"Table {number}. {table.title}"
