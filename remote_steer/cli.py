@@ -246,6 +246,7 @@ def bench(
         None, "--width-scale", help="Scale the --shape's width (hidden size, MLP) by this factor; depth is kept."
     ),
     model: str = typer.Option("toy/qwen3", "--model", help='Without --shape: "toy/qwen3" or "small/smollm2-135m-instruct".'),
+    only: str = typer.Option("abcd", "--only", help='Implementations to run, e.g. "ad" (default all: "abcd").'),
     quick: bool = typer.Option(False, "--quick", help="Reduced mode (8 items, one repeat, (c) on 1 item, no (b)): < 5 min."),
     device: str = typer.Option("cpu", "--device", help='"cpu"; for CUDA run tests/gpu_check.py (full-size shapes in bf16).'),
     data: Optional[Path] = typer.Option(None, "--data", help="Upstream model-written-evals root (default: the bundled fixtures)."),
@@ -288,7 +289,7 @@ def bench(
         shape_hidden = max(step, int(round(card.hidden_size * width_scale / step)) * step)
     options = BenchOptions(
         items=items, layers=layers, hidden=hidden or 256, data=str(data) if data else None, threads=threads,
-        shape=shape, shape_hidden=shape_hidden, model=model,
+        shape=shape, shape_hidden=shape_hidden, model=model, implementations=only,
         batch_size=batch_size, repeats=repeats, plain_items=plain_items, positions=positions,
         skip_steering_vectors=skip_steering_vectors, sv_python=str(sv_python), output_dir=str(output_dir),
     )
