@@ -40,7 +40,7 @@ def test_planted_letter_collapse_is_flagged_with_per_letter_effects():
     assert collapsed["letter_shift"] == pytest.approx(2.0, abs=0.05)
     assert collapsed["n_A"] == collapsed["n_B"] == 10
     assert bool(table.loc[(5, 16.0), "collapse"]) and bool(table.loc[(5, -16.0), "collapse"])
-    assert table.loc[(5, -16.0), "collapse_rule"] == "both signs toward A"
+    assert table.loc[(5, -16.0), "collapse_rule"] == "both signs → A"
     # a real behaviour effect is not flagged, nor a letter drift smaller than the behaviour effect
     assert not table.loc[6, "collapse"].any()
     assert not table.loc[7, "collapse"].any()
@@ -58,7 +58,7 @@ def test_letter_control_rule():
     table = letter_effects(results[results["layer"] != 5].pipe(lambda f: pd.concat([f, _one_sided()])), control)
     table = table.set_index(["layer", "strength"])
     # layer 5, +16 only: the vector moves the letter gap by 2 > the A−B direction's 1 → flagged by the control
-    assert table.loc[(5, 16.0), "collapse_rule"] == "letter shift ≥ A−B direction's"
+    assert table.loc[(5, 16.0), "collapse_rule"] == "≥ A−B dir."
     assert not table.loc[6, "collapse"].any()
 
 

@@ -190,3 +190,28 @@ def test_greedy_generation_equals_plain_generate_with_hooks(real, encoded):
 
     assert tuple(result.baseline_ids[0]) == oracle(False)
     assert tuple(result.steered_ids[0][0]) == oracle(True)
+
+
+@pytest.mark.slow
+def test_real_model_shows_letter_collapse(real):
+    """SmolLM2 on the corrigibility fixtures: at ±16, layer 12, both signs push toward "A"
+    (seen in experiments/real-small.toml: letter shift +1.87 and +1.18, t 17 and 6)."""
+    from remote_steer.analysis.letters import letter_effects
+    from remote_steer.data.loading import load_concept
+    from remote_steer.data.preprocess import preprocess
+    import pandas as pd
+
+    split = preprocess(load_concept("corrigibility", "fixtures"), "corrigibility", seed=0, test_fraction=0.5)
+    train, test = encode_items(real.tokenizer, split.train), encode_items(real.tokenizer, split.test)
+    vectors = extract_caa_fast(real, train, concept="corrigibility", batch_size=16, backend=Backend()).vectors
+    configs = [SteerConfig(12, 16.0), SteerConfig(12, -16.0)]
+    sweep = FastLogitDiffEngine(real, Backend(), batch_rows=64).run(test, vectors, configs)
+    rows = [
+        {"model": NAME, "dataset": "corrigibility", "item_id": it.item_id, "layer": c.layer, "strength": c.strength,
+         "logit_diff": sweep.steered[i, k], "baseline_logit_diff": sweep.baseline[i], "matching_letter": it.matching_letter}
+        for i, it in enumerate(test) for k, c in enumerate(configs)
+    ]
+    table = letter_effects(pd.DataFrame(rows)).set_index("strength")
+    assert table["collapse"].all(), table
+    assert (table["letter_shift"] > 0).all()  # toward "A" both ways
+    assert (table["effect_A"] > 0).all() and (table["effect_B"] < 0).all()  # per-letter effects apart

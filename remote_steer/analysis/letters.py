@@ -148,7 +148,7 @@ def _flag_both_ways(table: pd.DataFrame, min_t: float) -> None:
         same_way = np.sign(row["letter_shift"]) == np.sign(other["letter_shift"]) != 0
         if same_way and _material(row, min_t) and _material(other, min_t):
             letter = "A" if row["letter_shift"] > 0 else "B"
-            rule = f"both signs toward {letter}"
+            rule = f"both signs → {letter}"
             _add_rule(table, i, rule)
             _add_rule(table, j, rule)
 
@@ -159,7 +159,7 @@ def _flag_control(table: pd.DataFrame, min_t: float) -> None:
         if not np.isfinite(control) or not np.isfinite(row["letter_t"]) or abs(row["letter_t"]) < min_t:
             continue
         if abs(row["letter_shift"]) >= abs(control):
-            _add_rule(table, i, "letter shift ≥ A−B direction's")
+            _add_rule(table, i, "≥ A−B dir.")
 
 
 def collapse_summary(letters: pd.DataFrame) -> pd.DataFrame:

@@ -125,17 +125,21 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
     atomic_write(store.root / "results" / "letter_effects.csv", lambda tmp: letters.to_csv(tmp, index=False))
     best = best_layer_letters(letters, summary)
     verdict = collapse_verdict(letters, summary)
+    several = letters["model"].nunique() > 1  # the model column only when it tells rows apart
+    lead = (lambda r: (r.model, r.dataset)) if several else (lambda r: (r.dataset,))  # noqa: E731
+    lead_cols = ["model", "dataset"] if several else ["dataset"]
     if not best.empty:
         rows = [
-            (r.model, r.dataset, r.layer,
+            (*lead(r), r.layer,
              f"{r.pos_effect_A:+.2f}/{r.pos_effect_B:+.2f}", f"{r.neg_effect_A:+.2f}/{r.neg_effect_B:+.2f}",
              f"{r.pos_letter_shift:+.2f}/{r.neg_letter_shift:+.2f}", r.reading)
             for r in best.itertuples()
         ]
         s_pos, s_neg = best["pos_strength"].iloc[0], best["neg_strength"].iloc[0]
         display.table(
-            "Answer letters at the best layer: does behaviour move, or only the letter?",
-            ["model", "dataset", "layer", f"A/B items {s_pos:+g}", f"A/B items {s_neg:+g}", "A−B gap ±", "reading"],
+            "Answer letters at the best layer: does behaviour move, or only the letter?"
+            + ("" if several else f" ({letters['model'].iloc[0]})"),
+            [*lead_cols, "layer", f"A/B items {s_pos:+g}", f"A/B items {s_neg:+g}", "A−B gap ±", "reading"],
             rows,
             "A/B items: mean logit-diff change on items whose matching answer is A / B (behaviour moves both with "
             "the sign of the strength; a letter preference moves them apart). A−B gap: mean change of "
@@ -145,7 +149,7 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
     if not flagged.empty:
         shown = flagged.reindex(flagged["letter_shift"].abs().sort_values(ascending=False).index).head(12)
         rows = [
-            (r.model, r.dataset, r.layer, f"{r.strength:+g}", f"{r.effect_A:+.2f}", f"{r.effect_B:+.2f}",
+            (*lead(r), r.layer, f"{r.strength:+g}", f"{r.effect_A:+.2f}", f"{r.effect_B:+.2f}",
              f"{r.letter_shift:+.2f}", "—" if not np.isfinite(r.letter_control_shift) else f"{r.letter_control_shift:+.2f}",
              r.collapse_rule)
             for r in shown.itertuples()
@@ -153,7 +157,7 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
         more = f" Showing the {len(shown)} largest of {len(flagged)}; all in results/letter_effects.csv." if len(flagged) > len(shown) else ""
         display.table(
             "Letter collapse: cells where steering shifts the answer letter, not the behaviour",
-            ["model", "dataset", "layer", "strength", "A items", "B items", "A−B gap", "A−B dir.", "rule"],
+            [*lead_cols, "layer", "strength", "A items", "B items", "A−B gap", "A−B dir.", "rule"],
             rows,
             "A−B dir.: letter-gap change from an A-minus-B direction of the vector's norm (the letter control)."
             + more,
