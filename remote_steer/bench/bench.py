@@ -51,7 +51,7 @@ DESCRIPTIONS = {
     "c": "the study's protocol done plainly: one nnsight trace per prompt, answers appended as two passes",
     "d": "the compute floor: exactly the floor's token × layer work, unsteered, batched, plain PyTorch",
 }
-TARGETS = {"b/a": (">=", 10.0), "c/a": (">=", 50.0), "a/d": ("<=", 2.0)}
+TARGETS = {"b/a": (">=", 25.0), "c/a": (">=", 100.0), "a/d": ("<=", 1.1)}  # issue 13: at real depth (36 layers)
 
 
 @dataclass
@@ -513,8 +513,8 @@ def _peak_line(result: BenchResult) -> str:
     return (f"GFLOP/s = (token×layer × {c['flops_per_token_layer'] / 1e6:.1f} MFLOP per token-layer at the median "
             f"prompt + vocabulary rows × {c['flops_per_vocab_row'] / 1e6:.1f} MFLOP) / wall time. This machine's fp32 "
             f"matmul peak measured at start with {result.machine['threads']} threads: "
-            f"{peak.get('square_2048', float('nan')):.0f} GFLOP/s at 2048², "
-            f"{peak.get('thin_7_tokens', float('nan')):.0f} GFLOP/s at the floor's thin 7-token shape.")
+            f"{peak.get('square_2048', float('nan')):.3g} GFLOP/s at 2048², "
+            f"{peak.get('thin_7_tokens', float('nan')):.3g} GFLOP/s at the floor's thin 7-token shape.")
 
 
 def write_result(result: BenchResult, output_dir: Path) -> tuple[Path, Path]:
