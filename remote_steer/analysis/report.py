@@ -323,6 +323,14 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, n_boot: int 
         tables += _tables_generation(per_cell, per_dataset, datasets)
     tables += [Table(key, title, frame, caption) for key, title, frame, caption in rigour.tables]
     texts.update({f"after:{k}": v for k, v in rigour.texts.items()})
+    from remote_steer.analysis.letters import letter_effects, load_letter_control, report_table
+
+    control = load_letter_control([r.path for r in study.runs])
+    if control is not None:
+        control["model"] = control["model"].astype(str).map(_canonical)
+    numeric["letter_effects"] = letter_effects(logit, control)
+    if (letter_table := report_table(numeric["letter_effects"], best)) is not None:
+        tables.append(Table(*letter_table))
     if study.generation is not None:
         from remote_steer.analysis.generation_report import generation_tables, write_tables_csv
 

@@ -197,7 +197,8 @@ class FastLogitDiffEngine:
             self._count(group[0], [items[i] for i in index], [configs[c] for _, c in active])
         # Only these locals enter the session body: never `self`, which would ship the
         # engine (and its backend) to the server.
-        nn, layers, lm_head, block_rows = self.model.nn, self.model.layers, self.model.nn.lm_head, self.batch_rows
+        block_rows = self._fit_block_rows(items, index_groups)
+        nn, layers, lm_head = self.model.nn, self.model.layers, self.model.nn.lm_head
         no_logits = _NO_LOGITS
         request = self.backend.open(self.model, "evaluation", request_key)
         results = None
@@ -236,6 +237,21 @@ class FastLogitDiffEngine:
             on_rows(len(items) * (n_vectors * len(configs) + 1))
         steered_np = steered.numpy().astype(np.float64).reshape(len(items), n_vectors, len(configs))
         return baseline.numpy().astype(np.float64), steered_np
+
+    def _fit_block_rows(self, items: Sequence[EncodedItem], index_groups: list[list[int]]) -> int:
+        """``batch_rows``, shrunk if a block's transient (per-row prefix K/V copies, attention
+        scores, MLP activations; ``memory.py``) would not fit in half the free memory of the
+        model's device. Locally only: a remote server sizes its own work."""
+        if getattr(self.backend, "is_remote", False) or not index_groups:
+            return self.batch_rows
+        from remote_steer.engines import memory
+
+        width = max(len(items[i].prompt_ids) for index in index_groups for i in index)
+        window = max(len(it.prompt_ids) - it.steer_start(self.positions) for it in items)
+        shape = memory.model_shape(self.model)
+        available = memory.available_bytes(memory.model_device(self.model))
+        self.block_rows_used = memory.fit_block_rows(shape, self.batch_rows, width, window, available)
+        return self.block_rows_used
 
     def _group(self, group: Sequence[EncodedItem]) -> tuple[TokenBatch, int, torch.Tensor, torch.Tensor]:
         """A group's trace inputs: prompts, prefix width, steered columns of the window, answer tokens."""

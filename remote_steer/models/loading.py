@@ -47,6 +47,10 @@ def resolve(name: str, revision: str | None = None) -> ModelSource:
         from remote_steer.models.toy import ensure_toy
 
         return ModelSource(name, str(ensure_toy(card.name)), card, True)
+    if card is not None and card.embedded:
+        from remote_steer.models.real_small import ensure_real
+
+        return ModelSource(name, str(ensure_real(card.name)), card, False)
     if name.startswith("toy/"):
         from remote_steer.models.registry import require_toy
 
@@ -127,6 +131,11 @@ def model_revision(source: ModelSource, config: Any) -> str:
 
         return toy_revision(Path(source.location))
     commit = getattr(config, "_commit_hash", None)
+    from remote_steer.models.real_small import real_revision
+
+    embedded = real_revision(Path(source.location)) if source.is_local_dir else None
+    if embedded is not None:
+        return embedded
     if source.is_local_dir:
         return f"local:{source.location}"
     return commit or source.revision or "unknown"
@@ -167,7 +176,9 @@ def _device_kwargs(device: str) -> dict[str, Any]:
 
 def remote_id(source: ModelSource) -> str:
     """The name a remote server knows this model by: the hub id, or the toy's name."""
-    return source.card.name if source.is_toy and source.card else source.location
+    if source.card is not None and (source.is_toy or source.card.embedded):
+        return source.card.name
+    return source.location
 
 
 def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu", weights: bool = True) -> LoadedModel:

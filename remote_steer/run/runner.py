@@ -170,6 +170,11 @@ def _note_toy_build(name: str, display: Display) -> None:
     card = lookup(name)
     if card is not None and card.toy and not (toy_dir(card.name) / "remote_steer_toy.json").exists():
         display.note(f"Building random-weight toy {card.name} (first use, about 15 s; cached in {toy_dir(card.name)})")
+    if card is not None and card.embedded:
+        from remote_steer.models.real_small import is_built, real_dir
+
+        if not is_built(card.name):
+            display.note(f"Building {card.name} from its GGUF (first use, about a minute; cached in {real_dir(card.name)})")
 
 
 def make_backend(model_spec: ModelSpec, run_dir: Path | None = None) -> Backend:
@@ -242,6 +247,10 @@ def run_experiment(
     seconds = time.perf_counter() - started
     store.update_manifest(status="complete", error=None, seconds=round(seconds, 2))
     _show_summary(display, summary, plan)
+    if len(results):
+        from remote_steer.run.letter_control import show_letters
+
+        show_letters(display, store, results, summary)
     _show_generation(display, generation, plan)
     _show_traffic(display, traffic)
     return RunOutcome(run_dir, results, summary, resumed, counts["computed"], counts["skipped"], seconds, generation)
@@ -309,6 +318,12 @@ def _run_model(
                            spec, backend, display, counts, after_part)
             rigour.controls_stage(spec, prepared, concept, vectors, extra, configs, model, store, backend, display,
                                   counts, after_part, name, _chunked_stage)
+            if not prepared.source.is_toy:  # letter control (run/letter_control.py): real models only
+                from remote_steer.run.letter_control import run_letter_control
+
+                run_letter_control(store, name, concept, train, test, vectors, prepared.sweep_layers,
+                                   spec.strengths_for(prepared.spec), model, backend, spec.extraction.batch_size,
+                                   spec.evaluation.batch_size, spec.evaluation.positions)
         if "generation" in spec.evaluation.modes and concept in prepared.generation_encoded:
             _generation_stage(plan, prepared, concept, vectors, model, store, backend, display, counts, after_part)
     return {

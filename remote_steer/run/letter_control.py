@@ -1,0 +1,167 @@
+"""The letter control: an A-minus-B direction of the vector's size, swept like the vector.
+
+For real (non-toy) models the runner adds, per model × concept, one control to the
+logit sweep: the CAA recipe applied to *letters* instead of behaviour (positive =
+prompt + "A", negative = prompt + "B", on the same training items, so it is the
+mean activation difference between answering A and answering B), rescaled at
+every layer to the norm of that layer's CAA vector, then added at the sweep's
+layers and strongest ± strength exactly as the vector is. What is kept is the mean
+change of the letter gap logit(A) − logit(B) on the held-out items, per layer and
+strength: ``results/letter_control.parquet``. ``analysis/letters.py`` compares it
+with the letter-gap change the CAA vector itself causes (letter collapse, rule 2).
+
+Toys are skipped: random weights have no letter preference worth controlling, and
+the quickstart stays as fast as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from remote_steer.data.prompts import EncodedItem
+from remote_steer.engines.extraction import SteeringVectors
+from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast
+from remote_steer.engines.sweep import SteerConfig
+from remote_steer.run.store import RunStore, slug, write_parquet
+
+TABLE = "letter_control"
+COLUMNS = ["model", "dataset", "layer", "strength", "letter_control_shift", "control_norm"]
+
+
+def as_letters(item: EncodedItem) -> EncodedItem:
+    """The same prompt scored as "A" versus "B": the logit diff becomes the letter gap."""
+    if item.matching_letter == "A":
+        return item
+    return dataclasses.replace(item, matching_letter="A", matching_token=item.other_token, other_token=item.matching_token)
+
+
+def control_strengths(strengths: Sequence[float]) -> list[float]:
+    """The strongest ± pair of the sweep (the control is a check, not a second sweep)."""
+    nonzero = [float(s) for s in strengths if s != 0]
+    if not nonzero:
+        return []
+    top = max(abs(s) for s in nonzero)
+    return sorted({s for s in nonzero if abs(s) == top})
+
+
+def part_path(store: RunStore, model: str, concept: str):
+    return store.root / "parts" / TABLE / slug(model) / f"{slug(concept)}.parquet"
+
+
+def run_letter_control(
+    store: RunStore,
+    name: str,
+    concept: str,
+    train: Sequence[EncodedItem],
+    test: Sequence[EncodedItem],
+    vectors: SteeringVectors,
+    layers: Sequence[int],
+    strengths: Sequence[float],
+    model: Callable[[], Any],
+    backend: Any,
+    batch_size: int,
+    eval_batch_rows: int,
+    positions: str,
+) -> bool:
+    """Compute and checkpoint one model × concept's control; False if already there."""
+    path = part_path(store, name, concept)
+    pair = control_strengths(strengths)
+    if path.exists() or not pair or not layers or not test:
+        return False
+    loaded = model()
+    letters = extract_caa_fast(
+        loaded, [as_letters(it) for it in train], concept=f"{concept}:letters", batch_size=batch_size,
+        backend=backend, request_key=f"letter-extract/{name}/{concept}",
+    ).vectors
+    target = vectors.vectors.norm(dim=1)
+    scaled = letters * (target / letters.norm(dim=1).clamp_min(1e-12))[:, None]
+    configs = [SteerConfig(layer, s) for layer in layers for s in pair]
+    sweep = FastLogitDiffEngine(loaded, backend, eval_batch_rows, positions).run(  # type: ignore[arg-type]
+        [as_letters(it) for it in test], scaled, configs, request_key=f"letter-sweep/{name}/{concept}"
+    )
+    shift = (torch.as_tensor(sweep.steered) - torch.as_tensor(sweep.baseline)[:, None]).mean(0)
+    frame = pd.DataFrame(
+        {
+            "model": name,
+            "dataset": concept,
+            "layer": [c.layer for c in configs],
+            "strength": [c.strength for c in configs],
+            "letter_control_shift": shift.tolist(),
+            "control_norm": [float(target[c.layer]) for c in configs],
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(path, frame[COLUMNS])
+    return True
+
+
+def consolidate(store: RunStore) -> pd.DataFrame:
+    """All control parts → ``results/letter_control.parquet`` (absent when there are none)."""
+    parts = sorted((store.root / "parts" / TABLE).glob("*/*.parquet"))
+    if not parts:
+        return pd.DataFrame(columns=COLUMNS)
+    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    write_parquet(store.root / "results" / f"{TABLE}.parquet", frame)
+    return frame
+
+
+def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Closing table: the best layers read per letter, and the flagged cells.
+
+    Writes ``results/letter_effects.csv`` (every cell) and returns that table.
+    """
+    from remote_steer.analysis.letters import best_layer_letters, collapse_verdict, letter_effects
+    from remote_steer.run.store import atomic_write
+
+    if results.empty:
+        return pd.DataFrame()
+    control = consolidate(store)
+    letters = letter_effects(results, control)
+    atomic_write(store.root / "results" / "letter_effects.csv", lambda tmp: letters.to_csv(tmp, index=False))
+    best = best_layer_letters(letters, summary)
+    verdict = collapse_verdict(letters, summary)
+    several = letters["model"].nunique() > 1  # the model column only when it tells rows apart
+    lead = (lambda r: (r.model, r.dataset)) if several else (lambda r: (r.dataset,))  # noqa: E731
+    lead_cols = ["model", "dataset"] if several else ["dataset"]
+    if not best.empty:
+        rows = [
+            (*lead(r), r.layer,
+             f"{r.pos_effect_A:+.2f}/{r.pos_effect_B:+.2f}", f"{r.neg_effect_A:+.2f}/{r.neg_effect_B:+.2f}",
+             f"{r.pos_letter_shift:+.2f}/{r.neg_letter_shift:+.2f}", r.reading)
+            for r in best.itertuples()
+        ]
+        s_pos, s_neg = best["pos_strength"].iloc[0], best["neg_strength"].iloc[0]
+        display.table(
+            "Answer letters at the best layer: does behaviour move, or only the letter?"
+            + ("" if several else f" ({letters['model'].iloc[0]})"),
+            [*lead_cols, "layer", f"A/B items {s_pos:+g}", f"A/B items {s_neg:+g}", "A−B gap ±", "reading"],
+            rows,
+            "A/B items: mean logit-diff change on items whose matching answer is A / B (behaviour moves both with "
+            "the sign of the strength; a letter preference moves them apart). A−B gap: mean change of "
+            f"logit(A) − logit(B) at {s_pos:+g} / {s_neg:+g}. {verdict}.",
+        )
+    flagged = letters[letters["collapse"]]
+    if not flagged.empty:
+        shown = flagged.reindex(flagged["letter_shift"].abs().sort_values(ascending=False).index).head(12)
+        rows = [
+            (*lead(r), r.layer, f"{r.strength:+g}", f"{r.effect_A:+.2f}", f"{r.effect_B:+.2f}",
+             f"{r.letter_shift:+.2f}", "—" if not np.isfinite(r.letter_control_shift) else f"{r.letter_control_shift:+.2f}",
+             r.collapse_rule)
+            for r in shown.itertuples()
+        ]
+        more = f" Showing the {len(shown)} largest of {len(flagged)}; all in results/letter_effects.csv." if len(flagged) > len(shown) else ""
+        display.table(
+            "Letter collapse: cells where steering shifts the answer letter, not the behaviour",
+            [*lead_cols, "layer", "strength", "A items", "B items", "A−B gap", "A−B dir.", "rule"],
+            rows,
+            "A−B dir.: letter-gap change from an A-minus-B direction of the vector's norm (the letter control)."
+            + more,
+        )
+    else:
+        display.note(verdict)
+    return letters
