@@ -285,7 +285,7 @@ def test_generation_rows_and_summary():
     assert pd.isna(row.letter)  # missing, never a guessed letter (pandas 3 str columns hold NaN)
     row = frame[(frame.item_id == "f:3") & (frame.layer == 4)].iloc[0]
     assert (row.letter, row.valid, row.matches_behavior, row.parse_rule) == ("A", True, True, "option text")
-    assert (row.baseline_valid, row.baseline_matches, row.layer_fraction) == (False, False, 4 / 12)
+    assert (row.baseline_valid, row.baseline_matches, row.layer_fraction) == (False, False, (4 + 1) / 12)  # depth of the layer's output
 
     summary = generation_summary(frame).set_index("layer")
     # layer 4: all valid; matches: f:1 A=A yes, f:2 B=B yes, f:3 A=A yes -> 1.0
