@@ -32,7 +32,6 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,7 +150,6 @@ class NdifClient(_nnsight_remote_backend()):
         self._backend, self._stage = backend, stage
         self.payload: bytes | None = None  # the last serialized request, kept for resubmission
         self._on_payload = on_payload
-        self.last_url: str | None = None
 
     @property
     def traffic(self):
@@ -196,7 +194,7 @@ class NdifClient(_nnsight_remote_backend()):
         from nnsight.schema.request import RequestModel
 
         response = self._post(RequestModel(model_key=self.model_key, compress=self.compress, env=self.env), blob)
-        self.job_id, self.status, self.last_url = response.id, response.status, None
+        self.job_id, self.status = response.id, response.status
         return self.job_id
 
     def finalize(self, content: bytes):
@@ -225,8 +223,6 @@ class NdifClient(_nnsight_remote_backend()):
         if not self.note(response):
             return response.status.value, None
         data = response.data
-        if isinstance(data, str):
-            self.last_url = data
         try:
             saves = self._retrying(lambda: self.download_result(data), f"download the result of job {self.job_id}")
         except httpx.HTTPStatusError as error:
@@ -261,7 +257,6 @@ class RemoteRequest(Request):
             backend, stage, model.nn.to_model_key(), model.nn._remoteable_get_env(), known, on_payload=self._keep_payload
         )
         self.must_submit = known is None
-        self.events: list[str] = []  # what happened to this job beyond the plain path, for the display
 
     # -- journal -----------------------------------------------------------------
 
@@ -325,7 +320,6 @@ class RemoteRequest(Request):
             self.backend.on_status(self.stage, "RESUBMITTED")
 
     def _tell(self, line: str) -> None:
-        self.events.append(line)
         if self.backend.on_note is not None:
             self.backend.on_note(f"{self.key or self.stage}: {line}")
 
