@@ -65,3 +65,43 @@ def test_letter_control_rule():
 def _one_sided() -> pd.DataFrame:
     frame = _planted()
     return frame[(frame["layer"] == 5) & (frame["strength"] > 0)]
+
+
+def test_closing_verdict_combines_controls_and_letters():
+    """Three planted best-layer cells: a behaviour effect beyond every control, a letter
+    collapse that also beats the controls, and a behaviour-like effect that random and
+    shuffled vectors match. The verdict reads each one right, and the sentence says so."""
+    from remote_steer.analysis import controls as C
+    from remote_steer.analysis.letters import best_layer_letters, found_sentence, with_controls
+    from remote_steer.analysis.statistics import glass_deltas
+
+    planted = _planted()
+    results = pd.concat([planted[planted["layer"] == layer].assign(dataset=d) for d, layer in
+                         (("real", 6), ("letters", 5), ("weak", 6))], ignore_index=True)
+    results = results.assign(layer_fraction=results["layer"] / 10)
+    deltas = glass_deltas(results)
+    # controls: per configuration two vectors; for "weak" one control goes further than the real vector
+    rows = []
+    for r in deltas.itertuples():
+        direction = np.sign(r.strength)
+        for v, scale in enumerate((0.1, 1.5 if r.dataset == "weak" else 0.2)):
+            rows.append({"model": r.model, "dataset": r.dataset, "layer": r.layer, "strength": r.strength,
+                         "kind": "random", "vector": v, "layer_fraction": 0.5,
+                         "glass_delta": direction * abs(r.glass_delta) * scale if r.dataset != "letters"
+                         else 0.0})
+    comparison = C.compare(deltas, pd.DataFrame(rows))
+    best = pd.DataFrame({"model": "m", "dataset": ["real", "letters", "weak"], "best_layer": [6, 5, 6],
+                         "pos_strength": 16.0, "neg_strength": -16.0})
+    verdicts = with_controls(best_layer_letters(letter_effects(results), best), comparison).set_index("dataset")
+    assert verdicts.loc["real", "verdict"] == "behaviour"
+    assert verdicts.loc["real", "pos_controls"].startswith("beyond, p 0.33")  # (1 + 0) / (1 + 2)
+    assert verdicts.loc["letters", "verdict"] == "letter collapse"
+    assert verdicts.loc["weak", "verdict"] == "within controls"
+    assert verdicts.loc["weak", "pos_controls"] == "within"
+    sentence = found_sentence(verdicts.reset_index(), several_models=False)
+    assert "behaviour in 1 (real)" in sentence and "letter collapse in 1 (letters)" in sentence
+    assert "within controls in 1 (weak)" in sentence
+    # without controls the letter reading stands and says so
+    bare = with_controls(best_layer_letters(letter_effects(results), best), None).set_index("dataset")
+    assert bare.loc["real", "verdict"] == "both letters follow the vector (no controls)"
+    assert bare.loc["real", "pos_controls"] == "—"

@@ -233,6 +233,72 @@ def best_layer_letters(letters: pd.DataFrame, best: pd.DataFrame) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
+def with_controls(per_best: pd.DataFrame, comparison: pd.DataFrame | None) -> pd.DataFrame:
+    """``best_layer_letters`` plus the controls' word on each best-layer cell.
+
+    ``comparison`` is ``analysis.controls.compare`` (real vector against random and
+    shuffled-label vectors per configuration; None or empty without controls). Adds
+    ``pos_controls`` / ``neg_controls`` ("beyond, p 0.2", "within", "—") and ``verdict``:
+    "letter collapse" (flagged, whatever the controls say), "within controls" (no sign
+    steers further than every control), "behaviour" (beyond the controls at one sign at
+    least, both letters following the vector), "beyond controls, letters disagree", or
+    without controls the letter reading plus "(no controls)".
+    """
+    if per_best.empty:
+        return per_best
+    out = per_best.copy()
+    have = comparison is not None and not comparison.empty
+    index = comparison.set_index(["model", "dataset", "layer", "strength"]) if have else None
+
+    def word(row, strength) -> tuple[str, bool | None]:
+        key = (row.model, row.dataset, row.layer, strength)
+        if index is None or key not in index.index:
+            return "—", None
+        record = index.loc[key]
+        within = record["within"]
+        if not isinstance(within, (bool, np.bool_)) and not np.isfinite(within):
+            return "—", None
+        if bool(within):
+            return "within", False
+        return f"beyond, p {record['p_value']:.2g}", True
+
+    pos, neg, verdicts = [], [], []
+    for row in out.itertuples():
+        (pw, pb), (nw, nb) = word(row, row.pos_strength), word(row, row.neg_strength)
+        pos.append(pw)
+        neg.append(nw)
+        if row.reading == "letter collapse":
+            verdicts.append("letter collapse")
+        elif pb is None and nb is None:
+            verdicts.append(f"{row.reading} (no controls)")
+        elif not (pb or nb):
+            verdicts.append("within controls")
+        elif row.reading == "both letters follow the vector":
+            verdicts.append("behaviour")
+        else:
+            verdicts.append("beyond controls, letters disagree")
+    out["pos_controls"], out["neg_controls"], out["verdict"] = pos, neg, verdicts
+    return out
+
+
+def found_sentence(verdicts: pd.DataFrame, several_models: bool = True) -> str:
+    """One line for the end of a run: which best-layer cells show behaviour, which letter
+    collapse, which stay within the controls."""
+    if verdicts.empty or "verdict" not in verdicts:
+        return ""
+    name = (lambda r: f"{r.model}/{r.dataset}") if several_models else (lambda r: str(r.dataset))  # noqa: E731
+    groups: dict[str, list[str]] = {}
+    for r in verdicts.itertuples():
+        groups.setdefault(r.verdict, []).append(name(r))
+    order = ["behaviour", "letter collapse", "within controls", "beyond controls, letters disagree"]
+    parts = [f"{k} in {len(groups[k])} ({', '.join(groups[k])})" for k in order if k in groups]
+    parts += [f"{k}: {', '.join(v)}" for k, v in groups.items() if k not in order]
+    lead = "Found at the best layers: "
+    if "behaviour" not in groups:
+        lead = "Found at the best layers: no behaviour effect that beats both the controls and the letter check; "
+    return lead + "; ".join(parts) + "."
+
+
 def load_letter_control(run_dirs) -> pd.DataFrame | None:
     """``results/letter_control.parquet`` of the given runs, concatenated (None if none has one)."""
     from pathlib import Path

@@ -118,6 +118,32 @@ def prepare(options: GenBenchOptions) -> dict:
     }
 
 
+def work(spec: dict, n_layers: int, per_token_layer: float, per_vocab_row: float) -> dict[str, dict]:
+    """Each implementation's arithmetic, counted from the prompts (padding left out).
+
+    Every row decodes ``new_tokens`` tokens in all four (forced length), so the decoding
+    work, one vocabulary row per new token included, is the same; what differs is the
+    prompt: (a) and (d) run each prompt once ((a) also each configuration's steered window
+    above its layer), (b) and (c) run it once per configuration and once unsteered. On a
+    device that is busy computing (this CPU), wall-time ratios cannot exceed these work
+    ratios; the issue's (b)/(a) ≥ 5 and (c)/(a) ≥ 3 assume a device where a decoding step
+    costs the same for 5 rows as for 160 (a GPU).
+    """
+    items, layers = spec["items"], spec["layers"]
+    k = len(layers) * len(spec["strengths"])
+    n_new = spec["new_tokens"]
+    prompt = sum(len(r["ids"]) for r in items) * n_layers
+    window = sum((len(r["ids"]) - r["assistant_start"]) * (n_layers - layer - 1)
+                 for r in items for layer in layers for _ in spec["strengths"])
+    rows = len(items) * (k + 1)
+    decode = rows * (n_new - 1) * n_layers
+    vocab = rows * n_new
+    token_layers = {"a": prompt + window + decode, "b": (k + 1) * prompt + decode, "c": (k + 1) * prompt + decode,
+                    "d": prompt + decode}
+    return {impl: {"token_layers": tl, "vocab_rows": vocab, "gflop": (tl * per_token_layer + vocab * per_vocab_row) / 1e9}
+            for impl, tl in token_layers.items()}
+
+
 # --------------------------------------------------------------------------- workers (own process)
 
 
@@ -302,6 +328,12 @@ def run_generation_bench(options: GenBenchOptions, display=None) -> GenBenchResu
               "configurations": len(spec["layers"]) * len(spec["strengths"]), "rows": n_rows,
               "new_tokens": options.new_tokens, "tokens_per_run": n_rows * options.new_tokens,
               "prompt_tokens_median": statistics.median(lengths), "thinking": True, "threads": options.threads}
+    from remote_steer.bench.bench import model_flops
+
+    flops = model_flops(Path(spec["checkpoint"]), statistics.median(lengths) + options.new_tokens / 2)
+    config["work"] = work(spec, options.layers, flops["flops_per_token_layer"], flops["flops_per_vocab_row"])
+    config["vocab_share_of_decoding"] = flops["flops_per_vocab_row"] / (
+        flops["flops_per_vocab_row"] + options.layers * flops["flops_per_token_layer"])
     result = GenBenchResult(asdict(options), config)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                         os.environ.get("PYTHONPATH", "")])}
@@ -318,10 +350,13 @@ def run_generation_bench(options: GenBenchOptions, display=None) -> GenBenchResu
                                 str(spec_path), str(out_path)], check=True, env=env)
                 result.runs.setdefault(impl, []).append(json.loads(out_path.read_text()))
     for impl, runs in result.runs.items():
+        seconds = statistics.median(r["seconds"] for r in runs)
         result.summary[impl] = {
-            "seconds": statistics.median(r["seconds"] for r in runs),
+            "seconds": seconds,
             "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            "gflop": config["work"][impl]["gflop"],
+            "gflops_per_s": config["work"][impl]["gflop"] / seconds if seconds else None,
         }
     for key in TARGETS:
         num, den = key.split("/")
@@ -351,16 +386,28 @@ def markdown(result: GenBenchResult, command: str) -> str:
              + (f" (b) and (c) make one generate per configuration, so their time is additive: they ran the "
                 f"unsteered pass and {result.options['plain_configs']} configuration(s), scaled to all "
                 f"{c['configurations']} + 1." if result.options.get("plain_configs") else ""), "",
-             "| implementation | seconds (median) | tokens/s | peak RSS (MB) |", "|---|---|---|---|"]
+             "| implementation | seconds (median) | tokens/s | GFLOP | GFLOP/s | peak RSS (MB) |",
+             "|---|---|---|---|---|---|"]
     for impl, s in result.summary.items():
+        gflop, rate = s.get("gflop"), s.get("gflops_per_s")
         lines.append(f"| ({impl}) {IMPLEMENTATIONS[impl]} | {s['seconds']:.2f} | {s['tokens_per_s']:.0f} | "
+                     f"{'—' if gflop is None else f'{gflop:.0f}'} | {'—' if rate is None else f'{rate:.1f}'} | "
                      f"{s['peak_rss_mb']:.0f} |")
-    lines += ["", "| ratio | median | per repeat | target |", "|---|---|---|---|"]
+    work = c.get("work") or {}
+    lines += ["", "| ratio | median | per repeat | work ratio | target |", "|---|---|---|---|---|"]
     for key, value in result.ratios.items():
         op, target = TARGETS[key]
         met = (value >= target) if op == ">=" else (value <= target)
         per = ", ".join(f"{x:.2f}" for x in result.ratio_runs[key])
-        lines.append(f"| {key} | {value:.2f} | {per} | {op} {target:g} ({'met' if met else 'not met'}) |")
+        num, den = key.split("/")
+        ratio = f"{work[num]['gflop'] / work[den]['gflop']:.2f}" if num in work and den in work else "—"
+        lines.append(f"| {key} | {value:.2f} | {per} | {ratio} | {op} {target:g} ({'met' if met else 'not met'}) |")
+    if work:
+        lines += ["", "Work ratio: the two implementations' arithmetic (token × layer at the median context, plus "
+                  "vocabulary rows), counted from the prompts. Every row decodes the same forced tokens in all four, "
+                  f"so only the prompt passes differ; the output projection is {c['vocab_share_of_decoding']:.0%} of a "
+                  "decoding step here. Where the device is busy computing, a wall-time ratio cannot beat the work "
+                  "ratio."]
     if result.identical_rows:
         lines += ["", "Identical greedy rows: " + ", ".join(f"{k}: {v:.0%}" for k, v in result.identical_rows.items())]
     return "\n".join(lines) + "\n"

@@ -115,7 +115,8 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
 
     Writes ``results/letter_effects.csv`` (every cell) and returns that table.
     """
-    from remote_steer.analysis.letters import best_layer_letters, collapse_verdict, letter_effects
+    from remote_steer.analysis.letters import (best_layer_letters, collapse_verdict, found_sentence, letter_effects,
+                                               with_controls)
     from remote_steer.run.store import atomic_write
 
     if results.empty:
@@ -123,7 +124,7 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
     control = consolidate(store)
     letters = letter_effects(results, control)
     atomic_write(store.root / "results" / "letter_effects.csv", lambda tmp: letters.to_csv(tmp, index=False))
-    best = best_layer_letters(letters, summary)
+    best = with_controls(best_layer_letters(letters, summary), _control_comparison(store, results))
     verdict = collapse_verdict(letters, summary)
     several = letters["model"].nunique() > 1  # the model column only when it tells rows apart
     lead = (lambda r: (r.model, r.dataset)) if several else (lambda r: (r.dataset,))  # noqa: E731
@@ -132,19 +133,24 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
         rows = [
             (*lead(r), r.layer,
              f"{r.pos_effect_A:+.2f}/{r.pos_effect_B:+.2f}", f"{r.neg_effect_A:+.2f}/{r.neg_effect_B:+.2f}",
-             f"{r.pos_letter_shift:+.2f}/{r.neg_letter_shift:+.2f}", r.reading)
+             f"{r.pos_letter_shift:+.2f}/{r.neg_letter_shift:+.2f}", f"{r.pos_controls} / {r.neg_controls}", r.verdict)
             for r in best.itertuples()
         ]
         s_pos, s_neg = best["pos_strength"].iloc[0], best["neg_strength"].iloc[0]
         display.table(
             "Answer letters at the best layer: does behaviour move, or only the letter?"
             + ("" if several else f" ({letters['model'].iloc[0]})"),
-            [*lead_cols, "layer", f"A/B items {s_pos:+g}", f"A/B items {s_neg:+g}", "A−B gap ±", "reading"],
+            [*lead_cols, "layer", f"A/B items {s_pos:+g}", f"A/B items {s_neg:+g}", "A−B gap ±", "controls ±",
+             "verdict"],
             rows,
             "A/B items: mean logit-diff change on items whose matching answer is A / B (behaviour moves both with "
             "the sign of the strength; a letter preference moves them apart). A−B gap: mean change of "
-            f"logit(A) − logit(B) at {s_pos:+g} / {s_neg:+g}. {verdict}.",
+            f"logit(A) − logit(B) at {s_pos:+g} / {s_neg:+g}. Controls: Glass's delta against random and "
+            "shuffled-label vectors at the same configuration (beyond = further than every control, one-sided p; "
+            "— = no [controls] in the spec). Verdict: behaviour only when beyond the controls, not letter "
+            f"collapse, and both letters follow the vector. {verdict}.",
         )
+        display.note(found_sentence(best, several))
     flagged = letters[letters["collapse"]]
     if not flagged.empty:
         shown = flagged.reindex(flagged["letter_shift"].abs().sort_values(ascending=False).index).head(12)
@@ -165,3 +171,18 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
     else:
         display.note(verdict)
     return letters
+
+
+def _control_comparison(store: RunStore, results: pd.DataFrame) -> pd.DataFrame | None:
+    """The real vector against the run's control vectors per configuration (None without controls)."""
+    from remote_steer.analysis import controls as C
+    from remote_steer.analysis.statistics import glass_deltas
+
+    path = store.root / "results" / "controls.parquet"
+    if not path.is_file():
+        return None
+    pool = C.vector_deltas(pd.read_parquet(path))
+    pool = pool[pool["kind"].isin(C.CONTROL_KINDS)]
+    if pool.empty:
+        return None
+    return C.compare(glass_deltas(results), pool)

@@ -1,0 +1,34 @@
+"""``remote-steer bench --generation``: the work count by hand, and a tiny end-to-end run
+whose three steering implementations decode the same greedy tokens."""
+
+from __future__ import annotations
+
+import pytest
+
+from remote_steer.bench.generation_bench import GenBenchOptions, markdown, run_generation_bench, work
+
+
+def test_work_counts_prompts_once_for_a_and_d_and_per_configuration_for_b_and_c():
+    spec = {"items": [{"ids": list(range(10)), "assistant_start": 7}, {"ids": list(range(6)), "assistant_start": 4}],
+            "layers": [1, 2], "strengths": [-1.0, 1.0], "new_tokens": 5}
+    n_layers = 4
+    out = work(spec, n_layers, per_token_layer=1.0, per_vocab_row=10.0)
+    prompt = (10 + 6) * 4                      # every prompt token through every layer
+    window = (3 * (4 - 1 - 1) + 3 * (4 - 2 - 1)) * 2 + (2 * 2 + 2 * 1) * 2  # steered tokens above each layer, ±
+    rows = 2 * (4 + 1)                         # items × (configurations + unsteered)
+    decode = rows * 4 * 4                      # new tokens after the first × layers
+    vocab = rows * 5
+    assert out["d"]["token_layers"] == prompt + decode
+    assert out["a"]["token_layers"] == prompt + window + decode
+    assert out["b"]["token_layers"] == out["c"]["token_layers"] == 5 * prompt + decode
+    assert out["a"]["gflop"] == pytest.approx((prompt + window + decode + 10 * vocab) / 1e9)
+
+
+def test_tiny_generation_bench_rows_agree(tmp_path):
+    options = GenBenchOptions.quick(items=2, new_tokens=4, plain_configs=0, output_dir=str(tmp_path))
+    result = run_generation_bench(options)
+    assert set(result.summary) == set("abcd")
+    assert result.identical_rows == {"b vs a": 1.0, "c vs a": 1.0}
+    text = markdown(result, "remote-steer bench --generation --quick")
+    assert "| work ratio |" in text and "(a)/(d)" not in text  # ratios are keyed b/a, c/a, a/d
+    assert all(key in result.ratios for key in ("b/a", "c/a", "a/d"))
