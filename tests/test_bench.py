@@ -74,3 +74,13 @@ def test_bench_with_steering_vectors_venv(tmp_path):
     assert result.summary["b"]["tokenization_mismatches"] == 0
     assert result.ratios["b/a"] is not None
     assert Path(result.config["checkpoint"]).is_dir()
+
+
+def test_steering_vectors_worker_does_not_shadow_the_library():
+    """(b) runs ``bench/sv_worker.py`` as a script, so its folder is first on sys.path: a
+    file named ``steering_vectors.py`` there would be imported instead of the library."""
+    import remote_steer.bench.bench as bench
+
+    folder = Path(bench.__file__).parent
+    assert not (folder / "steering_vectors.py").exists()
+    assert (folder / "sv_worker.py").is_file()

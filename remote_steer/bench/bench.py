@@ -5,7 +5,7 @@ prompts, it runs
 
 - (a) this project: ``extract_caa_fast`` + ``FastLogitDiffEngine``;
 - (b) the ``steering-vectors`` library: ``train_steering_vector``, then
-  ``SteeringVector.apply`` per configuration (``bench/steering_vectors.py``, own venv);
+  ``SteeringVector.apply`` per configuration (``bench/sv_worker.py``, own venv);
 - (c) the study's protocol done plainly: one nnsight trace per prompt, positive and
   negative answers appended as two forward passes per item × configuration;
 - (d) the compute floor: exactly the floor's token × layer work as unsteered,
@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from remote_steer.errors import RemoteSteerError
 
 IMPLEMENTATIONS = {
     "a": "remote-steer",
@@ -298,13 +300,13 @@ def _worker_env(threads: int) -> dict[str, str]:
 def run_one(impl: str, input_path: Path, out_path: Path, options: BenchOptions) -> dict:
     """Run one implementation in a fresh process; its JSON result (and arrays, if any)."""
     if impl == "b":
-        command = [options.sv_python, str(Path(__file__).with_name("steering_vectors.py")), str(input_path), str(out_path)]
+        command = [options.sv_python, str(Path(__file__).with_name("sv_worker.py")), str(input_path), str(out_path)]
     else:
         command = [sys.executable, "-m", "remote_steer.bench.worker", str(input_path), impl, str(out_path)]
     done = subprocess.run(command, env=_worker_env(options.threads), capture_output=True, text=True)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
-        raise RuntimeError(f"bench implementation ({impl}) failed (exit {done.returncode}):\n{tail}")
+        raise RemoteSteerError(f"bench implementation ({impl}) failed (exit {done.returncode}); its last lines:\n{tail}")
     result = json.loads(out_path.read_text())
     arrays = out_path.with_suffix(".npz")
     if arrays.exists():
@@ -358,10 +360,10 @@ def run_bench(options: BenchOptions, display=None) -> BenchResult:
             '.bench-venv/bin/pip install torch==2.13.0 "steering-vectors==0.12.2" "transformers<5"`'
         )
     elif "b" in impls and options.shape and options.shape.lower().startswith("qwen3") and "a3b" not in options.shape.lower():
-        pass  # a dense Qwen3 shape: bench/steering_vectors.py loads it like the toy
+        pass  # a dense Qwen3 shape: bench/sv_worker.py loads it like the toy
     elif "b" in impls and options.model != "toy/qwen3":
         impls.remove("b")
-        notes.append("(b) skipped: the transformers-4 loader in bench/steering_vectors.py handles the dense toy only")
+        notes.append("(b) skipped: the transformers-4 loader in bench/sv_worker.py handles the dense toy only")
     display.note(f"Preparing {options.items} items on {options.shape or options.model}")
     spec, config, prep_notes = prepare_inputs(options)
     notes += prep_notes

@@ -4,7 +4,7 @@
 implementation as a separate process on them, alternating, so each one's peak
 memory (``ru_maxrss``) is its own. This module runs (a) this project, (c) the plain
 study protocol and (d) the compute floor; (b), the ``steering-vectors`` library,
-needs transformers 4 and runs from ``bench/steering_vectors.py`` in its own virtual environment.
+needs transformers 4 and runs from ``bench/sv_worker.py`` in its own virtual environment.
 
 Every worker: load the model, warm up on two items, then time extraction and the
 sweep separately; write wall times, token × layer work, memory and the numbers

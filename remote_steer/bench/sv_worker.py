@@ -4,7 +4,7 @@ Run by ``remote-steer bench`` as a script in its own virtual environment
 (``.bench-venv``): steering-vectors 0.12.2 needs transformers < 5, which cannot share
 the project's environment. So this file imports nothing from remote-steer::
 
-    .bench-venv/bin/python remote_steer/bench/steering_vectors.py INPUT.json OUTPUT.json
+    .bench-venv/bin/python remote_steer/bench/sv_worker.py INPUT.json OUTPUT.json
 
 The library is given its best reasonable settings: ``train_steering_vector`` on the
 positive/negative strings (prompt + answer token, read at the answer token, same
