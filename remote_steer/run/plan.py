@@ -104,24 +104,42 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
         if layers is None or hidden is None:
             plans.append(ModelPlan(model.name, backend.kind, model.engine, backend.host or "—", hosted, None, None, "?", None, None, None, None))
             continue
-        sweep = len(spec.sweep_layers(layers))
-        n_configs = sweep * len(ev.strengths)
+        sweep = len(spec.sweep_layers(layers, model))
+        strengths = spec.strengths_for(model)
+        n_configs = sweep * len(strengths)
+        sweeping = "logit" in ev.modes
+        n_controls = spec.controls.random + spec.controls.shuffled + spec.controls.bootstrap if sweeping else 0
+        # the letter control (run/letter_control.py): real models only, at the strongest ± strength
+        letter_configs = sweep * len(_strongest_pair(strengths)) if sweeping and not _is_toy(card) else 0
         requests = passes = sent = received = 0
         for train, test in counts.values():
-            extract_batches = math.ceil(train / spec.extraction.batch_size)
             width = prompt_tokens + 1
-            requests += 1
-            passes += extract_batches
-            sent += _TRACE_CODE_BYTES + 2 * train * width * _BYTES_PER_TOKEN
-            received += layers * hidden * 4  # one [layers, hidden] sum per request
+            for extraction in (True, bool(letter_configs)):
+                if not extraction:
+                    continue
+                requests += 1
+                passes += math.ceil(train / spec.extraction.batch_size)
+                sent += _TRACE_CODE_BYTES + 2 * train * width * _BYTES_PER_TOKEN
+                received += layers * hidden * 4 * (1 + spec.controls.shuffled + spec.controls.bootstrap)
+            if not sweeping:
+                continue
             fits = ev.request_token_budget // (prompt_tokens * (n_configs + 1))
             chunk = max(1, min(ev.chunk_items, fits))
-            for first in range(0, test, chunk):
-                rows = min(chunk, test - first) * (n_configs + 1)
+            for vectors in [1] + ([n_controls] if n_controls else []):
+                for first in range(0, test, chunk):
+                    items = min(chunk, test - first)
+                    rows = items * (n_configs * vectors + (1 if vectors == 1 else 0))
+                    requests += 1
+                    passes += math.ceil(rows / ev.batch_size)
+                    prompts = items * math.ceil(rows / ev.batch_size)  # each prompt once per batch
+                    sent += (_TRACE_CODE_BYTES + prompts * prompt_tokens * _BYTES_PER_TOKEN + rows * 24
+                             + vectors * sweep * hidden * 4)
+                    received += rows * 4 + 1_000
+            if letter_configs:
+                rows = test * (letter_configs + 1)
                 requests += 1
                 passes += math.ceil(rows / ev.batch_size)
-                prompts = min(chunk, test - first) * math.ceil(rows / ev.batch_size)  # each prompt once per batch
-                sent += _TRACE_CODE_BYTES + prompts * prompt_tokens * _BYTES_PER_TOKEN + rows * 24 + sweep * hidden * 4
+                sent += _TRACE_CODE_BYTES + test * prompt_tokens * _BYTES_PER_TOKEN + rows * 24 + sweep * hidden * 4
                 received += rows * 4 + 1_000
         items = f"{sum(tr for tr, _ in counts.values())}+{sum(te for _, te in counts.values())}"
         plans.append(
@@ -129,3 +147,14 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                       items + (" (est.)" if estimated else ""), requests, passes, sent, received)
         )
     return plans, estimated
+
+
+def _is_toy(card) -> bool:
+    """Toys skip the letter control; every other model (registry, hub, local path) gets it."""
+    return card is not None and bool(card.toy)
+
+
+def _strongest_pair(strengths) -> list[float]:
+    from remote_steer.run.letter_control import control_strengths
+
+    return control_strengths(strengths)

@@ -1,0 +1,61 @@
+"""``remote-steer plan`` counts what a run will send: checked against a run's own traffic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from remote_steer.run.plan import _strongest_pair, plan_experiment
+from remote_steer.run.runner import run_experiment
+from remote_steer.run.spec import parse_spec
+
+SPEC = """
+name = "planned"
+seed = 1
+[data]
+concepts = ["corrigibility"]
+max_items = 10
+[[models]]
+name = "toy/qwen3"
+dtype = "float32"
+layers = [6, 9]
+strengths = [-2.0, 2.0, 4.0]
+[evaluation]
+strengths = [-1.0, 1.0]
+layers = [4, 8, 11]
+batch_size = 16
+chunk_items = 2
+[controls]
+random = 1
+shuffled = 1
+"""
+
+
+def test_plan_requests_equal_the_runs_requests_with_controls_and_overrides(tmp_path):
+    spec = parse_spec(SPEC.replace('seed = 1', f'seed = 1\noutput_dir = "{tmp_path}"'), "planned.toml")
+    (plan,), estimated = plan_experiment(spec)
+    assert not estimated and plan.sweep_layers == 2  # the model's own layers, not evaluation.layers
+    outcome = run_experiment(spec)
+    traffic = json.loads((outcome.run_dir / "manifest.json").read_text())["traffic"]["toy/qwen3"]
+    made = sum(stage["requests"] for stage in traffic.values())
+    # 1 extraction + 3 sweep chunks (5 held-out items, 2 per chunk) + 3 control chunks
+    assert made == 7
+    assert plan.requests == made
+
+
+def test_plan_counts_the_letter_control_for_real_models(tmp_path):
+    toy = parse_spec(SPEC, "planned.toml")
+    real = parse_spec(SPEC.replace('name = "toy/qwen3"', 'name = "small/smollm2-135m-instruct"'), "planned.toml")
+    (toy_plan,), _ = plan_experiment(toy)
+    (real_plan,), _ = plan_experiment(real)
+    assert _strongest_pair((-2.0, 2.0, 4.0)) == [4.0]
+    # the letter control adds one extraction and one sweep request per concept
+    assert real_plan.requests - toy_plan.requests == 2
+
+
+@pytest.mark.parametrize("modes", ['["generation"]'])
+def test_plan_counts_no_sweep_without_the_logit_mode(modes):
+    spec = parse_spec(SPEC.replace("chunk_items = 2", f"chunk_items = 2\nmodes = {modes}"), "planned.toml")
+    (plan,), _ = plan_experiment(spec)
+    assert plan.requests == 1  # the extraction only; generation has its own table
