@@ -361,9 +361,9 @@ def run_bench(options: BenchOptions, display=None) -> BenchResult:
         )
     elif "b" in impls and options.shape and options.shape.lower().startswith("qwen3") and "a3b" not in options.shape.lower():
         pass  # a dense Qwen3 shape: bench/sv_worker.py loads it like the toy
-    elif "b" in impls and options.model != "toy/qwen3":
+    elif "b" in impls and options.model not in ("toy/qwen3", "small/smollm2-135m-instruct"):
         impls.remove("b")
-        notes.append("(b) skipped: the transformers-4 loader in bench/sv_worker.py handles the dense toy only")
+        notes.append("(b) skipped: the transformers-4 loader in bench/sv_worker.py handles dense Qwen3 and Llama only")
     display.note(f"Preparing {options.items} items on {options.shape or options.model}")
     spec, config, prep_notes = prepare_inputs(options)
     notes += prep_notes

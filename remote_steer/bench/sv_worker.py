@@ -14,8 +14,9 @@ per-row token mask of the steered positions (left padding makes a single
 ``min_token_index`` wrong); the forward pass keeps only the last position's logits
 (``logits_to_keep=1``) and passes explicit position ids, as the project does.
 
-The toy checkpoint is written by transformers 5; it is loaded here by building the
-transformers-4 ``Qwen3ForCausalLM`` from its config (``rope_parameters`` mapped to
+The toy checkpoint (and the embedded SmolLM2) is written by transformers 5; it is
+loaded here by building the transformers-4 ``Qwen3ForCausalLM`` (``LlamaForCausalLM``)
+from its config (``rope_parameters`` mapped to
 ``rope_theta``) and loading the safetensors weights, tied embeddings re-tied.
 """
 
@@ -40,20 +41,22 @@ def rss_mb() -> float:
 
 def load(checkpoint: str):
     from safetensors.torch import load_file
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
     root = Path(checkpoint)
     raw = json.loads((root / "config.json").read_text())
-    if raw.get("model_type") != "qwen3":
-        raise SystemExit(f"bench_sv: only dense Qwen3 checkpoints are supported here, got {raw.get('model_type')}")
+    classes = {"qwen3": (Qwen3Config, Qwen3ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
+    if raw.get("model_type") not in classes:
+        raise SystemExit(f"bench_sv: only dense Qwen3 and Llama checkpoints are supported here, got {raw.get('model_type')}")
+    config_class, model_class = classes[raw["model_type"]]
     rope = raw.pop("rope_parameters", None) or {}
     if "rope_theta" in rope:
         raw["rope_theta"] = rope["rope_theta"]
     for key in ("dtype", "transformers_version", "architectures"):
         raw.pop(key, None)
-    config = Qwen3Config(**raw)
+    config = config_class(**raw)
     config._attn_implementation = "sdpa"
-    model = Qwen3ForCausalLM(config)
+    model = model_class(config)
     missing, unexpected = model.load_state_dict(load_file(str(root / "model.safetensors")), strict=False)
     if unexpected or set(missing) - {"lm_head.weight"}:
         raise SystemExit(f"bench_sv: checkpoint mismatch: missing {missing}, unexpected {unexpected}")
@@ -62,8 +65,11 @@ def load(checkpoint: str):
     elif "lm_head.weight" in missing:
         raise SystemExit("bench_sv: lm_head.weight missing from an untied checkpoint")
     model.eval()
+    settings = root / "tokenizer_config.json"
+    pad = json.loads(settings.read_text()).get("pad_token") if settings.is_file() else None
+    pad = pad.get("content") if isinstance(pad, dict) else pad
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(root / "tokenizer.json"), pad_token="<|endoftext|>", padding_side="left"
+        tokenizer_file=str(root / "tokenizer.json"), pad_token=pad or "<|endoftext|>", padding_side="left"
     )
     return model, tokenizer
 
