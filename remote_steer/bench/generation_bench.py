@@ -266,7 +266,11 @@ def _run_c(model, items, vectors, configs, spec, n_new):
 
 def _run_d(model, items, vectors, configs, spec, n_new):
     """Floor: each prompt once, its cache copied to its 1 + K rows, every row decodes n_new tokens."""
+    import inspect
+
     import torch
+
+    from remote_steer.engines.fast_gen_kernel import output_cache
 
     from remote_steer.engines.batching import left_pad
 
@@ -278,7 +282,8 @@ def _run_d(model, items, vectors, configs, spec, n_new):
         for chunk in _batches(items, per_group):
             batch = left_pad([it.prompt_ids for it in chunk], spec["pad_id"])
             out = hf(**batch.model_inputs(), use_cache=True, logits_to_keep=1)
-            cache = out.past_key_values
+            cache = output_cache(out)
+            keyword = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
             for layer in cache.layers:
                 layer.keys = layer.keys.repeat_interleave(rows_per_item, 0)
                 layer.values = layer.values.repeat_interleave(rows_per_item, 0)
@@ -288,8 +293,8 @@ def _run_d(model, items, vectors, configs, spec, n_new):
             for _ in range(n_new - 1):
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
                 pos = pos + 1
-                out = hf(input_ids=token, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1)
+                out = hf(input_ids=token, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                         **{keyword: cache})
                 token = out.logits[:, -1].argmax(-1)[:, None]
             produced += token.shape[0] * n_new
     return produced
