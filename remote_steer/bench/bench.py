@@ -494,17 +494,31 @@ def markdown(result: BenchResult) -> str:
     ]
     for row in table_rows(result):
         lines.append("| " + " | ".join(str(v) for v in row) + " |")
-    lines += ["", "| ratio (wall time) | total | sweep only | verdict |", "|---|---|---|---|"]
+    lines += ["", "| ratio (wall time) | total | sweep only | work ratio | verdict |", "|---|---|---|---|---|"]
     for name in ("b/a", "c/a", "a/d"):
         total, sweep = result.ratios.get(name), result.ratios.get(f"{name} sweep")
         fmt = lambda v: "—" if v is None else f"{v:.1f}×"  # noqa: E731
-        lines.append(f"| ({name[0]})/({name[2]}) | {fmt(total)} | {fmt(sweep)} | {_verdict(name, total)} |")
+        lines.append(f"| ({name[0]})/({name[2]}) | {fmt(total)} | {fmt(sweep)} | {fmt(work_ratio(result, name))} | "
+                     f"{_verdict(name, total)} |")
+    lines += ["", WORK_RATIO_NOTE]
     if result.agreement:
         lines += ["", "Agreement (max absolute difference):", ""]
         lines += [f"- {k}: {v:.2e}" for k, v in result.agreement.items()]
     if result.notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in result.notes]
     return "\n".join(lines) + "\n"
+
+
+WORK_RATIO_NOTE = ("work ratio: the two implementations' arithmetic (GFLOP from token × layer and vocabulary "
+                   "rows). Where the machine is busy computing, a wall-time ratio beyond it needs the faster side "
+                   "to run at more GFLOP/s than the slower one.")
+
+
+def work_ratio(result: BenchResult, name: str) -> float | None:
+    """GFLOP of the numerator implementation over the denominator's (``name`` like "b/a")."""
+    x, y = name.split("/")
+    gx, gy = (result.summary.get(k, {}).get("gflop") for k in (x, y))
+    return gx / gy if gx and gy else None
 
 
 def _peak_line(result: BenchResult) -> str:
@@ -541,10 +555,11 @@ def show(result: BenchResult, display) -> None:
         f"{result.machine['threads']} threads; floor {c['floor']['total']:,} token×layer. {_peak_line(result)}",
     )
     rows = []
+    fmt = lambda v: "—" if v is None else f"{v:.1f}×"  # noqa: E731
     for name in ("b/a", "c/a", "a/d"):
         total, sweep = result.ratios.get(name), result.ratios.get(f"{name} sweep")
-        rows.append([f"({name[0]})/({name[2]})", "—" if total is None else f"{total:.1f}×", "—" if sweep is None else f"{sweep:.1f}×", _verdict(name, total)])
-    display.table("Ratios (wall time)", ["ratio", "total", "sweep only", "verdict"], rows)
+        rows.append([f"({name[0]})/({name[2]})", fmt(total), fmt(sweep), fmt(work_ratio(result, name)), _verdict(name, total)])
+    display.table("Ratios (wall time)", ["ratio", "total", "sweep only", "work", "verdict"], rows, WORK_RATIO_NOTE)
     if result.agreement:
         display.table("Agreement", ["check", "max |Δ|"], [[k, f"{v:.2e}"] for k, v in result.agreement.items()])
     for note in result.notes:
