@@ -115,7 +115,7 @@ def controls_stage(spec, prepared, concept, vectors, extra, configs, model, stor
 
     def run_chunk(first, chunk, engine, on_rows, key, todo_configs):
         share = (len(todo_configs) + 1) / (len(kinds) * len(todo_configs) + 1)  # engine rows → the bar's rows
-        baseline, steered = engine.run_vectors(chunk, sets, todo_configs, on_rows=lambda n: on_rows(n * share),
+        baseline, steered = engine.run_vectors(chunk, sets, todo_configs, on_rows=lambda n: on_rows(round(n * share)),
                                                request_key=key)
         return control_rows(name, concept, prepared, chunk, todo_configs, kinds, baseline, steered, spec)
 
