@@ -95,11 +95,11 @@ def test_closing_verdict_combines_controls_and_letters():
     verdicts = with_controls(best_layer_letters(letter_effects(results), best), comparison).set_index("dataset")
     assert verdicts.loc["real", "verdict"] == "behaviour"
     assert verdicts.loc["real", "pos_controls"].startswith("beyond, p 0.33")  # (1 + 0) / (1 + 2)
-    assert verdicts.loc["letters", "verdict"] == "letter collapse"
+    assert verdicts.loc["letters", "verdict"] == "letter collapse, within controls"  # its controls sit at 0 too
     assert verdicts.loc["weak", "verdict"] == "within controls"
     assert verdicts.loc["weak", "pos_controls"] == "within"
     sentence = found_sentence(verdicts.reset_index(), several_models=False)
-    assert "behaviour in 1 (real)" in sentence and "letter collapse in 1 (letters)" in sentence
+    assert "behaviour in 1 (real)" in sentence and "letter collapse, within controls in 1 (letters)" in sentence
     assert "within controls in 1 (weak)" in sentence
     # without controls the letter reading stands and says so
     bare = with_controls(best_layer_letters(letter_effects(results), best), None).set_index("dataset")

@@ -240,7 +240,8 @@ def with_controls(per_best: pd.DataFrame, comparison: pd.DataFrame | None) -> pd
     shuffled-label vectors per configuration; None or empty without controls). Adds
     ``pos_controls`` / ``neg_controls`` ("beyond, p 0.2", "within", "—") and ``verdict``:
     "letter collapse" (flagged, whatever the controls say), "within controls" (no sign
-    steers further than every control), "behaviour" (beyond the controls at one sign at
+    steers further than every control; "letter collapse, within controls" when both hold),
+    "behaviour" (beyond the controls at one sign at
     least, both letters following the vector), "beyond controls, letters disagree", or
     without controls the letter reading plus "(no controls)".
     """
@@ -268,7 +269,7 @@ def with_controls(per_best: pd.DataFrame, comparison: pd.DataFrame | None) -> pd
         pos.append(pw)
         neg.append(nw)
         if row.reading == "letter collapse":
-            verdicts.append("letter collapse")
+            verdicts.append("letter collapse" + (", within controls" if pb is False and nb is False else ""))
         elif pb is None and nb is None:
             verdicts.append(f"{row.reading} (no controls)")
         elif not (pb or nb):
@@ -290,7 +291,8 @@ def found_sentence(verdicts: pd.DataFrame, several_models: bool = True) -> str:
     groups: dict[str, list[str]] = {}
     for r in verdicts.itertuples():
         groups.setdefault(r.verdict, []).append(name(r))
-    order = ["behaviour", "letter collapse", "within controls", "beyond controls, letters disagree"]
+    order = ["behaviour", "letter collapse", "letter collapse, within controls", "within controls",
+             "beyond controls, letters disagree"]
     parts = [f"{k} in {len(groups[k])} ({', '.join(groups[k])})" for k in order if k in groups]
     parts += [f"{k}: {', '.join(v)}" for k, v in groups.items() if k not in order]
     lead = "Found at the best layers: "
