@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from remote_steer.models.staging import build_atomically
 from remote_steer.errors import ModelError
 
 REAL_BUILD_VERSION = 1
@@ -90,9 +88,8 @@ def ensure_real(name: str = SMOLLM2_NAME) -> Path:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
+
+    def fill(staging: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -122,14 +119,8 @@ def ensure_real(name: str = SMOLLM2_NAME) -> Path:
             "random_weights": False,
         }
         (staging / _MARKER).write_text(json.dumps(info, indent=2))
-        try:
-            os.replace(staging, target)
-        except OSError:  # another process finished first: keep theirs
-            shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+
+    return build_atomically(target, fill)
 
 
 def real_revision(path: Path) -> str | None:

@@ -11,14 +11,12 @@ sizes in proportion; head count kept, head size = hidden / heads). Used by
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from remote_steer.models.staging import build_atomically
 from remote_steer.errors import ModelError
 
 # What config.json says beyond the registry card (Qwen3 technical report / hub configs).
@@ -120,23 +118,16 @@ def ensure_shape(name: str, hidden: int | None = None) -> Path:
     from transformers import AutoModelForCausalLM
 
     config = shape_config(name, hidden)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
+
+    def fill(staging: Path) -> None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(SHAPE_SEED)
             model = AutoModelForCausalLM.from_config(config)
         model.eval().save_pretrained(staging)
         _save_tokenizer(config, staging)
         (staging / "remote_steer_shape.json").write_text(json.dumps({"shape": name, "hidden": hidden, "random_weights": True}))
-        try:
-            os.replace(staging, target)
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+
+    return build_atomically(target, fill)
 
 
 def _save_tokenizer(config, directory: Path) -> None:

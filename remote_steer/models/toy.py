@@ -14,12 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from remote_steer.models.staging import build_atomically
 from remote_steer.models.registry import require_toy
 
 # Bump when a toy's architecture or build changes, so old caches are not reused.
@@ -92,9 +91,8 @@ def ensure_toy(name: str, n_layers: int | None = None, hidden_size: int | None =
     from remote_steer.models.toy_tokenizer import save_qwen3_tokenizer
 
     config = _config(name, n_layers, hidden_size)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
+
+    def fill(staging: Path) -> None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(TOY_SEED)
             model = AutoModelForCausalLM.from_config(config)
@@ -113,14 +111,8 @@ def ensure_toy(name: str, n_layers: int | None = None, hidden_size: int | None =
             "random_weights": True,
         }
         (staging / "remote_steer_toy.json").write_text(json.dumps(info, indent=2))
-        try:
-            os.replace(staging, target)
-        except OSError:  # another process finished first: keep theirs
-            shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+
+    return build_atomically(target, fill)
 
 
 def toy_revision(path: Path) -> str:
