@@ -178,36 +178,48 @@ def _batches(items, size):
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _run_b(model, items, vectors, configs, spec, n_new):
-    """One nnsight generate per configuration (and one unsteered), vector added every step."""
-    import nnsight
+def _per_configuration(items, configs, spec, generate_batch):
+    """(b) and (c): one generate per configuration (and one unsteered, ``config`` None) over
+    batches of ``batch_items`` left-padded prompts; ``generate_batch(config, chunk, batch)``
+    returns the batch's new token ids as lists."""
     import torch
 
     from remote_steer.engines.batching import left_pad
 
-    nn, layers = model.nn, model.layers
-    kwargs = dict(max_new_tokens=n_new, do_sample=False, eos_token_id=None, temperature=None, top_p=None, top_k=None)
     out = {}
     with torch.inference_mode():
         for c, config in [(-1, None), *_plain_configs(configs, spec)]:
             rows = []
             for chunk in _batches(items, spec["batch_items"]):
-                batch = left_pad([it.prompt_ids for it in chunk], spec["pad_id"])
-                width = batch.width
-                mask = torch.cat([batch.mask_from([it.assistant_start for it in chunk]),
-                                  torch.ones(len(chunk), n_new, dtype=torch.bool)], dim=1)
-                with nn.generate(batch.model_inputs(), **kwargs) as tracer:
-                    if config is not None:
-                        vector = vectors[config.layer] * config.strength
-                        layer = layers[config.layer]
-                        for step in tracer.iter[:n_new]:
-                            hidden = layer.output
-                            end = width + step
-                            layer.output = hidden + mask[:, end - hidden.shape[1] : end, None].to(hidden) * vector
-                    ids = nnsight.save(tracer.result[:, width:])
-                rows += ids.tolist()
+                rows += generate_batch(config, chunk, left_pad([it.prompt_ids for it in chunk], spec["pad_id"]))
             out[c] = rows
     return _order(out, len(items), len(configs))
+
+
+def _run_b(model, items, vectors, configs, spec, n_new):
+    """One nnsight generate per configuration (and one unsteered), vector added every step."""
+    import nnsight
+    import torch
+
+    nn, layers = model.nn, model.layers
+    kwargs = dict(max_new_tokens=n_new, do_sample=False, eos_token_id=None, temperature=None, top_p=None, top_k=None)
+
+    def generate_batch(config, chunk, batch):
+        width = batch.width
+        mask = torch.cat([batch.mask_from([it.assistant_start for it in chunk]),
+                          torch.ones(len(chunk), n_new, dtype=torch.bool)], dim=1)
+        with nn.generate(batch.model_inputs(), **kwargs) as tracer:
+            if config is not None:
+                vector = vectors[config.layer] * config.strength
+                layer = layers[config.layer]
+                for step in tracer.iter[:n_new]:
+                    hidden = layer.output
+                    end = width + step
+                    layer.output = hidden + mask[:, end - hidden.shape[1] : end, None].to(hidden) * vector
+            ids = nnsight.save(tracer.result[:, width:])
+        return ids.tolist()
+
+    return _per_configuration(items, configs, spec, generate_batch)
 
 
 def _order(out, n, k):
@@ -227,41 +239,33 @@ def _plain_configs(configs, spec):
 
 def _run_c(model, items, vectors, configs, spec, n_new):
     """transformers generate per configuration with a forward hook on the steered layer."""
-    import torch
-
-    from remote_steer.engines.batching import left_pad
-
     hf = model.nn._module
-    out = {}
-    with torch.inference_mode():
-        for c, config in [(-1, None), *_plain_configs(configs, spec)]:
-            rows = []
-            for chunk in _batches(items, spec["batch_items"]):
-                batch = left_pad([it.prompt_ids for it in chunk], spec["pad_id"])
-                steer = batch.mask_from([it.assistant_start for it in chunk])
-                handle = None
-                if config is not None:
-                    vector = vectors[config.layer] * config.strength
 
-                    def hook(_m, _i, output, steer=steer, vector=vector):
-                        hidden = output[0] if isinstance(output, tuple) else output
-                        if hidden.shape[1] == steer.shape[1]:
-                            hidden = hidden + steer[:, :, None].to(hidden) * vector
-                        else:
-                            hidden = hidden + vector
-                        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+    def generate_batch(config, chunk, batch):
+        steer = batch.mask_from([it.assistant_start for it in chunk])
+        handle = None
+        if config is not None:
+            vector = vectors[config.layer] * config.strength
 
-                    handle = hf.model.layers[config.layer].register_forward_hook(hook)
-                try:
-                    result = hf.generate(**batch.model_inputs(), max_new_tokens=n_new, min_new_tokens=n_new,
-                                         do_sample=False, eos_token_id=None, temperature=None, top_p=None, top_k=None,
-                                         pad_token_id=spec["pad_id"])
-                finally:
-                    if handle is not None:
-                        handle.remove()
-                rows += result[:, batch.width :].tolist()
-            out[c] = rows
-    return _order(out, len(items), len(configs))
+            def hook(_m, _i, output):
+                hidden = output[0] if isinstance(output, tuple) else output
+                if hidden.shape[1] == steer.shape[1]:
+                    hidden = hidden + steer[:, :, None].to(hidden) * vector
+                else:
+                    hidden = hidden + vector
+                return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+            handle = hf.model.layers[config.layer].register_forward_hook(hook)
+        try:
+            result = hf.generate(**batch.model_inputs(), max_new_tokens=n_new, min_new_tokens=n_new,
+                                   do_sample=False, eos_token_id=None, temperature=None, top_p=None, top_k=None,
+                                   pad_token_id=spec["pad_id"])
+        finally:
+            if handle is not None:
+                handle.remove()
+        return result[:, batch.width :].tolist()
+
+    return _per_configuration(items, configs, spec, generate_batch)
 
 
 def _run_d(model, items, vectors, configs, spec, n_new):
