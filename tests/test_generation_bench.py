@@ -30,5 +30,8 @@ def test_tiny_generation_bench_rows_agree(tmp_path):
     assert set(result.summary) == set("abcd")
     assert result.identical_rows == {"b vs a": 1.0, "c vs a": 1.0}
     text = markdown(result, "remote-steer bench --generation --quick")
-    assert "| work ratio |" in text and "(a)/(d)" not in text  # ratios are keyed b/a, c/a, a/d
     assert all(key in result.ratios for key in ("b/a", "c/a", "a/d"))
+    work = result.config["work"]
+    assert work["b"]["token_layers"] > work["a"]["token_layers"] > work["d"]["token_layers"]  # (a) adds its windows
+    expected = f"{work['b']['gflop'] / work['a']['gflop']:.2f}"
+    assert f"| b/a | {result.ratios['b/a']:.2f} |" in text and f"| {expected} |" in text
