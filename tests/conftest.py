@@ -78,3 +78,48 @@ def ndif_server(dense_toy, moe_toy):
     server = NdifProcess(NDIF_TEST_KEY).start()
     yield server
     server.stop()
+
+
+# -- plain-PyTorch hook oracles (no nnsight): what every engine is checked against -------------
+
+
+def hf_module(model):
+    """The plain transformers module a LoadedModel's nnsight wrapper holds."""
+    return model.nn._module
+
+
+def hook_layer_outputs(model, ids: list[int]) -> torch.Tensor:
+    """[layers, hidden] decoder-layer outputs at the last position, via forward hooks."""
+    captured = []
+    hooks = [
+        layer.register_forward_hook(lambda _m, _i, out: captured.append((out[0] if isinstance(out, tuple) else out)[0, -1]))
+        for layer in hf_module(model).model.layers
+    ]
+    try:
+        with torch.inference_mode():
+            hf_module(model)(input_ids=torch.tensor([ids]), logits_to_keep=1)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return torch.stack(captured)
+
+
+def hook_logit_diff(model, item, layer=None, strength=0.0, vector=None, start=None) -> float:
+    """logit(matching) − logit(other) at the answer position, ``strength × vector`` added by a
+    forward hook to layer ``layer``'s output from position ``start`` on (unsteered without a layer)."""
+    hook = None
+    if layer is not None:
+
+        def add(_module, _inputs, output):
+            hidden = (output[0] if isinstance(output, tuple) else output).clone()
+            hidden[:, start:, :] += strength * vector
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+        hook = hf_module(model).model.layers[layer].register_forward_hook(add)
+    try:
+        with torch.inference_mode():
+            logits = hf_module(model)(input_ids=torch.tensor([list(item.prompt_ids)]), logits_to_keep=1).logits[0, -1]
+    finally:
+        if hook is not None:
+            hook.remove()
+    return float(logits[item.matching_token] - logits[item.other_token])

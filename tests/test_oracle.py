@@ -10,54 +10,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_items
+from conftest import hook_layer_outputs, hook_logit_diff, make_items
 from remote_steer.remote.backend import Backend
 from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
 from remote_steer.engines.extraction import extract_caa
 from remote_steer.data.prompts import encode_items
 
 ATOL = 1e-4
-
-
-def _hf(model):
-    return model.nn._module  # the plain transformers module nnsight wraps
-
-
-def _layer_outputs(model, ids: list[int]) -> torch.Tensor:
-    """[layers, hidden] decoder-layer outputs at the last position, via hooks."""
-    captured = []
-    hooks = [
-        layer.register_forward_hook(lambda _m, _i, out: captured.append((out[0] if isinstance(out, tuple) else out)[0, -1]))
-        for layer in _hf(model).model.layers
-    ]
-    try:
-        with torch.inference_mode():
-            _hf(model)(input_ids=torch.tensor([ids]))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return torch.stack(captured)
-
-
-def _hook_logit_diff(model, item, layer=None, strength=0.0, vector=None, start=None) -> float:
-    """logit(matching) − logit(other) at the answer position, steered by a forward hook."""
-    hook = None
-    if layer is not None:
-
-        def add(_module, _inputs, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            hidden = hidden.clone()
-            hidden[:, start:, :] += strength * vector
-            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
-        hook = _hf(model).model.layers[layer].register_forward_hook(add)
-    try:
-        with torch.inference_mode():
-            logits = _hf(model)(input_ids=torch.tensor([list(item.prompt_ids)])).logits[0, -1]
-    finally:
-        if hook is not None:
-            hook.remove()
-    return float(logits[item.matching_token] - logits[item.other_token])
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +28,8 @@ def test_extracted_vectors_equal_mean_activation_differences(toy):
     items = encode_items(toy.tokenizer, make_items(5, seed=2))
     vectors = extract_caa(toy, items, concept="c", batch_size=3, backend=Backend())
     diffs = [
-        _layer_outputs(toy, list(it.prompt_ids) + [it.matching_token])
-        - _layer_outputs(toy, list(it.prompt_ids) + [it.other_token])
+        hook_layer_outputs(toy, list(it.prompt_ids) + [it.matching_token])
+        - hook_layer_outputs(toy, list(it.prompt_ids) + [it.other_token])
         for it in items
     ]
     expected = torch.stack(diffs).mean(0)
@@ -89,9 +48,9 @@ def test_steered_logit_diffs_equal_hook_steering(toy, positions):
     result = engine.run(items, vectors, configs)
     for i, item in enumerate(items):
         start = item.steer_start(positions)
-        assert result.baseline[i] == pytest.approx(_hook_logit_diff(toy, item), abs=ATOL)
+        assert result.baseline[i] == pytest.approx(hook_logit_diff(toy, item), abs=ATOL)
         for c, config in enumerate(configs):
-            expected = _hook_logit_diff(toy, item, config.layer, config.strength, vectors[config.layer], start)
+            expected = hook_logit_diff(toy, item, config.layer, config.strength, vectors[config.layer], start)
             assert result.steered[i, c] == pytest.approx(expected, abs=ATOL), (item.item_id, config)
     # the vector must actually move something, or the comparison above proves little
     assert abs(result.steered[:, 2] - result.baseline).max() > 1e-2

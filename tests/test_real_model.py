@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import hf_module, hook_layer_outputs, hook_logit_diff
 from remote_steer.data.prompts import encode_items
 from remote_steer.engines.extraction import extract_caa
 from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast, supports_fast_path
@@ -56,10 +57,6 @@ def encoded(real):
     return encode_items(real.tokenizer, _short_items())
 
 
-def _hf(model):
-    return model.nn._module
-
-
 def test_registry_card_says_what_it_is():
     from remote_steer.models.registry import QWEN3_FAMILY, lookup
 
@@ -71,7 +68,7 @@ def test_registry_card_says_what_it_is():
 
 
 def test_checkpoint_is_trained_llama_without_quantization_block(real):
-    config = _hf(real).config
+    config = hf_module(real).config
     assert config.model_type == "llama" and real.n_layers == 30 and real.hidden_size == 576
     assert getattr(config, "quantization_config", None) is None
     assert real.revision.startswith("embedded-v")
@@ -93,40 +90,10 @@ def test_answer_tokens_with_non_qwen_tokenizer_and_chat_template(real, encoded):
         assert tok.decode(list(item.prompt_ids[item.assistant_start : item.assistant_start + 3])) == "<|im_start|>assistant"
     # the letter token is what the model predicts after "(": the trained model puts its mass on A or B
     with torch.inference_mode():
-        logits = _hf(real)(input_ids=torch.tensor([list(encoded[0].prompt_ids)])).logits[0, -1]
+        logits = hf_module(real)(input_ids=torch.tensor([list(encoded[0].prompt_ids)])).logits[0, -1]
     a, b = tok.convert_tokens_to_ids(["A", "B"])
     top = set(logits.topk(3).indices.tolist())
     assert a in top or b in top
-
-
-def _hook_layer_outputs(model, ids):
-    captured = []
-    hooks = [
-        layer.register_forward_hook(lambda _m, _i, out: captured.append((out[0] if isinstance(out, tuple) else out)[0, -1]))
-        for layer in _hf(model).model.layers
-    ]
-    try:
-        with torch.inference_mode():
-            _hf(model)(input_ids=torch.tensor([ids]), logits_to_keep=1)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return torch.stack(captured)
-
-
-def _hook_logit_diff(model, item, layer, strength, vector, start):
-    def add(_module, _inputs, output):
-        hidden = (output[0] if isinstance(output, tuple) else output).clone()
-        hidden[:, start:, :] += strength * vector
-        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
-    hook = _hf(model).model.layers[layer].register_forward_hook(add)
-    try:
-        with torch.inference_mode():
-            logits = _hf(model)(input_ids=torch.tensor([list(item.prompt_ids)]), logits_to_keep=1).logits[0, -1]
-    finally:
-        hook.remove()
-    return float(logits[item.matching_token] - logits[item.other_token])
 
 
 def test_fast_equals_plain_equals_hook_oracle(real, encoded):
@@ -135,8 +102,8 @@ def test_fast_equals_plain_equals_hook_oracle(real, encoded):
     plain_vectors = extract_caa(real, encoded, concept="c", batch_size=2, backend=Backend()).vectors
     oracle = torch.stack(
         [
-            _hook_layer_outputs(real, list(it.prompt_ids) + [it.matching_token])
-            - _hook_layer_outputs(real, list(it.prompt_ids) + [it.other_token])
+            hook_layer_outputs(real, list(it.prompt_ids) + [it.matching_token])
+            - hook_layer_outputs(real, list(it.prompt_ids) + [it.other_token])
             for it in encoded
         ]
     ).mean(0)
@@ -147,7 +114,7 @@ def test_fast_equals_plain_equals_hook_oracle(real, encoded):
     fast = FastLogitDiffEngine(real, Backend(), batch_rows=8).run(encoded, oracle, configs)
     plain = LogitDiffEngine(real, Backend(), batch_rows=8).run(encoded, oracle, configs)
     expected = np.array(
-        [[_hook_logit_diff(real, it, c.layer, c.strength, oracle[c.layer], it.assistant_start) for c in configs] for it in encoded]
+        [[hook_logit_diff(real, it, c.layer, c.strength, oracle[c.layer], it.assistant_start) for c in configs] for it in encoded]
     )
     np.testing.assert_allclose(fast.steered, expected, atol=ATOL)
     np.testing.assert_allclose(plain.steered, expected, atol=ATOL)
@@ -176,10 +143,10 @@ def test_greedy_generation_equals_plain_generate_with_hooks(real, encoded):
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
     def oracle(steer: bool):
-        hook = _hf(real).model.layers[12].register_forward_hook(add) if steer else None
+        hook = hf_module(real).model.layers[12].register_forward_hook(add) if steer else None
         try:
             with torch.inference_mode():
-                out = _hf(real).generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new, do_sample=False)
+                out = hf_module(real).generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new, do_sample=False)
         finally:
             if hook is not None:
                 hook.remove()
