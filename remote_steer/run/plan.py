@@ -114,13 +114,11 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
         requests = passes = sent = received = 0
         for train, test in counts.values():
             width = prompt_tokens + 1
-            for extraction in (True, bool(letter_configs)):
-                if not extraction:
-                    continue
-                requests += 1
-                passes += math.ceil(train / spec.extraction.batch_size)
-                sent += _TRACE_CODE_BYTES + 2 * train * width * _BYTES_PER_TOKEN
-                received += layers * hidden * 4 * (1 + spec.controls.shuffled + spec.controls.bootstrap)
+            extractions = 2 if letter_configs else 1  # the vector's, and the letter control's
+            requests += extractions
+            passes += extractions * math.ceil(train / spec.extraction.batch_size)
+            sent += extractions * (_TRACE_CODE_BYTES + 2 * train * width * _BYTES_PER_TOKEN)
+            received += extractions * layers * hidden * 4 * (1 + spec.controls.shuffled + spec.controls.bootstrap)
             if not sweeping:
                 continue
             fits = ev.request_token_budget // (prompt_tokens * (n_configs + 1))
