@@ -77,40 +77,53 @@ def crossfit_dumbbell(cf: pd.DataFrame, stem: Path) -> list[Path]:
     return _save(fig, stem)
 
 
+def _depth_panels(frame: pd.DataFrame, models: Sequence[str], datasets: Sequence[str]):
+    """A model × dataset grid of Glass's-delta-by-depth panels: the figure, and a generator of
+    (axes, model, dataset) for the cells ``frame`` has (empty cells switched off, the outer
+    panels labelled)."""
+    rows, cols, present = _cells(frame, models, datasets)
+    fig, axes = _grid(len(rows), len(cols), 2.8, 2.0, sharex=True)
+
+    def panels():
+        for i, model in enumerate(rows):
+            for j, dataset in enumerate(cols):
+                ax = axes[i, j]
+                if (model, dataset) not in present:
+                    ax.axis("off")
+                    continue
+                if i == len(rows) - 1:
+                    ax.set_xlabel("depth (layer + 1) / L", fontsize=8)
+                if j == 0:
+                    ax.set_ylabel("Glass's delta", fontsize=8)
+                yield ax, model, dataset
+
+    return fig, panels()
+
+
 def bootstrap_curves(real: pd.DataFrame, boot: pd.DataFrame, best: pd.DataFrame, models: Sequence[str],
                      datasets: Sequence[str], stem: Path) -> list[Path]:
     """Per model × dataset: Glass's delta against depth at the strongest positive strength,
     one thin line per bootstrap vector, the real vector thick; dots: each vector's best layer."""
-    rows, cols, present = _cells(boot, models, datasets)
-    fig, axes = _grid(len(rows), len(cols), 2.8, 2.0, sharex=True)
-    for i, model in enumerate(rows):
-        for j, dataset in enumerate(cols):
-            ax = axes[i, j]
-            if (model, dataset) not in present:
-                ax.axis("off")
-                continue
-            cell = boot[(boot["model"] == model) & (boot["dataset"] == dataset)]
-            strength = cell.loc[cell["strength"] > 0, "strength"].max() if (cell["strength"] > 0).any() \
-                else cell["strength"].min()
-            sign = 1 if strength > 0 else -1
-            for _, vec in cell[cell["strength"] == strength].groupby("vector"):
-                vec = vec.sort_values("layer_fraction")
-                ax.plot(vec["layer_fraction"], vec["glass_delta"], color=BASELINE_COLOUR, lw=0.7, alpha=0.7)
-                if vec["glass_delta"].notna().any():
-                    top = vec.loc[(vec["glass_delta"] * sign).idxmax()]
-                    ax.plot(top["layer_fraction"], top["glass_delta"], "o", color=BASELINE_COLOUR, ms=3)
-            r = real[(real["model"] == model) & (real["dataset"] == dataset) & (real["strength"] == strength)]
-            r = r.sort_values("layer_fraction")
-            ax.plot(r["layer_fraction"], r["glass_delta"], color=POSITIVE_COLOUR, lw=2)
-            b = best[(best["model"] == model) & (best["dataset"] == dataset)]
-            if len(b):
-                ax.axvline(b["best_layer_fraction"].iloc[0], color=POSITIVE_COLOUR, lw=0.8, ls=":")
-            ax.axhline(0, color="black", lw=0.5)
-            ax.set_title(f"{_short(model)} · {dataset}  (s = {strength:+g})", fontsize=8)
-            if i == len(rows) - 1:
-                ax.set_xlabel("depth (layer + 1) / L", fontsize=8)
-            if j == 0:
-                ax.set_ylabel("Glass's delta", fontsize=8)
+    fig, panels = _depth_panels(boot, models, datasets)
+    for ax, model, dataset in panels:
+        cell = boot[(boot["model"] == model) & (boot["dataset"] == dataset)]
+        strength = cell.loc[cell["strength"] > 0, "strength"].max() if (cell["strength"] > 0).any() \
+            else cell["strength"].min()
+        sign = 1 if strength > 0 else -1
+        for _, vec in cell[cell["strength"] == strength].groupby("vector"):
+            vec = vec.sort_values("layer_fraction")
+            ax.plot(vec["layer_fraction"], vec["glass_delta"], color=BASELINE_COLOUR, lw=0.7, alpha=0.7)
+            if vec["glass_delta"].notna().any():
+                top = vec.loc[(vec["glass_delta"] * sign).idxmax()]
+                ax.plot(top["layer_fraction"], top["glass_delta"], "o", color=BASELINE_COLOUR, ms=3)
+        r = real[(real["model"] == model) & (real["dataset"] == dataset) & (real["strength"] == strength)]
+        r = r.sort_values("layer_fraction")
+        ax.plot(r["layer_fraction"], r["glass_delta"], color=POSITIVE_COLOUR, lw=2)
+        b = best[(best["model"] == model) & (best["dataset"] == dataset)]
+        if len(b):
+            ax.axvline(b["best_layer_fraction"].iloc[0], color=POSITIVE_COLOUR, lw=0.8, ls=":")
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_title(f"{_short(model)} · {dataset}  (s = {strength:+g})", fontsize=8)
     from matplotlib.lines import Line2D
 
     fig.legend(handles=[Line2D([], [], color=POSITIVE_COLOUR, lw=2, label="real vector (dotted: its best layer)"),
@@ -124,34 +137,24 @@ def controls_by_depth(comparison: pd.DataFrame, pool: pd.DataFrame, models: Sequ
                       stem: Path) -> list[Path]:
     """Per model × dataset: the real vector's Glass's delta against depth at the strongest
     positive and negative strengths, over the controls' range (band) and values (markers)."""
-    rows, cols, present = _cells(comparison, models, datasets)
-    fig, axes = _grid(len(rows), len(cols), 2.8, 2.0, sharex=True)
-    for i, model in enumerate(rows):
-        for j, dataset in enumerate(cols):
-            ax = axes[i, j]
-            if (model, dataset) not in present:
-                ax.axis("off")
-                continue
-            cell = comparison[(comparison["model"] == model) & (comparison["dataset"] == dataset)]
-            extremes = [cell["strength"].max(), cell["strength"].min()]
-            for strength in dict.fromkeys(extremes):
-                colour = POSITIVE_COLOUR if strength > 0 else NEGATIVE_COLOUR
-                c = cell[cell["strength"] == strength].sort_values("layer_fraction")
-                ax.fill_between(c["layer_fraction"], c["control_min"], c["control_max"], color=colour, alpha=0.15, lw=0)
-                ctrl = pool[(pool["model"] == model) & (pool["dataset"] == dataset) & (pool["strength"] == strength)]
-                for kind, marker in CONTROL_MARKERS.items():
-                    k = ctrl[ctrl["kind"] == kind]
-                    ax.scatter(k["layer_fraction"], k["glass_delta"], marker=marker, s=6, color=colour, alpha=0.45,
-                               lw=0)
-                ax.plot(c["layer_fraction"], c["glass_delta"], color=colour, lw=1.8)
-                out = c[~c["within"].astype(bool)]
-                ax.scatter(out["layer_fraction"], out["glass_delta"], marker="*", s=40, color=colour, zorder=4)
-            ax.axhline(0, color="black", lw=0.5)
-            ax.set_title(f"{_short(model)} · {dataset}", fontsize=8)
-            if i == len(rows) - 1:
-                ax.set_xlabel("depth (layer + 1) / L", fontsize=8)
-            if j == 0:
-                ax.set_ylabel("Glass's delta", fontsize=8)
+    fig, panels = _depth_panels(comparison, models, datasets)
+    for ax, model, dataset in panels:
+        cell = comparison[(comparison["model"] == model) & (comparison["dataset"] == dataset)]
+        extremes = [cell["strength"].max(), cell["strength"].min()]
+        for strength in dict.fromkeys(extremes):
+            colour = POSITIVE_COLOUR if strength > 0 else NEGATIVE_COLOUR
+            c = cell[cell["strength"] == strength].sort_values("layer_fraction")
+            ax.fill_between(c["layer_fraction"], c["control_min"], c["control_max"], color=colour, alpha=0.15, lw=0)
+            ctrl = pool[(pool["model"] == model) & (pool["dataset"] == dataset) & (pool["strength"] == strength)]
+            for kind, marker in CONTROL_MARKERS.items():
+                k = ctrl[ctrl["kind"] == kind]
+                ax.scatter(k["layer_fraction"], k["glass_delta"], marker=marker, s=6, color=colour, alpha=0.45,
+                           lw=0)
+            ax.plot(c["layer_fraction"], c["glass_delta"], color=colour, lw=1.8)
+            out = c[~c["within"].astype(bool)]
+            ax.scatter(out["layer_fraction"], out["glass_delta"], marker="*", s=40, color=colour, zorder=4)
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_title(f"{_short(model)} · {dataset}", fontsize=8)
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
