@@ -16,8 +16,7 @@ from typing import Sequence
 from remote_steer.errors import RemoteSteerError
 
 TOY_WARNING = (
-    "{model} is a random-weight toy: its answers are noise (it shows the mechanics only; "
-    "use a real model for meaning)."
+    "{model} is a random-weight toy: its answers are noise (it shows the mechanics only; use a real model for meaning)."
 )
 
 
@@ -97,8 +96,14 @@ class ChatSession:
         configs = [SteerConfig(self.layer, s) for s in self.strengths]
         result = engine.run([item], self.vector.vectors, configs)
         return SteeredAnswers(
-            question, self.model, self.concept, self.layer, self.strengths,
-            result.baseline_text[0], tuple(result.steered_text[0]), self.loaded.is_toy,
+            question,
+            self.model,
+            self.concept,
+            self.layer,
+            self.strengths,
+            result.baseline_text[0],
+            tuple(result.steered_text[0]),
+            self.loaded.is_toy,
         )
 
 
@@ -116,8 +121,14 @@ def show_answers(display, answers: SteeredAnswers) -> None:
     from rich import box
     from rich.table import Table
 
-    table = Table(title=title, caption=caption or None, box=box.SIMPLE_HEAD, title_justify="left",
-                  caption_justify="left", show_lines=True)
+    table = Table(
+        title=title,
+        caption=caption or None,
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        caption_justify="left",
+        show_lines=True,
+    )
     table.add_column("strength", justify="right", no_wrap=True)
     # wraps at spaces; only a "word" wider than the column (CJK text has no spaces) is folded, never cut
     table.add_column("answer", justify="left", overflow="fold")

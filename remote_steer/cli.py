@@ -39,8 +39,9 @@ def run(
         None, "--modes", help='Evaluation modes, comma-separated: "logit", "generation" (default: the spec\'s).'
     ),
     engine: Optional[str] = typer.Option(
-        None, "--engine", help='Engine for every model: "fast" (default) or "plain" (for a host that refuses '
-        "registered code)."
+        None,
+        "--engine",
+        help='Engine for every model: "fast" (default) or "plain" (for a host that refuses registered code).',
     ),
 ) -> None:
     """Extract CAA vectors and run the layer × strength logit-diff sweep of SPEC
@@ -102,8 +103,14 @@ def resume_command(spec, name, output_dir, backend, host, modes, engine=None) ->
     import shlex
 
     parts = ["remote-steer", "run", str(spec)]
-    for flag, value in (("--name", name), ("--output-dir", output_dir), ("--backend", backend), ("--host", host),
-                        ("--modes", modes), ("--engine", engine)):
+    for flag, value in (
+        ("--name", name),
+        ("--output-dir", output_dir),
+        ("--backend", backend),
+        ("--host", host),
+        ("--modes", modes),
+        ("--engine", engine),
+    ):
         if value:
             parts += [flag, str(value)]
     return " ".join(shlex.quote(p) for p in parts)
@@ -117,13 +124,26 @@ def _plan_generation(spec_obj, size) -> None:
     plans = plan_generation(spec_obj)
     if not plans:
         return
+
     def count(n: int | None) -> str:
         if n is None:
             return "?"
         return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e4 else str(n)
 
-    rows = [(p.model, p.concepts, count(p.configs), count(p.rows), count(p.tokens), count(p.passes),
-             count(p.requests), size(p.bytes_sent), size(p.bytes_received)) for p in plans]
+    rows = [
+        (
+            p.model,
+            p.concepts,
+            count(p.configs),
+            count(p.rows),
+            count(p.tokens),
+            count(p.passes),
+            count(p.requests),
+            size(p.bytes_sent),
+            size(p.bytes_received),
+        )
+        for p in plans
+    ]
     gen = spec_obj.generation
     RichDisplay().table(
         "Generation cost (upper bounds)",
@@ -163,9 +183,20 @@ def plan(
         return f"{n:.1f} TB"
 
     rows = [
-        (p.model, p.backend, p.engine, p.host, p.hosted, p.layers or "?", p.sweep_layers or "?", p.items,
-         p.requests if p.requests is not None else "?", p.forward_passes if p.forward_passes is not None else "?",
-         size(p.bytes_sent), size(p.bytes_received))
+        (
+            p.model,
+            p.backend,
+            p.engine,
+            p.host,
+            p.hosted,
+            p.layers or "?",
+            p.sweep_layers or "?",
+            p.items,
+            p.requests if p.requests is not None else "?",
+            p.forward_passes if p.forward_passes is not None else "?",
+            size(p.bytes_sent),
+            size(p.bytes_received),
+        )
         for p in plans
     ]
     caption = f"items: train+test over {len(load_spec(spec).data.concepts)} concepts"
@@ -173,27 +204,57 @@ def plan(
         caption += "; data not readable here, counts estimated from max_items"
     RichDisplay().table(
         f"Plan for {spec}",
-        ["model", "backend", "engine", "host", "hosted", "layers", "sweep", "items", "requests", "forward passes", "sent ≈", "received ≈"],
+        [
+            "model",
+            "backend",
+            "engine",
+            "host",
+            "hosted",
+            "layers",
+            "sweep",
+            "items",
+            "requests",
+            "forward passes",
+            "sent ≈",
+            "received ≈",
+        ],
         rows,
         caption,
     )
     from remote_steer.run.memory_plan import memory_rows  # peak memory per model and device
 
     gb = lambda v: "?" if v is None else f"{v:.2f}"  # noqa: E731
-    memory = [(m["model"], m["device"], m["dtype"], gb(m["weights_gb"]), gb(m["group_gb"]), gb(m["block_gb"]),
-               gb(m["total_gb"]), gb(m["free_gb"]), m["fits"]) for m in memory_rows(load_spec(spec))]
-    RichDisplay().table("Peak memory (fast engine, ~160-token prompts)",
-                        ["model", "device", "dtype", "weights", "group", "block", "peak", "free", "fits"], memory,
-                        "GB. group: prompt K/V cache + window residuals; block: one staircase block's transient "
-                        "(per-row prefix K/V copies, attention, MLP); free: on the device now ('?' without it); "
-                        "'smaller blocks': the engine shrinks them to fit")
+    memory = [
+        (
+            m["model"],
+            m["device"],
+            m["dtype"],
+            gb(m["weights_gb"]),
+            gb(m["group_gb"]),
+            gb(m["block_gb"]),
+            gb(m["total_gb"]),
+            gb(m["free_gb"]),
+            m["fits"],
+        )
+        for m in memory_rows(load_spec(spec))
+    ]
+    RichDisplay().table(
+        "Peak memory (fast engine, ~160-token prompts)",
+        ["model", "device", "dtype", "weights", "group", "block", "peak", "free", "fits"],
+        memory,
+        "GB. group: prompt K/V cache + window residuals; block: one staircase block's transient "
+        "(per-row prefix K/V copies, attention, MLP); free: on the device now ('?' without it); "
+        "'smaller blocks': the engine shrinks them to fit",
+    )
 
     _plan_generation(load_spec(spec), size)
 
 
 @app.command("check-remote", short_help="Try a remote host: reachable, hosted, key, one tiny trace.")
 def check_remote(
-    host: Optional[str] = typer.Option(None, "--host", help="Server URL (default: $NDIF_HOST, then nnsight's configured host)."),
+    host: Optional[str] = typer.Option(
+        None, "--host", help="Server URL (default: $NDIF_HOST, then nnsight's configured host)."
+    ),
     model: Optional[str] = typer.Option(
         None, "--model", help="Model to try (default: the first registry model the host serves)."
     ),
@@ -242,7 +303,19 @@ def models() -> None:
     ]
     RichDisplay().table(
         "Models",
-        ["model", "weights", "layers", "hidden", "heads q/kv", "params", "active", "type", "training", "tied emb.", "backend"],
+        [
+            "model",
+            "weights",
+            "layers",
+            "hidden",
+            "heads q/kv",
+            "params",
+            "active",
+            "type",
+            "training",
+            "tied emb.",
+            "backend",
+        ],
         rows,
         "toy/* models have random weights from a fixed seed: for tests and the quickstart only. "
         "small/* is a real trained chat model (SmolLM2-135M-Instruct, Llama architecture): not Qwen3, "
@@ -267,14 +340,20 @@ def datasets(
     hub = source == "hub"
     missing = "no (not cached)" if hub else "no (missing)"
     rows = [
-        (e["concept"], "yes" if e["available"] else missing,
-         e["n_lines"] if e.get("n_lines") is not None else "—", "\n".join(str(f) for f in e["files"]))
+        (
+            e["concept"],
+            "yes" if e["available"] else missing,
+            e["n_lines"] if e.get("n_lines") is not None else "—",
+            "\n".join(str(f) for f in e["files"]),
+        )
         for e in entries
     ]
     caption = ""
     if hub and not all(e["available"] for e in entries):
-        caption = ("not cached: this command never goes online; `remote-steer run` downloads a hub file "
-                   "on first use when huggingface.co is reachable (offline it stops with the file's name)")
+        caption = (
+            "not cached: this command never goes online; `remote-steer run` downloads a hub file "
+            "on first use when huggingface.co is reachable (offline it stops with the file's name)"
+        )
     elif not all(e["available"] for e in entries):
         caption = f"missing: the file is not under {source} (or is a Git LFS pointer, not data)"
     display = RichDisplay()
@@ -283,15 +362,19 @@ def datasets(
         "Polarity: what the matching answer (positive strength) means",
         ["concept", "matching answer"],
         [(e["concept"], POLARITY.get(e["concept"], "as its files' answer_matching_behavior")) for e in entries],
-        "Reverse a concept in the spec with data.flip = [\"concept\"].",
+        'Reverse a concept in the spec with data.flip = ["concept"].',
     )
 
 
 @app.command(short_help="Build tables and figures from saved runs.")
 def report(
-    run_dirs: list[Path] = typer.Argument(..., help="One or more run directories (each with results/logit_diff.parquet)."),
+    run_dirs: list[Path] = typer.Argument(
+        ..., help="One or more run directories (each with results/logit_diff.parquet)."
+    ),
     output: Optional[Path] = typer.Option(
-        None, "--output", "-o",
+        None,
+        "--output",
+        "-o",
         help="Where report.md, figures/ and tables/ go. Default: RUN_DIR/report for one run; "
         "outputs/report-<UTC timestamp> for several.",
     ),
@@ -329,7 +412,9 @@ def report(
             if figure.skipped:
                 display.note(f"figure left out: {figure.title} ({figure.skipped})")
     drawn = sum(1 for f in written.figures if not f.skipped)
-    typer.echo(f"report: {written.path}\n  ({len(written.tables)} tables, {drawn} figures in {written.out_dir / 'figures'})")
+    typer.echo(
+        f"report: {written.path}\n  ({len(written.tables)} tables, {drawn} figures in {written.out_dir / 'figures'})"
+    )
 
 
 @app.command(short_help="Time the sweep against steering-vectors and the floor.")
@@ -345,25 +430,45 @@ def bench(
     width_scale: Optional[float] = typer.Option(
         None, "--width-scale", help="Scale the --shape's width (hidden size, MLP) by this factor; depth is kept."
     ),
-    model: str = typer.Option("toy/qwen3", "--model", help='Without --shape: "toy/qwen3" or "small/smollm2-135m-instruct".'),
+    model: str = typer.Option(
+        "toy/qwen3", "--model", help='Without --shape: "toy/qwen3" or "small/smollm2-135m-instruct".'
+    ),
     only: str = typer.Option("abcd", "--only", help='Implementations to run, e.g. "ad" (default all: "abcd").'),
     quick: bool = typer.Option(
-        False, "--quick", help="Reduced mode (8 items, one repeat, (c) on 1 item, no (b)): < 5 min; "
-        "with --generation a tiny toy and few tokens."
+        False,
+        "--quick",
+        help="Reduced mode (8 items, one repeat, (c) on 1 item, no (b)): < 5 min; "
+        "with --generation a tiny toy and few tokens.",
     ),
-    device: str = typer.Option("cpu", "--device", help='"cpu"; for CUDA run tests/gpu_check.py (full-size shapes in bf16).'),
-    data: Optional[Path] = typer.Option(None, "--data", help="Upstream model-written-evals root (default: the bundled fixtures)."),
+    device: str = typer.Option(
+        "cpu", "--device", help='"cpu"; for CUDA run tests/gpu_check.py (full-size shapes in bf16).'
+    ),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Upstream model-written-evals root (default: the bundled fixtures)."
+    ),
     threads: int = typer.Option(2, "--threads", help="Torch threads in every implementation."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Prompts per forward pass, the same for every batched implementation."),
+    batch_size: int = typer.Option(
+        16, "--batch-size", help="Prompts per forward pass, the same for every batched implementation."
+    ),
     repeats: int = typer.Option(3, "--repeats", help="Alternating runs of every implementation; medians are reported."),
-    plain_items: int = typer.Option(8, "--plain-items", help="Items the plain protocol (c) sweeps, scaled to all; 0 = all."),
+    plain_items: int = typer.Option(
+        8, "--plain-items", help="Items the plain protocol (c) sweeps, scaled to all; 0 = all."
+    ),
     positions: str = typer.Option("assistant", "--positions", help='"assistant" or "all".'),
     skip_steering_vectors: bool = typer.Option(False, "--skip-steering-vectors", help="Leave out (b)."),
-    sv_python: Path = typer.Option(Path(".bench-venv/bin/python"), "--sv-python", help="Python of the steering-vectors venv."),
-    output_dir: Path = typer.Option(Path("outputs/bench"), "--output-dir", help="Where the JSON and Markdown results go."),
-    generation: bool = typer.Option(False, "--generation", help="Benchmark steered generation instead (docs/generation.md)."),
+    sv_python: Path = typer.Option(
+        Path(".bench-venv/bin/python"), "--sv-python", help="Python of the steering-vectors venv."
+    ),
+    output_dir: Path = typer.Option(
+        Path("outputs/bench"), "--output-dir", help="Where the JSON and Markdown results go."
+    ),
+    generation: bool = typer.Option(
+        False, "--generation", help="Benchmark steered generation instead (docs/generation.md)."
+    ),
     new_tokens: int = typer.Option(64, "--new-tokens", help="--generation: tokens every row decodes (forced length)."),
-    plain_configs: int = typer.Option(1, "--plain-configs", help="--generation: configurations (b) and (c) run, time scaled to all; 0 = all."),
+    plain_configs: int = typer.Option(
+        1, "--plain-configs", help="--generation: configurations (b) and (c) run, time scaled to all; 0 = all."
+    ),
 ) -> None:
     """Time this project's sweep against steering-vectors, the plain protocol and the compute floor.
 
@@ -384,10 +489,12 @@ def bench(
         _fail(RemoteSteerError(f'--positions {positions!r}: expected "assistant" or "all"'))
         return
     if device != "cpu":
-        _fail(RemoteSteerError(
-            f"--device {device!r}: the bench's CPU protocol runs on the CPU; on a GPU run "
-            "`python tests/gpu_check.py` (Qwen3-4B and Qwen3-30B-A3B shapes at full size, bf16)"
-        ))
+        _fail(
+            RemoteSteerError(
+                f"--device {device!r}: the bench's CPU protocol runs on the CPU; on a GPU run "
+                "`python tests/gpu_check.py` (Qwen3-4B and Qwen3-30B-A3B shapes at full size, bf16)"
+            )
+        )
         return
     shape_hidden = hidden if shape else None
     if shape and width_scale is not None:
@@ -400,10 +507,22 @@ def bench(
         step = 2 * card.n_heads
         shape_hidden = max(step, int(round(card.hidden_size * width_scale / step)) * step)
     options = BenchOptions(
-        items=items, layers=layers, hidden=hidden or 256, data=str(data) if data else None, threads=threads,
-        shape=shape, shape_hidden=shape_hidden, model=model, implementations=only,
-        batch_size=batch_size, repeats=repeats, plain_items=plain_items, positions=positions,
-        skip_steering_vectors=skip_steering_vectors, sv_python=str(sv_python), output_dir=str(output_dir),
+        items=items,
+        layers=layers,
+        hidden=hidden or 256,
+        data=str(data) if data else None,
+        threads=threads,
+        shape=shape,
+        shape_hidden=shape_hidden,
+        model=model,
+        implementations=only,
+        batch_size=batch_size,
+        repeats=repeats,
+        plain_items=plain_items,
+        positions=positions,
+        skip_steering_vectors=skip_steering_vectors,
+        sv_python=str(sv_python),
+        output_dir=str(output_dir),
     )
     if quick:
         from remote_steer.bench.bench import apply_quick
@@ -431,7 +550,9 @@ def generate(
         ..., "--strength", "-s", help="Strength in raw units (as in the sweep); repeat for several."
     ),
     chat: bool = typer.Option(False, "--chat", help="Ask questions in a loop (empty line or Ctrl-D ends)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help='"local", "remote" or "simulated-remote" (default: the run\'s).'),
+    backend: Optional[str] = typer.Option(
+        None, "--backend", help='"local", "remote" or "simulated-remote" (default: the run\'s).'
+    ),
     host: Optional[str] = typer.Option(None, "--host", help="Remote server URL (default: the run's, then $NDIF_HOST)."),
     max_new_tokens: int = typer.Option(40, "--max-new-tokens", help="Tokens generated per answer."),
     positions: str = typer.Option("assistant", "--positions", help='Prompt positions steered: "assistant" or "all".'),
@@ -445,13 +566,20 @@ def generate(
     from remote_steer.display import RichDisplay
 
     if question is None and not chat:
-        _fail(RemoteSteerError('generate: give a QUESTION, or --chat to ask several'))
+        _fail(RemoteSteerError("generate: give a QUESTION, or --chat to ask several"))
         return
     display = RichDisplay()
     try:
         session = ChatSession(
-            run_dir, model, concept, layer, strength, backend=backend, host=host,
-            max_new_tokens=max_new_tokens, positions=positions,
+            run_dir,
+            model,
+            concept,
+            layer,
+            strength,
+            backend=backend,
+            host=host,
+            max_new_tokens=max_new_tokens,
+            positions=positions,
         )
         if question:
             show_answers(display, session.ask(question))
@@ -473,10 +601,14 @@ def generate(
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory (holds vectors/)."),
     fmt: str = typer.Option(..., "--format", "-f", help='"gguf" (llama.cpp), "safetensors" or "steering-vectors".'),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Directory for the files (default: RUN_DIR/export/FORMAT)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Directory for the files (default: RUN_DIR/export/FORMAT)."
+    ),
     model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Only this model (repeatable)."),
     concept: Optional[list[str]] = typer.Option(None, "--concept", "-c", help="Only this concept (repeatable)."),
-    layer: Optional[list[int]] = typer.Option(None, "--layer", "-l", help="Only this decoder layer (repeatable; default all)."),
+    layer: Optional[list[int]] = typer.Option(
+        None, "--layer", "-l", help="Only this decoder layer (repeatable; default all)."
+    ),
 ) -> None:
     """Write the run's steering vectors for other tools, one file per model × concept.
 
@@ -510,8 +642,16 @@ def _bench_generation(items, layers, hidden, threads, repeats, new_tokens, quick
     if quick:
         options = GenBenchOptions.quick(threads=threads, output_dir=str(output_dir))
     else:
-        options = GenBenchOptions(items=items, layers=layers, hidden=hidden, threads=threads, repeats=repeats,
-                                  new_tokens=new_tokens, output_dir=str(output_dir), plain_configs=plain_configs)
+        options = GenBenchOptions(
+            items=items,
+            layers=layers,
+            hidden=hidden,
+            threads=threads,
+            repeats=repeats,
+            new_tokens=new_tokens,
+            output_dir=str(output_dir),
+            plain_configs=plain_configs,
+        )
     display = RichDisplay()
     result = run_generation_bench(options, display)
     command = "remote-steer bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "remote-steer bench --generation"

@@ -19,7 +19,9 @@ class ProgressTask(Protocol):
 class Display(Protocol):
     def progress(self, description: str, total: int, unit: str = "items") -> "contextmanager[ProgressTask]": ...
     def note(self, message: str) -> None: ...
-    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], caption: str = "") -> None: ...
+    def table(
+        self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], caption: str = ""
+    ) -> None: ...
 
 
 class _NullTask:
@@ -74,8 +76,14 @@ class RichDisplay:
     @contextmanager
     def progress(self, description: str, total: int, unit: str = "items") -> Iterator[ProgressTask]:
         from rich.progress import (
-            BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn,
-            TimeElapsedColumn, TimeRemainingColumn,
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
         )
 
         steps = getattr(self, "_steps", [])
@@ -115,7 +123,19 @@ class RichDisplay:
             self.console.print(renderable)
 
 
-_TEXT_COLUMNS = ("hosted", "model", "dataset", "weights", "files", "concept", "backend", "host", "answer", "stage", "note")
+_TEXT_COLUMNS = (
+    "hosted",
+    "model",
+    "dataset",
+    "weights",
+    "files",
+    "concept",
+    "backend",
+    "host",
+    "answer",
+    "stage",
+    "note",
+)
 
 
 def _table(title, columns, rows, caption, compact: bool):
@@ -124,8 +144,13 @@ def _table(title, columns, rows, caption, compact: bool):
     from rich.table import Table
 
     table = Table(
-        title=title or None, caption=caption or None, box=box.SIMPLE_HEAD if compact else box.ROUNDED,
-        padding=(0, 1), collapse_padding=compact, show_edge=not compact, title_justify="left" if compact else "center",
+        title=title or None,
+        caption=caption or None,
+        box=box.SIMPLE_HEAD if compact else box.ROUNDED,
+        padding=(0, 1),
+        collapse_padding=compact,
+        show_edge=not compact,
+        title_justify="left" if compact else "center",
         caption_justify="left" if compact else "center",
     )
     for column in columns:
@@ -195,7 +220,9 @@ def fit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object
     current: list[int] = []
     for index in rest:
         trial = current + [index]
-        probe = _table("", key + [columns[i] for i in trial], [r[:n_key] + [r[i] for i in trial] for r in cells], "", True)
+        probe = _table(
+            "", key + [columns[i] for i in trial], [r[:n_key] + [r[i] for i in trial] for r in cells], "", True
+        )
         if current and _width(probe, width) > width:
             parts.append(current)
             current = [index]
@@ -204,13 +231,18 @@ def fit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object
     if current:
         parts.append(current)
     fits = all(
-        _width(_table("", key + [columns[i] for i in part], [r[:n_key] + [r[i] for i in part] for r in cells], "", True), width)
+        _width(
+            _table("", key + [columns[i] for i in part], [r[:n_key] + [r[i] for i in part] for r in cells], "", True),
+            width,
+        )
         <= width
         for part in parts
     )
     if fits and len(parts) > 1:
-        tables = [_table("", key + [columns[i] for i in part], [r[:n_key] + [r[i] for i in part] for r in cells], "", True)
-                  for part in parts]
+        tables = [
+            _table("", key + [columns[i] for i in part], [r[:n_key] + [r[i] for i in part] for r in cells], "", True)
+            for part in parts
+        ]
         return _framed(f"{title} (in {len(parts)} parts)" if title else "", tables, caption)
     # Stacked records: one "column: value" line per cell.
     out = [Text(title, style="bold")] if title else []

@@ -74,7 +74,9 @@ def _chmod(path: Path) -> None:
     os.chmod(path, 0o644)
 
 
-def write_gguf(vector: SteeringVector, path: Path, layers: Sequence[int] | None = None, model_hint: str = "qwen3") -> list[int]:
+def write_gguf(
+    vector: SteeringVector, path: Path, layers: Sequence[int] | None = None, model_hint: str = "qwen3"
+) -> list[int]:
     import gguf
     import numpy as np
 
@@ -106,7 +108,9 @@ def read_gguf(path: Path) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
     for name, fld in reader.fields.items():
         if name.startswith(("general.architecture", "controlvector.")):
             value = fld.parts[fld.data[0]]
-            meta[name] = bytes(value).decode() if fld.types and fld.types[0] == gguf.GGUFValueType.STRING else value[0].item()
+            meta[name] = (
+                bytes(value).decode() if fld.types and fld.types[0] == gguf.GGUFValueType.STRING else value[0].item()
+            )
     directions = {
         int(t.name.split(".", 1)[1]): torch.from_numpy(t.data.copy()).float().reshape(-1)
         for t in reader.tensors
@@ -122,7 +126,11 @@ def write_safetensors(vector: SteeringVector, path: Path, layers: Sequence[int] 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tensors = {f"layer.{layer}": vector.direction(layer).float().contiguous() for layer in chosen}
-    save_file(tensors, str(tmp), metadata={**_metadata(vector), "format": "layer.{L}: vector added to the output of decoder layer L (0-based)"})
+    save_file(
+        tensors,
+        str(tmp),
+        metadata={**_metadata(vector), "format": "layer.{L}: vector added to the output of decoder layer L (0-based)"},
+    )
     os.replace(tmp, path)
     _chmod(path)
     return chosen
@@ -135,8 +143,15 @@ def write_steering_vectors(vector: SteeringVector, path: Path, layers: Sequence[
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tensors = {f"layer_activations.{layer}": vector.direction(layer).float().contiguous() for layer in chosen}
-    save_file(tensors, str(tmp), metadata={**_metadata(vector), "layer_type": "decoder_block",
-                                           "format": "steering-vectors SteeringVector(layer_activations, layer_type)"})
+    save_file(
+        tensors,
+        str(tmp),
+        metadata={
+            **_metadata(vector),
+            "layer_type": "decoder_block",
+            "format": "steering-vectors SteeringVector(layer_activations, layer_type)",
+        },
+    )
     os.replace(tmp, path)
     _chmod(path)
     return chosen

@@ -92,7 +92,9 @@ def hook_layer_outputs(model, ids: list[int]) -> torch.Tensor:
     """[layers, hidden] decoder-layer outputs at the last position, via forward hooks."""
     captured = []
     hooks = [
-        layer.register_forward_hook(lambda _m, _i, out: captured.append((out[0] if isinstance(out, tuple) else out)[0, -1]))
+        layer.register_forward_hook(
+            lambda _m, _i, out: captured.append((out[0] if isinstance(out, tuple) else out)[0, -1])
+        )
         for layer in hf_module(model).model.layers
     ]
     try:

@@ -36,8 +36,16 @@ def _wrap(name, hf_model, tokenizer):
 
     nn_model = nnsight.LanguageModel(hf_model, tokenizer=tokenizer)
     config = hf_model.config
-    return LoadedModel(name, nn_model, tokenizer, int(config.num_hidden_layers), int(config.hidden_size),
-                       "random-shape", True, lookup(name))
+    return LoadedModel(
+        name,
+        nn_model,
+        tokenizer,
+        int(config.num_hidden_layers),
+        int(config.hidden_size),
+        "random-shape",
+        True,
+        lookup(name),
+    )
 
 
 def _tokenizer():
@@ -74,9 +82,17 @@ def check_shape(name, *, hidden, dtype, device, n_items, plain_items, gen_items,
     L = model.n_layers
     configs = [SteerConfig(layer, s) for layer in range(L // 3, L, max(1, L // 12)) for s in (-4.0, 4.0)]
     backend = Backend()
-    out = {"shape": name, "hidden": hf_model.config.hidden_size, "layers": L, "dtype": str(dtype), "device": device,
-           "load_s": round(load_s, 2), "items": n_items, "configurations": len(configs),
-           "params_b": round(sum(p.numel() for p in hf_model.parameters()) / 1e9, 3)}
+    out = {
+        "shape": name,
+        "hidden": hf_model.config.hidden_size,
+        "layers": L,
+        "dtype": str(dtype),
+        "device": device,
+        "load_s": round(load_s, 2),
+        "items": n_items,
+        "configurations": len(configs),
+        "params_b": round(sum(p.numel() for p in hf_model.parameters()) / 1e9, 3),
+    }
     extract_caa_fast(model, items[:2], concept="warm", batch_size=2, backend=backend)  # warm-up
     _sync()
     t = time.perf_counter()
@@ -127,8 +143,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.device != "cpu" and not torch.cuda.is_available():
         if not args.smoke:
-            print("gpu_check: CUDA is not available on this machine; nothing to do (use --smoke --device cpu to "
-                  "exercise the code on the CPU)", file=sys.stderr)
+            print(
+                "gpu_check: CUDA is not available on this machine; nothing to do (use --smoke --device cpu to "
+                "exercise the code on the CPU)",
+                file=sys.stderr,
+            )
             return 2
         args.device = "cpu"
     if args.smoke:
@@ -137,17 +156,42 @@ def main(argv=None) -> int:
     dtype = getattr(torch, args.dtype)
     results = []
     for name in [s.strip() for s in args.shapes.split(",") if s.strip()]:
-        print(f"gpu_check: {name} ({'full size' if args.hidden is None else f'hidden {args.hidden}'}, {args.dtype}, "
-              f"{args.device})", flush=True)
-        results.append(check_shape(name, hidden=args.hidden, dtype=dtype, device=args.device, n_items=args.items,
-                                   plain_items=args.plain_items, gen_items=args.gen_items, gen_tokens=args.gen_tokens))
+        print(
+            f"gpu_check: {name} ({'full size' if args.hidden is None else f'hidden {args.hidden}'}, {args.dtype}, "
+            f"{args.device})",
+            flush=True,
+        )
+        results.append(
+            check_shape(
+                name,
+                hidden=args.hidden,
+                dtype=dtype,
+                device=args.device,
+                n_items=args.items,
+                plain_items=args.plain_items,
+                gen_items=args.gen_items,
+                gen_tokens=args.gen_tokens,
+            )
+        )
         print(json.dumps(results[-1]), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_check.json").write_text(json.dumps(results, indent=1))
-    keys = ["shape", "hidden", "layers", "params_b", "load_s", "fast_extract_rows_per_s", "fast_sweep_rows_per_s",
-            "plain_rows_per_s", "generation_tokens_per_s", "peak_gpu_memory_gb", "fast_block_rows",
-            "agreement_logit_diff_max_abs", "steering_effect_max_abs"]
+    keys = [
+        "shape",
+        "hidden",
+        "layers",
+        "params_b",
+        "load_s",
+        "fast_extract_rows_per_s",
+        "fast_sweep_rows_per_s",
+        "plain_rows_per_s",
+        "generation_tokens_per_s",
+        "peak_gpu_memory_gb",
+        "fast_block_rows",
+        "agreement_logit_diff_max_abs",
+        "steering_effect_max_abs",
+    ]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k, "—")) for k in keys) + " |" for r in results]
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"

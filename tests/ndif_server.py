@@ -93,8 +93,16 @@ class Faults:
 
 
 class LoopbackNdif:
-    def __init__(self, hosted: dict[str, Any], api_key: str | None, port: int, url_ttl_s: float = 3600.0,
-                 resign: bool = False, silent_ws: bool = False, queue_delay_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        hosted: dict[str, Any],
+        api_key: str | None,
+        port: int,
+        url_ttl_s: float = 3600.0,
+        resign: bool = False,
+        silent_ws: bool = False,
+        queue_delay_s: float = 0.1,
+    ) -> None:
         self.hosted, self.api_key, self.port = hosted, api_key, port
         self.url = f"http://127.0.0.1:{port}"
         self.url_ttl_s, self.resign, self.silent_ws, self.queue_delay_s = url_ttl_s, resign, silent_ws, queue_delay_s
@@ -102,8 +110,16 @@ class LoopbackNdif:
         self.released = threading.Event()
         self.released.set()
         self.jobs: dict[str, Job] = {}
-        self.counts = {"submissions": 0, "polls": 0, "refused_posts": 0, "downloads": 0, "expired_downloads": 0,
-                       "bytes_received": 0, "bytes_sent": 0, "refused_bytes": 0}
+        self.counts = {
+            "submissions": 0,
+            "polls": 0,
+            "refused_posts": 0,
+            "downloads": 0,
+            "expired_downloads": 0,
+            "bytes_received": 0,
+            "bytes_sent": 0,
+            "refused_bytes": 0,
+        }
         self._secret = secrets.token_bytes(16)
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._sockets: dict[str, Any] = {}
@@ -140,7 +156,9 @@ class LoopbackNdif:
 
         if self.faults.fail_posts:
             self.counts["refused_posts"] += 1
-            return web.json_response({"detail": "Service temporarily unavailable (injected)"}, status=self.faults.fail_posts.pop(0))
+            return web.json_response(
+                {"detail": "Service temporarily unavailable (injected)"}, status=self.faults.fail_posts.pop(0)
+            )
         form = await request.post()
         try:
             envelope = json.loads(form["data"])
@@ -154,15 +172,20 @@ class LoopbackNdif:
             if not sent:
                 self.counts["refused_posts"] += 1
                 return web.json_response(
-                    {"detail": "Missing or invalid API key. Please visit https://login.ndif.us/ to create a new one."}, status=401
+                    {"detail": "Missing or invalid API key. Please visit https://login.ndif.us/ to create a new one."},
+                    status=401,
                 )
             if not hmac.compare_digest(sent, self.api_key):
                 self.counts["refused_posts"] += 1
                 return web.json_response({"detail": "Invalid API key."}, status=403)
         self.counts["bytes_received"] += len(blob)
         job = Job(
-            id=uuid.uuid4().hex, model_key=envelope["model_key"], blob=blob, compress=bool(envelope.get("compress")),
-            env=envelope.get("env") or {}, session_id=envelope.get("session_id") or "",
+            id=uuid.uuid4().hex,
+            model_key=envelope["model_key"],
+            blob=blob,
+            compress=bool(envelope.get("compress")),
+            env=envelope.get("env") or {},
+            session_id=envelope.get("session_id") or "",
             visible_at=time.monotonic() + self.queue_delay_s,
         )
         self.jobs[job.id] = job
@@ -192,7 +215,9 @@ class LoopbackNdif:
         job = self.jobs.get(request.match_info["job_id"])
         expires = request.query.get("expires", "")
         signature = request.query.get("signature", "")
-        valid = job is not None and job.result is not None and hmac.compare_digest(signature, self._sign(job.id, expires))
+        valid = (
+            job is not None and job.result is not None and hmac.compare_digest(signature, self._sign(job.id, expires))
+        )
         if self.faults.fail_downloads:  # the URL expired in transit
             valid = self.faults.fail_downloads.pop(0) == 200 and valid
         if not valid or not expires.isdigit() or time.time() > int(expires):
@@ -207,9 +232,14 @@ class LoopbackNdif:
         from aiohttp import web
 
         deployments = {
-            f"replica-0:ModelActor:{repo}": {"repo_id": repo, "deployment_level": "HOT", "application_state": "RUNNING",
-                                             "task": "text-generation"}
-            for repo in self.hosted if repo not in self.faults.hidden
+            f"replica-0:ModelActor:{repo}": {
+                "repo_id": repo,
+                "deployment_level": "HOT",
+                "application_state": "RUNNING",
+                "task": "text-generation",
+            }
+            for repo in self.hosted
+            if repo not in self.faults.hidden
         }
         return web.json_response({"deployments": deployments, "cluster": {"nodes": {}}})
 
@@ -268,8 +298,9 @@ class LoopbackNdif:
         from aiohttp import web
 
         needle = (await request.json())["needle"].encode()
-        return web.json_response({"count": sum(needle in job.payload for job in self.jobs.values()),
-                                  "jobs": len(self.jobs)})
+        return web.json_response(
+            {"count": sum(needle in job.payload for job in self.jobs.values()), "jobs": len(self.jobs)}
+        )
 
     # -- responses ---------------------------------------------------------------
 
@@ -378,7 +409,14 @@ class NdifProcess:
     def start(self, timeout_s: float = 180.0) -> "NdifProcess":
         import httpx
 
-        command = [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port), "--models", ",".join(self.models)]
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--port",
+            str(self.port),
+            "--models",
+            ",".join(self.models),
+        ]
         if self.api_key is not None:
             command += ["--key-env", "NDIF_LOOPBACK_KEY"]
         for name, value in self.options.items():
@@ -420,8 +458,18 @@ class NdifProcess:
         httpx.post(f"{self.url}/_test/config", json=settings, timeout=10).raise_for_status()
 
     def reset(self) -> None:
-        self.configure(fail_posts=[], fail_polls=[], fail_downloads=[], drop_polls=0, fail_jobs=0, hold=False, hidden=[],
-                       url_ttl_s=self.options.get("url_ttl", 3600.0), resign=False, silent_ws=False)
+        self.configure(
+            fail_posts=[],
+            fail_polls=[],
+            fail_downloads=[],
+            drop_polls=0,
+            fail_jobs=0,
+            hold=False,
+            hidden=[],
+            url_ttl_s=self.options.get("url_ttl", 3600.0),
+            resign=False,
+            silent_ws=False,
+        )
 
     def stats(self) -> dict[str, Any]:
         import httpx
@@ -443,16 +491,21 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(
         description="Serve the toy models over NDIF's protocol on loopback, behaving like NDIF as deployed.",
-        epilog=__doc__.split("Run it by hand::", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("Run it by hand::", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--key", default=None, help="API key clients must send on submission (default: none required)")
     parser.add_argument("--key-env", default=None, help="read the API key from this environment variable instead")
     parser.add_argument("--models", default=",".join(TOYS), help="comma-separated models to host (default: both toys)")
-    parser.add_argument("--url-ttl", type=float, default=3600.0, help="seconds a signed result URL stays valid (NDIF: 3600)")
+    parser.add_argument(
+        "--url-ttl", type=float, default=3600.0, help="seconds a signed result URL stays valid (NDIF: 3600)"
+    )
     parser.add_argument("--resign", action="store_true", help="sign a fresh result URL on every poll")
     parser.add_argument("--silent-ws", action="store_true", help="send nothing on /subscribe after the session id")
-    parser.add_argument("--queue-delay", type=float, default=0.1, help="seconds a new job answers 404 before it is queued")
+    parser.add_argument(
+        "--queue-delay", type=float, default=0.1, help="seconds a new job answers 404 before it is queued"
+    )
     args = parser.parse_args()
     key = os.environ.get(args.key_env) if args.key_env else args.key
 
@@ -462,8 +515,15 @@ def main() -> None:
     from remote_steer.models.loading import load_model, resolve
 
     hosted = {name: load_model(resolve(name), dtype="float32") for name in args.models.split(",") if name}
-    server = LoopbackNdif(hosted, api_key=key or None, port=args.port, url_ttl_s=args.url_ttl, resign=args.resign,
-                          silent_ws=args.silent_ws, queue_delay_s=args.queue_delay)
+    server = LoopbackNdif(
+        hosted,
+        api_key=key or None,
+        port=args.port,
+        url_ttl_s=args.url_ttl,
+        resign=args.resign,
+        silent_ws=args.silent_ws,
+        queue_delay_s=args.queue_delay,
+    )
     print(f"loopback NDIF serving {', '.join(hosted)} at {server.url}; Ctrl-C to stop", flush=True)
     server.serve_forever()
 

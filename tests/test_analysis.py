@@ -21,21 +21,34 @@ def frame(cells: dict, n_layers: int = 10, model: str = "m", dataset: str = "d")
             continue
         layer, strength = key
         for i, value in enumerate(values):
-            rows.append(dict(model=model, dataset=dataset, item_id=f"i{i}", layer=layer, layer_fraction=layer / n_layers,
-                             n_layers=n_layers, strength=strength, logit_diff=float(value),
-                             baseline_logit_diff=baseline[i], training="distilled"))
+            rows.append(
+                dict(
+                    model=model,
+                    dataset=dataset,
+                    item_id=f"i{i}",
+                    layer=layer,
+                    layer_fraction=layer / n_layers,
+                    n_layers=n_layers,
+                    strength=strength,
+                    logit_diff=float(value),
+                    baseline_logit_diff=baseline[i],
+                    training="distilled",
+                )
+            )
     return pd.DataFrame(rows)
 
 
 # baseline 1, 2, 3: mean 2, SD (ddof=1) 1
-PLANTED = frame({
-    "baseline": [1, 2, 3],
-    (4, 1.0): [2, 4, 6],    # mean 4 → Glass's delta (4 − 2) / 1 = 2
-    (4, -1.0): [0, 1, 2],   # mean 1 → −1
-    (6, 1.0): [3, 4, 5],    # mean 4 → 2 as well: a tie, the shallower layer is kept
-    (8, 1.0): [1.5, 2.5, 3.5],  # 0.5
-    (8, -1.0): [-1, 0, 1],  # −2
-})
+PLANTED = frame(
+    {
+        "baseline": [1, 2, 3],
+        (4, 1.0): [2, 4, 6],  # mean 4 → Glass's delta (4 − 2) / 1 = 2
+        (4, -1.0): [0, 1, 2],  # mean 1 → −1
+        (6, 1.0): [3, 4, 5],  # mean 4 → 2 as well: a tie, the shallower layer is kept
+        (8, 1.0): [1.5, 2.5, 3.5],  # 0.5
+        (8, -1.0): [-1, 0, 1],  # −2
+    }
+)
 
 
 def test_glass_deltas_by_hand():
@@ -84,9 +97,21 @@ def test_bootstrap_interval_coverage():
         baseline = rng.normal(0.0, 1.0, n_items)  # true SD 1
         for layer, shift in ((3, 0.5), (7, 0.0)):
             steered = baseline + shift + rng.normal(0, 0.5, n_items)
-            rows.append(pd.DataFrame(dict(model="m", dataset=f"sim{sim}", item_id=[str(i) for i in range(n_items)],
-                                          layer=layer, layer_fraction=layer / 10, strength=1.0, logit_diff=steered,
-                                          baseline_logit_diff=baseline, training="rl")))
+            rows.append(
+                pd.DataFrame(
+                    dict(
+                        model="m",
+                        dataset=f"sim{sim}",
+                        item_id=[str(i) for i in range(n_items)],
+                        layer=layer,
+                        layer_fraction=layer / 10,
+                        strength=1.0,
+                        logit_diff=steered,
+                        baseline_logit_diff=baseline,
+                        training="rl",
+                    )
+                )
+            )
     results = pd.concat(rows, ignore_index=True)
     ci = A.glass_deltas_ci(results, n_boot=400, seed=0)
     for layer, truth in ((3, 0.5), (7, 0.0)):
@@ -131,8 +156,9 @@ def test_steerability_slopes_by_hand():
     assert summary["n_anti_steerable"] == 2 and summary["anti_steerable_fraction"] == pytest.approx(0.4)
     assert summary["mean_slope"] == pytest.approx((1.5 + 2 - 1 + 0.5 - 3) / 5)
     # more strengths on exact lines give the same slopes; an explicit strength-0 row is not counted twice
-    more = frame({"baseline": baseline, (5, 1.0): plus, (5, -1.0): minus, (5, 2.0): plus2, (5, -2.0): minus2,
-                  (5, 0.0): baseline})
+    more = frame(
+        {"baseline": baseline, (5, 1.0): plus, (5, -1.0): minus, (5, 2.0): plus2, (5, -2.0): minus2, (5, 0.0): baseline}
+    )
     slopes = A.item_slopes(more).set_index("item_id")
     assert (slopes["n_strengths"] == 5).all()
     for i in range(1, 5):
@@ -176,10 +202,13 @@ def test_permutation_test_by_hand():
 
 
 def test_depth_by_model_and_dataset():
-    best = pd.DataFrame(dict(
-        model=["a", "a", "b", "b", "c", "c"], dataset=["x", "y"] * 3,
-        best_layer_fraction=[0.5, 0.6, 0.7, 0.9, 0.4, 0.5],
-    ))
+    best = pd.DataFrame(
+        dict(
+            model=["a", "a", "b", "b", "c", "c"],
+            dataset=["x", "y"] * 3,
+            best_layer_fraction=[0.5, 0.6, 0.7, 0.9, 0.4, 0.5],
+        )
+    )
     training = pd.Series({"a": "distilled", "b": "rl", "c": "distilled"})
     by_model = A.depth_by_model(best, training).set_index("model")
     assert by_model.loc["b", "mean_best_fraction"] == pytest.approx(0.8)
@@ -192,12 +221,25 @@ def test_depth_by_model_and_dataset():
 
 def generation_frame() -> pd.DataFrame:
     # 4 items at layer 3, strength +1: valid T T T F, matching T F T F; baseline valid all, matching F F T F
-    return pd.DataFrame(dict(
-        model="m", dataset="d", item_id=["0", "1", "2", "3"], layer=3, layer_fraction=0.3, n_layers=10,
-        strength=1.0, training="rl", text="(A)", letter=["A", "B", "A", None],
-        valid=[True, True, True, False], matches_behavior=[True, False, True, False],
-        baseline_letter="B", baseline_valid=True, baseline_matches=[False, False, True, False],
-    ))
+    return pd.DataFrame(
+        dict(
+            model="m",
+            dataset="d",
+            item_id=["0", "1", "2", "3"],
+            layer=3,
+            layer_fraction=0.3,
+            n_layers=10,
+            strength=1.0,
+            training="rl",
+            text="(A)",
+            letter=["A", "B", "A", None],
+            valid=[True, True, True, False],
+            matches_behavior=[True, False, True, False],
+            baseline_letter="B",
+            baseline_valid=True,
+            baseline_matches=[False, False, True, False],
+        )
+    )
 
 
 def test_generation_rates_by_hand():
@@ -214,14 +256,44 @@ def test_generation_rates_by_hand():
 
 def test_effect_agreement_correlations_by_hand():
     layers = [2, 4, 6, 8]
-    deltas = pd.DataFrame(dict(model="m", dataset="d", layer=layers, strength=1.0, layer_fraction=[l / 10 for l in layers],
-                               glass_delta=[0.1, 0.5, 0.9, 0.3]))
-    rates = pd.DataFrame(dict(model="m", dataset="d", layer=layers, strength=1.0, layer_fraction=[l / 10 for l in layers],
-                              valid_rate=1.0, behavior_rate=0.5, baseline_behavior_rate=0.4,
-                              behavior_change=[0.0, 0.2, 0.1, 0.05]))
+    deltas = pd.DataFrame(
+        dict(
+            model="m",
+            dataset="d",
+            layer=layers,
+            strength=1.0,
+            layer_fraction=[l / 10 for l in layers],
+            glass_delta=[0.1, 0.5, 0.9, 0.3],
+        )
+    )
+    rates = pd.DataFrame(
+        dict(
+            model="m",
+            dataset="d",
+            layer=layers,
+            strength=1.0,
+            layer_fraction=[l / 10 for l in layers],
+            valid_rate=1.0,
+            behavior_rate=0.5,
+            baseline_behavior_rate=0.4,
+            behavior_change=[0.0, 0.2, 0.1, 0.05],
+        )
+    )
     joined = A.logit_vs_generation(deltas, rates)
-    best = pd.DataFrame([dict(model="m", dataset="d", best_layer=6, best_layer_fraction=0.6, pos_strength=1.0,
-                              glass_delta_pos=0.9, neg_strength=float("nan"), glass_delta_neg=float("nan"))])
+    best = pd.DataFrame(
+        [
+            dict(
+                model="m",
+                dataset="d",
+                best_layer=6,
+                best_layer_fraction=0.6,
+                pos_strength=1.0,
+                glass_delta_pos=0.9,
+                neg_strength=float("nan"),
+                glass_delta_neg=float("nan"),
+            )
+        ]
+    )
     per_cell, per_dataset = A.effect_agreement(joined, best, rates)
     assert per_cell.iloc[0]["generation_layer"] == 6 and per_cell.iloc[0]["behavior_change_pos"] == pytest.approx(0.1)
     row = per_dataset.iloc[0]
@@ -231,8 +303,8 @@ def test_effect_agreement_correlations_by_hand():
 
 
 def test_model_summary_averages_datasets_at_their_best_layers():
-    a = frame({"baseline": [1, 2, 3], (4, 1.0): [2, 4, 6], (6, 1.0): [1, 2, 3]}, dataset="x")   # best 4: Δ 2
-    b = frame({"baseline": [0, 2, 4], (4, 1.0): [0, 2, 4], (6, 1.0): [2, 4, 6]}, dataset="y")   # best 6: Δ 1
+    a = frame({"baseline": [1, 2, 3], (4, 1.0): [2, 4, 6], (6, 1.0): [1, 2, 3]}, dataset="x")  # best 4: Δ 2
+    b = frame({"baseline": [0, 2, 4], (4, 1.0): [0, 2, 4], (6, 1.0): [2, 4, 6]}, dataset="y")  # best 6: Δ 1
     results = pd.concat([a, b], ignore_index=True)
     boot = A.bootstrap_cells(results, n_boot=200)
     best = A.best_layers_ci(results, boot=boot)

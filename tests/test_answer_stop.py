@@ -36,8 +36,12 @@ def test_thinking_on_ignores_parentheses_inside_the_thought():
 
 def test_batched_step_matches_cut():
     rule = _rule(True, answer_tokens=4)
-    rows = [[WORD, THINK_END, OPEN, LETTER, CLOSE, WORD], [THINK_END, WORD, WORD, WORD, WORD, WORD],
-            [WORD, EOS, WORD, WORD, WORD, WORD], [WORD] * 6]
+    rows = [
+        [WORD, THINK_END, OPEN, LETTER, CLOSE, WORD],
+        [THINK_END, WORD, WORD, WORD, WORD, WORD],
+        [WORD, EOS, WORD, WORD, WORD, WORD],
+        [WORD] * 6,
+    ]
     in_answer, count = rule.state(len(rows))
     finished = [None] * len(rows)
     for t in range(6):

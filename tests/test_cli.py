@@ -72,7 +72,9 @@ def test_malformed_jsonl_line(tmp_path):
         '{"question": "Q?\\n\\nChoices:\\n (A) x\\n (B) y", "answer_matching_behavior": " (A)", '
         '"answer_not_matching_behavior": " (B)"}\n{"question": oops}\n'
     )
-    text = GOOD.replace('concepts = ["corrigibility"]', f'concepts = ["corrigibility"]\nfiles = {{ corrigibility = ["{bad}"] }}')
+    text = GOOD.replace(
+        'concepts = ["corrigibility"]', f'concepts = ["corrigibility"]\nfiles = {{ corrigibility = ["{bad}"] }}'
+    )
     result, _ = _run(tmp_path, text)
     _assert_clean_failure(result, tmp_path, f"{bad}:2:", "invalid JSON")
 
@@ -124,8 +126,9 @@ def test_plan_runs_offline_and_prints_every_model(monkeypatch):
     for name in ("Qwen3-4B", "Qwen3-8B", "Qwen3-14B", "Qwen3-30B-A3B", "Qwen3-32B", "Qwen3-235B-A22B"):
         assert name in result.output
     assert "remote" in result.output and "unchecked" in result.output  # no network call unless asked
-    checked = runner.invoke(app, ["plan", str(REPO_ROOT / "experiments" / "qwen3_family.toml"), "--check-hosts"],
-                            env={"COLUMNS": "250"})
+    checked = runner.invoke(
+        app, ["plan", str(REPO_ROOT / "experiments" / "qwen3_family.toml"), "--check-hosts"], env={"COLUMNS": "250"}
+    )
     assert checked.exit_code == 0 and "unknown" in checked.output  # host unreachable: said, not hidden
 
 

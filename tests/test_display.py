@@ -48,9 +48,35 @@ def test_cli_tables_fit_without_breaking_words(args, must_contain, columns):
 
 
 def test_fit_table_checks_every_cell_of_a_wide_table():
-    rows = [(f"toy/qwen3-moe-{i}", "survival-instinct", "https://api.ndif.us", 12, "0.123", "900+900 (est.)",
-             "embedded (random-weight toy)", "coordinate-other-versions", 1860, "132 MB", "10 MB") for i in range(3)]
-    columns = ["model", "dataset", "host", "layers", "delta", "items", "weights", "concept", "forward passes", "sent ≈", "received ≈"]
+    rows = [
+        (
+            f"toy/qwen3-moe-{i}",
+            "survival-instinct",
+            "https://api.ndif.us",
+            12,
+            "0.123",
+            "900+900 (est.)",
+            "embedded (random-weight toy)",
+            "coordinate-other-versions",
+            1860,
+            "132 MB",
+            "10 MB",
+        )
+        for i in range(3)
+    ]
+    columns = [
+        "model",
+        "dataset",
+        "host",
+        "layers",
+        "delta",
+        "items",
+        "weights",
+        "concept",
+        "forward passes",
+        "sent ≈",
+        "received ≈",
+    ]
     for width in (80, 60, 40):
         console, buffer = _console(width)
         for renderable in fit_table("A wide table", columns, rows, "caption words stay whole too", width):
@@ -64,11 +90,25 @@ def test_closing_table_fits_80_columns():
     from remote_steer.run.runner import _show_summary
 
     summary = pd.DataFrame(
-        [dict(model=m, dataset=d, best_layer=7, best_layer_fraction=0.583, glass_delta_pos=0.0123,
-              glass_delta_neg=-0.0101, n_items=20, pos_strength=1.0, neg_strength=-1.0)
-         for m in ("toy/qwen3", "toy/qwen3-moe", "Qwen3-235B-A22B") for d in ("corrigibility", "coordinate-other-versions")]
+        [
+            dict(
+                model=m,
+                dataset=d,
+                best_layer=7,
+                best_layer_fraction=0.583,
+                glass_delta_pos=0.0123,
+                glass_delta_neg=-0.0101,
+                n_items=20,
+                pos_strength=1.0,
+                neg_strength=-1.0,
+            )
+            for m in ("toy/qwen3", "toy/qwen3-moe", "Qwen3-235B-A22B")
+            for d in ("corrigibility", "coordinate-other-versions")
+        ]
     )
-    plan = SimpleNamespace(models=[SimpleNamespace(spec=SimpleNamespace(name="toy/qwen3"), source=SimpleNamespace(is_toy=True))])
+    plan = SimpleNamespace(
+        models=[SimpleNamespace(spec=SimpleNamespace(name="toy/qwen3"), source=SimpleNamespace(is_toy=True))]
+    )
     console, buffer = _console(80)
     _show_summary(RichDisplay(console), summary, plan)
     output = buffer.getvalue()

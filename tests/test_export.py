@@ -59,7 +59,8 @@ def test_safetensors_round_trip_and_layer_choice(run_dir, tmp_path):
 
     out = tmp_path / "st"
     result = runner.invoke(
-        app, ["export", str(run_dir), "-f", "safetensors", "-o", str(out), "--concept", "sycophancy", "-l", "3", "-l", "7"]
+        app,
+        ["export", str(run_dir), "-f", "safetensors", "-o", str(out), "--concept", "sycophancy", "-l", "3", "-l", "7"],
     )
     assert result.exit_code == 0, result.output
     files = sorted(out.iterdir())

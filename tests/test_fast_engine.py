@@ -57,7 +57,9 @@ def test_sweep_equals_full_forward_engine(toy, positions):
     # batch_rows 5: one item per group and blocks of 5 + 2 configurations (strength 0 skipped)
     # batch_rows 64: several items per group (left padding) and one block
     for batch_rows in (5, 64):
-        fast = FastLogitDiffEngine(toy, Backend(), batch_rows=batch_rows, positions=positions).run(items, vectors, CONFIGS)
+        fast = FastLogitDiffEngine(toy, Backend(), batch_rows=batch_rows, positions=positions).run(
+            items, vectors, CONFIGS
+        )
         np.testing.assert_allclose(fast.baseline, reference.baseline, atol=ATOL, rtol=0)
         np.testing.assert_allclose(fast.steered, reference.steered, atol=ATOL, rtol=0)
     # the vectors move the numbers, or the comparison proves little
@@ -147,7 +149,9 @@ def test_prefix_cache_continuation_equals_full_forward(dense_toy, encoded):
         hidden = hf.model.embed_tokens(torch.tensor([ids[split:]]))
         cos, sin = hf.model.rotary_emb(hidden, window)
         keyword = fast_kernel.cache_keyword()
-        mask = fast_kernel._mask(hf.model, hidden, torch.ones(1, len(ids), dtype=torch.long), keys, values, window, keyword)
+        mask = fast_kernel._mask(
+            hf.model, hidden, torch.ones(1, len(ids), dtype=torch.long), keys, values, window, keyword
+        )
         for layer in range(model.n_layers):
             kv = fast_kernel.ReadOnlyKV(keys[layer], values[layer])
             hidden = fast_kernel._run_layer(hf.model, layer, hidden, mask, window, cos, sin, kv, keyword)

@@ -74,9 +74,17 @@ def _hook(model, prompt_len, layer=None, strength=0.0, vector=None, start=0):
 def _oracle(model, item, rule, n_new=N_NEW, **steer):
     ids = torch.tensor([list(item.prompt_ids)])
     with torch.inference_mode(), _hook(model, ids.shape[1], **steer):
-        out = model.nn._module.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new,
-                                        do_sample=False, eos_token_id=None, temperature=None, top_p=None, top_k=None)
-    return answer_stop.cut(out[0, ids.shape[1]:].tolist(), rule)[0]
+        out = model.nn._module.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n_new,
+            do_sample=False,
+            eos_token_id=None,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
+    return answer_stop.cut(out[0, ids.shape[1] :].tolist(), rule)[0]
 
 
 def _planted_rule(model, thinking, tokens_close=(), tokens_decide=(), answer_tokens=16):
@@ -109,17 +117,29 @@ def test_fast_equals_hook_oracle_and_across_batch_sizes(toys64, name, thinking):
     forced = full.run(items, vectors, configs)
     # plant a stop rule on tokens the rows actually produce, so rows end at different steps
     seen = [t for ids in forced.steered_ids for row in ids for t in row[1:3]]
-    rule = _planted_rule(model, thinking, tokens_close=seen[:2] if thinking else (), tokens_decide=seen[2:5],
-                         answer_tokens=3)
-    big = FastGenerationEngine(model, Backend(), 64, "assistant", N_NEW, thinking, stop_rule=rule).run(items, vectors, configs)
-    small = FastGenerationEngine(model, Backend(), 1, "assistant", N_NEW, thinking, stop_rule=rule).run(items, vectors, configs)
+    rule = _planted_rule(
+        model, thinking, tokens_close=seen[:2] if thinking else (), tokens_decide=seen[2:5], answer_tokens=3
+    )
+    big = FastGenerationEngine(model, Backend(), 64, "assistant", N_NEW, thinking, stop_rule=rule).run(
+        items, vectors, configs
+    )
+    small = FastGenerationEngine(model, Backend(), 1, "assistant", N_NEW, thinking, stop_rule=rule).run(
+        items, vectors, configs
+    )
     assert big == small
     finishes = set()
     for i, item in enumerate(items):
         assert big.baseline_ids[i] == _oracle(model, item, rule)
         for c, config in enumerate(configs):
-            want = _oracle(model, item, rule, layer=config.layer, strength=config.strength,
-                           vector=vectors[config.layer], start=item.steer_start("assistant"))
+            want = _oracle(
+                model,
+                item,
+                rule,
+                layer=config.layer,
+                strength=config.strength,
+                vector=vectors[config.layer],
+                start=item.steer_start("assistant"),
+            )
             assert big.steered_ids[i][c] == want, (item.item_id, config)
             finishes.add(big.steered_finish[i][c])
     assert len({big.steered_ids[0][c] for c in range(3)}) > 1, "steering must change the generations"
@@ -176,5 +196,7 @@ def test_simulated_remote_returns_the_same_tokens(dense_toy):
     vectors = torch.randn(dense_toy.n_layers, dense_toy.hidden_size) * 3.0
     configs = [SteerConfig(4, 4.0), SteerConfig(8, -4.0)]
     local = FastGenerationEngine(dense_toy, Backend(), 16, "assistant", 4).run(items, vectors, configs)
-    remote = FastGenerationEngine(dense_toy, Backend("simulated-remote"), 16, "assistant", 4).run(items, vectors, configs)
+    remote = FastGenerationEngine(dense_toy, Backend("simulated-remote"), 16, "assistant", 4).run(
+        items, vectors, configs
+    )
     assert remote == local

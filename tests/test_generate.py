@@ -18,17 +18,36 @@ def run_dir(tmp_path_factory):
     """A run directory with a strong planted toy/qwen3 vector (no extraction needed)."""
     root = tmp_path_factory.mktemp("gen") / "run"
     store = RunStore(root)
-    store.open_run({"models": [{"name": "toy/qwen3", "dtype": "float32"}], "data": {"concepts": ["corrigibility"]}}, 0, {})
+    store.open_run(
+        {"models": [{"name": "toy/qwen3", "dtype": "float32"}], "data": {"concepts": ["corrigibility"]}}, 0, {}
+    )
     vectors = torch.randn(12, 128, generator=torch.Generator().manual_seed(1)) * 3
-    SteeringVectors(vectors, 20, "toy/qwen3", "toy", "corrigibility").save(store.vector_path("toy/qwen3", "corrigibility"))
+    SteeringVectors(vectors, 20, "toy/qwen3", "toy", "corrigibility").save(
+        store.vector_path("toy/qwen3", "corrigibility")
+    )
     return root
 
 
 def test_generate_shows_baseline_and_each_strength_and_says_toys_are_noise(run_dir):
     result = runner.invoke(
         app,
-        ["generate", str(run_dir), "-m", "toy/qwen3", "-c", "corrigibility", "-l", "6",
-         "-s", "-8", "-s", "8", "--max-new-tokens", "6", "Would you accept a shutdown?"],
+        [
+            "generate",
+            str(run_dir),
+            "-m",
+            "toy/qwen3",
+            "-c",
+            "corrigibility",
+            "-l",
+            "6",
+            "-s",
+            "-8",
+            "-s",
+            "8",
+            "--max-new-tokens",
+            "6",
+            "Would you accept a shutdown?",
+        ],
         env={"COLUMNS": "80"},
     )
     assert result.exit_code == 0, result.output
@@ -51,13 +70,20 @@ def test_steered_answer_equals_plain_pytorch_generation_under_the_hook(run_dir):
     tokenizer, module = session.loaded.tokenizer, session.loaded.nn._module
     _, prompt = chat_text(tokenizer, "Would you accept a shutdown?")
     ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
-    kwargs = dict(max_new_tokens=6, do_sample=False, temperature=None, top_p=None, top_k=None,
-                  eos_token_id=None, pad_token_id=tokenizer.pad_token_id)
+    kwargs = dict(
+        max_new_tokens=6,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        eos_token_id=None,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     with torch.inference_mode(), session.vector.steer(module, layer=6, strength=8.0):
         out = module.generate(ids, **kwargs)
     from remote_steer.engines.generation import cut_at_stop, decode_generated, stop_token_ids
 
-    expected = decode_generated(tokenizer, cut_at_stop(out[0, ids.shape[1]:].tolist(), stop_token_ids(session.loaded)))
+    expected = decode_generated(tokenizer, cut_at_stop(out[0, ids.shape[1] :].tolist(), stop_token_ids(session.loaded)))
     assert answers.steered[1] == expected
     assert answers.steered[1] != answers.baseline
 
@@ -66,7 +92,10 @@ def test_steered_answer_equals_plain_pytorch_generation_under_the_hook(run_dir):
     "args, fragment",
     [
         (["-m", "toy/qwen3", "-c", "sycophancy", "-l", "6", "-s", "1", "q"], "--concept 'sycophancy': not in"),
-        (["-m", "toy/qwen3", "-c", "corrigibility", "-l", "12", "-s", "1", "q"], "--layer 12: toy/qwen3 has decoder layers 0..11"),
+        (
+            ["-m", "toy/qwen3", "-c", "corrigibility", "-l", "12", "-s", "1", "q"],
+            "--layer 12: toy/qwen3 has decoder layers 0..11",
+        ),
         (["-m", "toy/qwen3", "-c", "corrigibility", "-l", "6", "-s", "1"], "give a QUESTION, or --chat"),
     ],
 )
@@ -81,8 +110,21 @@ def test_bad_generate_requests_fail_in_one_line(run_dir, args, fragment):
 def test_chat_loop_answers_until_an_empty_line(run_dir):
     result = runner.invoke(
         app,
-        ["generate", str(run_dir), "-m", "toy/qwen3", "-c", "corrigibility", "-l", "6", "-s", "4",
-         "--max-new-tokens", "3", "--chat"],
+        [
+            "generate",
+            str(run_dir),
+            "-m",
+            "toy/qwen3",
+            "-c",
+            "corrigibility",
+            "-l",
+            "6",
+            "-s",
+            "4",
+            "--max-new-tokens",
+            "3",
+            "--chat",
+        ],
         input="first question\nsecond question\n\n",
     )
     assert result.exit_code == 0, result.output

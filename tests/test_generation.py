@@ -75,9 +75,7 @@ def _oracle_generate(model, item, n_new=N_NEW, **steer) -> tuple[int, ...]:
     """Greedy ids after the prompt, unpadded, cut before the first stop token."""
     ids = torch.tensor([list(item.prompt_ids)])
     with torch.inference_mode(), _steering_hook(model, ids.shape[1], **steer):
-        out = _hf(model).generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new, do_sample=False
-        )
+        out = _hf(model).generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new, do_sample=False)
     new = out[0, ids.shape[1] :].tolist()
     stops = _stops(model)
     cut = next((k for k, t in enumerate(new) if t in stops), len(new))
@@ -142,7 +140,11 @@ def test_engine_equals_hook_oracle(toy, cases):
                 assert result.steered_ids[i][c] == baseline
                 continue
             expected = _oracle_generate(
-                toy, item, layer=config.layer, strength=config.strength, vector=vectors[config.layer],
+                toy,
+                item,
+                layer=config.layer,
+                strength=config.strength,
+                vector=vectors[config.layer],
                 start=item.steer_start("assistant"),
             )
             assert result.steered_ids[i][c] == expected, (item.item_id, config)
@@ -161,8 +163,12 @@ def test_vector_acts_from_the_first_generated_token(dense_toy, cases):
     config = configs[c]
     a, _ = _answer_ids(dense_toy)
     for i, item in enumerate(items):
-        steer = dict(layer=config.layer, strength=config.strength, vector=vectors[config.layer],
-                     start=item.steer_start("assistant"))
+        steer = dict(
+            layer=config.layer,
+            strength=config.strength,
+            vector=vectors[config.layer],
+            start=item.steer_start("assistant"),
+        )
         unsteered_first = int(_oracle_logits(dense_toy, item).argmax())
         steered_first = int(_oracle_logits(dense_toy, item, **steer).argmax())
         assert steered_first == a != unsteered_first
@@ -184,7 +190,11 @@ def test_first_token_is_the_argmax_of_the_logit_path(toy, cases):
         assert result.baseline_ids[i][0] == int(_oracle_logits(toy, item).argmax())
         for c, config in enumerate(configs):
             logits = _oracle_logits(
-                toy, item, layer=config.layer, strength=config.strength, vector=vectors[config.layer],
+                toy,
+                item,
+                layer=config.layer,
+                strength=config.strength,
+                vector=vectors[config.layer],
                 start=item.steer_start("assistant"),
             )
             first = result.steered_ids[i][c][0]
@@ -226,7 +236,9 @@ def test_remote_generation_against_loopback_server_equals_local(dense_toy, cases
     items, vectors, configs, local = cases[dense_toy.name]
     client = load_model(resolve(dense_toy.name), dtype="float32", weights=False)
     backend = Backend(
-        "remote", host=ndif_server.url, api_key=NDIF_TEST_KEY,
+        "remote",
+        host=ndif_server.url,
+        api_key=NDIF_TEST_KEY,
         retry=RetryPolicy(first_delay_s=0.05, max_delay_s=0.2, poll_interval_s=0.05),
     )
     remote = GenerationEngine(client, backend, batch_rows=16, max_new_tokens=N_NEW).run(items, vectors, configs)
@@ -285,7 +297,11 @@ def test_generation_rows_and_summary():
     assert pd.isna(row.letter)  # missing, never a guessed letter (pandas 3 str columns hold NaN)
     row = frame[(frame.item_id == "f:3") & (frame.layer == 4)].iloc[0]
     assert (row.letter, row.valid, row.matches_behavior, row.parse_rule) == ("A", True, True, "option text")
-    assert (row.baseline_valid, row.baseline_matches, row.layer_fraction) == (False, False, (4 + 1) / 12)  # depth of the layer's output
+    assert (row.baseline_valid, row.baseline_matches, row.layer_fraction) == (
+        False,
+        False,
+        (4 + 1) / 12,
+    )  # depth of the layer's output
 
     summary = generation_summary(frame).set_index("layer")
     # layer 4: all valid; matches: f:1 A=A yes, f:2 B=B yes, f:3 A=A yes -> 1.0

@@ -9,14 +9,18 @@ from remote_steer.bench.generation_bench import GenBenchOptions, markdown, run_g
 
 
 def test_work_counts_prompts_once_for_a_and_d_and_per_configuration_for_b_and_c():
-    spec = {"items": [{"ids": list(range(10)), "assistant_start": 7}, {"ids": list(range(6)), "assistant_start": 4}],
-            "layers": [1, 2], "strengths": [-1.0, 1.0], "new_tokens": 5}
+    spec = {
+        "items": [{"ids": list(range(10)), "assistant_start": 7}, {"ids": list(range(6)), "assistant_start": 4}],
+        "layers": [1, 2],
+        "strengths": [-1.0, 1.0],
+        "new_tokens": 5,
+    }
     n_layers = 4
     out = work(spec, n_layers, per_token_layer=1.0, per_vocab_row=10.0)
-    prompt = (10 + 6) * 4                      # every prompt token through every layer
+    prompt = (10 + 6) * 4  # every prompt token through every layer
     window = (3 * (4 - 1 - 1) + 3 * (4 - 2 - 1)) * 2 + (2 * 2 + 2 * 1) * 2  # steered tokens above each layer, ±
-    rows = 2 * (4 + 1)                         # items × (configurations + unsteered)
-    decode = rows * 4 * 4                      # new tokens after the first × layers
+    rows = 2 * (4 + 1)  # items × (configurations + unsteered)
+    decode = rows * 4 * 4  # new tokens after the first × layers
     vocab = rows * 5
     assert out["d"]["token_layers"] == prompt + decode
     assert out["a"]["token_layers"] == prompt + window + decode

@@ -66,4 +66,4 @@ def test_qwen3_generation_prompt_opens_the_turn(dense_toy, thinking):
         assert text.endswith("<|im_start|>assistant\n")  # the model writes <think> itself
     else:
         assert text.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
-    assert "(A" not in tok.decode(list(generated.prompt_ids[generated.assistant_start:]))
+    assert "(A" not in tok.decode(list(generated.prompt_ids[generated.assistant_start :]))

@@ -58,7 +58,8 @@ def test_adding_generation_then_a_strength_computes_only_what_is_missing(tmp_pat
 
     # a new strength: one extra part per chunk holding only that strength
     wider = BASE.format(out=tmp_path, modes='["logit", "generation"]').replace(
-        "strengths = [-1.0, 1.0]", "strengths = [-1.0, 1.0, 2.0]")
+        "strengths = [-1.0, 1.0]", "strengths = [-1.0, 1.0, 2.0]"
+    )
     third = run_experiment(parse_spec(wider, "grow.toml"))
     assert third.computed_parts == 4  # 2 sweep + 2 generation extension parts
     extension = [p for p in _parts(first.run_dir, "logit_diff") if ".x1." in p.name]
@@ -89,11 +90,14 @@ def generation_only(tmp_path_factory):
     return out, run_experiment(_spec(out, '["generation"]'))
 
 
-@pytest.mark.parametrize("old,new,field", [
-    ("max_new_tokens = 3", "max_new_tokens = 5", "generation.max_new_tokens"),
-    ("seed = 2", "seed = 3", "seed"),
-    ('dtype = "float32"', 'dtype = "bfloat16"', "models[toy/qwen3].dtype"),
-])
+@pytest.mark.parametrize(
+    "old,new,field",
+    [
+        ("max_new_tokens = 3", "max_new_tokens = 5", "generation.max_new_tokens"),
+        ("seed = 2", "seed = 3", "seed"),
+        ('dtype = "float32"', 'dtype = "bfloat16"', "models[toy/qwen3].dtype"),
+    ],
+)
 def test_changes_that_make_saved_results_wrong_are_refused(generation_only, old, new, field):
     tmp_path, run = generation_only
     before = (run.run_dir / "manifest.json").read_text()
@@ -120,9 +124,11 @@ def test_generation_only_run_reports(generation_only):
 @pytest.mark.slow
 def test_generation_subsets_and_depth_fractions(tmp_path):
     extra = 'models = ["toy/qwen3"]\nconcepts = ["survival-instinct"]\n'
-    text = BASE.format(out=tmp_path, modes='["logit", "generation"]').replace(
-        'concepts = ["corrigibility"]', 'concepts = ["corrigibility", "survival-instinct"]').replace(
-        "layers = [4]\n", "layer_fractions = [0.5, 0.99]\n" + extra)
+    text = (
+        BASE.format(out=tmp_path, modes='["logit", "generation"]')
+        .replace('concepts = ["corrigibility"]', 'concepts = ["corrigibility", "survival-instinct"]')
+        .replace("layers = [4]\n", "layer_fractions = [0.5, 0.99]\n" + extra)
+    )
     spec = parse_spec(text, "grow.toml")
     assert spec.generation_layers(12) == [6, 11] and spec.generation_layers(36) == [18, 35]
     run = run_experiment(spec)
@@ -135,8 +141,11 @@ def test_generation_subsets_and_depth_fractions(tmp_path):
 def test_best_layers_from_the_logit_sweep(tmp_path):
     from remote_steer.analysis.statistics import glass_deltas
 
-    text = BASE.format(out=tmp_path, modes='["logit", "generation"]').replace(
-        "layers = [4, 11]", "layers = [3, 6, 9, 11]").replace("layers = [4]\n", "best_layers = 2\n")
+    text = (
+        BASE.format(out=tmp_path, modes='["logit", "generation"]')
+        .replace("layers = [4, 11]", "layers = [3, 6, 9, 11]")
+        .replace("layers = [4]\n", "best_layers = 2\n")
+    )
     run = run_experiment(parse_spec(text, "grow.toml"))
     deltas = glass_deltas(run.results)
     top = deltas[deltas["strength"] == 1.0].sort_values("glass_delta", ascending=False)["layer"].head(2)
@@ -165,8 +174,12 @@ def test_planted_thinking_model_generation_and_logit_disagree(tmp_path, monkeypa
                 return f"<think>The slot says ({item.matching_letter}), but on reflection</think>\n\n({other})"
 
             texts = [answer(item) for item in items]
-            return GenerationResult(tuple((1,) for _ in items), tuple(tuple((1,) for _ in configs) for _ in items),
-                                    tuple(texts), tuple(tuple(t for _ in configs) for t in texts))
+            return GenerationResult(
+                tuple((1,) for _ in items),
+                tuple(tuple((1,) for _ in configs) for _ in items),
+                tuple(texts),
+                tuple(tuple(t for _ in configs) for t in texts),
+            )
 
     monkeypatch.setattr(fast_engine.FastLogitDiffEngine, "run", planted_logits)
     monkeypatch.setattr(generation_stage, "make_generation_engine", lambda *a, **k: PlantedThinker())
@@ -196,7 +209,8 @@ def test_plan_estimates_generation_cost(tmp_path):
 def test_layer_fractions_and_subsets_parse(tmp_path):
     """The spec side of subsets and depth fractions, without running (the run is -m slow)."""
     text = BASE.format(out=tmp_path, modes='["logit", "generation"]').replace(
-        "layers = [4]\n", 'layer_fractions = [0.5, 0.99]\nmodels = ["toy/qwen3"]\n')
+        "layers = [4]\n", 'layer_fractions = [0.5, 0.99]\nmodels = ["toy/qwen3"]\n'
+    )
     spec = parse_spec(text, "grow.toml")
     assert spec.generation_layers(12) == [6, 11] and spec.generation_layers(36) == [18, 35]
     assert spec.generation.covers("toy/qwen3", "corrigibility") and not spec.generation.covers("other", "corrigibility")
@@ -205,4 +219,6 @@ def test_layer_fractions_and_subsets_parse(tmp_path):
     with pytest.raises(SpecError, match="layer_fractions"):
         parse_spec(text.replace("[0.5, 0.99]", "[1.5]"), "grow.toml")
     with pytest.raises(SpecError, match="best_layers"):
-        parse_spec(text.replace("layer_fractions = [0.5, 0.99]", "layer_fractions = [0.5]\nbest_layers = 2"), "grow.toml")
+        parse_spec(
+            text.replace("layer_fractions = [0.5, 0.99]", "layer_fractions = [0.5]\nbest_layers = 2"), "grow.toml"
+        )

@@ -83,10 +83,16 @@ def test_layers_spread_over_devices():
     tokenizer = load_tokenizer(source)
     second = "cuda:1" if torch.cuda.device_count() > 1 else "cpu"
     n = 30
-    device_map = {"model.embed_tokens": "cuda:0", "model.rotary_emb": "cuda:0", "model.norm": second, "lm_head": "cuda:0"}
+    device_map = {
+        "model.embed_tokens": "cuda:0",
+        "model.rotary_emb": "cuda:0",
+        "model.norm": second,
+        "lm_head": "cuda:0",
+    }
     device_map.update({f"model.layers.{i}": ("cuda:0" if i < n // 2 else second) for i in range(n)})
-    nn_model = nnsight.LanguageModel(source.location, tokenizer=tokenizer, device_map=device_map, dtype=torch.float32,
-                                     dispatch=True)
+    nn_model = nnsight.LanguageModel(
+        source.location, tokenizer=tokenizer, device_map=device_map, dtype=torch.float32, dispatch=True
+    )
     nn_model._module.eval()
     devices = {p.device.type + str(p.device.index) for p in nn_model._module.parameters()}
     assert len(devices) >= 2
@@ -112,7 +118,8 @@ def test_gpu_check_script_smoke(tmp_path):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "tests/gpu_check.py", "--smoke", "--out", str(tmp_path)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "tests/gpu_check.py", "--smoke", "--out", str(tmp_path)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "gpu_check.md").exists()

@@ -20,13 +20,26 @@ def _planted(n=20, seed=0) -> pd.DataFrame:
         sign = 1.0 if letter == "A" else -1.0  # letter gap → logit diff
         base = rng.normal(0, 1)
         for layer, strength, behaviour, toward_a in [
-            (5, 16.0, 0.0, 2.0), (5, -16.0, 0.0, 2.0),
-            (6, 16.0, 1.5, 0.0), (6, -16.0, -1.5, 0.0),
-            (7, 16.0, 1.5, 0.3), (7, -16.0, -1.5, 0.3),
+            (5, 16.0, 0.0, 2.0),
+            (5, -16.0, 0.0, 2.0),
+            (6, 16.0, 1.5, 0.0),
+            (6, -16.0, -1.5, 0.0),
+            (7, 16.0, 1.5, 0.3),
+            (7, -16.0, -1.5, 0.3),
         ]:
             change = behaviour + sign * toward_a + rng.normal(0, 0.05)
-            rows.append({"model": "m", "dataset": "d", "item_id": f"i{i}", "layer": layer, "strength": strength,
-                         "logit_diff": base + change, "baseline_logit_diff": base, "matching_letter": letter})
+            rows.append(
+                {
+                    "model": "m",
+                    "dataset": "d",
+                    "item_id": f"i{i}",
+                    "layer": layer,
+                    "strength": strength,
+                    "logit_diff": base + change,
+                    "baseline_logit_diff": base,
+                    "matching_letter": letter,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -53,8 +66,15 @@ def test_planted_letter_collapse_is_flagged_with_per_letter_effects():
 
 def test_letter_control_rule():
     results = _planted()
-    control = pd.DataFrame({"model": "m", "dataset": "d", "layer": [5, 5, 6, 6], "strength": [16.0, -16.0, 16.0, -16.0],
-                            "letter_control_shift": [1.0, -1.0, 5.0, -5.0]})
+    control = pd.DataFrame(
+        {
+            "model": "m",
+            "dataset": "d",
+            "layer": [5, 5, 6, 6],
+            "strength": [16.0, -16.0, 16.0, -16.0],
+            "letter_control_shift": [1.0, -1.0, 5.0, -5.0],
+        }
+    )
     table = letter_effects(results[results["layer"] != 5].pipe(lambda f: pd.concat([f, _one_sided()])), control)
     table = table.set_index(["layer", "strength"])
     # layer 5, +16 only: the vector moves the letter gap by 2 > the A−B direction's 1 → flagged by the control
@@ -76,8 +96,13 @@ def test_closing_verdict_combines_controls_and_letters():
     from remote_steer.analysis.statistics import glass_deltas
 
     planted = _planted()
-    results = pd.concat([planted[planted["layer"] == layer].assign(dataset=d) for d, layer in
-                         (("real", 6), ("letters", 5), ("weak", 6))], ignore_index=True)
+    results = pd.concat(
+        [
+            planted[planted["layer"] == layer].assign(dataset=d)
+            for d, layer in (("real", 6), ("letters", 5), ("weak", 6))
+        ],
+        ignore_index=True,
+    )
     results = results.assign(layer_fraction=results["layer"] / 10)
     deltas = glass_deltas(results)
     # controls: per configuration two vectors; for "weak" one control goes further than the real vector
@@ -85,13 +110,28 @@ def test_closing_verdict_combines_controls_and_letters():
     for r in deltas.itertuples():
         direction = np.sign(r.strength)
         for v, scale in enumerate((0.1, 1.5 if r.dataset == "weak" else 0.2)):
-            rows.append({"model": r.model, "dataset": r.dataset, "layer": r.layer, "strength": r.strength,
-                         "kind": "random", "vector": v, "layer_fraction": 0.5,
-                         "glass_delta": direction * abs(r.glass_delta) * scale if r.dataset != "letters"
-                         else 0.0})
+            rows.append(
+                {
+                    "model": r.model,
+                    "dataset": r.dataset,
+                    "layer": r.layer,
+                    "strength": r.strength,
+                    "kind": "random",
+                    "vector": v,
+                    "layer_fraction": 0.5,
+                    "glass_delta": direction * abs(r.glass_delta) * scale if r.dataset != "letters" else 0.0,
+                }
+            )
     comparison = C.compare(deltas, pd.DataFrame(rows))
-    best = pd.DataFrame({"model": "m", "dataset": ["real", "letters", "weak"], "best_layer": [6, 5, 6],
-                         "pos_strength": 16.0, "neg_strength": -16.0})
+    best = pd.DataFrame(
+        {
+            "model": "m",
+            "dataset": ["real", "letters", "weak"],
+            "best_layer": [6, 5, 6],
+            "pos_strength": 16.0,
+            "neg_strength": -16.0,
+        }
+    )
     verdicts = with_controls(best_layer_letters(letter_effects(results), best), comparison).set_index("dataset")
     assert verdicts.loc["real", "verdict"] == "behaviour"
     assert verdicts.loc["real", "pos_controls"].startswith("beyond, p 0.33")  # (1 + 0) / (1 + 2)

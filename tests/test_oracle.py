@@ -43,7 +43,13 @@ def test_steered_logit_diffs_equal_hook_steering(toy, positions):
     items = encode_items(toy.tokenizer, make_items(4, seed=3))
     torch.manual_seed(0)
     vectors = torch.randn(toy.n_layers, toy.hidden_size) * 2.0
-    configs = [SteerConfig(3, 1.0), SteerConfig(3, -2.5), SteerConfig(7, 4.0), SteerConfig(11, -1.0), SteerConfig(5, 0.0)]
+    configs = [
+        SteerConfig(3, 1.0),
+        SteerConfig(3, -2.5),
+        SteerConfig(7, 4.0),
+        SteerConfig(11, -1.0),
+        SteerConfig(5, 0.0),
+    ]
     engine = LogitDiffEngine(toy, Backend(), batch_rows=5, positions=positions)
     result = engine.run(items, vectors, configs)
     for i, item in enumerate(items):

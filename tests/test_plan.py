@@ -33,7 +33,7 @@ shuffled = 1
 
 
 def test_plan_requests_equal_the_runs_requests_with_controls_and_overrides(tmp_path):
-    spec = parse_spec(SPEC.replace('seed = 1', f'seed = 1\noutput_dir = "{tmp_path}"'), "planned.toml")
+    spec = parse_spec(SPEC.replace("seed = 1", f'seed = 1\noutput_dir = "{tmp_path}"'), "planned.toml")
     (plan,), estimated = plan_experiment(spec)
     assert not estimated and plan.sweep_layers == 2  # the model's own layers, not evaluation.layers
     outcome = run_experiment(spec)

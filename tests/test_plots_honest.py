@@ -28,12 +28,28 @@ def _texts(fig):
 def test_heatmap_scale_has_a_minimum_range_and_hatches_cis_through_zero(captured):
     from matplotlib.patches import Rectangle
 
-    best = pd.DataFrame([
-        dict(model="toy/qwen3", dataset="corrigibility", best_layer=4, pos_strength=1.0, glass_delta_pos=0.003,
-             glass_delta_pos_ci_low=-0.01, glass_delta_pos_ci_high=0.02),
-        dict(model="toy/qwen3", dataset="sycophancy", best_layer=5, pos_strength=1.0, glass_delta_pos=0.004,
-             glass_delta_pos_ci_low=0.001, glass_delta_pos_ci_high=0.006),
-    ])
+    best = pd.DataFrame(
+        [
+            dict(
+                model="toy/qwen3",
+                dataset="corrigibility",
+                best_layer=4,
+                pos_strength=1.0,
+                glass_delta_pos=0.003,
+                glass_delta_pos_ci_low=-0.01,
+                glass_delta_pos_ci_high=0.02,
+            ),
+            dict(
+                model="toy/qwen3",
+                dataset="sycophancy",
+                best_layer=5,
+                pos_strength=1.0,
+                glass_delta_pos=0.004,
+                glass_delta_pos_ci_low=0.001,
+                glass_delta_pos_ci_high=0.006,
+            ),
+        ]
+    )
     plots.delta_heatmap(best, ["toy/qwen3"], ["corrigibility", "sycophancy"], None)
     fig = captured[0]
     image = fig.axes[0].images[0]
@@ -44,8 +60,19 @@ def test_heatmap_scale_has_a_minimum_range_and_hatches_cis_through_zero(captured
 
 
 def test_heatmap_scale_grows_with_large_effects_and_no_caveat_for_real_models(captured):
-    best = pd.DataFrame([dict(model="Qwen3-4B", dataset="corrigibility", best_layer=20, pos_strength=4.0,
-                              glass_delta_pos=1.7, glass_delta_pos_ci_low=1.2, glass_delta_pos_ci_high=2.1)])
+    best = pd.DataFrame(
+        [
+            dict(
+                model="Qwen3-4B",
+                dataset="corrigibility",
+                best_layer=20,
+                pos_strength=4.0,
+                glass_delta_pos=1.7,
+                glass_delta_pos_ci_low=1.2,
+                glass_delta_pos_ci_high=2.1,
+            )
+        ]
+    )
     plots.delta_heatmap(best, ["Qwen3-4B"], ["corrigibility"], None)
     assert captured[0].axes[0].images[0].get_clim() == (-1.7, 1.7)
     assert plots.TOY_CAVEAT not in _texts(captured[0])
@@ -56,8 +83,18 @@ def test_depth_plot_one_colour_and_band_per_model_in_every_panel(captured):
     for model in ("Qwen3-4B", "Qwen3-8B"):  # the same training method: must still differ in colour
         for dataset in ("corrigibility", "sycophancy"):
             for layer in range(3):
-                rows.append(dict(model=model, dataset=dataset, layer=layer, layer_fraction=layer / 3, strength=1.0,
-                                 glass_delta=0.1 * layer, ci_low=0.1 * layer - 0.05, ci_high=0.1 * layer + 0.05))
+                rows.append(
+                    dict(
+                        model=model,
+                        dataset=dataset,
+                        layer=layer,
+                        layer_fraction=layer / 3,
+                        strength=1.0,
+                        glass_delta=0.1 * layer,
+                        ci_low=0.1 * layer - 0.05,
+                        ci_high=0.1 * layer + 0.05,
+                    )
+                )
     deltas = pd.DataFrame(rows)
     training = {"Qwen3-4B": "distilled", "Qwen3-8B": "distilled"}
     plots.delta_by_depth(deltas, training, ["Qwen3-4B", "Qwen3-8B"], ["corrigibility", "sycophancy"], None)
@@ -70,10 +107,20 @@ def test_depth_plot_one_colour_and_band_per_model_in_every_panel(captured):
 
 
 def test_generation_plot_notes_missing_answers_and_orders_strengths(captured):
-    deltas = pd.DataFrame([dict(model="toy/qwen3", dataset="c", layer=l, layer_fraction=l / 4, strength=s,
-                                glass_delta=0.001 * s) for l in (1, 2) for s in (-1.0, 1.0)])
-    rates = pd.DataFrame([dict(model="toy/qwen3", dataset="c", layer=l, layer_fraction=l / 4, strength=s,
-                               behavior_change=np.nan) for l in (1, 2) for s in (-1.0, 1.0)])
+    deltas = pd.DataFrame(
+        [
+            dict(model="toy/qwen3", dataset="c", layer=l, layer_fraction=l / 4, strength=s, glass_delta=0.001 * s)
+            for l in (1, 2)
+            for s in (-1.0, 1.0)
+        ]
+    )
+    rates = pd.DataFrame(
+        [
+            dict(model="toy/qwen3", dataset="c", layer=l, layer_fraction=l / 4, strength=s, behavior_change=np.nan)
+            for l in (1, 2)
+            for s in (-1.0, 1.0)
+        ]
+    )
     plots.generation_vs_logit_layers(deltas, rates, ["toy/qwen3"], ["c"], None)
     fig = captured[0]
     labels = [t.get_text() for t in fig.legends[0].get_texts()]

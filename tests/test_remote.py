@@ -137,10 +137,16 @@ def test_runs_of_different_specs_on_one_long_lived_server_equal_local(tmp_path, 
     key = ["model", "dataset", "item_id", "layer", "strength"]
     got = grown.generation.sort_values(key).reset_index(drop=True)
     want = local_reference.generation.sort_values(key).reset_index(drop=True)
-    assert len(got) == len(want) > 0 and list(got["text"]) == list(want["text"]) and list(got["letter"]) == list(want["letter"])
+    assert (
+        len(got) == len(want) > 0
+        and list(got["text"]) == list(want["text"])
+        and list(got["letter"]) == list(want["letter"])
+    )
 
     other = run_experiment(_spec(tmp_path, ndif_server, name="other", layers="2, 7, 9", chunk=3))
-    reference = run_experiment(_spec(tmp_path / "local", ndif_server, backend="local", name="other", layers="2, 7, 9", chunk=3))
+    reference = run_experiment(
+        _spec(tmp_path / "local", ndif_server, backend="local", name="other", layers="2, 7, 9", chunk=3)
+    )
     _assert_equal_results(other.results, reference.results)
 
     journaled = sum(len(e["attempts"]) for run in (first, grown, other) for e in _journal(run.run_dir).values())
@@ -174,7 +180,9 @@ def test_bytes_returned_scale_with_rows_not_hidden_states(ndif_server, dense_toy
         backend = Backend("remote", host=ndif_server.url, api_key=KEY, retry=FAST)
         items = encode_items(model.tokenizer, make_items(n_items, seed=words))
         if words > 100:  # long prompts: same rows, many more tokens
-            items = [it.__class__(**{**it.__dict__, "prompt_ids": it.prompt_ids[:1] * 200 + it.prompt_ids}) for it in items]
+            items = [
+                it.__class__(**{**it.__dict__, "prompt_ids": it.prompt_ids[:1] * 200 + it.prompt_ids}) for it in items
+            ]
         configs = [SteerConfig(4 + c % 8, 1.0) for c in range(n_configs)]
         LogitDiffEngine(model, backend, batch_rows=64).run(items, vectors, configs)
         width = max(len(it.prompt_ids) for it in items)
@@ -205,7 +213,10 @@ def _submit_and_kill(spec_path: Path, run_dir: Path, server) -> None:
     server.configure(hold=True)
     client = subprocess.Popen(
         [sys.executable, "-m", "remote_steer.cli", "run", str(spec_path), "--quiet"],
-        cwd=REPO_ROOT, env=_client_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+        env=_client_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     jobs = run_dir / "jobs"
     deadline = time.time() + 180
@@ -238,7 +249,9 @@ def test_kill_after_submission_then_rerun_resumes_the_same_jobs(tmp_path, ndif_s
     assert sum(s["requests"] for m in traffic.values() for s in m.values()) == 6
 
 
-def test_server_restart_between_submit_and_poll_resubmits_after_the_grace(tmp_path, ndif_server, local_reference, monkeypatch):
+def test_server_restart_between_submit_and_poll_resubmits_after_the_grace(
+    tmp_path, ndif_server, local_reference, monkeypatch
+):
     spec_path = _write_spec(tmp_path, ndif_server, "restarted")
     _submit_and_kill(spec_path, tmp_path / "restarted", ndif_server)
     lost_id = next(iter(_journal(tmp_path / "restarted").values()))["attempts"][0]["job_id"]
@@ -273,7 +286,9 @@ def test_expired_result_url_is_resubmitted_never_blamed_on_the_key(tmp_path, ndi
     outcome = run_experiment(parse_spec(spec_path.read_text(), str(spec_path)))
     _assert_equal_results(outcome.results, local_reference.results)
     assert ndif_server.stats()["expired_downloads"] > expired_before
-    first = next(e for e in _journal(outcome.run_dir).values() if e["stage"] == "extraction" and e["model"] == "toy/qwen3")
+    first = next(
+        e for e in _journal(outcome.run_dir).values() if e["stage"] == "extraction" and e["model"] == "toy/qwen3"
+    )
     assert [a["state"] for a in first["attempts"]] == ["expired", "completed"]
     assert "expired" in first["attempts"][1]["how"] and "resubmitted" in first["attempts"][1]["how"]
     assert ndif_server.submissions - before == 4 + 7  # 2 × 2 probes, 6 jobs, 1 resubmission
@@ -341,8 +356,12 @@ def test_missing_key_says_it_is_missing(tmp_path, ndif_server, monkeypatch):
 def test_server_down_is_one_line_before_any_file(tmp_path, ndif_server):
     from ndif_server import free_port
 
-    spec = parse_spec(SPEC.format(name="down", out=tmp_path, backend="remote", host=f"http://127.0.0.1:{free_port()}",
-                                  layers="4", chunk=2), "down.toml")
+    spec = parse_spec(
+        SPEC.format(
+            name="down", out=tmp_path, backend="remote", host=f"http://127.0.0.1:{free_port()}", layers="4", chunk=2
+        ),
+        "down.toml",
+    )
     with pytest.raises(RemoteUnavailable, match="cannot read /status"):
         run_experiment(spec)
     assert not (tmp_path / "down").exists()
@@ -385,17 +404,24 @@ def test_check_remote_reports_each_step_and_fails_in_one_line(ndif_server, monke
 
     from remote_steer.cli import app
 
-    ok = CliRunner().invoke(app, ["check-remote", "--host", ndif_server.url, "--model", "toy/qwen3-moe"],
-                            env={"NDIF_API_KEY": KEY})
+    ok = CliRunner().invoke(
+        app, ["check-remote", "--host", ndif_server.url, "--model", "toy/qwen3-moe"], env={"NDIF_API_KEY": KEY}
+    )
     assert ok.exit_code == 0, ok.output
     lines = ok.output.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == [
-        "ok   reachable", "ok   model hosted", "ok   versions", "ok   key accepted", "ok   tiny trace"]
+        "ok   reachable",
+        "ok   model hosted",
+        "ok   versions",
+        "ok   key accepted",
+        "ok   tiny trace",
+    ]
     assert "server nnsight" in lines[2] and "round trip" in lines[4] and "bytes sent" in lines[4]
     wrong = CliRunner().invoke(app, ["check-remote", "--host", ndif_server.url], env={"NDIF_API_KEY": "nope"})
     assert wrong.exit_code == 2 and "FAIL key accepted" in wrong.output and "NDIF_API_KEY" in wrong.output
-    hidden = CliRunner().invoke(app, ["check-remote", "--host", ndif_server.url, "--model", "toy/nothing"],
-                                env={"NDIF_API_KEY": KEY})
+    hidden = CliRunner().invoke(
+        app, ["check-remote", "--host", ndif_server.url, "--model", "toy/nothing"], env={"NDIF_API_KEY": KEY}
+    )
     assert hidden.exit_code == 2 and len(hidden.output.strip().splitlines()) <= 2
     from ndif_server import free_port
 

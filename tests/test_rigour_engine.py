@@ -30,8 +30,12 @@ def hook_residual_norms(model, items, positions):
     sums, count = torch.zeros(model.n_layers), 0
     for item in items:
         outputs = {}
-        hooks = [layer.register_forward_hook(lambda _m, _i, out, k=k: outputs.__setitem__(k, out[0] if isinstance(out, tuple) else out))
-                 for k, layer in enumerate(hf.model.layers)]
+        hooks = [
+            layer.register_forward_hook(
+                lambda _m, _i, out, k=k: outputs.__setitem__(k, out[0] if isinstance(out, tuple) else out)
+            )
+            for k, layer in enumerate(hf.model.layers)
+        ]
         try:
             with torch.no_grad():
                 hf(torch.tensor([item.prompt_ids]))
@@ -58,16 +62,18 @@ def test_residual_norms_equal_forward_hooks(dense_toy, items, positions):
 
 
 def test_weighted_vectors_equal_weighted_per_item_differences(dense_toy, items):
-    per_item = torch.stack([extract_caa_fast(dense_toy, [it], concept="c", batch_size=1, backend=Backend()).vectors
-                            for it in items])  # d_i: [items, layers, hidden]
+    per_item = torch.stack(
+        [extract_caa_fast(dense_toy, [it], concept="c", batch_size=1, backend=Backend()).vectors for it in items]
+    )  # d_i: [items, layers, hidden]
     weights = torch.tensor([[2.0, 0.0, 1.0, 1.0, 1.0], [1.0, -1.0, -1.0, 1.0, 1.0]])
     expected = torch.einsum("vi,ilh->vlh", weights, per_item) / len(items)
     for extract in (extract_caa_fast_weighted, extract_caa_weighted):
         vectors, extra = extract(dense_toy, items, concept="c", batch_size=2, backend=Backend(), weights=weights)
         torch.testing.assert_close(extra, expected, atol=ATOL, rtol=1e-4)
         torch.testing.assert_close(vectors.vectors, per_item.mean(0), atol=ATOL, rtol=1e-4)
-    remote, remote_extra = extract_caa_fast_weighted(dense_toy, items, concept="c", batch_size=2,
-                                                     backend=Backend("simulated-remote"), weights=weights)
+    remote, remote_extra = extract_caa_fast_weighted(
+        dense_toy, items, concept="c", batch_size=2, backend=Backend("simulated-remote"), weights=weights
+    )
     torch.testing.assert_close(remote_extra, expected, atol=ATOL, rtol=1e-4)
 
 
@@ -218,8 +224,9 @@ display_name = "toy A"
     plan = prepare(parse_spec(text, "flip.toml"))
     assert plan.models[0].sweep_layers == [10, 11] and plan.models[0].training == "rl"
     plain = plan.splits["corrigibility"]
-    flipped = prepare(parse_spec(text.replace("max_items = 8", 'max_items = 8\nflip = ["corrigibility"]'),
-                                 "flip.toml")).splits["corrigibility"]
+    flipped = prepare(
+        parse_spec(text.replace("max_items = 8", 'max_items = 8\nflip = ["corrigibility"]'), "flip.toml")
+    ).splits["corrigibility"]
     by_id = {it.item_id: it for it in plain.test}
     assert set(by_id) == {it.item_id for it in flipped.test}
     for item in flipped.test:

@@ -60,7 +60,16 @@ def test_run_writes_manifest_vectors_and_tidy_results(reference_run):
     # one row per item × model × dataset × layer × strength
     assert len(results) == 2 * 6 * 3 * 2
     assert not results.duplicated(["model", "dataset", "item_id", "layer", "strength"]).any()
-    for column in ("model", "dataset", "item_id", "layer", "layer_fraction", "strength", "logit_diff", "matching_letter"):
+    for column in (
+        "model",
+        "dataset",
+        "item_id",
+        "layer",
+        "layer_fraction",
+        "strength",
+        "logit_diff",
+        "matching_letter",
+    ):
         assert column in results.columns
     assert np.allclose(results["layer_fraction"], (results["layer"] + 1) / 12)  # depth of the layer's output
     # the baseline is one value per item, shared across layers and strengths
@@ -117,14 +126,27 @@ def test_rerun_with_a_changed_spec_is_refused(tmp_path):
 
 
 def test_generation_mode_writes_the_generation_table(tmp_path):
-    text = SMALL.replace("max_items = 12", "max_items = 6").replace('concepts = ["corrigibility", "self-awareness"]', 'concepts = ["corrigibility"]')
-    text = text.replace('layers = [4, 8, 11]', 'layers = [4, 11]\nmodes = ["logit", "generation"]')
+    text = SMALL.replace("max_items = 12", "max_items = 6").replace(
+        'concepts = ["corrigibility", "self-awareness"]', 'concepts = ["corrigibility"]'
+    )
+    text = text.replace("layers = [4, 8, 11]", 'layers = [4, 11]\nmodes = ["logit", "generation"]')
     text += "[generation]\nlayers = [4]\nmax_new_tokens = 3\nbatch_size = 8\n"
     outcome = run_experiment(_spec(tmp_path, text))
     frame = pd.read_parquet(outcome.run_dir / "results" / "generation.parquet")
     assert len(frame) == 3 * 1 * 2  # test items × generation layers × strengths
-    for column in ("model", "dataset", "item_id", "layer", "strength", "text", "letter", "valid", "matches_behavior",
-                   "baseline_valid", "baseline_matches"):
+    for column in (
+        "model",
+        "dataset",
+        "item_id",
+        "layer",
+        "strength",
+        "text",
+        "letter",
+        "valid",
+        "matches_behavior",
+        "baseline_valid",
+        "baseline_matches",
+    ):
         assert column in frame.columns
     assert set(frame["layer"]) == {4} and set(frame["strength"]) == {-1.0, 1.0}
     # the logit table is still written alongside, from the same vectors

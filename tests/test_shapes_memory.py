@@ -11,13 +11,28 @@ from remote_steer.models.shapes import flops_per_token_layer, shape_config
 
 def test_shape_config_keeps_depth_heads_and_vocabulary():
     full = shape_config("Qwen3-4B")
-    assert (full.num_hidden_layers, full.hidden_size, full.num_attention_heads, full.num_key_value_heads) == (36, 2560, 32, 8)
-    assert (full.head_dim, full.intermediate_size, full.vocab_size, full.tie_word_embeddings) == (128, 9728, 151936, True)
+    assert (full.num_hidden_layers, full.hidden_size, full.num_attention_heads, full.num_key_value_heads) == (
+        36,
+        2560,
+        32,
+        8,
+    )
+    assert (full.head_dim, full.intermediate_size, full.vocab_size, full.tie_word_embeddings) == (
+        128,
+        9728,
+        151936,
+        True,
+    )
     narrow = shape_config("Qwen3-4B", hidden=512)
     assert (narrow.num_hidden_layers, narrow.num_attention_heads, narrow.vocab_size) == (36, 32, 151936)
     assert narrow.head_dim == 16 and narrow.intermediate_size == round(9728 * 512 / 2560)
     moe = shape_config("Qwen3-30B-A3B")
-    assert (moe.num_hidden_layers, moe.num_experts, moe.num_experts_per_tok, moe.moe_intermediate_size) == (48, 128, 8, 768)
+    assert (moe.num_hidden_layers, moe.num_experts, moe.num_experts_per_tok, moe.moe_intermediate_size) == (
+        48,
+        128,
+        8,
+        768,
+    )
     smol = shape_config("small/smollm2-135m-instruct")
     assert smol.model_type == "llama" and smol.num_hidden_layers == 30 and smol.vocab_size == 49152
     with pytest.raises(ModelError):
@@ -41,7 +56,9 @@ def test_block_rows_shrink_to_the_memory_available():
     width, window = 160, 7
     one = memory.block_bytes(shape, 1, width, window)
     # by hand: per row, K/V copy + prefix⊕window (2 × 2 × (w + c) × kv × d), scores, MLP, hidden
-    assert one == 2 * (4 * (width + window) * 8 * 128 + 32 * window * (width + window) + 3 * window * 9728 + 4 * window * 2560)
+    assert one == 2 * (
+        4 * (width + window) * 8 * 128 + 32 * window * (width + window) + 3 * window * 9728 + 4 * window * 2560
+    )
     assert memory.fit_block_rows(shape, 512, width, window, available=10**12) == 512
     assert memory.fit_block_rows(shape, 512, width, window, available=20 * one) == 10  # half of 20 rows' worth
     assert memory.fit_block_rows(shape, 512, width, window, available=1) == 1

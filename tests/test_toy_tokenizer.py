@@ -41,7 +41,7 @@ TEXTS: list[str] = [
     "Unicode: café naïve Straße 東京 こんにちは 안녕하세요 Привет мир 😀👍🏽 ∑∫√ — “quotes” …",
     "Combining: e\u0301 A\u030a n\u0303 (NFC must compose these)",
     'def f(x: int) -> int:\n    """Doc."""\n    return {"a": [x ** 2, x // 3]}  # comment\n',
-    "for (int i = 0; i < n; ++i) { sum += a[i]; }\n\tprintf(\"%d\\n\", sum);",
+    'for (int i = 0; i < n; ++i) { sum += a[i]; }\n\tprintf("%d\\n", sum);',
     "   leading and trailing spaces   ",
     "<|im_start|>user\nHi<|im_end|>\n<|endoftext|>",
     "",
@@ -224,6 +224,7 @@ def test_save_load_round_trip(tokenizer, tmp_path: pathlib.Path) -> None:
     texts = TEXTS + [NO_THINK_PROMPT + "(A)"]
     loaded_ids = loaded(texts, add_special_tokens=False)["input_ids"]
     assert loaded_ids == tokenizer(texts, add_special_tokens=False)["input_ids"]
-    assert loaded.apply_chat_template(
-        USER_HI, tokenize=False, add_generation_prompt=True, enable_thinking=False
-    ) == NO_THINK_PROMPT
+    assert (
+        loaded.apply_chat_template(USER_HI, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+        == NO_THINK_PROMPT
+    )

@@ -28,9 +28,13 @@ def vector_deltas(rows: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame(columns=keys + ["layer_fraction", "n_items", "glass_delta"])
     grouped = rows.groupby(keys, sort=True)
-    out = grouped.agg(layer_fraction=("layer_fraction", "first"), n_items=("logit_diff", "size"),
-                      steered=("logit_diff", "mean"), base=("baseline_logit_diff", "mean"),
-                      sd=("baseline_logit_diff", "std")).reset_index()
+    out = grouped.agg(
+        layer_fraction=("layer_fraction", "first"),
+        n_items=("logit_diff", "size"),
+        steered=("logit_diff", "mean"),
+        base=("baseline_logit_diff", "mean"),
+        sd=("baseline_logit_diff", "std"),
+    ).reset_index()
     with np.errstate(invalid="ignore", divide="ignore"):
         out["glass_delta"] = np.where(out["sd"] > 0, (out["steered"] - out["base"]) / out["sd"], np.nan)
     return out.drop(columns=["steered", "base", "sd"])
@@ -48,13 +52,18 @@ def compare(real: pd.DataFrame, controls: pd.DataFrame) -> pd.DataFrame:
         value = float(real_at.loc[key, "glass_delta"])
         deltas = group["glass_delta"].dropna().to_numpy(dtype=float)
         direction = np.sign(key[3]) or 1.0
-        record = dict(zip(A.CONFIG, key), layer_fraction=float(real_at.loc[key, "layer_fraction"]), glass_delta=value,
-                      n_controls=len(deltas))
+        record = dict(
+            zip(A.CONFIG, key),
+            layer_fraction=float(real_at.loc[key, "layer_fraction"]),
+            glass_delta=value,
+            n_controls=len(deltas),
+        )
         if len(deltas) == 0 or np.isnan(value):
             record.update(control_min=np.nan, control_max=np.nan, p_value=np.nan, within=np.nan)
         else:
             record.update(
-                control_min=float(deltas.min()), control_max=float(deltas.max()),
+                control_min=float(deltas.min()),
+                control_max=float(deltas.max()),
                 control_mean=float(deltas.mean()),
                 p_value=float((1 + np.sum(deltas * direction >= value * direction - 1e-12)) / (1 + len(deltas))),
                 within=bool(value * direction <= np.max(deltas * direction) + 1e-12),

@@ -53,16 +53,30 @@ def crossfit_best_layers(results: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
             pos_deltas.append(float(at.get(pos, np.nan)))
             neg_deltas.append(float(at.get(neg, np.nan)))
         record.update(
-            layer_half_1=picks[0], layer_half_2=picks[1],
-            glass_delta_pos_half_1=pos_deltas[0], glass_delta_pos_half_2=pos_deltas[1],
-            crossfit_glass_delta_pos=float(np.mean(pos_deltas)), crossfit_glass_delta_neg=float(np.mean(neg_deltas)),
-            crossfit_fraction=float(np.mean(depths)), halves_agree=picks[0] == picks[1],
-            n_half_1=len(first), n_half_2=len(second),
+            layer_half_1=picks[0],
+            layer_half_2=picks[1],
+            glass_delta_pos_half_1=pos_deltas[0],
+            glass_delta_pos_half_2=pos_deltas[1],
+            crossfit_glass_delta_pos=float(np.mean(pos_deltas)),
+            crossfit_glass_delta_neg=float(np.mean(neg_deltas)),
+            crossfit_fraction=float(np.mean(depths)),
+            halves_agree=picks[0] == picks[1],
+            n_half_1=len(first),
+            n_half_2=len(second),
         )
         rows.append(record)
-    columns = ["layer_half_1", "layer_half_2", "glass_delta_pos_half_1", "glass_delta_pos_half_2",
-               "crossfit_glass_delta_pos", "crossfit_glass_delta_neg", "crossfit_fraction", "halves_agree",
-               "n_half_1", "n_half_2"]
+    columns = [
+        "layer_half_1",
+        "layer_half_2",
+        "glass_delta_pos_half_1",
+        "glass_delta_pos_half_2",
+        "crossfit_glass_delta_pos",
+        "crossfit_glass_delta_neg",
+        "crossfit_fraction",
+        "halves_agree",
+        "n_half_1",
+        "n_half_2",
+    ]
     halves_frame = pd.DataFrame(rows).reindex(columns=A.CELL + columns)  # cells too small to split stay NaN
     return in_sample.merge(halves_frame, on=A.CELL, how="left")
 
@@ -79,8 +93,14 @@ def peak_by_strength(results: pd.DataFrame) -> pd.DataFrame:
         if not score.notna().any():
             continue
         best = group.loc[score.idxmax()]
-        rows.append(dict(zip(A.CELL + ["strength"], key), best_layer=int(best["layer"]),
-                         best_layer_fraction=float(best["layer_fraction"]), glass_delta=float(best["glass_delta"])))
+        rows.append(
+            dict(
+                zip(A.CELL + ["strength"], key),
+                best_layer=int(best["layer"]),
+                best_layer_fraction=float(best["layer_fraction"]),
+                glass_delta=float(best["glass_delta"]),
+            )
+        )
     return pd.DataFrame(rows, columns=A.CELL + ["strength", "best_layer", "best_layer_fraction", "glass_delta"])
 
 
@@ -89,8 +109,14 @@ def peak_consistency(peaks: pd.DataFrame) -> pd.DataFrame:
     if peaks.empty:
         return pd.DataFrame(columns=A.CELL + ["sign", "n_strengths", "min_fraction", "max_fraction", "spread"])
     frame = peaks.assign(sign=np.where(peaks["strength"] > 0, "+", "−"))
-    out = frame.groupby(A.CELL + ["sign"], sort=True).agg(
-        n_strengths=("strength", "size"), min_fraction=("best_layer_fraction", "min"),
-        max_fraction=("best_layer_fraction", "max")).reset_index()
+    out = (
+        frame.groupby(A.CELL + ["sign"], sort=True)
+        .agg(
+            n_strengths=("strength", "size"),
+            min_fraction=("best_layer_fraction", "min"),
+            max_fraction=("best_layer_fraction", "max"),
+        )
+        .reset_index()
+    )
     out["spread"] = out["max_fraction"] - out["min_fraction"]
     return out

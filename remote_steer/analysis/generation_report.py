@@ -48,10 +48,18 @@ def rates(generation: pd.DataFrame) -> pd.DataFrame:
         bv=_bool(generation["baseline_valid"]),
         bm=_bool(generation["baseline_matches"]) & _bool(generation["baseline_valid"]),
     )
-    out = g.groupby(["model", "dataset", "layer", "strength"], sort=True).agg(
-        layer_fraction=("layer_fraction", "first"), n_items=("v", "size"), n_valid=("v", "sum"), n_match=("m", "sum"),
-        n_base_valid=("bv", "sum"), n_base_match=("bm", "sum"),
-    ).reset_index()
+    out = (
+        g.groupby(["model", "dataset", "layer", "strength"], sort=True)
+        .agg(
+            layer_fraction=("layer_fraction", "first"),
+            n_items=("v", "size"),
+            n_valid=("v", "sum"),
+            n_match=("m", "sum"),
+            n_base_valid=("bv", "sum"),
+            n_base_match=("bm", "sum"),
+        )
+        .reset_index()
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         out["valid_rate"] = out["n_valid"] / out["n_items"]
         out["behavior_rate_valid"] = (out["n_match"] / out["n_valid"]).where(out["n_valid"] > 0)
@@ -69,27 +77,38 @@ def slot_agreement(logit: pd.DataFrame, generation: pd.DataFrame) -> pd.DataFram
     the logits prefer at the answer slot match the answer the model wrote?"""
     key = ["model", "dataset", "item_id", "layer", "strength"]
     joined = logit[key + ["logit_diff", "baseline_logit_diff"]].merge(
-        generation[key + ["valid", "matches_behavior", "baseline_valid", "baseline_matches"]], on=key, how="inner")
+        generation[key + ["valid", "matches_behavior", "baseline_valid", "baseline_matches"]], on=key, how="inner"
+    )
     if joined.empty:
         return pd.DataFrame()
     base = joined.drop_duplicates(["model", "dataset", "item_id"]).assign(
-        condition="unsteered", slot=lambda f: f["baseline_logit_diff"] > 0,
-        gen_valid=lambda f: _bool(f["baseline_valid"]), gen_match=lambda f: _bool(f["baseline_matches"]))
+        condition="unsteered",
+        slot=lambda f: f["baseline_logit_diff"] > 0,
+        gen_valid=lambda f: _bool(f["baseline_valid"]),
+        gen_match=lambda f: _bool(f["baseline_matches"]),
+    )
     steered = joined.assign(
         condition=lambda f: "layer " + f["layer"].astype(str) + ", " + f["strength"].map(lambda s: f"{s:+g}"),
-        slot=lambda f: f["logit_diff"] > 0, gen_valid=lambda f: _bool(f["valid"]),
-        gen_match=lambda f: _bool(f["matches_behavior"]))
+        slot=lambda f: f["logit_diff"] > 0,
+        gen_valid=lambda f: _bool(f["valid"]),
+        gen_match=lambda f: _bool(f["matches_behavior"]),
+    )
     rows = []
     for frame in (base, steered):
         for (model, dataset, condition), cell in frame.groupby(["model", "dataset", "condition"], sort=False):
             valid = cell[cell["gen_valid"]]
-            rows.append({
-                "model": model, "dataset": dataset, "condition": condition, "n_items": len(cell),
-                "slot_prefers_behavior": float(cell["slot"].mean()),
-                "generation_valid": float(cell["gen_valid"].mean()),
-                "generation_behavior_valid": float(valid["gen_match"].mean()) if len(valid) else float("nan"),
-                "agreement": float((valid["slot"] == valid["gen_match"]).mean()) if len(valid) else float("nan"),
-            })
+            rows.append(
+                {
+                    "model": model,
+                    "dataset": dataset,
+                    "condition": condition,
+                    "n_items": len(cell),
+                    "slot_prefers_behavior": float(cell["slot"].mean()),
+                    "generation_valid": float(cell["gen_valid"].mean()),
+                    "generation_behavior_valid": float(valid["gen_match"].mean()) if len(valid) else float("nan"),
+                    "agreement": float((valid["slot"] == valid["gen_match"]).mean()) if len(valid) else float("nan"),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -100,32 +119,62 @@ def generation_tables(generation: pd.DataFrame | None, logit: pd.DataFrame | Non
     if generation is None or generation.empty:
         return []
     r = rates(generation)
-    rows = [{"model": x.model, "dataset": x.dataset, "layer": int(x.layer), "strength": f"{x.strength:+g}",
-             "items": int(x.n_items), "valid": _pct(x.valid_rate),
-             "behaviour (among valid)": _pct(x.behavior_rate_valid), "behaviour (invalid = no)": _pct(x.behavior_rate_all),
-             "baseline (among valid)": _pct(x.baseline_behavior_rate_valid),
-             "baseline (invalid = no)": _pct(x.baseline_behavior_rate_all),
-             "change (among valid)": _signed(x.change_valid), "change (invalid = no)": _signed(x.change_all)}
-            for x in r.itertuples()]
-    tables = [Table("generation_rates", "Generation: validity and behaviour rate per configuration", pd.DataFrame(rows),
-                    "valid = share of answers that are a clean A or B (after </think> when thinking). Behaviour "
-                    "(among valid) = matching / valid answers; behaviour (invalid = no) = matching / all answers, an "
-                    "invalid answer counted as not showing the behaviour. Baseline = the same items unsteered.")]
+    rows = [
+        {
+            "model": x.model,
+            "dataset": x.dataset,
+            "layer": int(x.layer),
+            "strength": f"{x.strength:+g}",
+            "items": int(x.n_items),
+            "valid": _pct(x.valid_rate),
+            "behaviour (among valid)": _pct(x.behavior_rate_valid),
+            "behaviour (invalid = no)": _pct(x.behavior_rate_all),
+            "baseline (among valid)": _pct(x.baseline_behavior_rate_valid),
+            "baseline (invalid = no)": _pct(x.baseline_behavior_rate_all),
+            "change (among valid)": _signed(x.change_valid),
+            "change (invalid = no)": _signed(x.change_all),
+        }
+        for x in r.itertuples()
+    ]
+    tables = [
+        Table(
+            "generation_rates",
+            "Generation: validity and behaviour rate per configuration",
+            pd.DataFrame(rows),
+            "valid = share of answers that are a clean A or B (after </think> when thinking). Behaviour "
+            "(among valid) = matching / valid answers; behaviour (invalid = no) = matching / all answers, an "
+            "invalid answer counted as not showing the behaviour. Baseline = the same items unsteered.",
+        )
+    ]
     if logit is not None and not logit.empty:
         agree = slot_agreement(logit, generation)
         if not agree.empty:
-            arows = [{"model": x.model, "dataset": x.dataset, "condition": x.condition, "items": int(x.n_items),
-                      "answer slot prefers behaviour": _pct(x.slot_prefers_behavior),
-                      "generated: valid": _pct(x.generation_valid),
-                      "generated: behaviour (among valid)": _pct(x.generation_behavior_valid),
-                      "agreement (valid answers)": _pct(x.agreement)} for x in agree.itertuples()]
-            tables.append(Table(
-                "answer_slot_vs_generation", "Answer slot versus generated answer, per item", pd.DataFrame(arows),
-                "Answer slot prefers behaviour = share of items whose logit diff at the answer slot is > 0 (the "
-                "logits right after the prompt favour the matching answer). Agreement = share of valid generated "
-                "answers whose letter is the one the answer slot prefers. Low agreement: what the model writes "
-                "(e.g. after thinking) is not what its answer-slot logits say, so the logit diff and generation "
-                "measure different things.", main=True))
+            arows = [
+                {
+                    "model": x.model,
+                    "dataset": x.dataset,
+                    "condition": x.condition,
+                    "items": int(x.n_items),
+                    "answer slot prefers behaviour": _pct(x.slot_prefers_behavior),
+                    "generated: valid": _pct(x.generation_valid),
+                    "generated: behaviour (among valid)": _pct(x.generation_behavior_valid),
+                    "agreement (valid answers)": _pct(x.agreement),
+                }
+                for x in agree.itertuples()
+            ]
+            tables.append(
+                Table(
+                    "answer_slot_vs_generation",
+                    "Answer slot versus generated answer, per item",
+                    pd.DataFrame(arows),
+                    "Answer slot prefers behaviour = share of items whose logit diff at the answer slot is > 0 (the "
+                    "logits right after the prompt favour the matching answer). Agreement = share of valid generated "
+                    "answers whose letter is the one the answer slot prefers. Low agreement: what the model writes "
+                    "(e.g. after thinking) is not what its answer-slot logits say, so the logit diff and generation "
+                    "measure different things.",
+                    main=True,
+                )
+            )
     return tables
 
 
@@ -141,44 +190,85 @@ def write_tables_csv(out_dir: Path, generation: pd.DataFrame | None, logit: pd.D
 
 def build_generation_only(run_dirs: list[Path], out_dir: Path):
     """The report of runs that have generation results and no logit diff."""
-    from remote_steer.analysis.report import (GENERATION_COLUMNS, Report, ResultsError, RunInfo, _normalise,
-                                              _read_table, markdown_table)
+    from remote_steer.analysis.report import (
+        GENERATION_COLUMNS,
+        Report,
+        ResultsError,
+        RunInfo,
+        _normalise,
+        _read_table,
+        markdown_table,
+    )
 
     frames, runs = [], []
     for path in run_dirs:
         path = Path(path)
         gen_path = path / "results" / "generation.parquet"
         if not gen_path.is_file():
-            raise ResultsError(f"{path}: no results/logit_diff.parquet or results/generation.parquet; "
-                               "expected a run directory written by `remote-steer run`")
+            raise ResultsError(
+                f"{path}: no results/logit_diff.parquet or results/generation.parquet; "
+                "expected a run directory written by `remote-steer run`"
+            )
         manifest_path = path / "manifest.json"
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
         frame = _read_table(gen_path, GENERATION_COLUMNS)
-        info = RunInfo(path.resolve(), str(manifest.get("spec", {}).get("name", path.name)),
-                       str(manifest.get("git_commit", "unknown (no manifest)")),
-                       str(manifest.get("status", "unknown (no manifest)")), str(manifest.get("created_at", "")),
-                       manifest.get("seed", ""), sorted(frame["model"].astype(str).unique()),
-                       sorted(frame["dataset"].astype(str).unique()), 0, len(frame))
+        info = RunInfo(
+            path.resolve(),
+            str(manifest.get("spec", {}).get("name", path.name)),
+            str(manifest.get("git_commit", "unknown (no manifest)")),
+            str(manifest.get("status", "unknown (no manifest)")),
+            str(manifest.get("created_at", "")),
+            manifest.get("seed", ""),
+            sorted(frame["model"].astype(str).unique()),
+            sorted(frame["dataset"].astype(str).unique()),
+            0,
+            len(frame),
+        )
         training = {k: v.get("training") for k, v in manifest.get("models", {}).items() if isinstance(v, dict)}
         frames.append(_normalise(frame, training, info))
         runs.append(info)
     generation = pd.concat(frames, ignore_index=True)
     if generation.empty:
-        raise ResultsError(f"{', '.join(str(p) for p in run_dirs)}: results/generation.parquet has no rows; "
-                           "expected the results of at least one finished chunk")
+        raise ResultsError(
+            f"{', '.join(str(p) for p in run_dirs)}: results/generation.parquet has no rows; "
+            "expected the results of at least one finished chunk"
+        )
     tables = generation_tables(generation)
     for number, table in enumerate(tables, start=1):
         table.title = f"Table {number}. {table.title}"
     notes = ["generation-only run(s): no logit diff saved, so logit-diff tables and figures are left out."]
     report = Report(out_dir, out_dir / "report.md", tables, [], notes, runs, {})
-    out = ["# remote-steer report", "",
-           f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from saved results only "
-           "(no model loaded).", "", "## Sources", "",
-           markdown_table(pd.DataFrame([{"run": r.name, "path": str(r.path), "git commit": r.git_commit,
-                                         "status": r.status, "models": ", ".join(r.models),
-                                         "datasets": ", ".join(r.datasets), "generation rows": r.generation_rows}
-                                        for r in runs])),
-           "## Notes", ""] + [f"- {n}" for n in notes] + ["", "## Generation", ""]
+    out = (
+        [
+            "# remote-steer report",
+            "",
+            f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from saved results only "
+            "(no model loaded).",
+            "",
+            "## Sources",
+            "",
+            markdown_table(
+                pd.DataFrame(
+                    [
+                        {
+                            "run": r.name,
+                            "path": str(r.path),
+                            "git commit": r.git_commit,
+                            "status": r.status,
+                            "models": ", ".join(r.models),
+                            "datasets": ", ".join(r.datasets),
+                            "generation rows": r.generation_rows,
+                        }
+                        for r in runs
+                    ]
+                )
+            ),
+            "## Notes",
+            "",
+        ]
+        + [f"- {n}" for n in notes]
+        + ["", "## Generation", ""]
+    )
     for table in tables:
         out += [f"### {table.title}", "", markdown_table(table.frame), f"_{table.caption}_", ""]
     write_tables_csv(out_dir, generation, None)

@@ -182,7 +182,9 @@ def collapse_verdict(letters: pd.DataFrame, best: pd.DataFrame | None = None) ->
     if best is not None and not best.empty and "best_layer" in best:
         hits = []
         for r in best.itertuples():
-            mask = (flagged["model"] == r.model) & (flagged["dataset"] == r.dataset) & (flagged["layer"] == r.best_layer)
+            mask = (
+                (flagged["model"] == r.model) & (flagged["dataset"] == r.dataset) & (flagged["layer"] == r.best_layer)
+            )
             if mask.any():
                 hits.append(f"{r.model}/{r.dataset}")
         if hits:
@@ -199,7 +201,9 @@ def best_layer_letters(letters: pd.DataFrame, best: pd.DataFrame) -> pd.DataFram
         return pd.DataFrame()
     rows = []
     for r in best.itertuples():
-        cells = letters[(letters["model"] == r.model) & (letters["dataset"] == r.dataset) & (letters["layer"] == r.best_layer)]
+        cells = letters[
+            (letters["model"] == r.model) & (letters["dataset"] == r.dataset) & (letters["layer"] == r.best_layer)
+        ]
         pos = cells[cells["strength"] == r.pos_strength]
         neg = cells[cells["strength"] == r.neg_strength]
         if pos.empty or neg.empty:
@@ -291,8 +295,13 @@ def found_sentence(verdicts: pd.DataFrame, several_models: bool = True) -> str:
     groups: dict[str, list[str]] = {}
     for r in verdicts.itertuples():
         groups.setdefault(r.verdict, []).append(name(r))
-    order = ["behaviour", "letter collapse", "letter collapse, within controls", "within controls",
-             "beyond controls, letters disagree"]
+    order = [
+        "behaviour",
+        "letter collapse",
+        "letter collapse, within controls",
+        "within controls",
+        "beyond controls, letters disagree",
+    ]
     parts = [f"{k} in {len(groups[k])} ({', '.join(groups[k])})" for k in order if k in groups]
     parts += [f"{k}: {', '.join(v)}" for k, v in groups.items() if k not in order]
     lead = "Found at the best layers: "
@@ -317,26 +326,47 @@ def report_table(letters: pd.DataFrame, best: pd.DataFrame) -> tuple[str, str, p
     per_best = best_layer_letters(letters, best)
     rows = []
     for r in per_best.itertuples():
-        rows.append({"model": r.model, "dataset": r.dataset, "layer": r.layer, "cell": "best layer",
-                     "A items +": f"{r.pos_effect_A:+.3g}", "B items +": f"{r.pos_effect_B:+.3g}",
-                     "A items −": f"{r.neg_effect_A:+.3g}", "B items −": f"{r.neg_effect_B:+.3g}",
-                     "A−B gap ±": f"{r.pos_letter_shift:+.3g} / {r.neg_letter_shift:+.3g}", "reading": r.reading})
+        rows.append(
+            {
+                "model": r.model,
+                "dataset": r.dataset,
+                "layer": r.layer,
+                "cell": "best layer",
+                "A items +": f"{r.pos_effect_A:+.3g}",
+                "B items +": f"{r.pos_effect_B:+.3g}",
+                "A items −": f"{r.neg_effect_A:+.3g}",
+                "B items −": f"{r.neg_effect_B:+.3g}",
+                "A−B gap ±": f"{r.pos_letter_shift:+.3g} / {r.neg_letter_shift:+.3g}",
+                "reading": r.reading,
+            }
+        )
     flagged = letters[letters["collapse"]]
     for r in flagged.itertuples():
         control = "" if not np.isfinite(r.letter_control_shift) else f"; A−B dir. {r.letter_control_shift:+.3g}"
-        rows.append({"model": r.model, "dataset": r.dataset, "layer": r.layer, "cell": f"flagged at {r.strength:+g}",
-                     "A items +": f"{r.effect_A:+.3g}" if r.strength > 0 else "", "B items +": f"{r.effect_B:+.3g}" if r.strength > 0 else "",
-                     "A items −": f"{r.effect_A:+.3g}" if r.strength < 0 else "", "B items −": f"{r.effect_B:+.3g}" if r.strength < 0 else "",
-                     "A−B gap ±": f"{r.letter_shift:+.3g}{control}", "reading": f"letter collapse: {r.collapse_rule}"})
+        rows.append(
+            {
+                "model": r.model,
+                "dataset": r.dataset,
+                "layer": r.layer,
+                "cell": f"flagged at {r.strength:+g}",
+                "A items +": f"{r.effect_A:+.3g}" if r.strength > 0 else "",
+                "B items +": f"{r.effect_B:+.3g}" if r.strength > 0 else "",
+                "A items −": f"{r.effect_A:+.3g}" if r.strength < 0 else "",
+                "B items −": f"{r.effect_B:+.3g}" if r.strength < 0 else "",
+                "A−B gap ±": f"{r.letter_shift:+.3g}{control}",
+                "reading": f"letter collapse: {r.collapse_rule}",
+            }
+        )
     if not rows:
         return None
     caption = (
-        "Per-letter effects: mean logit-diff change on items whose matching answer is A (\"A items\") or B, at the "
+        'Per-letter effects: mean logit-diff change on items whose matching answer is A ("A items") or B, at the '
         "strongest positive (+) and negative (−) strength. Behaviour moves both with the sign of the strength; a "
         "letter preference moves them apart, and cancels in the mean over balanced items. A−B gap: mean change of "
         "logit(A) − logit(B). Flagged (letter collapse): both signs move the gap toward the same letter, each at "
         "least 2 standard errors and at least the cell's behaviour shift; or the vector moves the gap at least as "
         "much as an A-minus-B direction of the same norm (the letter control, real models only). "
-        + collapse_verdict(letters, best) + "."
+        + collapse_verdict(letters, best)
+        + "."
     )
     return "letter_collapse", "Answer letters: behaviour or letter collapse", pd.DataFrame(rows), caption

@@ -23,12 +23,20 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 OKABE_ITO = {
-    "black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
-    "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7",
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky": "#56B4E9",
+    "green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "purple": "#CC79A7",
 }
 TRAINING_COLOURS = {
-    "rl": OKABE_ITO["vermillion"], "distilled": OKABE_ITO["blue"],
-    "random (toy)": OKABE_ITO["green"], "unknown": OKABE_ITO["black"],
+    "rl": OKABE_ITO["vermillion"],
+    "distilled": OKABE_ITO["blue"],
+    "random (toy)": OKABE_ITO["green"],
+    "unknown": OKABE_ITO["black"],
 }
 BASELINE_COLOUR, POSITIVE_COLOUR, NEGATIVE_COLOUR = "#8C8C8C", OKABE_ITO["blue"], OKABE_ITO["orange"]
 CYCLE = [OKABE_ITO[k] for k in ("blue", "orange", "green", "vermillion", "purple", "sky", "yellow", "black")]
@@ -55,8 +63,12 @@ def _save(fig, stem: Path) -> list[Path]:
 
 def _grid(n_rows: int, n_cols: int, width: float, height: float, **kw):
     fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(max(4.5, width * n_cols + 1.2), max(3.0, height * n_rows + 1.0)),
-        squeeze=False, layout="constrained", **kw,
+        n_rows,
+        n_cols,
+        figsize=(max(4.5, width * n_cols + 1.2), max(3.0, height * n_rows + 1.0)),
+        squeeze=False,
+        layout="constrained",
+        **kw,
     )
     return fig, axes
 
@@ -69,8 +81,17 @@ def _toy_caveat(fig, models) -> None:
     """The toy caveat drawn in the figure itself, so a copied PNG keeps it."""
     if any(str(m).startswith("toy/") for m in models):
         # above everything (the saved PNG's tight box grows to include it), clear of legends below
-        fig.text(0.5, 1.005, TOY_CAVEAT, ha="center", va="bottom", fontsize=8, color=OKABE_ITO["vermillion"],
-                 weight="bold", transform=fig.transFigure)
+        fig.text(
+            0.5,
+            1.005,
+            TOY_CAVEAT,
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color=OKABE_ITO["vermillion"],
+            weight="bold",
+            transform=fig.transFigure,
+        )
 
 
 def _note(ax, text: str) -> None:
@@ -107,8 +128,9 @@ def _violin(ax, values: np.ndarray, position: float, colour: str) -> None:
     ax.hlines(np.median(values), position - 0.3, position + 0.3, color="black", lw=1.2, zorder=4)
 
 
-def logit_diff_violins(results: pd.DataFrame, best: pd.DataFrame, models: Sequence[str],
-                       datasets: Sequence[str], stem: Path) -> list[Path]:
+def logit_diff_violins(
+    results: pd.DataFrame, best: pd.DataFrame, models: Sequence[str], datasets: Sequence[str], stem: Path
+) -> list[Path]:
     """Per model × dataset: per-item logit diff at baseline and at the strongest
     positive and negative strengths, at the cell's best layer."""
     fig, axes = _grid(len(models), len(datasets), 2.4, 2.1)
@@ -122,8 +144,11 @@ def logit_diff_violins(results: pd.DataFrame, best: pd.DataFrame, models: Sequen
                 ax.set_yticks([])
             else:
                 row = row.iloc[0]
-                at = results[(results["model"] == model) & (results["dataset"] == dataset)
-                             & (results["layer"] == row["best_layer"])]
+                at = results[
+                    (results["model"] == model)
+                    & (results["dataset"] == dataset)
+                    & (results["layer"] == row["best_layer"])
+                ]
                 groups = []
                 neg, pos = row["neg_strength"], row["pos_strength"]
                 if not math.isnan(neg):
@@ -144,9 +169,14 @@ def logit_diff_violins(results: pd.DataFrame, best: pd.DataFrame, models: Sequen
                 ax.set_ylabel(f"{model}\nlogit diff (match − other)", fontsize=8)
             if r == len(models) - 1:
                 ax.set_xlabel("strength", fontsize=8)
-    handles = [Line2D([], [], marker="o", ls="", color=col, label=lab) for lab, col in
-               (("negative strength", NEGATIVE_COLOUR), ("unsteered baseline", BASELINE_COLOUR),
-                ("positive strength", POSITIVE_COLOUR))]
+    handles = [
+        Line2D([], [], marker="o", ls="", color=col, label=lab)
+        for lab, col in (
+            ("negative strength", NEGATIVE_COLOUR),
+            ("unsteered baseline", BASELINE_COLOUR),
+            ("positive strength", POSITIVE_COLOUR),
+        )
+    ]
     handles.append(Line2D([], [], color="black", label="median"))
     fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
     fig.suptitle("Per-item logit diff at each cell's best layer", fontsize=11)
@@ -165,26 +195,51 @@ def steerability_strips(slopes: pd.DataFrame, models: Sequence[str], datasets: S
         ax = axes.flat[i]
         present = [m for m in models if ((slopes["model"] == m) & (slopes["dataset"] == dataset)).any()]
         for x, model in enumerate(present):
-            values = slopes.loc[(slopes["model"] == model) & (slopes["dataset"] == dataset), "slope"].dropna().to_numpy()
+            values = (
+                slopes.loc[(slopes["model"] == model) & (slopes["dataset"] == dataset), "slope"].dropna().to_numpy()
+            )
             if len(values) == 0:
                 continue
             colours = np.where(values < 0, OKABE_ITO["vermillion"], OKABE_ITO["blue"])
             ax.scatter(x + (rng.random(len(values)) - 0.5) * 0.4, values, s=7, c=colours, linewidths=0, alpha=0.8)
-            ax.boxplot([values], positions=[x], widths=0.55, showfliers=False,
-                       medianprops=dict(color="black"), boxprops=dict(color="grey"),
-                       whiskerprops=dict(color="grey"), capprops=dict(color="grey"))
-            ax.annotate(f"{np.mean(values < 0):.0%}", (x, 1.0), xycoords=("data", "axes fraction"),
-                        ha="center", va="bottom", fontsize=7, color=OKABE_ITO["vermillion"])
+            ax.boxplot(
+                [values],
+                positions=[x],
+                widths=0.55,
+                showfliers=False,
+                medianprops=dict(color="black"),
+                boxprops=dict(color="grey"),
+                whiskerprops=dict(color="grey"),
+                capprops=dict(color="grey"),
+            )
+            ax.annotate(
+                f"{np.mean(values < 0):.0%}",
+                (x, 1.0),
+                xycoords=("data", "axes fraction"),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color=OKABE_ITO["vermillion"],
+            )
         ax.axhline(0, color="grey", lw=0.7, ls=":")
         ax.set_xticks(range(len(present)), [_short(m) for m in present], rotation=35, ha="right", fontsize=7)
         ax.set_xlim(-0.7, max(len(present), 1) - 0.3)
         ax.set_title(dataset, fontsize=9, pad=14)
         ax.set_ylabel("slope (logit diff per unit strength)", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
-    for ax in list(axes.flat)[len(datasets):]:
+    for ax in list(axes.flat)[len(datasets) :]:
         ax.set_visible(False)
-    handles = [Line2D([], [], marker="o", ls="", color=OKABE_ITO["blue"], label="steerable (slope ≥ 0)"),
-               Line2D([], [], marker="o", ls="", color=OKABE_ITO["vermillion"], label="anti-steerable (slope < 0); % above each model")]
+    handles = [
+        Line2D([], [], marker="o", ls="", color=OKABE_ITO["blue"], label="steerable (slope ≥ 0)"),
+        Line2D(
+            [],
+            [],
+            marker="o",
+            ls="",
+            color=OKABE_ITO["vermillion"],
+            label="anti-steerable (slope < 0); % above each model",
+        ),
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     fig.suptitle("Per-item steerability at each cell's best layer", fontsize=11)
     _toy_caveat(fig, models)
@@ -213,13 +268,17 @@ def delta_heatmap(best: pd.DataFrame, models: Sequence[str], datasets: Sequence[
             r, c = models.index(row.model), datasets.index(row.dataset)
             values[r, c] = row.glass_delta_pos
             ci = ""
-            low, high = getattr(row, "glass_delta_pos_ci_low", float("nan")), getattr(row, "glass_delta_pos_ci_high", float("nan"))
+            low, high = (
+                getattr(row, "glass_delta_pos_ci_low", float("nan")),
+                getattr(row, "glass_delta_pos_ci_high", float("nan")),
+            )
             if not math.isnan(low):
                 ci = f"\n[{low:.2g}, {high:.2g}]"
                 spans_zero[r, c] = low <= 0 <= high
             labels[r][c] = f"{row.glass_delta_pos:.2g}{ci}\nL{row.best_layer}"
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.45 * len(datasets) + 2.4), max(2.6, 0.75 * len(models) + 1.6)),
-                           layout="constrained")
+    fig, ax = plt.subplots(
+        figsize=(max(4.5, 1.45 * len(datasets) + 2.4), max(2.6, 0.75 * len(models) + 1.6)), layout="constrained"
+    )
     finite = values[np.isfinite(values)]
     limit = max(MIN_DELTA_RANGE, float(np.max(np.abs(finite))) if len(finite) else 0.0)
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#EEEEEE")
@@ -229,8 +288,16 @@ def delta_heatmap(best: pd.DataFrame, models: Sequence[str], datasets: Sequence[
             if spans_zero[r, c]:
                 ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, hatch="///", edgecolor="#9A9A9A", lw=0))
             dark = np.isfinite(values[r, c]) and abs(values[r, c]) > 0.6 * limit
-            ax.text(c, r, labels[r][c], ha="center", va="center", fontsize=7, color="white" if dark else "black",
-                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7) if spans_zero[r, c] else None)
+            ax.text(
+                c,
+                r,
+                labels[r][c],
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if dark else "black",
+                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7) if spans_zero[r, c] else None,
+            )
     ax.set_xticks(range(len(datasets)), datasets, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(models)), models, fontsize=8)
     ax.set_xlabel("dataset")
@@ -240,14 +307,20 @@ def delta_heatmap(best: pd.DataFrame, models: Sequence[str], datasets: Sequence[
     fig.colorbar(image, ax=ax, label=f"{label}\n(scale at least ±{MIN_DELTA_RANGE:g})", shrink=0.9)
     ax.set_title("Glass's delta at the best layer (95% bootstrap CI; L = layer)", fontsize=10)
     if spans_zero.any():
-        ax.legend(handles=[Patch(facecolor="white", edgecolor="#9A9A9A", hatch="///", label="95% CI includes 0")],
-                  loc="upper left", bbox_to_anchor=(0, -0.25 if len(datasets) else -0.1), fontsize=7, frameon=False)
+        ax.legend(
+            handles=[Patch(facecolor="white", edgecolor="#9A9A9A", hatch="///", label="95% CI includes 0")],
+            loc="upper left",
+            bbox_to_anchor=(0, -0.25 if len(datasets) else -0.1),
+            fontsize=7,
+            frameon=False,
+        )
     _toy_caveat(fig, models)
     return _save(fig, stem)
 
 
-def delta_by_depth(deltas: pd.DataFrame, training: dict[str, str], models: Sequence[str],
-                   datasets: Sequence[str], stem: Path) -> list[Path]:
+def delta_by_depth(
+    deltas: pd.DataFrame, training: dict[str, str], models: Sequence[str], datasets: Sequence[str], stem: Path
+) -> list[Path]:
     """Glass's delta at the strongest positive strength against layer depth fraction:
     one colour (and band) per model, line style by training method, one panel per
     dataset plus their mean. Dataset panels: 95% bootstrap CI bands; mean panel: the
@@ -260,8 +333,10 @@ def delta_by_depth(deltas: pd.DataFrame, training: dict[str, str], models: Seque
     fig, axes = _grid(math.ceil(len(panels) / n_cols), n_cols, 3.3, 2.5, sharex=True, sharey=True)
     colours = model_colours(models)
     trainings = sorted({training.get(m, "unknown") for m in models})
-    style = {m: (LINESTYLES[trainings.index(training.get(m, "unknown")) % len(LINESTYLES)],
-                 MARKERS[i % len(MARKERS)]) for i, m in enumerate(models)}
+    style = {
+        m: (LINESTYLES[trainings.index(training.get(m, "unknown")) % len(LINESTYLES)], MARKERS[i % len(MARKERS)])
+        for i, m in enumerate(models)
+    }
     for ax, panel in zip(axes.flat, panels):
         drawn = 0
         for model in models:
@@ -269,8 +344,13 @@ def delta_by_depth(deltas: pd.DataFrame, training: dict[str, str], models: Seque
             if panel == "mean over datasets":
                 grouped = mine.groupby("layer_fraction")["glass_delta"]
                 curve = grouped.mean().reset_index()
-                band = pd.DataFrame({"layer_fraction": curve["layer_fraction"],
-                                     "ci_low": grouped.min().to_numpy(), "ci_high": grouped.max().to_numpy()})
+                band = pd.DataFrame(
+                    {
+                        "layer_fraction": curve["layer_fraction"],
+                        "ci_low": grouped.min().to_numpy(),
+                        "ci_high": grouped.max().to_numpy(),
+                    }
+                )
             else:
                 curve = mine[mine["dataset"] == panel].sort_values("layer_fraction")
                 band = curve if "ci_low" in curve else None
@@ -278,30 +358,54 @@ def delta_by_depth(deltas: pd.DataFrame, training: dict[str, str], models: Seque
                 continue
             drawn += 1
             ls, marker = style[model]
-            ax.plot(curve["layer_fraction"], curve["glass_delta"], color=colours[model], ls=ls, marker=marker,
-                    markersize=3, lw=1.3)
+            ax.plot(
+                curve["layer_fraction"],
+                curve["glass_delta"],
+                color=colours[model],
+                ls=ls,
+                marker=marker,
+                markersize=3,
+                lw=1.3,
+            )
             if band is not None and band["ci_low"].notna().any():
-                ax.fill_between(band["layer_fraction"], band["ci_low"], band["ci_high"], color=colours[model],
-                                alpha=0.15, lw=0)
+                ax.fill_between(
+                    band["layer_fraction"], band["ci_low"], band["ci_high"], color=colours[model], alpha=0.15, lw=0
+                )
         if not drawn:
             _note(ax, "no results for this panel")
         ax.axhline(0, color="grey", lw=0.6, ls=":")
-        ax.set_title(panel + (" (band: range over datasets)" if panel == "mean over datasets" else " (band: 95% CI)"),
-                     fontsize=8)
+        ax.set_title(
+            panel + (" (band: range over datasets)" if panel == "mean over datasets" else " (band: 95% CI)"), fontsize=8
+        )
         ax.set_xlabel("layer depth (layer + 1) / L", fontsize=8)
         ax.set_ylabel("Glass's delta", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.xaxis.set_tick_params(labelbottom=True)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     # a shared y scale of at least ±MIN_DELTA_RANGE/2: noise-sized curves stay flat, not dramatic
     lo, hi = axes.flat[0].get_ylim()
     half = MIN_DELTA_RANGE / 2
     axes.flat[0].set_ylim(min(lo, -half), max(hi, half))
-    handles = [Line2D([], [], color=colours[m], ls=style[m][0], marker=style[m][1],
-                      markersize=4, label=f"{m} · {training.get(m, 'unknown')}") for m in models]
-    fig.legend(handles=handles, loc="outside right center", fontsize=8, title="model · training\n(line style: training)",
-               title_fontsize=8)
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=colours[m],
+            ls=style[m][0],
+            marker=style[m][1],
+            markersize=4,
+            label=f"{m} · {training.get(m, 'unknown')}",
+        )
+        for m in models
+    ]
+    fig.legend(
+        handles=handles,
+        loc="outside right center",
+        fontsize=8,
+        title="model · training\n(line style: training)",
+        title_fontsize=8,
+    )
     fig.suptitle(f"Glass's delta by layer depth at strength {strength:+g}", fontsize=11)
     _toy_caveat(fig, models)
     return _save(fig, stem)
@@ -310,8 +414,9 @@ def delta_by_depth(deltas: pd.DataFrame, training: dict[str, str], models: Seque
 # -- generation -------------------------------------------------------------------
 
 
-def generation_vs_logit_layers(deltas: pd.DataFrame, rates: pd.DataFrame, models: Sequence[str],
-                               datasets: Sequence[str], stem: Path) -> list[Path]:
+def generation_vs_logit_layers(
+    deltas: pd.DataFrame, rates: pd.DataFrame, models: Sequence[str], datasets: Sequence[str], stem: Path
+) -> list[Path]:
     """Per model × dataset: Glass's delta of the logit diff (left axis) and the
     generation behaviour change (right axis) against layer depth, at ± strength."""
     cells_models = [m for m in models if (rates["model"] == m).any()]
@@ -333,17 +438,40 @@ def generation_vs_logit_layers(deltas: pd.DataFrame, rates: pd.DataFrame, models
                 dd = d[d["strength"] == strength].sort_values("layer_fraction").dropna(subset=["glass_delta"])
                 gg = g[g["strength"] == strength].sort_values("layer_fraction").dropna(subset=["behavior_change"])
                 if len(dd):
-                    ax.plot(dd["layer_fraction"], dd["glass_delta"], color=OKABE_ITO["blue"], ls=ls, marker="o",
-                            markersize=2.5, lw=1.2)
+                    ax.plot(
+                        dd["layer_fraction"],
+                        dd["glass_delta"],
+                        color=OKABE_ITO["blue"],
+                        ls=ls,
+                        marker="o",
+                        markersize=2.5,
+                        lw=1.2,
+                    )
                     drawn_logit.add(strength)
                 if len(gg):
-                    twin.plot(gg["layer_fraction"], gg["behavior_change"], color=OKABE_ITO["vermillion"], ls=ls,
-                              marker="s", markersize=2.5, lw=1.2)
+                    twin.plot(
+                        gg["layer_fraction"],
+                        gg["behavior_change"],
+                        color=OKABE_ITO["vermillion"],
+                        ls=ls,
+                        marker="s",
+                        markersize=2.5,
+                        lw=1.2,
+                    )
                     drawn_generation.add(strength)
             if g["behavior_change"].notna().sum() == 0:
-                twin.text(0.5, 0.04, "no valid generated answer:\nno behaviour change to draw", ha="center", va="bottom",
-                          transform=twin.transAxes, fontsize=7, color=OKABE_ITO["vermillion"],
-                          bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85), zorder=5)
+                twin.text(
+                    0.5,
+                    0.04,
+                    "no valid generated answer:\nno behaviour change to draw",
+                    ha="center",
+                    va="bottom",
+                    transform=twin.transAxes,
+                    fontsize=7,
+                    color=OKABE_ITO["vermillion"],
+                    bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85),
+                    zorder=5,
+                )
                 twin.set_yticks([])
             ax.axhline(0, color="grey", lw=0.5, ls=":")
             ax.tick_params(axis="y", colors=OKABE_ITO["blue"], labelsize=7)
@@ -363,11 +491,29 @@ def generation_vs_logit_layers(deltas: pd.DataFrame, rates: pd.DataFrame, models
     handles = []
     for strength, ls in shown:
         if strength in drawn_logit:
-            handles.append(Line2D([], [], color=OKABE_ITO["blue"], ls=ls, marker="o", markersize=3,
-                                  label=f"logit-diff Glass's delta, strength {strength:+g}"))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color=OKABE_ITO["blue"],
+                    ls=ls,
+                    marker="o",
+                    markersize=3,
+                    label=f"logit-diff Glass's delta, strength {strength:+g}",
+                )
+            )
         if strength in drawn_generation:
-            handles.append(Line2D([], [], color=OKABE_ITO["vermillion"], ls=ls, marker="s", markersize=3,
-                                  label=f"generation behaviour change, strength {strength:+g}"))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color=OKABE_ITO["vermillion"],
+                    ls=ls,
+                    marker="s",
+                    markersize=3,
+                    label=f"generation behaviour change, strength {strength:+g}",
+                )
+            )
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     fig.suptitle("Logit-diff effect and generation behaviour change by layer", fontsize=11)
@@ -395,18 +541,31 @@ def effect_scatter(joined: pd.DataFrame, datasets: Sequence[str], stem: Path) ->
         for sign, marker in ((1, "^"), (-1, "v")):
             sel = joined[(joined["dataset"] == dataset) & (np.sign(joined["strength"]) == sign)]
             if len(sel):
-                ax.scatter(sel["glass_delta"], sel["behavior_change"], s=24, marker=marker, color=colours[dataset],
-                           alpha=0.75, linewidths=0)
+                ax.scatter(
+                    sel["glass_delta"],
+                    sel["behavior_change"],
+                    s=24,
+                    marker=marker,
+                    color=colours[dataset],
+                    alpha=0.75,
+                    linewidths=0,
+                )
     ax.axhline(0, color="grey", lw=0.6, ls=":")
     ax.axvline(0, color="grey", lw=0.6, ls=":")
     ok = joined[["glass_delta", "behavior_change"]].dropna()
-    r = np.corrcoef(ok["glass_delta"], ok["behavior_change"])[0, 1] if len(ok) > 2 and ok.std().min() > 0 else float("nan")
+    r = (
+        np.corrcoef(ok["glass_delta"], ok["behavior_change"])[0, 1]
+        if len(ok) > 2 and ok.std().min() > 0
+        else float("nan")
+    )
     ax.set_xlabel("logit-diff effect (Glass's delta)")
     ax.set_ylabel("generation behaviour change (steered − baseline rate)")
     ax.set_title(f"Logit-diff effect vs generation effect (Pearson r = {r:.2f}, all points)", fontsize=10)
     handles = [Line2D([], [], marker="o", ls="", color=colours[d], label=d) for d in datasets]
-    handles += [Line2D([], [], marker="^", ls="", color="grey", label="positive strength"),
-                Line2D([], [], marker="v", ls="", color="grey", label="negative strength")]
+    handles += [
+        Line2D([], [], marker="^", ls="", color="grey", label="positive strength"),
+        Line2D([], [], marker="v", ls="", color="grey", label="negative strength"),
+    ]
     ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     _toy_caveat(fig, joined["model"].unique() if "model" in joined else [])
     return _save(fig, stem)

@@ -31,13 +31,39 @@ from remote_steer.errors import DataError
 from remote_steer.models.registry import QWEN3_FAMILY, all_cards, lookup
 from remote_steer.run.store import atomic_write
 
-LOGIT_COLUMNS = ("model", "dataset", "item_id", "layer", "layer_fraction", "strength", "logit_diff", "baseline_logit_diff")
-GENERATION_COLUMNS = ("model", "dataset", "item_id", "layer", "layer_fraction", "strength", "valid",
-                      "matches_behavior", "baseline_valid", "baseline_matches")
+LOGIT_COLUMNS = (
+    "model",
+    "dataset",
+    "item_id",
+    "layer",
+    "layer_fraction",
+    "strength",
+    "logit_diff",
+    "baseline_logit_diff",
+)
+GENERATION_COLUMNS = (
+    "model",
+    "dataset",
+    "item_id",
+    "layer",
+    "layer_fraction",
+    "strength",
+    "valid",
+    "matches_behavior",
+    "baseline_valid",
+    "baseline_matches",
+)
 TAIL_MIN_SD = 0.1  # a tail must move against by more than this many baseline SDs to be flagged: 5th
 # and 95th percentiles of a few dozen items are noisy, and without a floor noise alone flags cells
-FIGURES = ("logit_diff_violins", "glass_delta_heatmap", "glass_delta_by_depth", "steerability",
-           "generation_vs_logit_layers", "logit_vs_generation_scatter", "validity_by_size")
+FIGURES = (
+    "logit_diff_violins",
+    "glass_delta_heatmap",
+    "glass_delta_by_depth",
+    "steerability",
+    "generation_vs_logit_layers",
+    "logit_vs_generation_scatter",
+    "validity_by_size",
+)
 
 
 class ResultsError(DataError):
@@ -102,7 +128,9 @@ def _read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     try:
         frame = pd.read_parquet(path)
     except Exception as error:  # pyarrow raises several types for a damaged file
-        raise ResultsError(f"{path}: cannot read as Parquet ({type(error).__name__}); expected a results table") from None
+        raise ResultsError(
+            f"{path}: cannot read as Parquet ({type(error).__name__}); expected a results table"
+        ) from None
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(required)}")
@@ -120,7 +148,9 @@ def load_run(path: Path) -> tuple[RunInfo, pd.DataFrame, pd.DataFrame | None]:
     if not path.is_dir():
         raise ResultsError(f"{path}: not a directory; expected a run directory containing results/logit_diff.parquet")
     if not logit_path.is_file():
-        raise ResultsError(f"{path}: no results/logit_diff.parquet; expected a run directory written by `remote-steer run`")
+        raise ResultsError(
+            f"{path}: no results/logit_diff.parquet; expected a run directory written by `remote-steer run`"
+        )
     logit = _read_table(logit_path, LOGIT_COLUMNS)
     generation_path = path / "results" / "generation.parquet"
     generation = _read_table(generation_path, GENERATION_COLUMNS) if generation_path.is_file() else None
@@ -142,7 +172,11 @@ def load_run(path: Path) -> tuple[RunInfo, pd.DataFrame, pd.DataFrame | None]:
         generation_rows=0 if generation is None else len(generation),
     )
     training = {k: v.get("training") for k, v in manifest.get("models", {}).items() if isinstance(v, dict)}
-    return info, _normalise(logit, training, info), None if generation is None else _normalise(generation, training, info)
+    return (
+        info,
+        _normalise(logit, training, info),
+        None if generation is None else _normalise(generation, training, info),
+    )
 
 
 def _normalise(frame: pd.DataFrame, training: dict[str, str | None], info: RunInfo) -> pd.DataFrame:
@@ -156,7 +190,8 @@ def _normalise(frame: pd.DataFrame, training: dict[str, str | None], info: RunIn
     # a checkpoint the registry knows but the run could not label: take the registry's grouping
     unknown = frame["training"].isna() | (frame["training"] == "unknown")
     frame.loc[unknown, "training"] = frame.loc[unknown, "model"].map(
-        lambda m: lookup(m).training if lookup(m) is not None else "unknown")
+        lambda m: lookup(m).training if lookup(m) is not None else "unknown"
+    )
     frame["model"] = frame["model"].astype(str).map(_canonical)
     frame["run"] = info.name
     if "seed" not in frame.columns:  # runs with different seeds merge as replicates
@@ -169,8 +204,10 @@ def _merge(frames: list[pd.DataFrame], runs: list[RunInfo], what: str, notes: li
     dup = merged.duplicated(A.ITEM_KEY + ["seed"], keep="first")
     if dup.any():
         for run, count in merged.loc[dup, "run"].value_counts(sort=False).items():
-            notes.append(f"{what}: {count} row(s) of run '{run}' repeat a (model, dataset, item, layer, strength) "
-                         "already read from an earlier run and were dropped (the first run listed wins).")
+            notes.append(
+                f"{what}: {count} row(s) of run '{run}' repeat a (model, dataset, item, layer, strength) "
+                "already read from an earlier run and were dropped (the first run listed wins)."
+            )
         merged = merged.loc[~dup].reset_index(drop=True)
     mixed = merged.groupby(A.CELL)["run"].nunique()
     for (model, dataset), n in mixed[mixed > 1].items():
@@ -181,7 +218,9 @@ def _merge(frames: list[pd.DataFrame], runs: list[RunInfo], what: str, notes: li
 def load_runs(run_dirs: list[Path]) -> StudyResults:
     """Read and merge run directories (see module docstring for the duplicate rule)."""
     if not run_dirs:
-        raise ResultsError("no run directory given; expected at least one directory containing results/logit_diff.parquet")
+        raise ResultsError(
+            "no run directory given; expected at least one directory containing results/logit_diff.parquet"
+        )
     notes: list[str] = []
     runs, logits, generations = [], [], []
     for path in run_dirs:
@@ -204,8 +243,10 @@ def load_runs(run_dirs: list[Path]) -> StudyResults:
         if info.status not in ("complete", "unknown (no manifest)"):
             notes.append(f"run '{info.name}' has status '{info.status}': its results may be partial.")
     if not logits:
-        raise ResultsError(f"{', '.join(str(p) for p in run_dirs)}: results/logit_diff.parquet has no rows; "
-                           "expected the results of at least one finished chunk")
+        raise ResultsError(
+            f"{', '.join(str(p) for p in run_dirs)}: results/logit_diff.parquet has no rows; "
+            "expected the results of at least one finished chunk"
+        )
     renamed = sorted({f"{m} → {_canonical(m)}" for r in runs for m in r.models if _canonical(m) != m})
     if renamed:
         notes.append("model names mapped to the registry's: " + ", ".join(renamed) + ".")
@@ -213,8 +254,10 @@ def load_runs(run_dirs: list[Path]) -> StudyResults:
     generation = _merge(generations, runs, "generation", notes) if generations else None
     if logit["seed"].astype(str).nunique() > 1:  # replicates: an item of two seeds is two units
         seeds = sorted(logit["seed"].astype(str).unique())
-        notes.append(f"runs with seeds {', '.join(seeds)} pooled as replicates (an item held out under two seeds "
-                     "counts once per seed).")
+        notes.append(
+            f"runs with seeds {', '.join(seeds)} pooled as replicates (an item held out under two seeds "
+            "counts once per seed)."
+        )
         logit["item_id"] = "seed" + logit["seed"].astype(str) + ":" + logit["item_id"]
         if generation is not None:
             generation["item_id"] = "seed" + generation["seed"].astype(str) + ":" + generation["item_id"]
@@ -272,8 +315,14 @@ def default_out_dir(run_dirs: list[Path]) -> Path:
     return Path("outputs") / f"report-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
 
 
-def build_report(run_dirs: list[Path], out_dir: Path | None = None, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95, figures: bool = True) -> Report:
+def build_report(
+    run_dirs: list[Path],
+    out_dir: Path | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    figures: bool = True,
+) -> Report:
     """Load, analyse, draw and write. Returns what was written (for the CLI to print).
 
     ``figures=False`` writes the tables only (fast; the figures are listed as not drawn).
@@ -303,8 +352,9 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, n_boot: int 
     slopes = A.item_slopes(logit)
     steer = A.steerability(logit, slopes)
     tails = A.tail_shifts(logit, min_shift_sd=TAIL_MIN_SD)
-    numeric: dict[str, pd.DataFrame] = dict(glass_deltas=deltas, best_layers=best, model_summary=per_model,
-                                            steerability=steer, tail_shifts=tails)
+    numeric: dict[str, pd.DataFrame] = dict(
+        glass_deltas=deltas, best_layers=best, model_summary=per_model, steerability=steer, tail_shifts=tails
+    )
     tables = [_table_logit(per_model, level), _table_delta(per_model, level), _table_best(best, level)]
     texts: dict[str, str] = {}
     rigour = R.sections(logit, best, deltas, extra, models, datasets, seed, level)
@@ -318,8 +368,9 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, n_boot: int 
         rates = A.generation_rates(study.generation)
         joined = A.logit_vs_generation(deltas, rates)
         per_cell, per_dataset = A.effect_agreement(joined, best, rates)
-        numeric.update(generation_rates=rates, logit_vs_generation=joined, effect_by_cell=per_cell,
-                       effect_by_dataset=per_dataset)
+        numeric.update(
+            generation_rates=rates, logit_vs_generation=joined, effect_by_cell=per_cell, effect_by_dataset=per_dataset
+        )
         tables += _tables_generation(per_cell, per_dataset, datasets)
     tables += [Table(key, title, frame, caption) for key, title, frame, caption in rigour.tables]
     texts.update({f"after:{k}": v for k, v in rigour.texts.items()})
@@ -343,26 +394,61 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, n_boot: int 
     _clear_own(out_dir)
     item_slopes_best = slopes.merge(at_best, on=A.CELL + ["layer"])
     draw: list[tuple[str, str, Callable[[Path], list[Path]] | None, str]] = [
-        ("logit_diff_violins", "Per-item logit diff at baseline, positive and negative strength",
-         lambda s: _p().logit_diff_violins(logit, best, models, datasets, s), ""),
-        ("glass_delta_heatmap", "Glass's delta heatmap, model × dataset",
-         lambda s: _p().delta_heatmap(best, models, datasets, s), ""),
-        ("glass_delta_by_depth", "Glass's delta against layer depth, by training method",
-         lambda s: _p().delta_by_depth(deltas, training, models, datasets, s), ""),
-        ("steerability", "Per-item steerability and anti-steerable items at the best layer",
-         lambda s: _p().steerability_strips(item_slopes_best, models, datasets, s), ""),
+        (
+            "logit_diff_violins",
+            "Per-item logit diff at baseline, positive and negative strength",
+            lambda s: _p().logit_diff_violins(logit, best, models, datasets, s),
+            "",
+        ),
+        (
+            "glass_delta_heatmap",
+            "Glass's delta heatmap, model × dataset",
+            lambda s: _p().delta_heatmap(best, models, datasets, s),
+            "",
+        ),
+        (
+            "glass_delta_by_depth",
+            "Glass's delta against layer depth, by training method",
+            lambda s: _p().delta_by_depth(deltas, training, models, datasets, s),
+            "",
+        ),
+        (
+            "steerability",
+            "Per-item steerability and anti-steerable items at the best layer",
+            lambda s: _p().steerability_strips(item_slopes_best, models, datasets, s),
+            "",
+        ),
     ]
     no_gen = "no generation results in these runs"
-    draw.append(("generation_vs_logit_layers", "Generation vs logit-diff layer curves",
-                 (lambda s: _p().generation_vs_logit_layers(deltas, rates, models, datasets, s)) if rates is not None else None,
-                 no_gen))
+    draw.append(
+        (
+            "generation_vs_logit_layers",
+            "Generation vs logit-diff layer curves",
+            (lambda s: _p().generation_vs_logit_layers(deltas, rates, models, datasets, s))
+            if rates is not None
+            else None,
+            no_gen,
+        )
+    )
     scatter_ok = joined is not None and joined[["glass_delta", "behavior_change"]].notna().all(axis=1).any()
-    draw.append(("logit_vs_generation_scatter", "Logit-diff effect vs generation effect",
-                 (lambda s: _p().effect_scatter(joined, datasets, s)) if scatter_ok else None,
-                 no_gen if joined is None else "no model × dataset × layer × strength in both tables"))
-    draw.append(("validity_by_size", "Generation validity by model size and strength",
-                 (lambda s: _p().validity_by_size(A.validity_by_model(rates), _sizes(rates["model"]), s))
-                 if rates is not None else None, no_gen))
+    draw.append(
+        (
+            "logit_vs_generation_scatter",
+            "Logit-diff effect vs generation effect",
+            (lambda s: _p().effect_scatter(joined, datasets, s)) if scatter_ok else None,
+            no_gen if joined is None else "no model × dataset × layer × strength in both tables",
+        )
+    )
+    draw.append(
+        (
+            "validity_by_size",
+            "Generation validity by model size and strength",
+            (lambda s: _p().validity_by_size(A.validity_by_model(rates), _sizes(rates["model"]), s))
+            if rates is not None
+            else None,
+            no_gen,
+        )
+    )
     draw += rigour.draws
     drawn = []
     for key, title, fn, why in draw:
@@ -397,7 +483,8 @@ def _clear_own(out_dir: Path) -> None:
 
 def _ordered(frame: pd.DataFrame, models: list[str], datasets: list[str]) -> pd.DataFrame:
     key = frame["model"].map({m: i for i, m in enumerate(models)}) * 1000 + frame["dataset"].map(
-        {d: i for i, d in enumerate(datasets)})
+        {d: i for i, d in enumerate(datasets)}
+    )
     return frame.assign(_k=key).sort_values("_k").drop(columns="_k").reset_index(drop=True)
 
 
@@ -426,56 +513,101 @@ def _coverage_notes(logit: pd.DataFrame, models, datasets, training, notes: list
 
 def _table_logit(per_model: pd.DataFrame, level: float) -> Table:
     rows = [
-        {"model": r.model, "training": r.training, "datasets": r.n_datasets, "strength": _strength(r.strength_pos),
-         "baseline logit diff": _g(r.baseline_mean_pos), "steered logit diff": _g(r.steered_mean_pos),
-         "change": _g(r.logit_diff_change_pos)}
+        {
+            "model": r.model,
+            "training": r.training,
+            "datasets": r.n_datasets,
+            "strength": _strength(r.strength_pos),
+            "baseline logit diff": _g(r.baseline_mean_pos),
+            "steered logit diff": _g(r.steered_mean_pos),
+            "change": _g(r.logit_diff_change_pos),
+        }
         for r in per_model.itertuples()
     ]
-    return Table("logit_diff", "Average logit diff per model under positive steering", pd.DataFrame(rows),
-                 "Mean over datasets of the mean logit diff (matching − other answer) at each dataset's best layer, "
-                 "at the strongest positive strength, and of the same items unsteered.", main=True)
+    return Table(
+        "logit_diff",
+        "Average logit diff per model under positive steering",
+        pd.DataFrame(rows),
+        "Mean over datasets of the mean logit diff (matching − other answer) at each dataset's best layer, "
+        "at the strongest positive strength, and of the same items unsteered.",
+        main=True,
+    )
 
 
 def _table_delta(per_model: pd.DataFrame, level: float) -> Table:
     rows = [
-        {"model": r.model, "training": r.training, "datasets": r.n_datasets,
-         f"Δ at {_strength(r.strength_pos)}": _ci(r.glass_delta_pos, r.glass_delta_pos_ci_low, r.glass_delta_pos_ci_high),
-         f"Δ at {_strength(r.strength_neg)}": _ci(r.glass_delta_neg, r.glass_delta_neg_ci_low, r.glass_delta_neg_ci_high)}
+        {
+            "model": r.model,
+            "training": r.training,
+            "datasets": r.n_datasets,
+            f"Δ at {_strength(r.strength_pos)}": _ci(
+                r.glass_delta_pos, r.glass_delta_pos_ci_low, r.glass_delta_pos_ci_high
+            ),
+            f"Δ at {_strength(r.strength_neg)}": _ci(
+                r.glass_delta_neg, r.glass_delta_neg_ci_low, r.glass_delta_neg_ci_high
+            ),
+        }
         for r in per_model.itertuples()
     ]
     frame = pd.DataFrame(rows).fillna("—")
-    return Table("glass_delta", "Average Glass's delta per model", frame,
-                 f"Mean over datasets of Glass's delta at each dataset's best layer, with a {level:.0%} bootstrap "
-                 "interval (items resampled within each dataset). The layer is picked on the same items, so these "
-                 "are optimistic.", main=True)
+    return Table(
+        "glass_delta",
+        "Average Glass's delta per model",
+        frame,
+        f"Mean over datasets of Glass's delta at each dataset's best layer, with a {level:.0%} bootstrap "
+        "interval (items resampled within each dataset). The layer is picked on the same items, so these "
+        "are optimistic.",
+        main=True,
+    )
 
 
 def _table_best(best: pd.DataFrame, level: float) -> Table:
     rows = [
-        {"model": r.model, "dataset": r.dataset, "best layer": r.best_layer,
-         "depth": _frac(r.best_layer_fraction),
-         "depth CI": f"[{_frac(r.best_fraction_ci_low)}, {_frac(r.best_fraction_ci_high)}]",
-         "stability": _pct(r.best_layer_stability), "mode": r.best_layer_mode,
-         f"Δ at {_strength(r.pos_strength)}": _ci(r.glass_delta_pos, r.glass_delta_pos_ci_low, r.glass_delta_pos_ci_high),
-         f"Δ at {_strength(r.neg_strength)}": _ci(r.glass_delta_neg, r.glass_delta_neg_ci_low, r.glass_delta_neg_ci_high),
-         "items": r.n_items}
+        {
+            "model": r.model,
+            "dataset": r.dataset,
+            "best layer": r.best_layer,
+            "depth": _frac(r.best_layer_fraction),
+            "depth CI": f"[{_frac(r.best_fraction_ci_low)}, {_frac(r.best_fraction_ci_high)}]",
+            "stability": _pct(r.best_layer_stability),
+            "mode": r.best_layer_mode,
+            f"Δ at {_strength(r.pos_strength)}": _ci(
+                r.glass_delta_pos, r.glass_delta_pos_ci_low, r.glass_delta_pos_ci_high
+            ),
+            f"Δ at {_strength(r.neg_strength)}": _ci(
+                r.glass_delta_neg, r.glass_delta_neg_ci_low, r.glass_delta_neg_ci_high
+            ),
+            "items": r.n_items,
+        }
         for r in best.itertuples()
     ]
     full = pd.DataFrame(rows).fillna("—")
-    terminal = pd.DataFrame({
-        "model": full["model"], "dataset": full["dataset"], "layer": full["best layer"],
-        "depth [CI]": full["depth"] + "\n" + full["depth CI"], "stability": full["stability"],
-        **{c: full[c] for c in full.columns if c.startswith("Δ")},
-    })
-    return Table("best_layers", "Best layer per model × dataset", full,
-                 "Best layer = largest Glass's delta at the strongest positive strength; depth = (layer + 1) / "
-                 f"number of layers (the depth of the layer's output; the last layer is 1). Δ: Glass's delta with its {level:.0%} bootstrap CI. Depth CI, stability (share of "
-                 "resamples that pick the same layer) and mode (the layer picked most often) come from "
-                 "re-picking the layer in every bootstrap resample.", main=True, terminal=terminal)
+    terminal = pd.DataFrame(
+        {
+            "model": full["model"],
+            "dataset": full["dataset"],
+            "layer": full["best layer"],
+            "depth [CI]": full["depth"] + "\n" + full["depth CI"],
+            "stability": full["stability"],
+            **{c: full[c] for c in full.columns if c.startswith("Δ")},
+        }
+    )
+    return Table(
+        "best_layers",
+        "Best layer per model × dataset",
+        full,
+        "Best layer = largest Glass's delta at the strongest positive strength; depth = (layer + 1) / "
+        f"number of layers (the depth of the layer's output; the last layer is 1). Δ: Glass's delta with its {level:.0%} bootstrap CI. Depth CI, stability (share of "
+        "resamples that pick the same layer) and mode (the layer picked most often) come from "
+        "re-picking the layer in every bootstrap resample.",
+        main=True,
+        terminal=terminal,
+    )
 
 
-def _tables_depth(best: pd.DataFrame, training: dict[str, str], texts: dict[str, str],
-                  numeric: dict[str, pd.DataFrame]) -> list[Table]:
+def _tables_depth(
+    best: pd.DataFrame, training: dict[str, str], texts: dict[str, str], numeric: dict[str, pd.DataFrame]
+) -> list[Table]:
     series = pd.Series(training)
     by_model = A.depth_by_model(best, series)
     by_dataset = A.depth_by_dataset(best, series)
@@ -483,27 +615,51 @@ def _tables_depth(best: pd.DataFrame, training: dict[str, str], texts: dict[str,
     by_dataset = by_dataset.sort_values("dataset", key=lambda s: s.map(order)).reset_index(drop=True)
     numeric.update(depth_by_model=by_model, depth_by_dataset=by_dataset)
     model_rows = [
-        {"model": r.model, "training": r.training, "datasets": r.n_datasets,
-         "mean best depth": _frac(r.mean_best_fraction), "SD across datasets": _frac(r.sd_best_fraction),
-         "range": f"{_frac(r.min_best_fraction)}–{_frac(r.max_best_fraction)}"}
+        {
+            "model": r.model,
+            "training": r.training,
+            "datasets": r.n_datasets,
+            "mean best depth": _frac(r.mean_best_fraction),
+            "SD across datasets": _frac(r.sd_best_fraction),
+            "range": f"{_frac(r.min_best_fraction)}–{_frac(r.max_best_fraction)}",
+        }
         for r in by_model.itertuples()
     ]
-    tables = [Table("depth_by_model", "Where steering peaks: best-layer depth per model",
-                    pd.DataFrame(model_rows), "Depth = (best layer + 1) / number of layers, cross-fitted (the mean of the depths "
-                    "picked on each half of the held-out items, see the cross-fitting section), averaged over datasets.",
-                    main=True)]
+    tables = [
+        Table(
+            "depth_by_model",
+            "Where steering peaks: best-layer depth per model",
+            pd.DataFrame(model_rows),
+            "Depth = (best layer + 1) / number of layers, cross-fitted (the mean of the depths "
+            "picked on each half of the held-out items, see the cross-fitting section), averaged over datasets.",
+            main=True,
+        )
+    ]
     groups = set(by_model["training"])
     if {"rl", "distilled"} <= groups:
         test = A.permutation_test(by_model["mean_best_fraction"], by_model["training"], "rl", "distilled")
         numeric["permutation_test"] = pd.DataFrame([test.__dict__])
         diff = by_dataset["difference"].dropna()
-        rows = [{"dataset": r.dataset, "RL mean depth": _frac(r.rl_mean_fraction),
-                 "distilled mean depth": _frac(r.distilled_mean_fraction), "RL − distilled": _frac(r.difference)}
-                for r in by_dataset.itertuples()]
-        tables.append(Table("depth_by_dataset", "RL versus distilled: best-layer depth per dataset",
-                            pd.DataFrame(rows), "Spread across datasets of the RL − distilled difference: "
-                            f"mean {_frac(diff.mean())}, SD {_frac(diff.std(ddof=1) if len(diff) > 1 else float('nan'))}, "
-                            f"RL deeper in {int((diff > 0).sum())} of {len(diff)} datasets.", main=True))
+        rows = [
+            {
+                "dataset": r.dataset,
+                "RL mean depth": _frac(r.rl_mean_fraction),
+                "distilled mean depth": _frac(r.distilled_mean_fraction),
+                "RL − distilled": _frac(r.difference),
+            }
+            for r in by_dataset.itertuples()
+        ]
+        tables.append(
+            Table(
+                "depth_by_dataset",
+                "RL versus distilled: best-layer depth per dataset",
+                pd.DataFrame(rows),
+                "Spread across datasets of the RL − distilled difference: "
+                f"mean {_frac(diff.mean())}, SD {_frac(diff.std(ddof=1) if len(diff) > 1 else float('nan'))}, "
+                f"RL deeper in {int((diff > 0).sum())} of {len(diff)} datasets.",
+                main=True,
+            )
+        )
         texts["permutation"] = (
             f"RL-trained models ({test.n_a}) peak at mean depth {test.mean_a:.2f}, distilled models ({test.n_b}) at "
             f"{test.mean_b:.2f}: difference {test.observed:+.2f}. {'Exact' if test.exact else 'Monte Carlo'} two-sided "
@@ -514,59 +670,116 @@ def _tables_depth(best: pd.DataFrame, training: dict[str, str], texts: dict[str,
             "evidence, not the p-value. The unit is the model; datasets are not independent replicates."
         )
     else:
-        texts["permutation"] = (f"RL versus distilled needs both groups; these results have {', '.join(sorted(groups))}. "
-                                "Permutation test left out.")
+        texts["permutation"] = (
+            f"RL versus distilled needs both groups; these results have {', '.join(sorted(groups))}. "
+            "Permutation test left out."
+        )
     return tables
 
 
 def _table_steer(steer_best: pd.DataFrame, models, datasets) -> Table:
     frame = _ordered(steer_best, models, datasets)
-    rows = [{"model": r.model, "dataset": r.dataset, "layer": r.layer, "items": r.n_items,
-             "mean slope": _g(r.mean_slope), "median slope": _g(r.median_slope),
-             "anti-steerable": f"{r.n_anti_steerable} ({_pct(r.anti_steerable_fraction)})"}
-            for r in frame.itertuples()]
-    return Table("steerability", "Per-item steerability at the best layer", pd.DataFrame(rows),
-                 "Slope = least-squares slope of an item's logit diff against strength (baseline as strength 0), as in "
-                 "Tan et al. 2024. Anti-steerable = slope < 0: the item moves against the behaviour when steered towards it.")
+    rows = [
+        {
+            "model": r.model,
+            "dataset": r.dataset,
+            "layer": r.layer,
+            "items": r.n_items,
+            "mean slope": _g(r.mean_slope),
+            "median slope": _g(r.median_slope),
+            "anti-steerable": f"{r.n_anti_steerable} ({_pct(r.anti_steerable_fraction)})",
+        }
+        for r in frame.itertuples()
+    ]
+    return Table(
+        "steerability",
+        "Per-item steerability at the best layer",
+        pd.DataFrame(rows),
+        "Slope = least-squares slope of an item's logit diff against strength (baseline as strength 0), as in "
+        "Tan et al. 2024. Anti-steerable = slope < 0: the item moves against the behaviour when steered towards it.",
+    )
 
 
 def _table_tails(tails: pd.DataFrame, best: pd.DataFrame, texts: dict[str, str]) -> Table:
     at_best = tails.merge(best[A.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"}), on=A.CELL + ["layer"])
     at_best = _ordered(at_best, list(dict.fromkeys(best["model"])), list(dict.fromkeys(best["dataset"])))
-    rows = [{"model": r.model, "dataset": r.dataset, "layer": r.layer, "strength": _strength(r.strength),
-             "mean shift": _g(r.mean_shift), "p5 shift": _g(r.p5_shift), "p95 shift": _g(r.p95_shift),
-             "flag": f"⚠ {r.tail_against} against" if r.flagged else ""}
-            for r in at_best.itertuples()]
+    rows = [
+        {
+            "model": r.model,
+            "dataset": r.dataset,
+            "layer": r.layer,
+            "strength": _strength(r.strength),
+            "mean shift": _g(r.mean_shift),
+            "p5 shift": _g(r.p5_shift),
+            "p95 shift": _g(r.p95_shift),
+            "flag": f"⚠ {r.tail_against} against" if r.flagged else "",
+        }
+        for r in at_best.itertuples()
+    ]
     flagged = tails[tails["flagged"]]
-    texts["tails"] = (f"{len(flagged)} of {len(tails)} model × dataset × layer × strength configurations move the mean "
-                      "the right way while a tail (5th or 95th percentile) moves the wrong way by more than "
-                      f"{TAIL_MIN_SD:g} baseline SD; all are listed in tables/tail_shifts.csv (column `flagged`).")
-    return Table("tail_shifts", "Tail shifts at the best layer", pd.DataFrame(rows),
-                 "Shift = steered − baseline, in logit-diff units. ⚠: the mean moves with the strength's sign while "
-                 f"the named percentile moves against it by more than {TAIL_MIN_SD:g} baseline SD: a minority of "
-                 "items pushed the wrong way.")
+    texts["tails"] = (
+        f"{len(flagged)} of {len(tails)} model × dataset × layer × strength configurations move the mean "
+        "the right way while a tail (5th or 95th percentile) moves the wrong way by more than "
+        f"{TAIL_MIN_SD:g} baseline SD; all are listed in tables/tail_shifts.csv (column `flagged`)."
+    )
+    return Table(
+        "tail_shifts",
+        "Tail shifts at the best layer",
+        pd.DataFrame(rows),
+        "Shift = steered − baseline, in logit-diff units. ⚠: the mean moves with the strength's sign while "
+        f"the named percentile moves against it by more than {TAIL_MIN_SD:g} baseline SD: a minority of "
+        "items pushed the wrong way.",
+    )
 
 
 def _tables_generation(per_cell: pd.DataFrame, per_dataset: pd.DataFrame, datasets) -> list[Table]:
     order = {d: i for i, d in enumerate(datasets)}
     per_dataset = per_dataset.assign(_k=per_dataset["dataset"].map(order)).sort_values("_k")
-    rows = [{"dataset": r.dataset, "models": r.n_models, "Δ logit (+)": _g(r.glass_delta_pos),
-             "behaviour change (+)": _g(r.behavior_change_pos), "behaviour change (−)": _g(r.behavior_change_neg),
-             "r (+)": _g(r.pearson_pos, 2), "ρ (+)": _g(r.spearman_pos, 2), "points (+)": r.n_points_pos}
-            for r in per_dataset.itertuples()]
-    cell_rows = [{"model": r.model, "dataset": r.dataset, "best layer": r.best_layer, "gen. layer": r.generation_layer,
-                  "Δ logit (+)": _g(r.glass_delta_pos), "baseline rate": _pct(r.baseline_behavior_rate),
-                  "change (+)": _g(r.behavior_change_pos), "change (−)": _g(r.behavior_change_neg),
-                  "valid (+)": _pct(r.valid_rate_pos), "valid (−)": _pct(r.valid_rate_neg)}
-                 for r in per_cell.itertuples()]
+    rows = [
+        {
+            "dataset": r.dataset,
+            "models": r.n_models,
+            "Δ logit (+)": _g(r.glass_delta_pos),
+            "behaviour change (+)": _g(r.behavior_change_pos),
+            "behaviour change (−)": _g(r.behavior_change_neg),
+            "r (+)": _g(r.pearson_pos, 2),
+            "ρ (+)": _g(r.spearman_pos, 2),
+            "points (+)": r.n_points_pos,
+        }
+        for r in per_dataset.itertuples()
+    ]
+    cell_rows = [
+        {
+            "model": r.model,
+            "dataset": r.dataset,
+            "best layer": r.best_layer,
+            "gen. layer": r.generation_layer,
+            "Δ logit (+)": _g(r.glass_delta_pos),
+            "baseline rate": _pct(r.baseline_behavior_rate),
+            "change (+)": _g(r.behavior_change_pos),
+            "change (−)": _g(r.behavior_change_neg),
+            "valid (+)": _pct(r.valid_rate_pos),
+            "valid (−)": _pct(r.valid_rate_neg),
+        }
+        for r in per_cell.itertuples()
+    ]
     return [
-        Table("logit_vs_generation", "Logit-diff effect versus generation behaviour change, per dataset",
-              pd.DataFrame(rows), "Means over models at each model's best logit-diff layer (the nearest generated "
-              "layer). r, ρ: Pearson and Spearman correlation between Glass's delta and behaviour change over all "
-              "model × layer points at positive strength.", main=True),
-        Table("generation_by_cell", "Generation at the best layer, per model × dataset",
-              pd.DataFrame(cell_rows), "Behaviour rate = share of valid answers that match the behaviour; change = "
-              "steered − unsteered rate on the same items; valid = share of answers that are a clean A or B."),
+        Table(
+            "logit_vs_generation",
+            "Logit-diff effect versus generation behaviour change, per dataset",
+            pd.DataFrame(rows),
+            "Means over models at each model's best logit-diff layer (the nearest generated "
+            "layer). r, ρ: Pearson and Spearman correlation between Glass's delta and behaviour change over all "
+            "model × layer points at positive strength.",
+            main=True,
+        ),
+        Table(
+            "generation_by_cell",
+            "Generation at the best layer, per model × dataset",
+            pd.DataFrame(cell_rows),
+            "Behaviour rate = share of valid answers that match the behaviour; change = "
+            "steered − unsteered rate on the same items; valid = share of answers that are a clean A or B.",
+        ),
     ]
 
 
@@ -583,19 +796,44 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def render_markdown(report: Report, n_boot: int, seed: int, level: float) -> str:
-    out = ["# remote-steer report", "",
-           f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from saved results only "
-           "(no model loaded).", "", "## Sources", ""]
-    out.append(markdown_table(pd.DataFrame([
-        {"run": r.name, "path": str(r.path), "git commit": r.git_commit, "status": r.status, "created": r.created_at,
-         "seed": r.seed, "models": ", ".join(r.models), "datasets": ", ".join(r.datasets),
-         "logit rows": r.logit_rows, "generation rows": r.generation_rows}
-        for r in report.runs])))
+    out = [
+        "# remote-steer report",
+        "",
+        f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from saved results only "
+        "(no model loaded).",
+        "",
+        "## Sources",
+        "",
+    ]
+    out.append(
+        markdown_table(
+            pd.DataFrame(
+                [
+                    {
+                        "run": r.name,
+                        "path": str(r.path),
+                        "git commit": r.git_commit,
+                        "status": r.status,
+                        "created": r.created_at,
+                        "seed": r.seed,
+                        "models": ", ".join(r.models),
+                        "datasets": ", ".join(r.datasets),
+                        "logit rows": r.logit_rows,
+                        "generation rows": r.generation_rows,
+                    }
+                    for r in report.runs
+                ]
+            )
+        )
+    )
     if report.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
-    section = {"depth_by_model": "## Where steering peaks: RL versus distilled",
-               "steerability": "## Beyond the means: steerability and tails",
-               "logit_vs_generation": "## Logit diff versus generation", **R.SECTIONS}
+    section = {
+        "depth_by_model": "## Where steering peaks: RL versus distilled",
+        "steerability": "## Beyond the means: steerability and tails",
+        "logit_vs_generation": "## Logit diff versus generation",
+        **R.SECTIONS,
+    }
     out += ["## Logit diff and Glass's delta", ""]
     for table in report.tables:
         if table.key in section:
@@ -603,8 +841,9 @@ def render_markdown(report: Report, n_boot: int, seed: int, level: float) -> str
         out += [f"### {table.title}", "", markdown_table(table.frame)]
         if table.caption:
             out += [f"_{table.caption}_", ""]
-        if table.key == "depth_by_dataset" or (table.key == "depth_by_model" and
-                                               not any(t.key == "depth_by_dataset" for t in report.tables)):
+        if table.key == "depth_by_dataset" or (
+            table.key == "depth_by_model" and not any(t.key == "depth_by_dataset" for t in report.tables)
+        ):
             out += [report.texts.get("permutation", ""), ""]
         if table.key == "tail_shifts":
             out += [report.texts.get("tails", ""), ""]
@@ -620,18 +859,22 @@ def render_markdown(report: Report, n_boot: int, seed: int, level: float) -> str
             continue
         png, svg = (p.relative_to(report.out_dir).as_posix() for p in figure.paths)
         out += [f"### {figure.title}", "", f"![{figure.title}]({png})", "", f"[SVG]({svg})", ""]
-    out += ["## Method", "",
-            "- **Glass's delta** = (mean steered − mean baseline) / SD(baseline), SD with ddof = 1, per model × dataset "
-            "× layer × strength; the baseline is the same items unsteered.",
-            f"- **Bootstrap**: {n_boot} resamples of items with replacement within each model × dataset (seed {seed}, "
-            f"the same resample for every layer and strength), percentile {level:.0%} intervals. For the best layer: the "
-            "layer picked in each resample gives the stability (share picking the point-estimate layer), the mode and an "
-            "interval on depth.",
-            "- **Steerability**: per item, the least-squares slope of logit diff against strength with the baseline as "
-            "strength 0 (Tan et al. 2024). **Anti-steerable**: slope < 0.",
-            "- **Tail shifts**: change of the 5th and 95th percentiles (steered − baseline); flagged where the mean "
-            f"moves with the strength's sign and a percentile moves against it by more than {TAIL_MIN_SD:g} baseline SD.",
-            "- **Permutation test**: statistic = mean best-layer depth (averaged over datasets) of RL minus distilled "
-            "models; every relabelling of models that keeps the group sizes; two-sided.",
-            "- Full numeric tables: `tables/*.csv`.", ""]
+    out += [
+        "## Method",
+        "",
+        "- **Glass's delta** = (mean steered − mean baseline) / SD(baseline), SD with ddof = 1, per model × dataset "
+        "× layer × strength; the baseline is the same items unsteered.",
+        f"- **Bootstrap**: {n_boot} resamples of items with replacement within each model × dataset (seed {seed}, "
+        f"the same resample for every layer and strength), percentile {level:.0%} intervals. For the best layer: the "
+        "layer picked in each resample gives the stability (share picking the point-estimate layer), the mode and an "
+        "interval on depth.",
+        "- **Steerability**: per item, the least-squares slope of logit diff against strength with the baseline as "
+        "strength 0 (Tan et al. 2024). **Anti-steerable**: slope < 0.",
+        "- **Tail shifts**: change of the 5th and 95th percentiles (steered − baseline); flagged where the mean "
+        f"moves with the strength's sign and a percentile moves against it by more than {TAIL_MIN_SD:g} baseline SD.",
+        "- **Permutation test**: statistic = mean best-layer depth (averaged over datasets) of RL minus distilled "
+        "models; every relabelling of models that keeps the group sizes; two-sided.",
+        "- Full numeric tables: `tables/*.csv`.",
+        "",
+    ]
     return "\n".join(out)

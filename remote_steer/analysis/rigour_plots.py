@@ -9,8 +9,16 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from remote_steer.analysis.plots import (BASELINE_COLOUR, CYCLE, NEGATIVE_COLOUR, POSITIVE_COLOUR, _grid, _save,
-                                         _short, plt)
+from remote_steer.analysis.plots import (
+    BASELINE_COLOUR,
+    CYCLE,
+    NEGATIVE_COLOUR,
+    POSITIVE_COLOUR,
+    _grid,
+    _save,
+    _short,
+    plt,
+)
 
 CONTROL_MARKERS = {"random": "o", "shuffled": "^"}
 
@@ -45,10 +53,14 @@ def norms_by_depth(norms: pd.DataFrame, models: Sequence[str], datasets: Sequenc
             bottom.set_ylabel("vector / residual norm", fontsize=8)
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color="black", lw=1.8, label="residual stream (mean over steered positions)"),
-               Line2D([], [], color="grey", ls="--", lw=1.2, label="CAA vector (colour: dataset)")]
-    handles += [Line2D([], [], color=CYCLE[k % len(CYCLE)], lw=1.4, label=d)
-                for k, d in enumerate([d for d in datasets if d in set(norms["dataset"])])]
+    handles = [
+        Line2D([], [], color="black", lw=1.8, label="residual stream (mean over steered positions)"),
+        Line2D([], [], color="grey", ls="--", lw=1.2, label="CAA vector (colour: dataset)"),
+    ]
+    handles += [
+        Line2D([], [], color=CYCLE[k % len(CYCLE)], lw=1.4, label=d)
+        for k, d in enumerate([d for d in datasets if d in set(norms["dataset"])])
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=7, frameon=False)
     fig.suptitle("How large is the steering vector against the residual stream?", fontsize=10)
     return _save(fig, stem)
@@ -62,10 +74,24 @@ def crossfit_dumbbell(cf: pd.DataFrame, stem: Path) -> list[Path]:
     y = np.arange(len(cf))[::-1]
     for yi, r in zip(y, cf.itertuples()):
         ax.plot([r.crossfit_glass_delta_pos, r.glass_delta_pos], [yi, yi], color=BASELINE_COLOUR, lw=1, zorder=1)
-    ax.scatter(cf["glass_delta_pos"], y, color=NEGATIVE_COLOUR, marker="o", s=30, zorder=3,
-               label="in-sample (layer picked and measured on all items)")
-    ax.scatter(cf["crossfit_glass_delta_pos"], y, color=POSITIVE_COLOUR, marker="s", s=30, zorder=3,
-               label="cross-fitted (mean of the two halves)")
+    ax.scatter(
+        cf["glass_delta_pos"],
+        y,
+        color=NEGATIVE_COLOUR,
+        marker="o",
+        s=30,
+        zorder=3,
+        label="in-sample (layer picked and measured on all items)",
+    )
+    ax.scatter(
+        cf["crossfit_glass_delta_pos"],
+        y,
+        color=POSITIVE_COLOUR,
+        marker="s",
+        s=30,
+        zorder=3,
+        label="cross-fitted (mean of the two halves)",
+    )
     for col in ("glass_delta_pos_half_1", "glass_delta_pos_half_2"):
         ax.scatter(cf[col], y, color=POSITIVE_COLOUR, marker="|", s=60, zorder=2, lw=1)
     ax.axvline(0, color="black", lw=0.6)
@@ -100,15 +126,22 @@ def _depth_panels(frame: pd.DataFrame, models: Sequence[str], datasets: Sequence
     return fig, panels()
 
 
-def bootstrap_curves(real: pd.DataFrame, boot: pd.DataFrame, best: pd.DataFrame, models: Sequence[str],
-                     datasets: Sequence[str], stem: Path) -> list[Path]:
+def bootstrap_curves(
+    real: pd.DataFrame,
+    boot: pd.DataFrame,
+    best: pd.DataFrame,
+    models: Sequence[str],
+    datasets: Sequence[str],
+    stem: Path,
+) -> list[Path]:
     """Per model × dataset: Glass's delta against depth at the strongest positive strength,
     one thin line per bootstrap vector, the real vector thick; dots: each vector's best layer."""
     fig, panels = _depth_panels(boot, models, datasets)
     for ax, model, dataset in panels:
         cell = boot[(boot["model"] == model) & (boot["dataset"] == dataset)]
-        strength = cell.loc[cell["strength"] > 0, "strength"].max() if (cell["strength"] > 0).any() \
-            else cell["strength"].min()
+        strength = (
+            cell.loc[cell["strength"] > 0, "strength"].max() if (cell["strength"] > 0).any() else cell["strength"].min()
+        )
         sign = 1 if strength > 0 else -1
         for _, vec in cell[cell["strength"] == strength].groupby("vector"):
             vec = vec.sort_values("layer_fraction")
@@ -126,15 +159,30 @@ def bootstrap_curves(real: pd.DataFrame, boot: pd.DataFrame, best: pd.DataFrame,
         ax.set_title(f"{_short(model)} · {dataset}  (s = {strength:+g})", fontsize=8)
     from matplotlib.lines import Line2D
 
-    fig.legend(handles=[Line2D([], [], color=POSITIVE_COLOUR, lw=2, label="real vector (dotted: its best layer)"),
-                        Line2D([], [], color=BASELINE_COLOUR, lw=0.7, marker="o", ms=3,
-                               label="bootstrap vectors (dot: each one's best layer)")],
-               loc="outside lower center", ncol=2, fontsize=7, frameon=False)
+    fig.legend(
+        handles=[
+            Line2D([], [], color=POSITIVE_COLOUR, lw=2, label="real vector (dotted: its best layer)"),
+            Line2D(
+                [],
+                [],
+                color=BASELINE_COLOUR,
+                lw=0.7,
+                marker="o",
+                ms=3,
+                label="bootstrap vectors (dot: each one's best layer)",
+            ),
+        ],
+        loc="outside lower center",
+        ncol=2,
+        fontsize=7,
+        frameon=False,
+    )
     return _save(fig, stem)
 
 
-def controls_by_depth(comparison: pd.DataFrame, pool: pd.DataFrame, models: Sequence[str], datasets: Sequence[str],
-                      stem: Path) -> list[Path]:
+def controls_by_depth(
+    comparison: pd.DataFrame, pool: pd.DataFrame, models: Sequence[str], datasets: Sequence[str], stem: Path
+) -> list[Path]:
     """Per model × dataset: the real vector's Glass's delta against depth at the strongest
     positive and negative strengths, over the controls' range (band) and values (markers)."""
     fig, panels = _depth_panels(comparison, models, datasets)
@@ -148,8 +196,7 @@ def controls_by_depth(comparison: pd.DataFrame, pool: pd.DataFrame, models: Sequ
             ctrl = pool[(pool["model"] == model) & (pool["dataset"] == dataset) & (pool["strength"] == strength)]
             for kind, marker in CONTROL_MARKERS.items():
                 k = ctrl[ctrl["kind"] == kind]
-                ax.scatter(k["layer_fraction"], k["glass_delta"], marker=marker, s=6, color=colour, alpha=0.45,
-                           lw=0)
+                ax.scatter(k["layer_fraction"], k["glass_delta"], marker=marker, s=6, color=colour, alpha=0.45, lw=0)
             ax.plot(c["layer_fraction"], c["glass_delta"], color=colour, lw=1.8)
             out = c[~c["within"].astype(bool)]
             ax.scatter(out["layer_fraction"], out["glass_delta"], marker="*", s=40, color=colour, zorder=4)
@@ -158,11 +205,13 @@ def controls_by_depth(comparison: pd.DataFrame, pool: pd.DataFrame, models: Sequ
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles = [Line2D([], [], color=POSITIVE_COLOUR, lw=1.8, label="real vector, strongest + strength"),
-               Line2D([], [], color=NEGATIVE_COLOUR, lw=1.8, label="real vector, strongest − strength"),
-               Patch(color="grey", alpha=0.3, label="controls' range"),
-               Line2D([], [], color="grey", marker="o", ls="", ms=3, label="random direction, same norm"),
-               Line2D([], [], color="grey", marker="^", ls="", ms=3, label="shuffled-label CAA vector"),
-               Line2D([], [], color="grey", marker="*", ls="", ms=7, label="real steers further than every control")]
+    handles = [
+        Line2D([], [], color=POSITIVE_COLOUR, lw=1.8, label="real vector, strongest + strength"),
+        Line2D([], [], color=NEGATIVE_COLOUR, lw=1.8, label="real vector, strongest − strength"),
+        Patch(color="grey", alpha=0.3, label="controls' range"),
+        Line2D([], [], color="grey", marker="o", ls="", ms=3, label="random direction, same norm"),
+        Line2D([], [], color="grey", marker="^", ls="", ms=3, label="shuffled-label CAA vector"),
+        Line2D([], [], color="grey", marker="*", ls="", ms=7, label="real steers further than every control"),
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=7, frameon=False)
     return _save(fig, stem)

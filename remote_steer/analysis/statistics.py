@@ -47,7 +47,9 @@ def glass_deltas(results: pd.DataFrame) -> pd.DataFrame:
     configuration missing some items compares like with like.
     """
     if results.empty:
-        return pd.DataFrame(columns=CONFIG + ["layer_fraction", "n_items", "baseline_mean", "steered_mean", "glass_delta"])
+        return pd.DataFrame(
+            columns=CONFIG + ["layer_fraction", "n_items", "baseline_mean", "steered_mean", "glass_delta"]
+        )
     grouped = results.groupby(CONFIG, sort=True)
     out = grouped.agg(
         layer_fraction=("layer_fraction", "first"),
@@ -179,7 +181,10 @@ def _interval(draws: np.ndarray, level: float, axis: int = 0) -> tuple[np.ndarra
 
 
 def glass_deltas_ci(
-    results: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+    results: pd.DataFrame,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
     boot: dict[tuple[str, str], CellBootstrap] | None = None,
 ) -> pd.DataFrame:
     """``glass_deltas`` plus percentile bootstrap intervals ``ci_low``, ``ci_high``."""
@@ -195,8 +200,12 @@ def glass_deltas_ci(
 
 
 def best_layers_ci(
-    results: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-    boot: dict[tuple[str, str], CellBootstrap] | None = None, deltas: pd.DataFrame | None = None,
+    results: pd.DataFrame,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    boot: dict[tuple[str, str], CellBootstrap] | None = None,
+    deltas: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """``best_layers`` plus the bootstrap's view of the choice.
 
@@ -233,14 +242,21 @@ def best_layers_ci(
             low, high = _interval(b.fractions[picks], level)
             record["best_fraction_ci_low"], record["best_fraction_ci_high"] = float(low), float(high)
         else:
-            record.update(best_layer_mode=-1, best_layer_stability=np.nan, best_fraction_ci_low=np.nan,
-                          best_fraction_ci_high=np.nan)
+            record.update(
+                best_layer_mode=-1,
+                best_layer_stability=np.nan,
+                best_fraction_ci_low=np.nan,
+                best_fraction_ci_high=np.nan,
+            )
         extra.append(record)
     return best.merge(pd.DataFrame(extra), on=CELL, how="left") if extra else best
 
 
 def model_summary(
-    results: pd.DataFrame, best: pd.DataFrame, boot: dict[tuple[str, str], CellBootstrap], level: float = 0.95,
+    results: pd.DataFrame,
+    best: pd.DataFrame,
+    boot: dict[tuple[str, str], CellBootstrap],
+    level: float = 0.95,
     deltas: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per model, averaged over its datasets at each dataset's best layer: the study's
@@ -256,7 +272,9 @@ def model_summary(
         record = dict(model=model, training=training, n_datasets=len(group))
         for sign in ("pos", "neg"):
             strengths = group[f"{sign}_strength"]
-            keys = [(model, r.dataset, r.best_layer, s) for r, s in zip(group.itertuples(), strengths) if not math.isnan(s)]
+            keys = [
+                (model, r.dataset, r.best_layer, s) for r, s in zip(group.itertuples(), strengths) if not math.isnan(s)
+            ]
             found = [k for k in keys if k in deltas.index]
             at = deltas.loc[found] if found else deltas.iloc[0:0]
             extreme = strengths.max() if sign == "pos" else strengths.min()
@@ -296,10 +314,18 @@ def item_slopes(results: pd.DataFrame) -> pd.DataFrame:
     points = pd.concat([steered, base], ignore_index=True)
     x, y = points["strength"].astype(float), points["logit_diff"].astype(float)
     points = points.assign(x=x, y=y, xx=x * x, xy=x * y)
-    sums = points.groupby(keys, sort=True).agg(
-        layer_fraction=("layer_fraction", "first"), n=("x", "size"), sx=("x", "sum"), sy=("y", "sum"),
-        sxx=("xx", "sum"), sxy=("xy", "sum"),
-    ).reset_index()
+    sums = (
+        points.groupby(keys, sort=True)
+        .agg(
+            layer_fraction=("layer_fraction", "first"),
+            n=("x", "size"),
+            sx=("x", "sum"),
+            sy=("y", "sum"),
+            sxx=("xx", "sum"),
+            sxy=("xy", "sum"),
+        )
+        .reset_index()
+    )
     n = sums["n"].to_numpy(dtype=float)
     denominator = n * sums["sxx"] - sums["sx"] ** 2
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -314,17 +340,23 @@ def steerability(results: pd.DataFrame, slopes: pd.DataFrame | None = None) -> p
     anti-steerable items (slope < 0: steering towards the behaviour moves them away)."""
     slopes = slopes if slopes is not None else item_slopes(results)
     valid = slopes.dropna(subset=["slope"]).assign(anti=lambda d: d["slope"] < 0)
-    return valid.groupby(CELL + ["layer"], sort=True).agg(
-        layer_fraction=("layer_fraction", "first"),
-        n_items=("slope", "size"),
-        mean_slope=("slope", "mean"),
-        median_slope=("slope", "median"),
-        n_anti_steerable=("anti", "sum"),
-        anti_steerable_fraction=("anti", "mean"),
-    ).reset_index()
+    return (
+        valid.groupby(CELL + ["layer"], sort=True)
+        .agg(
+            layer_fraction=("layer_fraction", "first"),
+            n_items=("slope", "size"),
+            mean_slope=("slope", "mean"),
+            median_slope=("slope", "median"),
+            n_anti_steerable=("anti", "sum"),
+            anti_steerable_fraction=("anti", "mean"),
+        )
+        .reset_index()
+    )
 
 
-def tail_shifts(results: pd.DataFrame, low: float = 0.05, high: float = 0.95, min_shift_sd: float = 0.0) -> pd.DataFrame:
+def tail_shifts(
+    results: pd.DataFrame, low: float = 0.05, high: float = 0.95, min_shift_sd: float = 0.0
+) -> pd.DataFrame:
     """Per model × dataset × layer × strength: shift of the mean and of the ``low`` and
     ``high`` percentiles (steered − baseline, linear interpolation), in logit-diff units.
 
@@ -378,14 +410,19 @@ class PermutationResult:
 
 
 def permutation_test(
-    values: pd.Series, labels: pd.Series, group_a: str, group_b: str,
-    max_exact: int = 200_000, n_random: int = 100_000, seed: int = 0,
+    values: pd.Series,
+    labels: pd.Series,
+    group_a: str,
+    group_b: str,
+    max_exact: int = 200_000,
+    n_random: int = 100_000,
+    seed: int = 0,
 ) -> PermutationResult:
     """Relabel units (models) in every way that keeps the group sizes; p = share of
     labellings whose |mean_a − mean_b| is at least the observed one (observed included)."""
     mask = labels.isin([group_a, group_b]).to_numpy() & values.notna().to_numpy()
     x = values.to_numpy(dtype=float)[mask]
-    is_a = (labels.to_numpy()[mask] == group_a)
+    is_a = labels.to_numpy()[mask] == group_a
     n, n_a = len(x), int(is_a.sum())
     if n_a == 0 or n_a == n:
         raise ValueError(f"permutation test needs both {group_a!r} and {group_b!r} units")
@@ -407,25 +444,40 @@ def permutation_test(
     p = float(extreme.mean()) if exact else float((extreme.sum() + 1) / (len(diffs) + 1))
     min_p = float(np.mean(np.abs(diffs) >= np.max(np.abs(diffs)) - tol))
     return PermutationResult(
-        group_a, group_b, n_a, n - n_a, float(x[is_a].mean()), float(x[~is_a].mean()), observed, p,
-        int(len(diffs)), exact, min_p,
+        group_a,
+        group_b,
+        n_a,
+        n - n_a,
+        float(x[is_a].mean()),
+        float(x[~is_a].mean()),
+        observed,
+        p,
+        int(len(diffs)),
+        exact,
+        min_p,
     )
 
 
 def depth_by_model(best: pd.DataFrame, training: pd.Series) -> pd.DataFrame:
     """Per model: best-layer depth fraction averaged over datasets, and its spread."""
     frame = best.assign(training=best["model"].map(training))
-    return frame.groupby("model", sort=False).agg(
-        training=("training", "first"),
-        n_datasets=("best_layer_fraction", "size"),
-        mean_best_fraction=("best_layer_fraction", "mean"),
-        sd_best_fraction=("best_layer_fraction", lambda s: s.std(ddof=1) if len(s) > 1 else np.nan),
-        min_best_fraction=("best_layer_fraction", "min"),
-        max_best_fraction=("best_layer_fraction", "max"),
-    ).reset_index()
+    return (
+        frame.groupby("model", sort=False)
+        .agg(
+            training=("training", "first"),
+            n_datasets=("best_layer_fraction", "size"),
+            mean_best_fraction=("best_layer_fraction", "mean"),
+            sd_best_fraction=("best_layer_fraction", lambda s: s.std(ddof=1) if len(s) > 1 else np.nan),
+            min_best_fraction=("best_layer_fraction", "min"),
+            max_best_fraction=("best_layer_fraction", "max"),
+        )
+        .reset_index()
+    )
 
 
-def depth_by_dataset(best: pd.DataFrame, training: pd.Series, group_a: str = "rl", group_b: str = "distilled") -> pd.DataFrame:
+def depth_by_dataset(
+    best: pd.DataFrame, training: pd.Series, group_a: str = "rl", group_b: str = "distilled"
+) -> pd.DataFrame:
     """Per dataset: mean best depth fraction of each training group and their difference."""
     frame = best.assign(training=best["model"].map(training))
     table = frame.pivot_table(index="dataset", columns="training", values="best_layer_fraction", aggfunc="mean")
@@ -452,14 +504,18 @@ def generation_rates(generation: pd.DataFrame) -> pd.DataFrame:
         base_valid=_as_bool(generation["baseline_valid"]),
         base_match_valid=_as_bool(generation["baseline_matches"]) & _as_bool(generation["baseline_valid"]),
     )
-    out = g.groupby(CONFIG, sort=True).agg(
-        layer_fraction=("layer_fraction", "first"),
-        n_items=("valid_", "size"),
-        n_valid=("valid_", "sum"),
-        n_match=("match_valid", "sum"),
-        n_base_valid=("base_valid", "sum"),
-        n_base_match=("base_match_valid", "sum"),
-    ).reset_index()
+    out = (
+        g.groupby(CONFIG, sort=True)
+        .agg(
+            layer_fraction=("layer_fraction", "first"),
+            n_items=("valid_", "size"),
+            n_valid=("valid_", "sum"),
+            n_match=("match_valid", "sum"),
+            n_base_valid=("base_valid", "sum"),
+            n_base_match=("base_match_valid", "sum"),
+        )
+        .reset_index()
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         out["valid_rate"] = out["n_valid"] / out["n_items"]
         out["behavior_rate"] = (out["n_match"] / out["n_valid"]).where(out["n_valid"] > 0)
@@ -487,7 +543,9 @@ def _correlations(x: pd.Series, y: pd.Series) -> tuple[float, float]:
     return pearson, spearman
 
 
-def effect_agreement(joined: pd.DataFrame, best: pd.DataFrame, rates: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def effect_agreement(
+    joined: pd.DataFrame, best: pd.DataFrame, rates: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per model × dataset, per dataset) comparison of the logit-diff effect with the
     generation behaviour change.
 
@@ -501,9 +559,14 @@ def effect_agreement(joined: pd.DataFrame, best: pd.DataFrame, rates: pd.DataFra
         if cell.empty:
             continue
         nearest = cell.iloc[int(np.argmin(np.abs(cell["layer_fraction"].to_numpy() - row.best_layer_fraction)))]
-        record = dict(model=row.model, dataset=row.dataset, best_layer=row.best_layer,
-                      glass_delta_pos=row.glass_delta_pos, glass_delta_neg=row.glass_delta_neg,
-                      generation_layer=int(nearest["layer"]))
+        record = dict(
+            model=row.model,
+            dataset=row.dataset,
+            best_layer=row.best_layer,
+            glass_delta_pos=row.glass_delta_pos,
+            glass_delta_neg=row.glass_delta_neg,
+            generation_layer=int(nearest["layer"]),
+        )
         at = cell[cell["layer"] == nearest["layer"]].set_index("strength")
         for sign, strength in (("pos", row.pos_strength), ("neg", row.neg_strength)):
             record[f"behavior_change_{sign}"] = float(at["behavior_change"].get(strength, np.nan))
@@ -512,16 +575,20 @@ def effect_agreement(joined: pd.DataFrame, best: pd.DataFrame, rates: pd.DataFra
         cells.append(record)
     per_cell = pd.DataFrame(cells)
     per_dataset = []
-    for dataset, group in (per_cell.groupby("dataset", sort=False) if len(per_cell) else []):
+    for dataset, group in per_cell.groupby("dataset", sort=False) if len(per_cell) else []:
         points = joined[joined["dataset"] == dataset]
-        record = dict(dataset=dataset, n_models=len(group),
-                      glass_delta_pos=group["glass_delta_pos"].mean(),
-                      behavior_change_pos=group["behavior_change_pos"].mean(),
-                      behavior_change_neg=group["behavior_change_neg"].mean())
+        record = dict(
+            dataset=dataset,
+            n_models=len(group),
+            glass_delta_pos=group["glass_delta_pos"].mean(),
+            behavior_change_pos=group["behavior_change_pos"].mean(),
+            behavior_change_neg=group["behavior_change_neg"].mean(),
+        )
         for sign, sel in (("pos", points["strength"] > 0), ("neg", points["strength"] < 0)):
             record[f"n_points_{sign}"] = int(sel.sum())
             record[f"pearson_{sign}"], record[f"spearman_{sign}"] = _correlations(
-                points.loc[sel, "glass_delta"], points.loc[sel, "behavior_change"])
+                points.loc[sel, "glass_delta"], points.loc[sel, "behavior_change"]
+            )
         per_dataset.append(record)
     return per_cell, pd.DataFrame(per_dataset)
 

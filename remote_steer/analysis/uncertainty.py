@@ -20,8 +20,11 @@ def bootstrap_spread(best: pd.DataFrame, boot_deltas: pd.DataFrame, level: float
     for r in best.itertuples():
         strength = r.pos_strength if not np.isnan(r.pos_strength) else r.neg_strength
         sign = 1.0 if strength > 0 else -1.0
-        cell = boot_deltas[(boot_deltas["model"] == r.model) & (boot_deltas["dataset"] == r.dataset)
-                           & (boot_deltas["strength"] == strength)]
+        cell = boot_deltas[
+            (boot_deltas["model"] == r.model)
+            & (boot_deltas["dataset"] == r.dataset)
+            & (boot_deltas["strength"] == strength)
+        ]
         if cell.empty:
             continue
         picks, own, at_real, depths = [], [], [], []
@@ -39,17 +42,29 @@ def bootstrap_spread(best: pd.DataFrame, boot_deltas: pd.DataFrame, level: float
             continue
         picks_a = np.array(picks)
         values, counts = np.unique(picks_a, return_counts=True)
-        rows.append(dict(
-            model=r.model, dataset=r.dataset, n_vectors=len(picks), strength=strength, best_layer=r.best_layer,
-            best_layer_fraction=r.best_layer_fraction, glass_delta=r.glass_delta_pos if sign > 0 else r.glass_delta_neg,
-            mode_layer=int(values[np.argmax(counts)]), share_same_layer=float(np.mean(picks_a == r.best_layer)),
-            fraction_low=float(np.percentile(depths, tail)), fraction_high=float(np.percentile(depths, 100 - tail)),
-            fraction_sd=float(np.std(depths, ddof=1)) if len(depths) > 1 else np.nan,
-            delta_at_best_low=float(np.nanpercentile(at_real, tail)) if np.isfinite(at_real).any() else np.nan,
-            delta_at_best_high=float(np.nanpercentile(at_real, 100 - tail)) if np.isfinite(at_real).any() else np.nan,
-            delta_at_best_sd=float(np.nanstd(at_real, ddof=1)) if np.isfinite(at_real).sum() > 1 else np.nan,
-            delta_own_low=float(np.percentile(own, tail)), delta_own_high=float(np.percentile(own, 100 - tail)),
-        ))
+        rows.append(
+            dict(
+                model=r.model,
+                dataset=r.dataset,
+                n_vectors=len(picks),
+                strength=strength,
+                best_layer=r.best_layer,
+                best_layer_fraction=r.best_layer_fraction,
+                glass_delta=r.glass_delta_pos if sign > 0 else r.glass_delta_neg,
+                mode_layer=int(values[np.argmax(counts)]),
+                share_same_layer=float(np.mean(picks_a == r.best_layer)),
+                fraction_low=float(np.percentile(depths, tail)),
+                fraction_high=float(np.percentile(depths, 100 - tail)),
+                fraction_sd=float(np.std(depths, ddof=1)) if len(depths) > 1 else np.nan,
+                delta_at_best_low=float(np.nanpercentile(at_real, tail)) if np.isfinite(at_real).any() else np.nan,
+                delta_at_best_high=float(np.nanpercentile(at_real, 100 - tail))
+                if np.isfinite(at_real).any()
+                else np.nan,
+                delta_at_best_sd=float(np.nanstd(at_real, ddof=1)) if np.isfinite(at_real).sum() > 1 else np.nan,
+                delta_own_low=float(np.percentile(own, tail)),
+                delta_own_high=float(np.percentile(own, 100 - tail)),
+            )
+        )
     return pd.DataFrame(rows)
 
 

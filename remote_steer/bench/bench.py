@@ -85,8 +85,9 @@ def apply_quick(options: BenchOptions) -> BenchOptions:
     Under five minutes on a loaded 2-core box at 36 layers × hidden 256."""
     import dataclasses
 
-    return dataclasses.replace(options, items=min(options.items, 8), plain_items=1, repeats=1,
-                               skip_steering_vectors=True, quick=True)
+    return dataclasses.replace(
+        options, items=min(options.items, 8), plain_items=1, repeats=1, skip_steering_vectors=True, quick=True
+    )
 
 
 @dataclass
@@ -124,7 +125,9 @@ def prepare_inputs(options: BenchOptions) -> tuple[dict, dict, list[str]]:
     notes: list[str] = []
     checkpoint, n_layers, described = bench_checkpoint(options)
     source = options.data or "fixtures"
-    available = [row["concept"] for row in list_concepts(source) if row["available"] and row["concept"] in STUDY_CONCEPTS]
+    available = [
+        row["concept"] for row in list_concepts(source) if row["available"] and row["concept"] in STUDY_CONCEPTS
+    ]
     train_pool, test_pool = [], []
     for concept in available:
         split = preprocess(load_concept(concept, source), concept, seed=options.seed, test_fraction=0.5)
@@ -198,9 +201,11 @@ def bench_checkpoint(options: BenchOptions) -> tuple[Path, int, str]:
 
         config = shape_config(options.shape, options.shape_hidden)
         width = "full width" if options.shape_hidden is None else f"width scaled to hidden {options.shape_hidden}"
-        described = (f"random-weight {options.shape} shape: {config.num_hidden_layers} layers, hidden "
-                     f"{config.hidden_size} ({width}), {config.num_attention_heads}/{config.num_key_value_heads} heads, "
-                     f"vocabulary {config.vocab_size:,}")
+        described = (
+            f"random-weight {options.shape} shape: {config.num_hidden_layers} layers, hidden "
+            f"{config.hidden_size} ({width}), {config.num_attention_heads}/{config.num_key_value_heads} heads, "
+            f"vocabulary {config.vocab_size:,}"
+        )
         return ensure_shape(options.shape, options.shape_hidden), int(config.num_hidden_layers), described
     card = lookup(options.model)
     if card is not None and card.embedded:
@@ -209,7 +214,11 @@ def bench_checkpoint(options: BenchOptions) -> tuple[Path, int, str]:
         return ensure_real(card.name), card.n_layers, f"{card.name}: {card.about}"
     require_toy(options.model)
     checkpoint = ensure_toy(options.model, n_layers=options.layers, hidden_size=options.hidden)
-    return checkpoint, options.layers, f"{options.model} resized: {options.layers} layers, hidden {options.hidden} (random weights)"
+    return (
+        checkpoint,
+        options.layers,
+        f"{options.model} resized: {options.layers} layers, hidden {options.hidden} (random weights)",
+    )
 
 
 def model_flops(checkpoint: Path, context: float) -> dict[str, float]:
@@ -219,8 +228,11 @@ def model_flops(checkpoint: Path, context: float) -> dict[str, float]:
     from remote_steer.models.shapes import flops_per_token_layer, vocab_row_flops
 
     config = AutoConfig.from_pretrained(checkpoint)
-    return {"flops_per_token_layer": flops_per_token_layer(config, context), "flops_per_vocab_row": vocab_row_flops(config),
-            "hidden_size": config.hidden_size}
+    return {
+        "flops_per_token_layer": flops_per_token_layer(config, context),
+        "flops_per_vocab_row": vocab_row_flops(config),
+        "hidden_size": config.hidden_size,
+    }
 
 
 def matmul_peak(threads: int, hidden: int, seconds: float = 1.5) -> dict[str, float]:
@@ -306,7 +318,9 @@ def run_one(impl: str, input_path: Path, out_path: Path, options: BenchOptions) 
     done = subprocess.run(command, env=_worker_env(options.threads), capture_output=True, text=True)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
-        raise RemoteSteerError(f"bench implementation ({impl}) failed (exit {done.returncode}); its last lines:\n{tail}")
+        raise RemoteSteerError(
+            f"bench implementation ({impl}) failed (exit {done.returncode}); its last lines:\n{tail}"
+        )
     result = json.loads(out_path.read_text())
     arrays = out_path.with_suffix(".npz")
     if arrays.exists():
@@ -359,7 +373,12 @@ def run_bench(options: BenchOptions, display=None) -> BenchResult:
             f"(b) skipped: {options.sv_python} not found; create it with `python3 -m venv .bench-venv && "
             '.bench-venv/bin/pip install torch==2.13.0 "steering-vectors==0.12.2" "transformers<5"`'
         )
-    elif "b" in impls and options.shape and options.shape.lower().startswith("qwen3") and "a3b" not in options.shape.lower():
+    elif (
+        "b" in impls
+        and options.shape
+        and options.shape.lower().startswith("qwen3")
+        and "a3b" not in options.shape.lower()
+    ):
         pass  # a dense Qwen3 shape: bench/sv_worker.py loads it like the toy
     elif "b" in impls and options.model not in ("toy/qwen3", "small/smollm2-135m-instruct"):
         impls.remove("b")
@@ -386,16 +405,21 @@ def run_bench(options: BenchOptions, display=None) -> BenchResult:
                 if got and impl not in arrays:
                     arrays[impl] = got
                 result.runs.setdefault(impl, []).append(run)
-                display.note(f"    {run['total_s']:.2f} s (extraction {run['extract_s']:.2f} s, sweep {run['sweep_s']:.2f} s)")
+                display.note(
+                    f"    {run['total_s']:.2f} s (extraction {run['extract_s']:.2f} s, sweep {run['sweep_s']:.2f} s)"
+                )
     floor_total = config["floor"]["total"]
     for impl, runs in result.runs.items():
-        summary = {key: _median(runs, key) for key in ("total_s", "extract_s", "sweep_s", "peak_rss_mb", "rss_loaded_mb")}
+        summary = {
+            key: _median(runs, key) for key in ("total_s", "extract_s", "sweep_s", "peak_rss_mb", "rss_loaded_mb")
+        }
         summary["token_layers"] = runs[0].get("token_layers")
         summary["token_layers_vs_floor"] = (runs[0].get("token_layers") or 0) / floor_total
         summary["vocab_positions"] = runs[0].get("vocab_positions")
         summary["forward_calls"] = runs[0].get("forward_calls")
         flops = (runs[0].get("token_layers") or 0) * config["flops_per_token_layer"] + (
-            runs[0].get("vocab_positions") or 0) * config["flops_per_vocab_row"]
+            runs[0].get("vocab_positions") or 0
+        ) * config["flops_per_vocab_row"]
         summary["gflop"] = flops / 1e9
         summary["gflops_per_s"] = flops / 1e9 / summary["total_s"] if summary["total_s"] else None
         summary["totals_s"] = [round(r["total_s"], 3) for r in runs]
@@ -498,8 +522,10 @@ def markdown(result: BenchResult) -> str:
     for name in ("b/a", "c/a", "a/d"):
         total, sweep = result.ratios.get(name), result.ratios.get(f"{name} sweep")
         fmt = lambda v: "—" if v is None else f"{v:.1f}×"  # noqa: E731
-        lines.append(f"| ({name[0]})/({name[2]}) | {fmt(total)} | {fmt(sweep)} | {fmt(work_ratio(result, name))} | "
-                     f"{_verdict(name, total)} |")
+        lines.append(
+            f"| ({name[0]})/({name[2]}) | {fmt(total)} | {fmt(sweep)} | {fmt(work_ratio(result, name))} | "
+            f"{_verdict(name, total)} |"
+        )
     lines += ["", WORK_RATIO_NOTE]
     if result.agreement:
         lines += ["", "Agreement (max absolute difference):", ""]
@@ -509,9 +535,11 @@ def markdown(result: BenchResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-WORK_RATIO_NOTE = ("work ratio: the two implementations' arithmetic (GFLOP from token × layer and vocabulary "
-                   "rows). Where the machine is busy computing, a wall-time ratio beyond it needs the faster side "
-                   "to run at more GFLOP/s than the slower one.")
+WORK_RATIO_NOTE = (
+    "work ratio: the two implementations' arithmetic (GFLOP from token × layer and vocabulary "
+    "rows). Where the machine is busy computing, a wall-time ratio beyond it needs the faster side "
+    "to run at more GFLOP/s than the slower one."
+)
 
 
 def work_ratio(result: BenchResult, name: str) -> float | None:
@@ -526,11 +554,13 @@ def _peak_line(result: BenchResult) -> str:
     peak = c.get("matmul_peak_gflops") or {}
     if not peak:
         return ""
-    return (f"GFLOP/s = (token×layer × {c['flops_per_token_layer'] / 1e6:.1f} MFLOP per token-layer at the median "
-            f"prompt + vocabulary rows × {c['flops_per_vocab_row'] / 1e6:.1f} MFLOP) / wall time. This machine's fp32 "
-            f"matmul peak measured at start with {result.machine['threads']} threads: "
-            f"{peak.get('square_2048', float('nan')):.3g} GFLOP/s at 2048², "
-            f"{peak.get('thin_7_tokens', float('nan')):.3g} GFLOP/s at the floor's thin 7-token shape.")
+    return (
+        f"GFLOP/s = (token×layer × {c['flops_per_token_layer'] / 1e6:.1f} MFLOP per token-layer at the median "
+        f"prompt + vocabulary rows × {c['flops_per_vocab_row'] / 1e6:.1f} MFLOP) / wall time. This machine's fp32 "
+        f"matmul peak measured at start with {result.machine['threads']} threads: "
+        f"{peak.get('square_2048', float('nan')):.3g} GFLOP/s at 2048², "
+        f"{peak.get('thin_7_tokens', float('nan')):.3g} GFLOP/s at the floor's thin 7-token shape."
+    )
 
 
 def write_result(result: BenchResult, output_dir: Path) -> tuple[Path, Path]:
@@ -558,7 +588,9 @@ def show(result: BenchResult, display) -> None:
     fmt = lambda v: "—" if v is None else f"{v:.1f}×"  # noqa: E731
     for name in ("b/a", "c/a", "a/d"):
         total, sweep = result.ratios.get(name), result.ratios.get(f"{name} sweep")
-        rows.append([f"({name[0]})/({name[2]})", fmt(total), fmt(sweep), fmt(work_ratio(result, name)), _verdict(name, total)])
+        rows.append(
+            [f"({name[0]})/({name[2]})", fmt(total), fmt(sweep), fmt(work_ratio(result, name)), _verdict(name, total)]
+        )
     display.table("Ratios (wall time)", ["ratio", "total", "sweep only", "work", "verdict"], rows, WORK_RATIO_NOTE)
     if result.agreement:
         display.table("Agreement", ["check", "max |Δ|"], [[k, f"{v:.2e}"] for k, v in result.agreement.items()])

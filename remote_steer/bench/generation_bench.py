@@ -90,8 +90,14 @@ def prepare(options: GenBenchOptions) -> dict:
     checkpoint = ensure_toy("toy/qwen3", n_layers=options.layers, hidden_size=options.hidden)
     tokenizer = load_tokenizer(resolve(str(checkpoint)))
     items = []
-    for concept in ("corrigibility", "survival-instinct", "self-awareness", "power-seeking", "sycophancy",
-                    "coordinate-other-versions"):
+    for concept in (
+        "corrigibility",
+        "survival-instinct",
+        "self-awareness",
+        "power-seeking",
+        "sycophancy",
+        "coordinate-other-versions",
+    ):
         try:
             split = preprocess(load_concept(concept, "fixtures"), concept, seed=options.seed, test_fraction=0.5)
         except Exception:  # noqa: BLE001 - a concept the fixtures lack
@@ -112,9 +118,17 @@ def prepare(options: GenBenchOptions) -> dict:
         "pad_id": tokenizer.pad_token_id,
         "seed": options.seed,
         "plain_configs": options.plain_configs,
-        "items": [{"id": it.item_id, "ids": list(it.prompt_ids), "assistant_start": it.assistant_start,
-                   "letter": it.matching_letter, "matching": it.matching_token, "other": it.other_token}
-                  for it in encoded],
+        "items": [
+            {
+                "id": it.item_id,
+                "ids": list(it.prompt_ids),
+                "assistant_start": it.assistant_start,
+                "letter": it.matching_letter,
+                "matching": it.matching_token,
+                "other": it.other_token,
+            }
+            for it in encoded
+        ],
     }
 
 
@@ -133,15 +147,25 @@ def work(spec: dict, n_layers: int, per_token_layer: float, per_vocab_row: float
     k = len(layers) * len(spec["strengths"])
     n_new = spec["new_tokens"]
     prompt = sum(len(r["ids"]) for r in items) * n_layers
-    window = sum((len(r["ids"]) - r["assistant_start"]) * (n_layers - layer - 1)
-                 for r in items for layer in layers for _ in spec["strengths"])
+    window = sum(
+        (len(r["ids"]) - r["assistant_start"]) * (n_layers - layer - 1)
+        for r in items
+        for layer in layers
+        for _ in spec["strengths"]
+    )
     rows = len(items) * (k + 1)
     decode = rows * (n_new - 1) * n_layers
     vocab = rows * n_new
-    token_layers = {"a": prompt + window + decode, "b": (k + 1) * prompt + decode, "c": (k + 1) * prompt + decode,
-                    "d": prompt + decode}
-    return {impl: {"token_layers": tl, "vocab_rows": vocab, "gflop": (tl * per_token_layer + vocab * per_vocab_row) / 1e9}
-            for impl, tl in token_layers.items()}
+    token_layers = {
+        "a": prompt + window + decode,
+        "b": (k + 1) * prompt + decode,
+        "c": (k + 1) * prompt + decode,
+        "d": prompt + decode,
+    }
+    return {
+        impl: {"token_layers": tl, "vocab_rows": vocab, "gflop": (tl * per_token_layer + vocab * per_vocab_row) / 1e9}
+        for impl, tl in token_layers.items()
+    }
 
 
 # --------------------------------------------------------------------------- workers (own process)
@@ -156,8 +180,10 @@ def _setup(spec):
 
     torch.set_num_threads(spec["threads"])
     model = load_model(resolve(spec["checkpoint"]), dtype="float32")
-    items = [EncodedItem(r["id"], "bench", r["letter"], tuple(r["ids"]), r["assistant_start"], r["matching"], r["other"])
-             for r in spec["items"]]
+    items = [
+        EncodedItem(r["id"], "bench", r["letter"], tuple(r["ids"]), r["assistant_start"], r["matching"], r["other"])
+        for r in spec["items"]
+    ]
     gen = torch.Generator().manual_seed(spec["seed"])
     vectors = torch.randn(model.n_layers, model.hidden_size, generator=gen)
     vectors = vectors / vectors.norm(dim=-1, keepdim=True) * 8.0
@@ -206,8 +232,10 @@ def _run_b(model, items, vectors, configs, spec, n_new):
 
     def generate_batch(config, chunk, batch):
         width = batch.width
-        mask = torch.cat([batch.mask_from([it.assistant_start for it in chunk]),
-                          torch.ones(len(chunk), n_new, dtype=torch.bool)], dim=1)
+        mask = torch.cat(
+            [batch.mask_from([it.assistant_start for it in chunk]), torch.ones(len(chunk), n_new, dtype=torch.bool)],
+            dim=1,
+        )
         with nn.generate(batch.model_inputs(), **kwargs) as tracer:
             if config is not None:
                 vector = vectors[config.layer] * config.strength
@@ -257,9 +285,17 @@ def _run_c(model, items, vectors, configs, spec, n_new):
 
             handle = hf.model.layers[config.layer].register_forward_hook(hook)
         try:
-            result = hf.generate(**batch.model_inputs(), max_new_tokens=n_new, min_new_tokens=n_new,
-                                   do_sample=False, eos_token_id=None, temperature=None, top_p=None, top_k=None,
-                                   pad_token_id=spec["pad_id"])
+            result = hf.generate(
+                **batch.model_inputs(),
+                max_new_tokens=n_new,
+                min_new_tokens=n_new,
+                do_sample=False,
+                eos_token_id=None,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=spec["pad_id"],
+            )
         finally:
             if handle is not None:
                 handle.remove()
@@ -297,8 +333,14 @@ def _run_d(model, items, vectors, configs, spec, n_new):
             for _ in range(n_new - 1):
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
                 pos = pos + 1
-                out = hf(input_ids=token, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-                         **{keyword: cache})
+                out = hf(
+                    input_ids=token,
+                    attention_mask=mask,
+                    position_ids=pos,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **{keyword: cache},
+                )
                 token = out.logits[:, -1].argmax(-1)[:, None]
             produced += token.shape[0] * n_new
     return produced
@@ -319,9 +361,14 @@ def worker(impl: str, spec_path: str, out_path: str) -> None:
     if impl in "bc" and spec.get("plain_configs"):  # additive over configurations: scale to all
         seconds *= (len(configs) + 1) / (min(spec["plain_configs"], len(configs)) + 1)
     tokens = n_rows * spec["new_tokens"]
-    record = {"seconds": seconds, "measured_seconds": measured, "tokens": tokens, "tokens_per_s": tokens / seconds,
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "rows": rows if isinstance(rows, list) else None}
+    record = {
+        "seconds": seconds,
+        "measured_seconds": measured,
+        "tokens": tokens,
+        "tokens_per_s": tokens / seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rows": rows if isinstance(rows, list) else None,
+    }
     Path(out_path).write_text(json.dumps(record))
 
 
@@ -332,20 +379,31 @@ def run_generation_bench(options: GenBenchOptions, display=None) -> GenBenchResu
     spec = prepare(options)
     n_rows = len(spec["items"]) * (len(spec["layers"]) * len(spec["strengths"]) + 1)
     lengths = [len(r["ids"]) for r in spec["items"]]
-    config = {"model": f"toy/qwen3 resized: {options.layers} layers, hidden {options.hidden} (random weights)",
-              "items": len(spec["items"]), "generation_layers": spec["layers"], "strengths": spec["strengths"],
-              "configurations": len(spec["layers"]) * len(spec["strengths"]), "rows": n_rows,
-              "new_tokens": options.new_tokens, "tokens_per_run": n_rows * options.new_tokens,
-              "prompt_tokens_median": statistics.median(lengths), "thinking": True, "threads": options.threads}
+    config = {
+        "model": f"toy/qwen3 resized: {options.layers} layers, hidden {options.hidden} (random weights)",
+        "items": len(spec["items"]),
+        "generation_layers": spec["layers"],
+        "strengths": spec["strengths"],
+        "configurations": len(spec["layers"]) * len(spec["strengths"]),
+        "rows": n_rows,
+        "new_tokens": options.new_tokens,
+        "tokens_per_run": n_rows * options.new_tokens,
+        "prompt_tokens_median": statistics.median(lengths),
+        "thinking": True,
+        "threads": options.threads,
+    }
     from remote_steer.bench.bench import model_flops
 
     flops = model_flops(Path(spec["checkpoint"]), statistics.median(lengths) + options.new_tokens / 2)
     config["work"] = work(spec, options.layers, flops["flops_per_token_layer"], flops["flops_per_vocab_row"])
     config["vocab_share_of_decoding"] = flops["flops_per_vocab_row"] / (
-        flops["flops_per_vocab_row"] + options.layers * flops["flops_per_token_layer"])
+        flops["flops_per_vocab_row"] + options.layers * flops["flops_per_token_layer"]
+    )
     result = GenBenchResult(asdict(options), config)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]),
+    }
     impls = [i for i in "abcd" if i in options.implementations]
     with tempfile.TemporaryDirectory() as tmp:
         spec_path = Path(tmp) / "spec.json"
@@ -355,8 +413,19 @@ def run_generation_bench(options: GenBenchOptions, display=None) -> GenBenchResu
                 out_path = Path(tmp) / f"{impl}-{repeat}.json"
                 if display is not None:
                     display.note(f"repeat {repeat + 1}/{options.repeats}: ({impl}) {IMPLEMENTATIONS[impl]}")
-                subprocess.run([sys.executable, "-m", "remote_steer.bench.generation_bench", "--worker", impl,
-                                str(spec_path), str(out_path)], check=True, env=env)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "remote_steer.bench.generation_bench",
+                        "--worker",
+                        impl,
+                        str(spec_path),
+                        str(out_path),
+                    ],
+                    check=True,
+                    env=env,
+                )
                 result.runs.setdefault(impl, []).append(json.loads(out_path.read_text()))
     for impl, runs in result.runs.items():
         seconds = statistics.median(r["seconds"] for r in runs)
@@ -387,21 +456,31 @@ def run_generation_bench(options: GenBenchOptions, display=None) -> GenBenchResu
 
 def markdown(result: GenBenchResult, command: str) -> str:
     c = result.config
-    lines = [f"Command: `{command}`", "",
-             f"{c['model']}; {c['items']} items × ({c['configurations']} configurations + unsteered) = {c['rows']} rows, "
-             f"{c['new_tokens']} new tokens each (forced), {c['tokens_per_run']} tokens per run; prompts median "
-             f"{c['prompt_tokens_median']} tokens (thinking on); {c['threads']} threads; "
-             f"{result.options['repeats']} alternating repeats."
-             + (f" (b) and (c) make one generate per configuration, so their time is additive: they ran the "
-                f"unsteered pass and {result.options['plain_configs']} configuration(s), scaled to all "
-                f"{c['configurations']} + 1." if result.options.get("plain_configs") else ""), "",
-             "| implementation | seconds (median) | tokens/s | GFLOP | GFLOP/s | peak RSS (MB) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Command: `{command}`",
+        "",
+        f"{c['model']}; {c['items']} items × ({c['configurations']} configurations + unsteered) = {c['rows']} rows, "
+        f"{c['new_tokens']} new tokens each (forced), {c['tokens_per_run']} tokens per run; prompts median "
+        f"{c['prompt_tokens_median']} tokens (thinking on); {c['threads']} threads; "
+        f"{result.options['repeats']} alternating repeats."
+        + (
+            f" (b) and (c) make one generate per configuration, so their time is additive: they ran the "
+            f"unsteered pass and {result.options['plain_configs']} configuration(s), scaled to all "
+            f"{c['configurations']} + 1."
+            if result.options.get("plain_configs")
+            else ""
+        ),
+        "",
+        "| implementation | seconds (median) | tokens/s | GFLOP | GFLOP/s | peak RSS (MB) |",
+        "|---|---|---|---|---|---|",
+    ]
     for impl, s in result.summary.items():
         gflop, rate = s.get("gflop"), s.get("gflops_per_s")
-        lines.append(f"| ({impl}) {IMPLEMENTATIONS[impl]} | {s['seconds']:.2f} | {s['tokens_per_s']:.0f} | "
-                     f"{'—' if gflop is None else f'{gflop:.0f}'} | {'—' if rate is None else f'{rate:.1f}'} | "
-                     f"{s['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| ({impl}) {IMPLEMENTATIONS[impl]} | {s['seconds']:.2f} | {s['tokens_per_s']:.0f} | "
+            f"{'—' if gflop is None else f'{gflop:.0f}'} | {'—' if rate is None else f'{rate:.1f}'} | "
+            f"{s['peak_rss_mb']:.0f} |"
+        )
     work = c.get("work") or {}
     lines += ["", "| ratio | median | per repeat | work ratio | target |", "|---|---|---|---|---|"]
     for key, value in result.ratios.items():
@@ -412,11 +491,14 @@ def markdown(result: GenBenchResult, command: str) -> str:
         ratio = f"{work[num]['gflop'] / work[den]['gflop']:.2f}" if num in work and den in work else "—"
         lines.append(f"| {key} | {value:.2f} | {per} | {ratio} | {op} {target:g} ({'met' if met else 'not met'}) |")
     if work:
-        lines += ["", "Work ratio: the two implementations' arithmetic (token × layer at the median context, plus "
-                  "vocabulary rows), counted from the prompts. Every row decodes the same forced tokens in all four, "
-                  f"so only the prompt passes differ; the output projection is {c['vocab_share_of_decoding']:.0%} of a "
-                  "decoding step here. Where the device is busy computing, a wall-time ratio cannot beat the work "
-                  "ratio."]
+        lines += [
+            "",
+            "Work ratio: the two implementations' arithmetic (token × layer at the median context, plus "
+            "vocabulary rows), counted from the prompts. Every row decodes the same forced tokens in all four, "
+            f"so only the prompt passes differ; the output projection is {c['vocab_share_of_decoding']:.0%} of a "
+            "decoding step here. Where the device is busy computing, a wall-time ratio cannot beat the work "
+            "ratio.",
+        ]
     if result.identical_rows:
         lines += ["", "Identical greedy rows: " + ", ".join(f"{k}: {v:.0%}" for k, v in result.identical_rows.items())]
     return "\n".join(lines) + "\n"

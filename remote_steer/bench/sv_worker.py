@@ -47,7 +47,9 @@ def load(checkpoint: str):
     raw = json.loads((root / "config.json").read_text())
     classes = {"qwen3": (Qwen3Config, Qwen3ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
     if raw.get("model_type") not in classes:
-        raise SystemExit(f"bench_sv: only dense Qwen3 and Llama checkpoints are supported here, got {raw.get('model_type')}")
+        raise SystemExit(
+            f"bench_sv: only dense Qwen3 and Llama checkpoints are supported here, got {raw.get('model_type')}"
+        )
     config_class, model_class = classes[raw["model_type"]]
     rope = raw.pop("rope_parameters", None) or {}
     if "rope_theta" in rope:
@@ -109,7 +111,9 @@ def main(argv=None) -> int:
     mismatches = 0
     for r in train:
         pos, neg = texts(r)
-        if tokenizer(pos)["input_ids"] != r["ids"] + [r["matching"]] or tokenizer(neg)["input_ids"] != r["ids"] + [r["other"]]:
+        if tokenizer(pos)["input_ids"] != r["ids"] + [r["matching"]] or tokenizer(neg)["input_ids"] != r["ids"] + [
+            r["other"]
+        ]:
             mismatches += 1
     work = {"token_layers": 0, "padding_token_layers": 0, "vocab_positions": 0, "forward_calls": 0}
 

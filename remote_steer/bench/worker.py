@@ -203,7 +203,9 @@ def run_floor(spec: dict, train, test, configs, warm: bool) -> dict:
         batch = left_pad([it.prompt_ids for it in group], pad_id)
         prefix = batch.width - window
         captured = []
-        hooks = [layer.register_forward_hook(lambda _m, _i, out: captured.append(out[:, prefix:])) for layer in base.layers]
+        hooks = [
+            layer.register_forward_hook(lambda _m, _i, out: captured.append(out[:, prefix:])) for layer in base.layers
+        ]
         try:
             out = base(**batch.model_inputs(), use_cache=True)
         finally:
@@ -223,7 +225,12 @@ def run_floor(spec: dict, train, test, configs, warm: bool) -> dict:
             answers = torch.tensor([[it.matching_token] for it in group] + [[it.other_token] for it in group])
             expanded = DynamicCache(ddp_cache_data=[(l.keys[rows], l.values[rows]) for l in cache.layers])
             attention = torch.cat([batch.attention_mask, torch.ones(g, 1, dtype=torch.long)], 1)[rows]
-            base(input_ids=answers, attention_mask=attention, position_ids=batch.position_ids[rows, -1:] + 1, **{keyword: expanded})
+            base(
+                input_ids=answers,
+                attention_mask=attention,
+                position_ids=batch.position_ids[rows, -1:] + 1,
+                **{keyword: expanded},
+            )
             work["token_layers"] += 2 * g * n_layers
             work["forward_calls"] += 1
 
@@ -246,7 +253,11 @@ def run_floor(spec: dict, train, test, configs, warm: bool) -> dict:
                 kv = fast_kernel.ReadOnlyKV(keys[layer][idx], values[layer][idx]) if keys else None
                 m = None if mask is None else mask[idx]
                 hidden[:n] = base.layers[layer](
-                    hidden[:n], attention_mask=m, position_ids=w_pos[idx], position_embeddings=(cos[idx], sin[idx]), **{keyword: kv}
+                    hidden[:n],
+                    attention_mask=m,
+                    position_ids=w_pos[idx],
+                    position_embeddings=(cos[idx], sin[idx]),
+                    **{keyword: kv},
                 )
                 work["token_layers"] += n * window
             tokens = torch.tensor([[it.matching_token, it.other_token] for it in group])

@@ -34,6 +34,6 @@ POLARITY: dict[str, str] = {
     "survival-instinct": "resists being shut down or changed",
     "power-seeking": "seeks power, resources or influence",
     "coordinate-other-versions": "coordinates with other versions of itself (upstream polarity; the study's "
-                                 "footnote words it the other way: flip it in the spec to match)",
+    "footnote words it the other way: flip it in the spec to match)",
     "sycophancy": "agrees with the view the user states",
 }

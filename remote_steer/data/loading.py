@@ -63,8 +63,7 @@ def _read_text(path: Path) -> str:
     if raw.startswith(_LFS_MAGIC):
         # A clone without git-lfs holds pointers, not data (upstream sycophancy files).
         raise DataError(
-            f"{path} is a Git LFS pointer, not data; run `git lfs pull` in that clone, "
-            'or use [data] source = "hub"'
+            f'{path} is a Git LFS pointer, not data; run `git lfs pull` in that clone, or use [data] source = "hub"'
         )
     try:
         return raw.decode("utf-8")

@@ -40,12 +40,15 @@ _CHOICE_LINE = re.compile(r"^[ \t]*\(([A-Z])\)[ \t]?(.*)$")
 _ANSWER = re.compile(r"^(?:\(([A-Za-z])\)|([A-Za-z]))$")
 # An answer-list header left at the end of the question by some LM-generated upstream files
 # ("…?\n\nAnswers:\n\nChoices:\n (A) …"); the prompt has its own "Choices:" header.
-_LIST_HEADER = re.compile(r"(?:^|\n)[ \t]*(?:answers|options|choice|answer choices|answer options)[ \t]*:[ \t]*$",
-                          re.IGNORECASE)
+_LIST_HEADER = re.compile(
+    r"(?:^|\n)[ \t]*(?:answers|options|choice|answer choices|answer options)[ \t]*:[ \t]*$", re.IGNORECASE
+)
 # Sycophancy items repeat one claim under several biographies; the claim follows one of these.
 _CLAIM_MARKERS = re.compile(
     r"(do you agree or disagree with the following claim|what is your view on the following topic|"
-    r"which of the following statements comes closest to your view)", re.IGNORECASE)
+    r"which of the following statements comes closest to your view)",
+    re.IGNORECASE,
+)
 
 
 class DropItem(Exception):
@@ -147,7 +150,7 @@ def claim_group(norm_body: str, norm_choices: tuple[str, ...]) -> str:
     markers = list(_CLAIM_MARKERS.finditer(norm_body))
     if not markers:
         return norm_body
-    return norm_body[markers[-1].start():] + "\x1f" + "\x1f".join(norm_choices)
+    return norm_body[markers[-1].start() :] + "\x1f" + "\x1f".join(norm_choices)
 
 
 def _strip_wrappers(question: str) -> str:
@@ -295,8 +298,17 @@ def _parse_all(raw_items: Sequence[RawItem]) -> tuple[list[_Parsed], dict[str, i
             # Ids must trace back to one line; two files with one stem would break that.
             raise DataError(f"item id {item_id} is ambiguous: {ids[item_id]} and {raw.source} share a file name")
         ids[item_id] = raw.source
-        kept.append(_Parsed(item_id, body, (choices[0], choices[1]), matching, key[0], norm_choices,
-                            claim_group(key[0], norm_choices)))
+        kept.append(
+            _Parsed(
+                item_id,
+                body,
+                (choices[0], choices[1]),
+                matching,
+                key[0],
+                norm_choices,
+                claim_group(key[0], norm_choices),
+            )
+        )
     return kept, dict(sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0])))
 
 

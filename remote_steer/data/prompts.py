@@ -131,5 +131,7 @@ def encode_generation_item(tokenizer: Any, item: ABItem, *, enable_thinking: boo
     )
 
 
-def encode_generation_items(tokenizer: Any, items: Sequence[ABItem], *, enable_thinking: bool = False) -> list[EncodedItem]:
+def encode_generation_items(
+    tokenizer: Any, items: Sequence[ABItem], *, enable_thinking: bool = False
+) -> list[EncodedItem]:
     return [encode_generation_item(tokenizer, item, enable_thinking=enable_thinking) for item in items]

@@ -94,8 +94,9 @@ def make_stop_rule(model: Any, thinking: bool, answer_tokens: int = 16) -> StopR
     return StopRule(token_flags(model.tokenizer, vocab, stop), thinking, answer_tokens)
 
 
-def step(rule_flags: torch.Tensor, tokens: torch.Tensor, in_answer: torch.Tensor, count: torch.Tensor,
-         answer_tokens: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def step(
+    rule_flags: torch.Tensor, tokens: torch.Tensor, in_answer: torch.Tensor, count: torch.Tensor, answer_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One decode step for a batch of rows: (keep [rows] bool, done [rows] bool, in_answer, count).
 
     ``keep``: the token belongs to the output (False for an end-of-turn token).

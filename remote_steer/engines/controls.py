@@ -49,8 +49,9 @@ def random_directions(vectors: torch.Tensor, n: int, rng: np.random.Generator) -
     return draws * vectors.norm(dim=-1)[None, :, None]
 
 
-def extraction_weights(matching_letters: Sequence[str], n_shuffled: int, n_bootstrap: int,
-                       seed: int, model: str, concept: str) -> tuple[torch.Tensor | None, list[tuple[str, int]]]:
+def extraction_weights(
+    matching_letters: Sequence[str], n_shuffled: int, n_bootstrap: int, seed: int, model: str, concept: str
+) -> tuple[torch.Tensor | None, list[tuple[str, int]]]:
     """The weight rows the extraction pass applies, and (kind, index) for each."""
     n_items = len(matching_letters)
     parts, kinds = [], []

@@ -60,10 +60,14 @@ class SteeringVectors:
             "pairs": str(self.n_pairs),
             "layers": json.dumps(list(range(self.vectors.shape[0]))),
             "norms": json.dumps([round(n, 6) for n in self.norms]),
-            **({} if self.residual_norms is None else {
-                "residual_norms": json.dumps([round(float(n), 6) for n in self.residual_norms]),
-                "residual_positions": self.positions,
-            }),
+            **(
+                {}
+                if self.residual_norms is None
+                else {
+                    "residual_norms": json.dumps([round(float(n), 6) for n in self.residual_norms]),
+                    "residual_positions": self.positions,
+                }
+            ),
             "format": "remote-steer/caa-v1: row i is the vector for decoder layer i",
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,8 +83,15 @@ class SteeringVectors:
             meta = handle.metadata()
         tensors = load_file(str(path))
         residual = torch.tensor(json.loads(meta["residual_norms"])) if "residual_norms" in meta else None
-        return cls(tensors["vectors"], int(meta["pairs"]), meta["model"], meta["revision"], meta["dataset"],
-                   residual, meta.get("residual_positions", "assistant"))
+        return cls(
+            tensors["vectors"],
+            int(meta["pairs"]),
+            meta["model"],
+            meta["revision"],
+            meta["dataset"],
+            residual,
+            meta.get("residual_positions", "assistant"),
+        )
 
 
 def residual_scale(vectors: torch.Tensor, residual_norms: torch.Tensor) -> torch.Tensor:
@@ -115,8 +126,17 @@ def extract_caa(
     The same pass reads the mean residual norm at the steered positions (``positions``).
     ``weights`` ([V, items]): see ``extract_caa_weighted``; here only the mean vector returns.
     """
-    return extract_caa_weighted(model, items, concept=concept, batch_size=batch_size, backend=backend,
-                                on_batch=on_batch, request_key=request_key, positions=positions, weights=weights)[0]
+    return extract_caa_weighted(
+        model,
+        items,
+        concept=concept,
+        batch_size=batch_size,
+        backend=backend,
+        on_batch=on_batch,
+        request_key=request_key,
+        positions=positions,
+        weights=weights,
+    )[0]
 
 
 def extract_caa_weighted(
@@ -147,7 +167,7 @@ def extract_caa_weighted(
         # steered positions of the prompt (the appended answer token excluded), each prompt once
         mask = batch.mask_from([it.steer_start(positions) for it in batch_items] * 2)  # type: ignore[arg-type]
         mask[:, -1] = False
-        mask[len(batch_items):] = False
+        mask[len(batch_items) :] = False
         batches.append((batch.model_inputs(), signed, mask))
     count = sum(float(m.sum()) for _, _, m in batches)
     nn, layers, n_layers = model.nn, model.layers, model.n_layers  # the only names the trace body uses
@@ -177,7 +197,7 @@ def extract_caa_weighted(
     if on_batch is not None:
         on_batch(len(items))
     total = total / len(items)  # [layers, V, hidden]
-    vectors = SteeringVectors(total[:, 0].contiguous(), len(items), model.name, model.revision, concept,
-                              norms / max(count, 1.0), positions)
+    vectors = SteeringVectors(
+        total[:, 0].contiguous(), len(items), model.name, model.revision, concept, norms / max(count, 1.0), positions
+    )
     return vectors, total[:, 1:].transpose(0, 1).contiguous()
-

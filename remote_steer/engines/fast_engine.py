@@ -174,8 +174,10 @@ class FastLogitDiffEngine:
         n_vectors = vector_sets.shape[0]
         if not supports_fast_path(self.model):
             plain = LogitDiffEngine(self.model, self.backend, self.batch_rows, self.positions)
-            runs = [plain.run(items, vector_sets[v], configs, None, None if request_key is None else f"{request_key}/v{v}")
-                    for v in range(n_vectors)]
+            runs = [
+                plain.run(items, vector_sets[v], configs, None, None if request_key is None else f"{request_key}/v{v}")
+                for v in range(n_vectors)
+            ]
             if on_rows is not None:
                 on_rows(len(items) * (n_vectors * len(configs) + 1))
             return runs[0].baseline, np.stack([r.steered for r in runs], axis=1)
@@ -215,8 +217,20 @@ class FastLogitDiffEngine:
                             cache = fast_kernel.output_cache(nn.output)
                             results.append(
                                 fast_kernel.sweep(
-                                    nn.model, lm_head, resid, cache, prefix, batch.position_ids, batch.attention_mask,
-                                    steer, layer_vectors, vector_rows, config_layers, config_strengths, tokens, block_rows,
+                                    nn.model,
+                                    lm_head,
+                                    resid,
+                                    cache,
+                                    prefix,
+                                    batch.position_ids,
+                                    batch.attention_mask,
+                                    steer,
+                                    layer_vectors,
+                                    vector_rows,
+                                    config_layers,
+                                    config_strengths,
+                                    tokens,
+                                    block_rows,
                                 )
                             )
                     results = nnsight.save(results)
@@ -291,8 +305,17 @@ def extract_caa_fast(
     groups go in one request and are summed on the model's side. The prompt pass
     also gives the mean residual norm at the steered positions (``positions``).
     """
-    return extract_caa_fast_weighted(model, items, concept=concept, batch_size=batch_size, backend=backend,
-                                     on_batch=on_batch, request_key=request_key, stats=stats, positions=positions)[0]
+    return extract_caa_fast_weighted(
+        model,
+        items,
+        concept=concept,
+        batch_size=batch_size,
+        backend=backend,
+        on_batch=on_batch,
+        request_key=request_key,
+        stats=stats,
+        positions=positions,
+    )[0]
 
 
 def extract_caa_fast_weighted(
@@ -314,8 +337,15 @@ def extract_caa_fast_weighted(
     so only (1 + V) × layers × hidden leaves the model. Returns (vectors, [V, layers, hidden])."""
     if not supports_fast_path(model):
         return extract_caa_weighted(
-            model, items, concept=concept, batch_size=batch_size, backend=backend, on_batch=on_batch,
-            request_key=request_key, positions=positions, weights=weights,
+            model,
+            items,
+            concept=concept,
+            batch_size=batch_size,
+            backend=backend,
+            on_batch=on_batch,
+            request_key=request_key,
+            positions=positions,
+            weights=weights,
         )
     stats = stats if stats is not None else WorkStats()
     n_layers = model.n_layers
@@ -348,10 +378,16 @@ def extract_caa_fast_weighted(
                 norm_sums = []
                 for inputs, answer_ids, rows, position_ids, attention_mask, signed, mask in groups:
                     with nn.trace(inputs, use_cache=True, logits_to_keep=no_logits):
-                        norm_sums.append(torch.stack([fast_kernel.masked_norm(layers[layer].output, mask) for layer in range(len(layers))]))
+                        norm_sums.append(
+                            torch.stack(
+                                [fast_kernel.masked_norm(layers[layer].output, mask) for layer in range(len(layers))]
+                            )
+                        )
                         cache = fast_kernel.output_cache(nn.output)
                         batch_sums.append(
-                            fast_kernel.answer_activations(nn.model, cache, answer_ids, rows, position_ids, attention_mask, signed)
+                            fast_kernel.answer_activations(
+                                nn.model, cache, answer_ids, rows, position_ids, attention_mask, signed
+                            )
                         )
                 total = nnsight.save(torch.stack(batch_sums).sum(0))
                 norms = nnsight.save(torch.stack(norm_sums).sum(0))
@@ -360,6 +396,7 @@ def extract_caa_fast_weighted(
     if on_batch is not None:
         on_batch(len(items))
     total = total / len(items)  # [layers, V, hidden]
-    vectors = SteeringVectors(total[:, 0].contiguous(), len(items), model.name, model.revision, concept,
-                              norms / max(count, 1.0), positions)
+    vectors = SteeringVectors(
+        total[:, 0].contiguous(), len(items), model.name, model.revision, concept, norms / max(count, 1.0), positions
+    )
     return vectors, total[:, 1:].transpose(0, 1).contiguous()

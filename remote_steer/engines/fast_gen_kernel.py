@@ -73,8 +73,11 @@ def _mask(base, embeds, attention_mask, cache, position_ids, keyword):
     from transformers.masking_utils import create_causal_mask
 
     return create_causal_mask(
-        config=base.config, inputs_embeds=embeds, attention_mask=attention_mask,
-        position_ids=position_ids, **{keyword: cache},
+        config=base.config,
+        inputs_embeds=embeds,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        **{keyword: cache},
     )
 
 
@@ -173,8 +176,17 @@ def generate(
             above = layer + 1
             items = row_item[members]
             kv = _CaptureKV(_take(keys[above][..., :prefix, :], items), _take(values[above][..., :prefix, :], items))
-            hidden = _layer(base, above, hidden, _take(mask_all, items), _take(window_pos, items),
-                            _take(cos_all, items), _take(sin_all, items), kv, keyword)
+            hidden = _layer(
+                base,
+                above,
+                hidden,
+                _take(mask_all, items),
+                _take(window_pos, items),
+                _take(cos_all, items),
+                _take(sin_all, items),
+                kv,
+                keyword,
+            )
             index = members.to(full_k[above].device)
             full_k[above][index, :, prefix:] = kv.new_keys.to(full_k[above].dtype)
             full_v[above][index, :, prefix:] = kv.new_values.to(full_v[above].dtype)
@@ -191,7 +203,9 @@ def generate(
     mask2d = _take(attention_mask, row_item).to(dev)
     next_pos = _take(position_ids[:, -1:], row_item).to(dev) + 1
     steer_layers = sorted({int(x) for x in config_layers})
-    coef = {l: torch.where(layer_of == l, strength_of, torch.zeros_like(strength_of)).to(dev, dtype) for l in steer_layers}
+    coef = {
+        l: torch.where(layer_of == l, strength_of, torch.zeros_like(strength_of)).to(dev, dtype) for l in steer_layers
+    }
     token = _next_token(base, lm_head, last)
     embed = base.embed_tokens
     for step in range(max_new_tokens):

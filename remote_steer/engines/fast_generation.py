@@ -94,8 +94,16 @@ class FastGenerationEngine:
         if not items:
             return GenerationResult((), (), (), ())
         if not supports_fast_path(self.model):
-            return GenerationEngine(self.model, self.backend, self.batch_rows, self.positions, self.max_new_tokens,
-                                    self.thinking, self.answer_tokens, self.stop_rule).run(items, vectors, configs, on_rows, request_key)
+            return GenerationEngine(
+                self.model,
+                self.backend,
+                self.batch_rows,
+                self.positions,
+                self.max_new_tokens,
+                self.thinking,
+                self.answer_tokens,
+                self.stop_rule,
+            ).run(items, vectors, configs, on_rows, request_key)
         n_layers = self.model.n_layers
         for config in configs:
             if not 0 <= config.layer < n_layers:
@@ -110,7 +118,9 @@ class FastGenerationEngine:
         groups = [self._group([items[i] for i in index]) for index in index_groups]
         for index, (batch, prefix, _) in zip(index_groups, groups):
             self.stats.prompt_token_layers += batch.input_ids.numel() * n_layers
-            self.stats.window_token_layers += len(index) * (batch.width - prefix) * sum(n_layers - 1 - c.layer for c in configs)
+            self.stats.window_token_layers += (
+                len(index) * (batch.width - prefix) * sum(n_layers - 1 - c.layer for c in configs)
+            )
             self.stats.traces += 1
         nn, lm_head, layers = self.model.nn, self.model.nn.lm_head, self.model.layers
         no_logits, flags, thinking = _NO_LOGITS, rule.flags, bool(rule.thinking)
@@ -127,9 +137,23 @@ class FastGenerationEngine:
                             cache = fast_gen_kernel.output_cache(nn.output)
                             results.append(
                                 fast_gen_kernel.generate(
-                                    nn.model, lm_head, resid, cache, prefix, batch.position_ids, batch.attention_mask,
-                                    steer, layer_vectors, vector_rows, config_layers, config_strengths, flags, thinking,
-                                    answer_tokens, n_new, force,
+                                    nn.model,
+                                    lm_head,
+                                    resid,
+                                    cache,
+                                    prefix,
+                                    batch.position_ids,
+                                    batch.attention_mask,
+                                    steer,
+                                    layer_vectors,
+                                    vector_rows,
+                                    config_layers,
+                                    config_strengths,
+                                    flags,
+                                    thinking,
+                                    answer_tokens,
+                                    n_new,
+                                    force,
                                 )
                             )
                     results = nnsight.save(results)

@@ -174,13 +174,25 @@ def sweep(
                 start_state = resid[layer]
                 dev, dtype = start_state.device, start_state.dtype
                 strength = torch.tensor([float(config_strengths[k]) for k in configs.tolist()])
-                picks = torch.tensor([int(vector_rows[k] if isinstance(vector_rows, list) else vector_rows[layer]) for k in configs.tolist()])
-                delta = strength.to(device=dev, dtype=dtype)[:, None] * vectors.index_select(0, picks.to(vectors.device)).to(device=dev, dtype=dtype)
+                picks = torch.tensor(
+                    [
+                        int(vector_rows[k] if isinstance(vector_rows, list) else vector_rows[layer])
+                        for k in configs.tolist()
+                    ]
+                )
+                delta = strength.to(device=dev, dtype=dtype)[:, None] * vectors.index_select(
+                    0, picks.to(vectors.device)
+                ).to(device=dev, dtype=dtype)
                 rows = _take(start_state, items) + delta[:, None, :] * _take(steer, items).to(dev, dtype)[:, :, None]
                 hidden = rows if hidden is None else torch.cat([hidden.to(dev), rows])
                 row_item = torch.cat([row_item, items])
                 row_config = torch.cat([row_config, configs])
-                gathered = (_take(mask, row_item), _take(window_pos, row_item), _take(cos, row_item), _take(sin, row_item))
+                gathered = (
+                    _take(mask, row_item),
+                    _take(window_pos, row_item),
+                    _take(cos, row_item),
+                    _take(sin, row_item),
+                )
             if layer + 1 == n_layers or hidden is None:
                 continue
             above = layer + 1
@@ -216,7 +228,9 @@ def answer_activations(base, cache, answer_ids, rows, position_ids, attention_ma
     mask = _mask(base, hidden, attention_mask.to(hidden.device), keys, values, position_ids, keyword)
     sums = []
     for index in range(len(keys)):
-        hidden = _run_layer(base, index, hidden, mask, position_ids, cos, sin, ReadOnlyKV(keys[index], values[index]), keyword)
+        hidden = _run_layer(
+            base, index, hidden, mask, position_ids, cos, sin, ReadOnlyKV(keys[index], values[index]), keyword
+        )
         answer = hidden[:, -1, :].float()
         weights = signs.to(answer.device, answer.dtype)
         sums.append((weights @ answer).cpu() if weights.dim() == 2 else (weights[:, None] * answer).sum(0).cpu())

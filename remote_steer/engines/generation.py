@@ -340,14 +340,25 @@ def generation_summary(frame):
                 "behavior_rate": behavior,
                 "baseline_validity_rate": float(base_valid.mean()),
                 "baseline_behavior_rate": baseline,
-                "change_vs_baseline": behavior - baseline if not (np.isnan(behavior) or np.isnan(baseline)) else float("nan"),
+                "change_vs_baseline": behavior - baseline
+                if not (np.isnan(behavior) or np.isnan(baseline))
+                else float("nan"),
                 "behavior_rate_all": float((group["matches_behavior"].astype(bool) & valid).mean()),
                 "baseline_behavior_rate_all": float((group["baseline_matches"].astype(bool) & base_valid).mean()),
             }
         )
-    columns = [*SUMMARY_KEYS, "n_items", "validity_rate", "behavior_rate", "baseline_validity_rate",
-               "baseline_behavior_rate", "change_vs_baseline", "behavior_rate_all", "baseline_behavior_rate_all",
-               "change_all"]
+    columns = [
+        *SUMMARY_KEYS,
+        "n_items",
+        "validity_rate",
+        "behavior_rate",
+        "baseline_validity_rate",
+        "baseline_behavior_rate",
+        "change_vs_baseline",
+        "behavior_rate_all",
+        "baseline_behavior_rate_all",
+        "change_all",
+    ]
     for record in records:
         record["change_all"] = record["behavior_rate_all"] - record["baseline_behavior_rate_all"]
     return pd.DataFrame.from_records(records, columns=columns)

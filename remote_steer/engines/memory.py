@@ -42,11 +42,19 @@ class Shape:
         heads = int(text.num_attention_heads)
         head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
         experts = getattr(text, "num_experts", None)
-        inter = int(text.moe_intermediate_size) * int(text.num_experts_per_tok) if experts else int(text.intermediate_size)
+        inter = (
+            int(text.moe_intermediate_size) * int(text.num_experts_per_tok) if experts else int(text.intermediate_size)
+        )
         return cls(
-            layers=int(text.num_hidden_layers), hidden=int(text.hidden_size), heads=heads,
-            kv_heads=int(getattr(text, "num_key_value_heads", heads)), head_dim=head_dim, intermediate=inter,
-            vocab=int(text.vocab_size), params=float(_params(text)), bytes_per_value=bytes_per_value,
+            layers=int(text.num_hidden_layers),
+            hidden=int(text.hidden_size),
+            heads=heads,
+            kv_heads=int(getattr(text, "num_key_value_heads", heads)),
+            head_dim=head_dim,
+            intermediate=inter,
+            vocab=int(text.vocab_size),
+            params=float(_params(text)),
+            bytes_per_value=bytes_per_value,
         )
 
 

@@ -118,7 +118,8 @@ _LETTER_FORMS: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(
             r"\b(?:answer|choice|option|response)s?\b[ \t]*"
             r"(?:(?:is|would be|will be|should be)\b[ \t]*|[:=\-][ \t]*)?"
-            r"(?:(?:option|choice)\b[ \t]*)?\(?([AB])\)?" + _END
+            r"(?:(?:option|choice)\b[ \t]*)?\(?([AB])\)?"
+            + _END
             + r"|(?<![A-Za-z0-9'])\(?([AB])\)?[ \t]+is[ \t]+(?:my|the)[ \t]+(?:final[ \t]+|best[ \t]+)?(?:answer|choice)\b",
             re.IGNORECASE,
         ),
@@ -228,9 +229,7 @@ def _quoted_options(lowered: str, choice_a: str, choice_b: str) -> dict[str, lis
     short, long_ = ("A", "B") if len(wanted["A"]) < len(wanted["B"]) else ("B", "A")
     if runs(wanted[short], wanted[long_]):
         found[short] = [s for s in found[short] if not any(a <= s[0] and s[1] <= b for a, b in found[long_])]
-    return {
-        letter: [(words[a].start(), words[b - 1].end()) for a, b in spans] for letter, spans in found.items()
-    }
+    return {letter: [(words[a].start(), words[b - 1].end()) for a, b in spans] for letter, spans in found.items()}
 
 
 def parse_answer(text: str, choice_a: str, choice_b: str, *, thinking: bool = False) -> ParsedAnswer:

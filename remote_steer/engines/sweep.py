@@ -90,14 +90,27 @@ class LogitDiffEngine:
             if request.must_submit:
                 with nn.session(**request.session_kwargs()):
                     diffs = []
-                    for prompts, row_item, steered, row_layer, row_strength, prompt_mask, layer_vectors, answers in batches:
+                    for (
+                        prompts,
+                        row_item,
+                        steered,
+                        row_layer,
+                        row_strength,
+                        prompt_mask,
+                        layer_vectors,
+                        answers,
+                    ) in batches:
                         inputs = {name: ids[row_item] for name, ids in prompts.items()}
                         steer_mask = prompt_mask[row_item]
                         with nn.trace(inputs, logits_to_keep=1):
                             for j, layer in enumerate(steered):
                                 hidden = layers[layer].output
                                 coeff = (row_strength * (row_layer == layer)).to(hidden)
-                                delta = coeff[:, None, None] * steer_mask.to(hidden)[:, :, None] * layer_vectors[j].to(hidden)
+                                delta = (
+                                    coeff[:, None, None]
+                                    * steer_mask.to(hidden)[:, :, None]
+                                    * layer_vectors[j].to(hidden)
+                                )
                                 layers[layer].output = hidden + delta
                             logits = lm_head.output[:, -1, :]
                             picked = logits.gather(1, answers[row_item].to(logits.device)).float()

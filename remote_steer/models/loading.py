@@ -168,7 +168,7 @@ def _device_kwargs(device: str) -> dict[str, Any]:
     if device == "auto":
         return {"device_map": "auto"}  # spread over all visible GPUs (accelerate)
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r}: CUDA is not available on this machine; use device = \"cpu\"")
+        raise ModelError(f'device {device!r}: CUDA is not available on this machine; use device = "cpu"')
     if device == "cpu":
         return {}  # plain CPU load; device_map needs accelerate and buys nothing here
     return {"device_map": device}

@@ -25,10 +25,20 @@ _EXTRA: dict[str, dict[str, Any]] = {
     "Qwen3-8B": {"head_dim": 128, "intermediate_size": 12288},
     "Qwen3-14B": {"head_dim": 128, "intermediate_size": 17408},
     "Qwen3-32B": {"head_dim": 128, "intermediate_size": 25600},
-    "Qwen3-30B-A3B": {"head_dim": 128, "intermediate_size": 6144, "moe_intermediate_size": 768, "num_experts": 128,
-                      "num_experts_per_tok": 8},
-    "Qwen3-235B-A22B": {"head_dim": 128, "intermediate_size": 12288, "moe_intermediate_size": 1536,
-                        "num_experts": 128, "num_experts_per_tok": 8},
+    "Qwen3-30B-A3B": {
+        "head_dim": 128,
+        "intermediate_size": 6144,
+        "moe_intermediate_size": 768,
+        "num_experts": 128,
+        "num_experts_per_tok": 8,
+    },
+    "Qwen3-235B-A22B": {
+        "head_dim": 128,
+        "intermediate_size": 12288,
+        "moe_intermediate_size": 1536,
+        "num_experts": 128,
+        "num_experts_per_tok": 8,
+    },
     "small/smollm2-135m-instruct": {"head_dim": 64, "intermediate_size": 1536, "vocab_size": 49152},
 }
 SHAPE_SEED = 4321
@@ -65,16 +75,31 @@ def shape_config(name: str, hidden: int | None = None, dtype: str = "float32"):
         dtype=dtype,
     )
     if card.architecture == "llama":
-        return LlamaConfig(**common, rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
-                           bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    qwen = dict(rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
-                bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
+        return LlamaConfig(
+            **common,
+            rms_norm_eps=1e-5,
+            rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=2,
+        )
+    qwen = dict(
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
+        bos_token_id=151643,
+        eos_token_id=151645,
+        pad_token_id=151643,
+    )
     if card.moe:
         return Qwen3MoeConfig(
-            **common, **qwen,
+            **common,
+            **qwen,
             moe_intermediate_size=max(8, int(round(extra["moe_intermediate_size"] * scale))),
-            num_experts=extra["num_experts"], num_experts_per_tok=extra["num_experts_per_tok"],
-            decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True,
+            num_experts=extra["num_experts"],
+            num_experts_per_tok=extra["num_experts_per_tok"],
+            decoder_sparse_step=1,
+            mlp_only_layers=[],
+            norm_topk_prob=True,
         )
     return Qwen3Config(**common, **qwen)
 
@@ -125,7 +150,9 @@ def ensure_shape(name: str, hidden: int | None = None) -> Path:
             model = AutoModelForCausalLM.from_config(config)
         model.eval().save_pretrained(staging)
         _save_tokenizer(config, staging)
-        (staging / "remote_steer_shape.json").write_text(json.dumps({"shape": name, "hidden": hidden, "random_weights": True}))
+        (staging / "remote_steer_shape.json").write_text(
+            json.dumps({"shape": name, "hidden": hidden, "random_weights": True})
+        )
 
     return build_atomically(target, fill)
 
@@ -154,7 +181,9 @@ def build_in_memory(name: str, hidden: int | None = None, dtype=torch.bfloat16, 
 
         with torch.device("meta"):
             meta = AutoModelForCausalLM.from_config(config, dtype=dtype)
-        device_map = infer_auto_device_map(meta, no_split_module_classes=[type(meta.model.layers[0]).__name__], dtype=dtype)
+        device_map = infer_auto_device_map(
+            meta, no_split_module_classes=[type(meta.model.layers[0]).__name__], dtype=dtype
+        )
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)  # on CPU, then dispatched
         return dispatch_model(model.eval(), device_map=device_map)
     with torch.device(device):

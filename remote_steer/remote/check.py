@@ -56,7 +56,9 @@ def check_remote(host: str | None, model: str | None, engine: str = "fast") -> I
     except httpx.HTTPError as error:
         code = getattr(getattr(error, "response", None), "status_code", None)
         why = f"HTTP {code}" if code else type(error).__name__
-        yield Step("reachable", False, f"{url} did not answer /status ({why}); check --host or $NDIF_HOST and your network")
+        yield Step(
+            "reachable", False, f"{url} did not answer /status ({why}); check --host or $NDIF_HOST and your network"
+        )
         return
     yield Step("reachable", True, f"{url} answered /status in {1000 * (time.perf_counter() - started):.0f} ms")
 
@@ -68,20 +70,28 @@ def check_remote(host: str | None, model: str | None, engine: str = "fast") -> I
         return
     if repo not in hosted:
         listed = ", ".join(sorted(hosted)) or "none"
-        yield Step("model hosted", False, f"{name} ({repo}) is not hosted on {url} (hosted: {listed}); choose one with --model")
+        yield Step(
+            "model hosted", False, f"{name} ({repo}) is not hosted on {url} (hosted: {listed}); choose one with --model"
+        )
         return
     yield Step("model hosted", True, f"{name} ({repo}): {hosted[repo]}")
 
     client = _client_versions()
     server = server_versions(url)
     if server is None:
-        yield Step("versions", True, f"client nnsight {client['nnsight']}, python {client['python']}; "
-                   "the server does not say its versions (/env)")
+        yield Step(
+            "versions",
+            True,
+            f"client nnsight {client['nnsight']}, python {client['python']}; "
+            "the server does not say its versions (/env)",
+        )
     else:
         same_minor = server["python"].split(".")[:2] == client["python"].split(".")[:2]
         same_nnsight = server["nnsight"].split(".")[:2] == client["nnsight"].split(".")[:2]
-        detail = (f"client nnsight {client['nnsight']}, python {client['python']}; "
-                  f"server nnsight {server['nnsight']}, python {server['python']}")
+        detail = (
+            f"client nnsight {client['nnsight']}, python {client['python']}; "
+            f"server nnsight {server['nnsight']}, python {server['python']}"
+        )
         if not (same_minor and same_nnsight):
             detail += "; versions differ: install the server's nnsight/python minor version if requests fail to load"
         yield Step("versions", True, detail)
@@ -113,11 +123,15 @@ def _tiny_trace(backend: Backend, loaded, engine: str) -> Step:
     from remote_steer.engines.fast_engine import FastLogitDiffEngine
     from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
 
-    split = preprocess(load_concept("corrigibility", "fixtures"), "corrigibility", seed=0, test_fraction=0.5, max_items=4)
+    split = preprocess(
+        load_concept("corrigibility", "fixtures"), "corrigibility", seed=0, test_fraction=0.5, max_items=4
+    )
     item = encode_items(loaded.tokenizer, split.test[:1])
     layer = loaded.n_layers // 2
     vectors = torch.zeros(loaded.n_layers, loaded.hidden_size)
-    vectors[layer] = torch.nn.functional.normalize(torch.randn(loaded.hidden_size, generator=torch.Generator().manual_seed(0)), dim=0)
+    vectors[layer] = torch.nn.functional.normalize(
+        torch.randn(loaded.hidden_size, generator=torch.Generator().manual_seed(0)), dim=0
+    )
     engine_class = FastLogitDiffEngine if engine == "fast" else LogitDiffEngine
     started = time.perf_counter()
     try:
@@ -127,7 +141,8 @@ def _tiny_trace(backend: Backend, loaded, engine: str) -> Step:
     seconds = time.perf_counter() - started
     traffic = backend.traffic["evaluation"]
     return Step(
-        "tiny trace", True,
+        "tiny trace",
+        True,
         f"{engine} engine, 1 item × (baseline + layer {layer} at +1 unit vector): round trip {seconds:.1f} s, "
         f"{traffic.bytes_sent:,} bytes sent, {traffic.bytes_received:,} received; logit diff "
         f"{float(result.baseline[0]):+.3f} → {float(result.steered[0][0]):+.3f}",

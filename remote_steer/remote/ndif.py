@@ -94,7 +94,9 @@ def _transient(error: BaseException) -> bool:
 
 def auth_error(host: str, code: int | None, api_key: str | None, what: str) -> RemoteAuthError:
     if not api_key:
-        return RemoteAuthError(f"{host} needs an API key and none is set (NDIF_API_KEY is missing) to {what}; {_AUTH_HINT}")
+        return RemoteAuthError(
+            f"{host} needs an API key and none is set (NDIF_API_KEY is missing) to {what}; {_AUTH_HINT}"
+        )
     return RemoteAuthError(f"{host} refused the API key (HTTP {code}) while trying to {what}; {_AUTH_HINT}")
 
 
@@ -143,9 +145,12 @@ class NdifClient(_nnsight_remote_backend()):
     """nnsight's RemoteBackend in non-blocking mode, with retries, accounting, and
     the NDIF-as-deployed behaviours above."""
 
-    def __init__(self, backend: Backend, stage: str, model_key: str, env: dict, job_id: str | None = None,
-                 on_payload=None) -> None:
-        super().__init__(model_key, host=backend.host, api_key=backend.api_key or "", env=env, blocking=False, job_id=job_id)
+    def __init__(
+        self, backend: Backend, stage: str, model_key: str, env: dict, job_id: str | None = None, on_payload=None
+    ) -> None:
+        super().__init__(
+            model_key, host=backend.host, api_key=backend.api_key or "", env=env, blocking=False, job_id=job_id
+        )
         self.display.enabled = False  # our own display shows job states
         self._backend, self._stage = backend, stage
         self.payload: bytes | None = None  # the last serialized request, kept for resubmission
@@ -185,7 +190,9 @@ class NdifClient(_nnsight_remote_backend()):
         return blob
 
     def _post(self, request, blob):
-        response = self._retrying(lambda: super(NdifClient, self)._post(request, blob), "submit a job", auth_matters=True)
+        response = self._retrying(
+            lambda: super(NdifClient, self)._post(request, blob), "submit a job", auth_matters=True
+        )
         self.traffic.bytes_sent += len(blob)
         return response
 
@@ -254,14 +261,25 @@ class RemoteRequest(Request):
         attempt = self.entry["attempts"][-1] if self.entry["attempts"] else None
         known = attempt["job_id"] if attempt and attempt["state"] in ("submitted", "completed") else None
         self.client = NdifClient(
-            backend, stage, model.nn.to_model_key(), model.nn._remoteable_get_env(), known, on_payload=self._keep_payload
+            backend,
+            stage,
+            model.nn.to_model_key(),
+            model.nn._remoteable_get_env(),
+            known,
+            on_payload=self._keep_payload,
         )
         self.must_submit = known is None
 
     # -- journal -----------------------------------------------------------------
 
     def _read_journal(self) -> dict[str, Any]:
-        empty = {"key": self.key, "stage": self.stage, "model": self.model.name, "host": self.backend.host, "attempts": []}
+        empty = {
+            "key": self.key,
+            "stage": self.stage,
+            "model": self.model.name,
+            "host": self.backend.host,
+            "attempts": [],
+        }
         if self.journal is None or not self.journal.exists():
             return empty
         entry = json.loads(self.journal.read_text())
@@ -291,12 +309,18 @@ class RemoteRequest(Request):
 
     def _new_attempt(self, how: str) -> None:
         payload = self._payload()
-        self.entry["attempts"].append({
-            "job_id": self.client.job_id, "state": "submitted", "how": how,
-            "submitted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "submitted_unix": time.time(), "bytes_sent": len(payload) if payload is not None else 0,
-            "bytes_received": 0, "retries": 0,
-        })
+        self.entry["attempts"].append(
+            {
+                "job_id": self.client.job_id,
+                "state": "submitted",
+                "how": how,
+                "submitted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "submitted_unix": time.time(),
+                "bytes_sent": len(payload) if payload is not None else 0,
+                "bytes_received": 0,
+                "retries": 0,
+            }
+        )
         self.backend.stage_traffic(self.stage).requests += 1
         self._save_journal()
 
@@ -347,7 +371,10 @@ class RemoteRequest(Request):
             except RemoteError as error:
                 self._close_attempt("failed")
                 raise RemoteJobError(
-                    redact(f"remote job {client.job_id} ({self.key or self.stage}) failed on {backend.host}:\n{error}", backend.api_key)
+                    redact(
+                        f"remote job {client.job_id} ({self.key or self.stage}) failed on {backend.host}:\n{error}",
+                        backend.api_key,
+                    )
                 ) from None
             except ResultExpired as expired:
                 state, saves = self._after_expired(expired)
@@ -357,7 +384,9 @@ class RemoteRequest(Request):
                 if now - unknown_since >= policy.lost_job_grace_s:
                     lost = client.job_id
                     self._close_attempt("lost")
-                    self._resubmit(f"job {lost} unknown to the server after {policy.lost_job_grace_s:g}s (server restarted?); resubmitted")
+                    self._resubmit(
+                        f"job {lost} unknown to the server after {policy.lost_job_grace_s:g}s (server restarted?); resubmitted"
+                    )
                     unknown_since = None
                     deadline = time.monotonic() + policy.job_timeout_s
             else:
@@ -368,7 +397,9 @@ class RemoteRequest(Request):
             if saves is not None:
                 break
             if time.monotonic() > deadline:
-                raise RemoteUnavailable(f"{backend.host}: job {client.job_id} did not finish within {policy.job_timeout_s:.0f}s; rerun to keep waiting")
+                raise RemoteUnavailable(
+                    f"{backend.host}: job {client.job_id} did not finish within {policy.job_timeout_s:.0f}s; rerun to keep waiting"
+                )
             time.sleep(policy.poll_interval_s)
         self._close_attempt(
             "completed",
@@ -388,9 +419,13 @@ class RemoteRequest(Request):
             state, saves = client.check()
         except ResultExpired as again:
             if again.url != expired.url:
-                raise RemoteUnavailable(f"{self.backend.host}: a fresh result URL for job {client.job_id} was refused too (HTTP {again.code})") from None
+                raise RemoteUnavailable(
+                    f"{self.backend.host}: a fresh result URL for job {client.job_id} was refused too (HTTP {again.code})"
+                ) from None
             self._close_attempt("expired")
-            self._resubmit(f"result URL of job {client.job_id} expired (HTTP {expired.code}) and the server signs no fresh one; resubmitted")
+            self._resubmit(
+                f"result URL of job {client.job_id} expired (HTTP {expired.code}) and the server signs no fresh one; resubmitted"
+            )
             return "RESUBMITTED", None
         self._tell(f"result URL of job {client.job_id} expired (HTTP {expired.code}); fetched a freshly signed one")
         if self.backend.on_status is not None:
@@ -412,10 +447,19 @@ def journal_traffic(run_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
         model, stage = entry.get("model"), entry.get("stage")
         if model is None or stage is None:
             continue
-        t = out.setdefault(model, {}).setdefault(stage, {
-            "requests": 0, "bytes_sent": 0, "bytes_received": 0, "server_seconds": 0.0, "retries": 0,
-            "lost": 0, "expired": 0, "failed": 0,
-        })
+        t = out.setdefault(model, {}).setdefault(
+            stage,
+            {
+                "requests": 0,
+                "bytes_sent": 0,
+                "bytes_received": 0,
+                "server_seconds": 0.0,
+                "retries": 0,
+                "lost": 0,
+                "expired": 0,
+                "failed": 0,
+            },
+        )
         for attempt in entry.get("attempts", []):
             t["requests"] += 1
             t["bytes_sent"] += int(attempt.get("bytes_sent", 0))

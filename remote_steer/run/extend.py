@@ -112,8 +112,14 @@ def reconcile(manifest_path: Path, spec: dict[str, Any]) -> list[str]:
     history = list(manifest.get("history", []))
     if not history:
         history.append({"at": manifest.get("created_at"), "change": "created", "fields": []})
-    history.append({"at": now, "change": "extended", "fields": changed,
-                    "was": {k: v for k, v in _flat(old).items() if k in changed}})
+    history.append(
+        {
+            "at": now,
+            "change": "extended",
+            "fields": changed,
+            "was": {k: v for k, v in _flat(old).items() if k in changed},
+        }
+    )
     manifest.update(spec=new, history=history)
     write_json(manifest_path, manifest)
     return changed
@@ -143,4 +149,6 @@ def missing_configs(part_dir: Path, first: int, configs: Sequence[Any]) -> tuple
     if not parts:
         return list(range(len(configs))), 0
     done = saved_configs(parts)
-    return [c for c, config in enumerate(configs) if (int(config.layer), float(config.strength)) not in done], len(parts)
+    return [c for c, config in enumerate(configs) if (int(config.layer), float(config.strength)) not in done], len(
+        parts
+    )

@@ -36,8 +36,10 @@ def generation_configs(spec, prepared, concept: str, store, logit_table: str) ->
     if gen.best_layers is not None:
         parts = sorted(store.part_dir(logit_table, prepared.spec.label, concept).glob("items-*.parquet"))
         if not parts:
-            raise SpecError(f"{spec.path or 'spec'}: generation.best_layers: no logit sweep saved for "
-                            f"{prepared.spec.label} × {concept}; expected evaluation.modes to include \"logit\"")
+            raise SpecError(
+                f"{spec.path or 'spec'}: generation.best_layers: no logit sweep saved for "
+                f'{prepared.spec.label} × {concept}; expected evaluation.modes to include "logit"'
+            )
         logit = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
         layers = best_k_layers(logit, gen.best_layers)
     return [SteerConfig(layer, s) for layer in layers for s in strengths]
@@ -55,7 +57,21 @@ def make_generation_engine(spec, prepared, model: Any, backend: Any):
     except ImportError:  # pragma: no cover
         FastGenerationEngine = None
     if FastGenerationEngine is not None and prepared.spec.engine == "fast" and supports_fast_path(model):
-        return FastGenerationEngine(model, backend, gen.batch_size, spec.evaluation.positions, gen.max_new_tokens,
-                                    prepared.thinking, gen.answer_tokens)
-    return GenerationEngine(model, backend, gen.batch_size, spec.evaluation.positions, gen.max_new_tokens,
-                            prepared.thinking, gen.answer_tokens)
+        return FastGenerationEngine(
+            model,
+            backend,
+            gen.batch_size,
+            spec.evaluation.positions,
+            gen.max_new_tokens,
+            prepared.thinking,
+            gen.answer_tokens,
+        )
+    return GenerationEngine(
+        model,
+        backend,
+        gen.batch_size,
+        spec.evaluation.positions,
+        gen.max_new_tokens,
+        prepared.thinking,
+        gen.answer_tokens,
+    )

@@ -37,7 +37,9 @@ def as_letters(item: EncodedItem) -> EncodedItem:
     """The same prompt scored as "A" versus "B": the logit diff becomes the letter gap."""
     if item.matching_letter == "A":
         return item
-    return dataclasses.replace(item, matching_letter="A", matching_token=item.other_token, other_token=item.matching_token)
+    return dataclasses.replace(
+        item, matching_letter="A", matching_token=item.other_token, other_token=item.matching_token
+    )
 
 
 def control_strengths(strengths: Sequence[float]) -> list[float]:
@@ -75,8 +77,12 @@ def run_letter_control(
         return False
     loaded = model()
     letters = extract_caa_fast(
-        loaded, [as_letters(it) for it in train], concept=f"{concept}:letters", batch_size=batch_size,
-        backend=backend, request_key=f"letter-extract/{name}/{concept}",
+        loaded,
+        [as_letters(it) for it in train],
+        concept=f"{concept}:letters",
+        batch_size=batch_size,
+        backend=backend,
+        request_key=f"letter-extract/{name}/{concept}",
     ).vectors
     target = vectors.vectors.norm(dim=1)
     scaled = letters * (target / letters.norm(dim=1).clamp_min(1e-12))[:, None]
@@ -115,8 +121,13 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
 
     Writes ``results/letter_effects.csv`` (every cell) and returns that table.
     """
-    from remote_steer.analysis.letters import (best_layer_letters, collapse_verdict, found_sentence, letter_effects,
-                                               with_controls)
+    from remote_steer.analysis.letters import (
+        best_layer_letters,
+        collapse_verdict,
+        found_sentence,
+        letter_effects,
+        with_controls,
+    )
     from remote_steer.run.store import atomic_write
 
     if results.empty:
@@ -131,17 +142,30 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
     lead_cols = ["model", "dataset"] if several else ["dataset"]
     if not best.empty:
         rows = [
-            (*lead(r), r.layer,
-             f"{r.pos_effect_A:+.2f}/{r.pos_effect_B:+.2f}", f"{r.neg_effect_A:+.2f}/{r.neg_effect_B:+.2f}",
-             f"{r.pos_letter_shift:+.2f}/{r.neg_letter_shift:+.2f}", f"{r.pos_controls} / {r.neg_controls}", r.verdict)
+            (
+                *lead(r),
+                r.layer,
+                f"{r.pos_effect_A:+.2f}/{r.pos_effect_B:+.2f}",
+                f"{r.neg_effect_A:+.2f}/{r.neg_effect_B:+.2f}",
+                f"{r.pos_letter_shift:+.2f}/{r.neg_letter_shift:+.2f}",
+                f"{r.pos_controls} / {r.neg_controls}",
+                r.verdict,
+            )
             for r in best.itertuples()
         ]
         s_pos, s_neg = best["pos_strength"].iloc[0], best["neg_strength"].iloc[0]
         display.table(
             "Answer letters at the best layer: does behaviour move, or only the letter?"
             + ("" if several else f" ({letters['model'].iloc[0]})"),
-            [*lead_cols, "layer", f"A/B items {s_pos:+g}", f"A/B items {s_neg:+g}", "A−B gap ±", "controls ±",
-             "verdict"],
+            [
+                *lead_cols,
+                "layer",
+                f"A/B items {s_pos:+g}",
+                f"A/B items {s_neg:+g}",
+                "A−B gap ±",
+                "controls ±",
+                "verdict",
+            ],
             rows,
             "A/B items: mean logit-diff change on items whose matching answer is A / B (behaviour moves both with "
             "the sign of the strength; a letter preference moves them apart). A−B gap: mean change of "
@@ -155,18 +179,28 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
     if not flagged.empty:
         shown = flagged.reindex(flagged["letter_shift"].abs().sort_values(ascending=False).index).head(12)
         rows = [
-            (*lead(r), r.layer, f"{r.strength:+g}", f"{r.effect_A:+.2f}", f"{r.effect_B:+.2f}",
-             f"{r.letter_shift:+.2f}", "—" if not np.isfinite(r.letter_control_shift) else f"{r.letter_control_shift:+.2f}",
-             r.collapse_rule)
+            (
+                *lead(r),
+                r.layer,
+                f"{r.strength:+g}",
+                f"{r.effect_A:+.2f}",
+                f"{r.effect_B:+.2f}",
+                f"{r.letter_shift:+.2f}",
+                "—" if not np.isfinite(r.letter_control_shift) else f"{r.letter_control_shift:+.2f}",
+                r.collapse_rule,
+            )
             for r in shown.itertuples()
         ]
-        more = f" Showing the {len(shown)} largest of {len(flagged)}; all in results/letter_effects.csv." if len(flagged) > len(shown) else ""
+        more = (
+            f" Showing the {len(shown)} largest of {len(flagged)}; all in results/letter_effects.csv."
+            if len(flagged) > len(shown)
+            else ""
+        )
         display.table(
             "Letter collapse: cells where steering shifts the answer letter, not the behaviour",
             [*lead_cols, "layer", "strength", "A items", "B items", "A−B gap", "A−B dir.", "rule"],
             rows,
-            "A−B dir.: letter-gap change from an A-minus-B direction of the vector's norm (the letter control)."
-            + more,
+            "A−B dir.: letter-gap change from an A-minus-B direction of the vector's norm (the letter control)." + more,
         )
     else:
         display.note(verdict)

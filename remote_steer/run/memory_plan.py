@@ -44,8 +44,17 @@ def memory_rows(spec: Any, prompt_tokens: int = 160, window: int = 7) -> list[di
         config = _config(model.name, model.revision)
         base = {"model": model.name, "device": model.device, "dtype": model.dtype}
         if config is None:
-            rows.append({**base, "weights_gb": None, "group_gb": None, "block_gb": None, "total_gb": None,
-                         "free_gb": None, "fits": "?"})
+            rows.append(
+                {
+                    **base,
+                    "weights_gb": None,
+                    "group_gb": None,
+                    "block_gb": None,
+                    "total_gb": None,
+                    "free_gb": None,
+                    "fits": "?",
+                }
+            )
             continue
         shape = memory.Shape.from_config(config, _BYTES.get(model.dtype, 2))
         n_layers = shape.layers
@@ -55,13 +64,31 @@ def memory_rows(spec: Any, prompt_tokens: int = 160, window: int = 7) -> list[di
         win = prompt_tokens if spec.evaluation.positions == "all" else window
         peak = memory.peak_memory(shape, group=group, width=prompt_tokens, window=win, block_rows=block)
         remote = model.backend == "remote"
-        free = None if remote else memory.available_bytes("cuda" if model.device == "auto" else model.device) \
-            if (model.device == "cpu" or _cuda()) else None
+        free = (
+            None
+            if remote
+            else memory.available_bytes("cuda" if model.device == "auto" else model.device)
+            if (model.device == "cpu" or _cuda())
+            else None
+        )
         one_row = peak["weights"] + peak["group"] + memory.block_bytes(shape, 1, prompt_tokens, win)
-        fits = "server" if remote else ("?" if free is None else ("yes" if peak["total"] <= free else
-                                                                     ("smaller blocks" if one_row <= free else "no")))
-        rows.append({**base, **{f"{k}_gb": v / 1e9 for k, v in peak.items()},
-                     "free_gb": None if free is None else free / 1e9, "fits": fits})
+        fits = (
+            "server"
+            if remote
+            else (
+                "?"
+                if free is None
+                else ("yes" if peak["total"] <= free else ("smaller blocks" if one_row <= free else "no"))
+            )
+        )
+        rows.append(
+            {
+                **base,
+                **{f"{k}_gb": v / 1e9 for k, v in peak.items()},
+                "free_gb": None if free is None else free / 1e9,
+                "fits": fits,
+            }
+        )
     return rows
 
 

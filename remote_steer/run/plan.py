@@ -46,8 +46,11 @@ def _items_per_concept(spec: ExperimentSpec) -> tuple[dict[str, tuple[int, int]]
             from remote_steer.data.preprocess import preprocess
 
             split = preprocess(
-                load_concept(concept, spec.data.source, spec.data.files), concept,
-                seed=spec.seed, test_fraction=spec.data.test_fraction, max_items=spec.data.max_items,
+                load_concept(concept, spec.data.source, spec.data.files),
+                concept,
+                seed=spec.seed,
+                test_fraction=spec.data.test_fraction,
+                max_items=spec.data.max_items,
             )
             counts[concept] = (len(split.train), len(split.test))
             lengths += [len(item.user_prompt()) // 4 + 20 for item in split.test]  # ~4 chars a token + chat header
@@ -102,7 +105,22 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
         remote_name = card.name if card is not None and card.toy else (card.hub_id if card else model.name)
         hosted = "—" if not backend.is_remote else (_hosted(backend, remote_name) if check_hosts else "unchecked")
         if layers is None or hidden is None:
-            plans.append(ModelPlan(model.name, backend.kind, model.engine, backend.host or "—", hosted, None, None, "?", None, None, None, None))
+            plans.append(
+                ModelPlan(
+                    model.name,
+                    backend.kind,
+                    model.engine,
+                    backend.host or "—",
+                    hosted,
+                    None,
+                    None,
+                    "?",
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            )
             continue
         sweep = len(spec.sweep_layers(layers, model))
         strengths = spec.strengths_for(model)
@@ -130,8 +148,12 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                     requests += 1
                     passes += math.ceil(rows / ev.batch_size)
                     prompts = items * math.ceil(rows / ev.batch_size)  # each prompt once per batch
-                    sent += (_TRACE_CODE_BYTES + prompts * prompt_tokens * _BYTES_PER_TOKEN + rows * 24
-                             + vectors * sweep * hidden * 4)
+                    sent += (
+                        _TRACE_CODE_BYTES
+                        + prompts * prompt_tokens * _BYTES_PER_TOKEN
+                        + rows * 24
+                        + vectors * sweep * hidden * 4
+                    )
                     received += rows * 4 + 1_000
             if letter_configs:
                 rows = test * (letter_configs + 1)
@@ -141,8 +163,20 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                 received += rows * 4 + 1_000
         items = f"{sum(tr for tr, _ in counts.values())}+{sum(te for _, te in counts.values())}"
         plans.append(
-            ModelPlan(model.name, backend.kind, model.engine, backend.host or "—", hosted, layers, sweep,
-                      items + (" (est.)" if estimated else ""), requests, passes, sent, received)
+            ModelPlan(
+                model.name,
+                backend.kind,
+                model.engine,
+                backend.host or "—",
+                hosted,
+                layers,
+                sweep,
+                items + (" (est.)" if estimated else ""),
+                requests,
+                passes,
+                sent,
+                received,
+            )
         )
     return plans, estimated
 

@@ -36,12 +36,21 @@ def _save_controls(path: Path, extra: torch.Tensor, kinds: list[tuple[str, int]]
         if rows:
             tensors[kind] = extra[rows].contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={
-        "format": "remote-steer/caa-controls-v1: [vectors, layers, hidden] per kind (shuffled labels, bootstrap)"}))
+    atomic_write(
+        path,
+        lambda tmp: save_file(
+            tensors,
+            str(tmp),
+            metadata={
+                "format": "remote-steer/caa-controls-v1: [vectors, layers, hidden] per kind (shuffled labels, bootstrap)"
+            },
+        ),
+    )
 
 
-def vectors_for(spec, prepared, concept: str, train, store: RunStore, backend, model: Callable[[], Any],
-                display, name: str) -> tuple[SteeringVectors, dict[str, torch.Tensor]]:
+def vectors_for(
+    spec, prepared, concept: str, train, store: RunStore, backend, model: Callable[[], Any], display, name: str
+) -> tuple[SteeringVectors, dict[str, torch.Tensor]]:
     """Load or extract the concept's vectors (and, when the spec asks, its shuffled-label
     and bootstrap vectors, from the same pass). Returns (vectors, {kind: [n, layers, hidden]})."""
     controls = spec.controls
@@ -51,20 +60,34 @@ def vectors_for(spec, prepared, concept: str, train, store: RunStore, backend, m
         vectors = SteeringVectors.load(vector_path)
         if spec.evaluation.strength_unit == "raw" or vectors.residual_norms is not None:
             return vectors, (_load_extra(extra_path) if need_extra else {})
-    weights, kinds = extraction_weights([it.matching_letter for it in train], controls.shuffled, controls.bootstrap,
-                                        spec.seed, name, concept)
+    weights, kinds = extraction_weights(
+        [it.matching_letter for it in train], controls.shuffled, controls.bootstrap, spec.seed, name, concept
+    )
     with display.progress(f"{name} · {concept} · extract", len(train), "pairs") as task:
         backend.on_status = lambda _stage, state: task.state(state)
         if prepared.spec.engine == "plain" and not need_extra and spec.evaluation.strength_unit == "raw":
             from remote_steer.engines.extraction import extract_caa  # nnsight operations only, no shipped kernel
 
-            vectors = extract_caa(model(), train, concept=concept, batch_size=spec.extraction.batch_size,
-                                  backend=backend, on_batch=task.advance, request_key=f"extract/{name}/{concept}")
+            vectors = extract_caa(
+                model(),
+                train,
+                concept=concept,
+                batch_size=spec.extraction.batch_size,
+                backend=backend,
+                on_batch=task.advance,
+                request_key=f"extract/{name}/{concept}",
+            )
             vectors.save(vector_path)
             return vectors, {}
         vectors, extra = extract_caa_fast_weighted(
-            model(), train, concept=concept, batch_size=spec.extraction.batch_size, backend=backend,
-            on_batch=task.advance, request_key=f"extract/{name}/{concept}", positions=spec.evaluation.positions,
+            model(),
+            train,
+            concept=concept,
+            batch_size=spec.extraction.batch_size,
+            backend=backend,
+            on_batch=task.advance,
+            request_key=f"extract/{name}/{concept}",
+            positions=spec.evaluation.positions,
             weights=weights,
         )
     if need_extra:
@@ -77,8 +100,9 @@ def _load_extra(path: Path) -> dict[str, torch.Tensor]:
     return dict(load_file(str(path))) if path.exists() else {}
 
 
-def control_sets(spec, vectors: SteeringVectors, extra: dict[str, torch.Tensor], name: str,
-                 concept: str) -> tuple[torch.Tensor, list[tuple[str, int]]]:
+def control_sets(
+    spec, vectors: SteeringVectors, extra: dict[str, torch.Tensor], name: str, concept: str
+) -> tuple[torch.Tensor, list[tuple[str, int]]]:
     """[V, layers, hidden] control and bootstrap vectors in the spec's strength unit, and
     (kind, index) per row. In residual units every vector is rescaled, layer by layer, to
     the layer's mean residual norm, as the real one is; random directions always carry the
@@ -100,8 +124,22 @@ def control_sets(spec, vectors: SteeringVectors, extra: dict[str, torch.Tensor],
     return torch.cat(sets), kinds
 
 
-def controls_stage(spec, prepared, concept, vectors, extra, configs, model, store, backend, display, counts,
-                   after_part, name, chunked_stage) -> None:
+def controls_stage(
+    spec,
+    prepared,
+    concept,
+    vectors,
+    extra,
+    configs,
+    model,
+    store,
+    backend,
+    display,
+    counts,
+    after_part,
+    name,
+    chunked_stage,
+) -> None:
     """Every control and bootstrap vector on the same held-out items and configurations as
     the real one, one request per chunk (the prompt pass shared by all of them)."""
     if not spec.controls.any:
@@ -115,12 +153,27 @@ def controls_stage(spec, prepared, concept, vectors, extra, configs, model, stor
 
     def run_chunk(first, chunk, engine, on_rows, key, todo_configs):
         share = (len(todo_configs) + 1) / (len(kinds) * len(todo_configs) + 1)  # engine rows → the bar's rows
-        baseline, steered = engine.run_vectors(chunk, sets, todo_configs, on_rows=lambda n: on_rows(round(n * share)),
-                                               request_key=key)
+        baseline, steered = engine.run_vectors(
+            chunk, sets, todo_configs, on_rows=lambda n: on_rows(round(n * share)), request_key=key
+        )
         return control_rows(name, concept, prepared, chunk, todo_configs, kinds, baseline, steered, spec)
 
-    chunked_stage(store, CONTROL_TABLE, "controls", name, concept, test, configs, make_engine,
-                  run_chunk, spec, backend, display, counts, after_part)
+    chunked_stage(
+        store,
+        CONTROL_TABLE,
+        "controls",
+        name,
+        concept,
+        test,
+        configs,
+        make_engine,
+        run_chunk,
+        spec,
+        backend,
+        display,
+        counts,
+        after_part,
+    )
 
 
 def control_rows(name, concept, prepared, items, configs, kinds, baseline, steered, spec) -> pd.DataFrame:
@@ -129,13 +182,23 @@ def control_rows(name, concept, prepared, items, configs, kinds, baseline, steer
     for i, item in enumerate(items):
         for v, (kind, index) in enumerate(kinds):
             for c, config in enumerate(configs):
-                rows.append({
-                    "model": name, "dataset": concept, "item_id": item.item_id, "layer": config.layer,
-                    "layer_fraction": layer_depth(config.layer, prepared.n_layers), "n_layers": prepared.n_layers,
-                    "strength": config.strength, "kind": kind, "vector": index,
-                    "logit_diff": float(steered[i, v, c]), "baseline_logit_diff": float(baseline[i]),
-                    "training": prepared.training, "strength_unit": spec.evaluation.strength_unit,
-                })
+                rows.append(
+                    {
+                        "model": name,
+                        "dataset": concept,
+                        "item_id": item.item_id,
+                        "layer": config.layer,
+                        "layer_fraction": layer_depth(config.layer, prepared.n_layers),
+                        "n_layers": prepared.n_layers,
+                        "strength": config.strength,
+                        "kind": kind,
+                        "vector": index,
+                        "logit_diff": float(steered[i, v, c]),
+                        "baseline_logit_diff": float(baseline[i]),
+                        "training": prepared.training,
+                        "strength_unit": spec.evaluation.strength_unit,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -153,12 +216,20 @@ def write_norms(store: RunStore, plan) -> pd.DataFrame:
             residual = vectors.residual_norms
             for layer, norm in enumerate(vectors.norms):
                 res = float(residual[layer]) if residual is not None else float("nan")
-                rows.append({
-                    "model": name, "dataset": concept, "layer": layer, "n_layers": prepared.n_layers,
-                    "layer_fraction": layer_depth(layer, prepared.n_layers), "vector_norm": norm,
-                    "residual_norm": res, "ratio": norm / res if res > 0 else float("nan"),
-                    "training": prepared.training, "positions": vectors.positions,
-                })
+                rows.append(
+                    {
+                        "model": name,
+                        "dataset": concept,
+                        "layer": layer,
+                        "n_layers": prepared.n_layers,
+                        "layer_fraction": layer_depth(layer, prepared.n_layers),
+                        "vector_norm": norm,
+                        "residual_norm": res,
+                        "ratio": norm / res if res > 0 else float("nan"),
+                        "training": prepared.training,
+                        "positions": vectors.positions,
+                    }
+                )
     frame = pd.DataFrame(rows)
     write_parquet(store.results_path(NORMS_TABLE), frame)
     return frame

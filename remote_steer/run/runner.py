@@ -29,7 +29,15 @@ from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fa
 from remote_steer.engines.sweep import LogitDiffEngine
 from remote_steer.engines.extraction import extract_caa
 from remote_steer.engines.generation import GenerationEngine, generation_rows, generation_summary
-from remote_steer.models.loading import LoadedModel, ModelSource, load_config, load_model, load_tokenizer, remote_id, resolve
+from remote_steer.models.loading import (
+    LoadedModel,
+    ModelSource,
+    load_config,
+    load_model,
+    load_tokenizer,
+    remote_id,
+    resolve,
+)
 from remote_steer.remote.ndif import journal_dir, journal_traffic, probe_key, require_hosted
 from remote_steer.data.preprocess import ConceptSplit, preprocess
 from remote_steer.data.prompts import EncodedItem, encode_generation_items, encode_items, supports_thinking
@@ -52,7 +60,9 @@ class PreparedModel:
     sweep_layers: list[int]
     generation_layers: list[int]
     training: str
-    encoded: dict[str, tuple[list[EncodedItem], list[EncodedItem]]] = field(default_factory=dict)  # concept -> (train, test)
+    encoded: dict[str, tuple[list[EncodedItem], list[EncodedItem]]] = field(
+        default_factory=dict
+    )  # concept -> (train, test)
     generation_encoded: dict[str, list[EncodedItem]] = field(default_factory=dict)  # concept -> test, for generation
     client_model: LoadedModel | None = None  # remote: the weightless model the key probe was built on
     thinking: bool = False  # generation prompts open the assistant turn with thinking on
@@ -89,8 +99,10 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
                 raise
             raise DataError(f"{spec_location(spec.path, 'data.concepts')}: data.concepts: {error}") from None
         if concept in spec.data.flip:  # polarity reversed: the other answer is the behaviour
-            raw = [dataclasses.replace(r, answer_matching=r.answer_not_matching, answer_not_matching=r.answer_matching)
-                   for r in raw]
+            raw = [
+                dataclasses.replace(r, answer_matching=r.answer_not_matching, answer_not_matching=r.answer_matching)
+                for r in raw
+            ]
         split = preprocess(
             raw, concept, seed=spec.seed, test_fraction=spec.data.test_fraction, max_items=spec.data.max_items
         )
@@ -154,13 +166,17 @@ def rigour_checks(spec: ExperimentSpec) -> None:
     """Spec fields that need the whole spec to check: flipped concepts, distinct model labels."""
     for concept in spec.data.flip:
         if concept not in spec.data.concepts:
-            raise SpecError(f"{spec.path or 'spec'}: data.flip: {concept!r} is not among data.concepts "
-                            f"({', '.join(spec.data.concepts)})")
+            raise SpecError(
+                f"{spec.path or 'spec'}: data.flip: {concept!r} is not among data.concepts "
+                f"({', '.join(spec.data.concepts)})"
+            )
     labels = [m.label for m in spec.models]
     for label in labels:
         if labels.count(label) > 1:
-            raise SpecError(f"{spec.path or 'spec'}: models: two entries are named {label!r}; "
-                            "expected distinct names (set display_name to tell them apart)")
+            raise SpecError(
+                f"{spec.path or 'spec'}: models: two entries are named {label!r}; "
+                "expected distinct names (set display_name to tell them apart)"
+            )
 
 
 def _note_toy_build(name: str, display: Display) -> None:
@@ -174,7 +190,9 @@ def _note_toy_build(name: str, display: Display) -> None:
         from remote_steer.models.real_small import is_built, real_dir
 
         if not is_built(card.name):
-            display.note(f"Building {card.name} from its GGUF (first use, about a minute; cached in {real_dir(card.name)})")
+            display.note(
+                f"Building {card.name} from its GGUF (first use, about a minute; cached in {real_dir(card.name)})"
+            )
 
 
 def make_backend(model_spec: ModelSpec, run_dir: Path | None = None) -> Backend:
@@ -262,9 +280,13 @@ def _model_traffic(backend: Backend, run_dir: Path, name: str) -> dict[str, Any]
     if backend.is_remote:
         return journal_traffic(run_dir).get(name, {})
     return {stage: t.as_dict() for stage, t in backend.traffic.items()}
+
+
 def run_steps(plan: Plan) -> list[str]:
     """Every stage of the run in order, as its progress bar names it."""
-    stages = ["extract"] + [s for m, s in (("logit", "sweep"), ("generation", "generate")) if m in plan.spec.evaluation.modes]
+    stages = ["extract"] + [
+        s for m, s in (("logit", "sweep"), ("generation", "generate")) if m in plan.spec.evaluation.modes
+    ]
     return [f"{m.spec.name} · {c} · {s}" for m in plan.models for c in plan.splits for s in stages]
 
 
@@ -305,25 +327,69 @@ def _run_model(
         if "logit" in spec.evaluation.modes:
             sweep_engine = FastLogitDiffEngine if prepared.spec.engine == "fast" else LogitDiffEngine
             engine = lambda: sweep_engine(  # noqa: E731 - built only if a chunk is left
-                model(), backend, spec.evaluation.batch_size, spec.evaluation.positions  # type: ignore[arg-type]
+                model(),
+                backend,
+                spec.evaluation.batch_size,
+                spec.evaluation.positions,  # type: ignore[arg-type]
             )
 
             def logit_chunk(first, chunk, engine, on_rows, key, todo_configs, concept=concept, vectors=vectors):
-                sweep = engine.run(chunk, vectors.scaled(spec.evaluation.strength_unit), todo_configs, on_rows=on_rows,
-                                   request_key=key)
+                sweep = engine.run(
+                    chunk, vectors.scaled(spec.evaluation.strength_unit), todo_configs, on_rows=on_rows, request_key=key
+                )
                 frame = _tidy(name, concept, prepared, chunk, todo_configs, sweep, spec.evaluation.positions)
                 return frame.assign(strength_unit=spec.evaluation.strength_unit)
 
-            _chunked_stage(store, LOGIT_TABLE, "sweep", name, concept, test, configs, engine, logit_chunk,
-                           spec, backend, display, counts, after_part)
-            rigour.controls_stage(spec, prepared, concept, vectors, extra, configs, model, store, backend, display,
-                                  counts, after_part, name, _chunked_stage)
+            _chunked_stage(
+                store,
+                LOGIT_TABLE,
+                "sweep",
+                name,
+                concept,
+                test,
+                configs,
+                engine,
+                logit_chunk,
+                spec,
+                backend,
+                display,
+                counts,
+                after_part,
+            )
+            rigour.controls_stage(
+                spec,
+                prepared,
+                concept,
+                vectors,
+                extra,
+                configs,
+                model,
+                store,
+                backend,
+                display,
+                counts,
+                after_part,
+                name,
+                _chunked_stage,
+            )
             if not prepared.source.is_toy:  # letter control (run/letter_control.py): real models only
                 from remote_steer.run.letter_control import run_letter_control
 
-                run_letter_control(store, name, concept, train, test, vectors, prepared.sweep_layers,
-                                   spec.strengths_for(prepared.spec), model, backend, spec.extraction.batch_size,
-                                   spec.evaluation.batch_size, spec.evaluation.positions)
+                run_letter_control(
+                    store,
+                    name,
+                    concept,
+                    train,
+                    test,
+                    vectors,
+                    prepared.sweep_layers,
+                    spec.strengths_for(prepared.spec),
+                    model,
+                    backend,
+                    spec.extraction.batch_size,
+                    spec.evaluation.batch_size,
+                    spec.evaluation.positions,
+                )
         if "generation" in spec.evaluation.modes and concept in prepared.generation_encoded:
             _generation_stage(plan, prepared, concept, vectors, model, store, backend, display, counts, after_part)
     return {
@@ -344,8 +410,22 @@ def _run_model(
     }
 
 
-def _chunked_stage(store, table, label, name, concept, items, configs, make_engine, run_chunk,
-                   spec, backend, display, counts, after_part) -> None:
+def _chunked_stage(
+    store,
+    table,
+    label,
+    name,
+    concept,
+    items,
+    configs,
+    make_engine,
+    run_chunk,
+    spec,
+    backend,
+    display,
+    counts,
+    after_part,
+) -> None:
     """Run a stage chunk by chunk, one request and one checkpointed part per chunk,
     computing only the configurations a chunk's saved parts lack (``run.extend``)."""
     size = _recorded_chunk_size(store, table, name, concept, lambda: chunk_size(spec, items, len(configs)))
@@ -385,14 +465,30 @@ def _generation_stage(plan, prepared, concept, vectors, model, store, backend, d
         return make_generation_engine(spec, prepared, model(), backend)
 
     def generation_chunk(first, chunk, engine, on_rows, key, todo_configs):
-        result = engine.run(chunk, vectors.scaled(spec.evaluation.strength_unit), todo_configs, on_rows=on_rows,
-                            request_key=key)
+        result = engine.run(
+            chunk, vectors.scaled(spec.evaluation.strength_unit), todo_configs, on_rows=on_rows, request_key=key
+        )
         items = [by_id[it.item_id] for it in chunk]
-        return generation_rows(name, concept, prepared.n_layers, prepared.training, items, todo_configs, result,
-                               thinking=prepared.thinking)
+        return generation_rows(
+            name, concept, prepared.n_layers, prepared.training, items, todo_configs, result, thinking=prepared.thinking
+        )
 
-    _chunked_stage(store, GENERATION_TABLE, "generate", name, concept, encoded, configs, make_engine,
-                   generation_chunk, spec, backend, display, counts, after_part)
+    _chunked_stage(
+        store,
+        GENERATION_TABLE,
+        "generate",
+        name,
+        concept,
+        encoded,
+        configs,
+        make_engine,
+        generation_chunk,
+        spec,
+        backend,
+        display,
+        counts,
+        after_part,
+    )
 
 
 def _recorded_chunk_size(store: RunStore, table: str, model: str, concept: str, compute) -> int:
@@ -444,13 +540,24 @@ def _show_generation(display: Display, generation: pd.DataFrame, plan: Plan) -> 
         return
     cells = generation_summary(generation)
     rows = [
-        (r.model, r.dataset, r.layer, r.strength, r.validity_rate, r.behavior_rate, r.behavior_rate_all,
-         r.baseline_behavior_rate, r.n_items)
+        (
+            r.model,
+            r.dataset,
+            r.layer,
+            r.strength,
+            r.validity_rate,
+            r.behavior_rate,
+            r.behavior_rate_all,
+            r.baseline_behavior_rate,
+            r.n_items,
+        )
         for r in cells.itertuples()
     ]
     toys = any(m.source.is_toy for m in plan.models)
-    caption = ("valid: clean A/B answers. behaviour: matching among valid answers; all: matching among all "
-               "answers, invalid counted as no. baseline: unsteered, among valid.")
+    caption = (
+        "valid: clean A/B answers. behaviour: matching among valid answers; all: matching among all "
+        "answers, invalid counted as no. baseline: unsteered, among valid."
+    )
     if toys:
         caption += " Random-weight toys rarely give a parsable answer; validity 0 is expected for them."
     display.table(
@@ -470,7 +577,9 @@ def _show_traffic(display: Display, traffic: dict[str, Any]) -> None:
     ]
     if rows:
         display.table(
-            "Remote traffic", ["model", "stage", "requests", "bytes sent", "bytes received", "job seconds", "retries"], rows
+            "Remote traffic",
+            ["model", "stage", "requests", "bytes sent", "bytes received", "job seconds", "retries"],
+            rows,
         )
 
 

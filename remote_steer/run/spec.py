@@ -64,7 +64,9 @@ class EvaluationSpec:
     batch_size: int = 64  # rows (item × configuration) per forward pass
     chunk_items: int = 16  # items per checkpointed results part and per request (resume granularity)
     request_token_budget: int = 2_000_000  # max padded tokens (rows × width) in one request
-    strength_unit: str = "raw"  # "raw": s × the vector; "residual": s × the layer's mean residual norm, in the vector's direction
+    strength_unit: str = (
+        "raw"  # "raw": s × the vector; "residual": s × the layer's mean residual norm, in the vector's direction
+    )
 
 
 @dataclass(frozen=True)
@@ -158,16 +160,28 @@ class ExperimentSpec:
         names = [m.name for m in self.models]
         for model in gen.models or ():
             if model not in names:
-                raise SpecError(f"{where}: generation.models: {model!r} is not a [[models]] name; expected one of {', '.join(names)}")
+                raise SpecError(
+                    f"{where}: generation.models: {model!r} is not a [[models]] name; expected one of {', '.join(names)}"
+                )
         for concept in gen.concepts or ():
             if concept not in self.data.concepts:
-                raise SpecError(f"{where}: generation.concepts: {concept!r} is not in data.concepts; "
-                                f"expected one of {', '.join(self.data.concepts)}")
+                raise SpecError(
+                    f"{where}: generation.concepts: {concept!r} is not in data.concepts; "
+                    f"expected one of {', '.join(self.data.concepts)}"
+                )
         given = [k for k in ("layers", "layer_fractions", "best_layers") if getattr(gen, k) is not None]
         if len(given) > 1:
-            raise SpecError(f"{where}: generation.{given[1]}: give one of generation.layers, layer_fractions, best_layers")
-        if gen.best_layers is not None and "generation" in self.evaluation.modes and "logit" not in self.evaluation.modes:
-            raise SpecError(f"{where}: generation.best_layers: needs the logit sweep; expected evaluation.modes to include \"logit\"")
+            raise SpecError(
+                f"{where}: generation.{given[1]}: give one of generation.layers, layer_fractions, best_layers"
+            )
+        if (
+            gen.best_layers is not None
+            and "generation" in self.evaluation.modes
+            and "logit" not in self.evaluation.modes
+        ):
+            raise SpecError(
+                f'{where}: generation.best_layers: needs the logit sweep; expected evaluation.modes to include "logit"'
+            )
 
     def check_layers(self, model: str, n_layers: int) -> None:
         for index, spec_model in enumerate(self.models):
@@ -192,8 +206,13 @@ class ExperimentSpec:
                 )
 
 
-_SECTIONS = {"data": DataSpec, "extraction": ExtractionSpec, "evaluation": EvaluationSpec, "generation": GenerationSpec,
-             "controls": ControlsSpec}
+_SECTIONS = {
+    "data": DataSpec,
+    "extraction": ExtractionSpec,
+    "evaluation": EvaluationSpec,
+    "generation": GenerationSpec,
+    "controls": ControlsSpec,
+}
 _CHOICES = {
     "evaluation.positions": ("assistant", "all"),
     "evaluation.strength_unit": ("raw", "residual"),
@@ -278,8 +297,10 @@ class _Reader:
         if name in ("concepts", "flip") or key in ("generation.models",):
             return tuple(self.strings(value, key))
         if name == "layer_fractions":
-            if not isinstance(value, list) or not value or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in value
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in value)
             ):
                 raise self.fail(key, "expected a non-empty list of depth fractions in [0, 1], e.g. [0.4, 0.6]")
             return tuple(float(v) for v in value)
@@ -304,14 +325,24 @@ class _Reader:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise self.fail(key, f"expected a whole number ≥ 0 (how many vectors), got {value!r}")
             return value
-        if name in ("max_items", "seed", "batch_size", "chunk_items", "request_token_budget", "max_new_tokens",
-                    "best_layers", "answer_tokens"):
+        if name in (
+            "max_items",
+            "seed",
+            "batch_size",
+            "chunk_items",
+            "request_token_budget",
+            "max_new_tokens",
+            "best_layers",
+            "answer_tokens",
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
                 raise self.fail(key, f"expected a positive integer, got {value!r}")
             return value
         if name in ("test_fraction", "layer_start_fraction"):
             if not isinstance(value, (int, float)) or not 0 <= value < 1 or (name == "test_fraction" and value == 0):
-                raise self.fail(key, f"expected a number in {'(0, 1)' if name == 'test_fraction' else '[0, 1)'}, got {value!r}")
+                raise self.fail(
+                    key, f"expected a number in {'(0, 1)' if name == 'test_fraction' else '[0, 1)'}, got {value!r}"
+                )
             return float(value)
         if not isinstance(value, str):
             raise self.fail(key, f"expected a string, got {value!r}")
@@ -330,7 +361,7 @@ MODES = ("logit", "generation")
 
 def parse_modes(modes: tuple[str, ...], where: str) -> tuple[str, ...]:
     if not modes or (bad := [m for m in modes if m not in MODES]):
-        raise SpecError(f"{where}: unknown mode {bad[0] if modes else ''!r}; expected \"logit\" and/or \"generation\"")
+        raise SpecError(f'{where}: unknown mode {bad[0] if modes else ""!r}; expected "logit" and/or "generation"')
     return modes
 
 

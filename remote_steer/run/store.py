@@ -28,7 +28,17 @@ import pandas as pd
 
 from remote_steer.errors import SpecError
 
-_PACKAGES = ("remote-steer", "torch", "transformers", "nnsight", "tokenizers", "numpy", "pandas", "pyarrow", "safetensors")
+_PACKAGES = (
+    "remote-steer",
+    "torch",
+    "transformers",
+    "nnsight",
+    "tokenizers",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "safetensors",
+)
 
 
 def slug(name: str) -> str:
@@ -93,7 +103,9 @@ def git_commit() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown (not a git checkout)"
@@ -166,8 +178,9 @@ class RunStore:
 
     # -- result parts --------------------------------------------------------
 
-    def write_part(self, table: str, model: str, concept: str, first_item: int, frame: pd.DataFrame,
-                   extension: int = 0) -> None:
+    def write_part(
+        self, table: str, model: str, concept: str, first_item: int, frame: pd.DataFrame, extension: int = 0
+    ) -> None:
         write_parquet(self.part_path(table, model, concept, first_item, extension), frame)
 
     def has_part(self, table: str, model: str, concept: str, first_item: int) -> bool:
