@@ -9,9 +9,9 @@ units, as in the sweep.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from remote_steer.errors import RemoteSteerError
 

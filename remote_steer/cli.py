@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -27,18 +26,18 @@ def _fail(error: RemoteSteerError) -> None:
 @app.command(short_help="Extract vectors and sweep layers × strengths for a spec.")
 def run(
     spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/quickstart.toml."),
-    name: Optional[str] = typer.Option(None, "--name", help="Run name (directory under the spec's output_dir)."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Override the spec's output_dir."),
+    name: str | None = typer.Option(None, "--name", help="Run name (directory under the spec's output_dir)."),
+    output_dir: Path | None = typer.Option(None, "--output-dir", help="Override the spec's output_dir."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete an existing run directory of this name first."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
-    backend: Optional[str] = typer.Option(
+    backend: str | None = typer.Option(
         None, "--backend", help='Run every model on this backend: "local", "remote" (NDIF) or "simulated-remote".'
     ),
-    host: Optional[str] = typer.Option(None, "--host", help="Remote server URL (default: spec, then $NDIF_HOST)."),
-    modes: Optional[str] = typer.Option(
+    host: str | None = typer.Option(None, "--host", help="Remote server URL (default: spec, then $NDIF_HOST)."),
+    modes: str | None = typer.Option(
         None, "--modes", help='Evaluation modes, comma-separated: "logit", "generation" (default: the spec\'s).'
     ),
-    engine: Optional[str] = typer.Option(
+    engine: str | None = typer.Option(
         None,
         "--engine",
         help='Engine for every model: "fast" (default) or "plain" (for a host that refuses registered code).',
@@ -252,10 +251,10 @@ def plan(
 
 @app.command("check-remote", short_help="Try a remote host: reachable, hosted, key, one tiny trace.")
 def check_remote(
-    host: Optional[str] = typer.Option(
+    host: str | None = typer.Option(
         None, "--host", help="Server URL (default: $NDIF_HOST, then nnsight's configured host)."
     ),
-    model: Optional[str] = typer.Option(
+    model: str | None = typer.Option(
         None, "--model", help="Model to try (default: the first registry model the host serves)."
     ),
     engine: str = typer.Option("fast", "--engine", help='"fast" or "plain": the engine the tiny trace uses.'),
@@ -371,7 +370,7 @@ def report(
     run_dirs: list[Path] = typer.Argument(
         ..., help="One or more run directories (each with results/logit_diff.parquet)."
     ),
-    output: Optional[Path] = typer.Option(
+    output: Path | None = typer.Option(
         None,
         "--output",
         "-o",
@@ -389,8 +388,8 @@ def report(
     are concatenated, and a (model, dataset, item, layer, strength) that two runs
     both hold is taken from the first run listed (report.md notes it).
     """
-    from remote_steer.display import RichDisplay
     from remote_steer.analysis.report import build_report
+    from remote_steer.display import RichDisplay
 
     try:
         written = build_report(run_dirs, output, n_boot=n_boot, seed=seed, figures=not no_figures)
@@ -421,13 +420,13 @@ def report(
 def bench(
     items: int = typer.Option(64, "--items", help="Held-out items swept (as many training items train the vector)."),
     layers: int = typer.Option(24, "--layers", help="Decoder layers of the benchmark toy."),
-    hidden: Optional[int] = typer.Option(
+    hidden: int | None = typer.Option(
         None, "--hidden", help="Hidden size of the benchmark toy (default 256), or of the --shape (default: its own)."
     ),
-    shape: Optional[str] = typer.Option(
+    shape: str | None = typer.Option(
         None, "--shape", help='A registry model, e.g. "Qwen3-4B": random weights with its depth, heads and vocabulary.'
     ),
-    width_scale: Optional[float] = typer.Option(
+    width_scale: float | None = typer.Option(
         None, "--width-scale", help="Scale the --shape's width (hidden size, MLP) by this factor; depth is kept."
     ),
     model: str = typer.Option(
@@ -443,7 +442,7 @@ def bench(
     device: str = typer.Option(
         "cpu", "--device", help='"cpu"; for CUDA run tests/gpu_check.py (full-size shapes in bf16).'
     ),
-    data: Optional[Path] = typer.Option(
+    data: Path | None = typer.Option(
         None, "--data", help="Upstream model-written-evals root (default: the bundled fixtures)."
     ),
     threads: int = typer.Option(2, "--threads", help="Torch threads in every implementation."),
@@ -542,7 +541,7 @@ def bench(
 @app.command(short_help="Ask a question; see baseline and steered answers.")
 def generate(
     run_dir: Path = typer.Argument(..., help="A run directory (holds vectors/)."),
-    question: Optional[str] = typer.Argument(None, help="The question to ask (omit with --chat)."),
+    question: str | None = typer.Argument(None, help="The question to ask (omit with --chat)."),
     model: str = typer.Option(..., "--model", "-m", help="Model of the run, e.g. toy/qwen3."),
     concept: str = typer.Option(..., "--concept", "-c", help="Concept whose vector steers, e.g. corrigibility."),
     layer: int = typer.Option(..., "--layer", "-l", help="Decoder layer to steer (0-based)."),
@@ -550,10 +549,10 @@ def generate(
         ..., "--strength", "-s", help="Strength in raw units (as in the sweep); repeat for several."
     ),
     chat: bool = typer.Option(False, "--chat", help="Ask questions in a loop (empty line or Ctrl-D ends)."),
-    backend: Optional[str] = typer.Option(
+    backend: str | None = typer.Option(
         None, "--backend", help='"local", "remote" or "simulated-remote" (default: the run\'s).'
     ),
-    host: Optional[str] = typer.Option(None, "--host", help="Remote server URL (default: the run's, then $NDIF_HOST)."),
+    host: str | None = typer.Option(None, "--host", help="Remote server URL (default: the run's, then $NDIF_HOST)."),
     max_new_tokens: int = typer.Option(40, "--max-new-tokens", help="Tokens generated per answer."),
     positions: str = typer.Option("assistant", "--positions", help='Prompt positions steered: "assistant" or "all".'),
 ) -> None:
@@ -601,12 +600,12 @@ def generate(
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory (holds vectors/)."),
     fmt: str = typer.Option(..., "--format", "-f", help='"gguf" (llama.cpp), "safetensors" or "steering-vectors".'),
-    output: Optional[Path] = typer.Option(
+    output: Path | None = typer.Option(
         None, "--output", "-o", help="Directory for the files (default: RUN_DIR/export/FORMAT)."
     ),
-    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Only this model (repeatable)."),
-    concept: Optional[list[str]] = typer.Option(None, "--concept", "-c", help="Only this concept (repeatable)."),
-    layer: Optional[list[int]] = typer.Option(
+    model: list[str] | None = typer.Option(None, "--model", "-m", help="Only this model (repeatable)."),
+    concept: list[str] | None = typer.Option(None, "--concept", "-c", help="Only this concept (repeatable)."),
+    layer: list[int] | None = typer.Option(
         None, "--layer", "-l", help="Only this decoder layer (repeatable; default all)."
     ),
 ) -> None:

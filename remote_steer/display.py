@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 
 
 class ProgressTask(Protocol):
@@ -17,7 +18,7 @@ class ProgressTask(Protocol):
 
 
 class Display(Protocol):
-    def progress(self, description: str, total: int, unit: str = "items") -> "contextmanager[ProgressTask]": ...
+    def progress(self, description: str, total: int, unit: str = "items") -> contextmanager[ProgressTask]: ...
     def note(self, message: str) -> None: ...
     def table(
         self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], caption: str = ""

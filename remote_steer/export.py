@@ -26,9 +26,10 @@ Formats (one file per model × concept, under ``<run>/export/<format>/`` by defa
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 

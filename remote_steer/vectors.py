@@ -25,10 +25,11 @@ Two ways to apply it:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import torch
 
@@ -126,7 +127,7 @@ class SteeringVector:
     # -- files -----------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | Path) -> "SteeringVector":
+    def load(cls, path: str | Path) -> SteeringVector:
         """Read a run's ``vectors/<model>/<concept>.safetensors``."""
         from safetensors import safe_open
         from safetensors.torch import load_file

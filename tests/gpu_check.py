@@ -61,6 +61,7 @@ def _sync():
 
 def check_shape(name, *, hidden, dtype, device, n_items, plain_items, gen_items, gen_tokens):
     from conftest import make_items
+
     from remote_steer.data.prompts import encode_items
     from remote_steer.engines.extraction import extract_caa
     from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast

@@ -244,8 +244,9 @@ class LoopbackNdif:
         return web.json_response({"deployments": deployments, "cluster": {"nodes": {}}})
 
     async def _env(self, request):
-        from aiohttp import web
         from importlib import metadata
+
+        from aiohttp import web
 
         packages = {name: metadata.version(name) for name in ("nnsight", "torch", "transformers")}
         return web.json_response({"python_version": sys.version, "packages": packages})
@@ -406,7 +407,7 @@ class NdifProcess:
         self.process: subprocess.Popen | None = None
         self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"ndif-loopback-{self.port}.log"
 
-    def start(self, timeout_s: float = 180.0) -> "NdifProcess":
+    def start(self, timeout_s: float = 180.0) -> NdifProcess:
         import httpx
 
         command = [

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 from typer.testing import CliRunner
 
-from conftest import REPO_ROOT
 from remote_steer.bench.bench import BenchOptions, floor_work, markdown, run_bench, write_result
 from remote_steer.cli import app
 

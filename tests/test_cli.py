@@ -134,7 +134,6 @@ def test_plan_runs_offline_and_prints_every_model(monkeypatch):
 
 def test_plan_makes_no_network_call_unless_asked(monkeypatch):
     import httpx
-
     from conftest import REPO_ROOT
 
     def refuse(*args, **kwargs):

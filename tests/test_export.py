@@ -3,7 +3,6 @@ numbering the consuming tool expects."""
 
 from __future__ import annotations
 
-import json
 import stat
 
 import pytest

@@ -14,14 +14,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_items
+
+from remote_steer.data.prompts import encode_items
 from remote_steer.engines import fast_kernel
-from remote_steer.remote.backend import Backend
-from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
 from remote_steer.engines.extraction import extract_caa
 from remote_steer.engines.fast_engine import FastLogitDiffEngine, WorkStats, extract_caa_fast
-from remote_steer.data.prompts import encode_items
+from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+from remote_steer.remote.backend import Backend
 
 ATOL = 1e-4
 # toys have 12 layers: 4 = first sweep layer (⌈0.33·12⌉), 7 a middle one, 11 the last, 0 the first
@@ -95,8 +95,9 @@ def test_remote_backend_keeps_state_on_the_server(dense_toy, encoded, ndif_serve
     """Against the loopback NDIF server process: one job per call, client without weights,
     only [items, configurations] numbers come back."""
     from conftest import NDIF_TEST_KEY
-    from remote_steer.remote.backend import RetryPolicy
+
     from remote_steer.models.loading import load_model, resolve
+    from remote_steer.remote.backend import RetryPolicy
 
     before = ndif_server.submissions
     client = load_model(resolve("toy/qwen3"), dtype="float32", weights=False)

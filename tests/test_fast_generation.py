@@ -12,8 +12,8 @@ import contextlib
 
 import pytest
 import torch
-
 from conftest import make_items
+
 from remote_steer.data.prompts import encode_generation_items
 from remote_steer.engines import answer_stop
 from remote_steer.engines.fast_generation import FastGenerationEngine

@@ -15,11 +15,11 @@ import contextlib
 import pandas as pd
 import pytest
 import torch
-
 from conftest import make_items
+
+from remote_steer.data.preprocess import ABItem
+from remote_steer.data.prompts import encode_items
 from remote_steer.engines import answer_stop
-from remote_steer.remote.backend import Backend
-from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
 from remote_steer.engines.generation import (
     GENERATION_COLUMNS,
     GenerationEngine,
@@ -27,8 +27,8 @@ from remote_steer.engines.generation import (
     generation_rows,
     generation_summary,
 )
-from remote_steer.data.preprocess import ABItem
-from remote_steer.data.prompts import encode_items
+from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+from remote_steer.remote.backend import Backend
 
 N_NEW = 3  # generated tokens per row: enough to see later steps steered, cheap on CPU
 STRONG = 30.0  # strength at which an unembedding-direction vector decides the next token
@@ -230,8 +230,9 @@ def test_remote_generation_against_loopback_server_equals_local(dense_toy, cases
     """The same engine through the NDIF protocol (the loopback server process), with a
     weightless client model: equal ids, and only ids come back."""
     from conftest import NDIF_TEST_KEY
-    from remote_steer.remote.backend import RetryPolicy
+
     from remote_steer.models.loading import load_model, resolve
+    from remote_steer.remote.backend import RetryPolicy
 
     items, vectors, configs, local = cases[dense_toy.name]
     client = load_model(resolve(dense_toy.name), dtype="float32", weights=False)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from conftest import make_items
+
 from remote_steer.data.prompts import (
     chat_text,
     encode_generation_item,

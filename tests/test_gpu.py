@@ -30,6 +30,7 @@ BF16_ATOL, BF16_RTOL = 0.05, 0.02
 
 def _items(tokenizer, n=6):
     from conftest import make_items
+
     from remote_steer.data.prompts import encode_items
 
     return encode_items(tokenizer, make_items(n, seed=7))

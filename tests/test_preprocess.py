@@ -12,8 +12,8 @@ import pytest
 
 from remote_steer.data import preprocess as pp
 from remote_steer.data.loading import RawItem, load_concept
-from remote_steer.errors import DataError
 from remote_steer.data.preprocess import ABItem, DropItem, parse_item, preprocess
+from remote_steer.errors import DataError
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared/data/model-written-evals"
 REAL_FILES = {

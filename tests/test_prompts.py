@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import make_items
+
 from remote_steer.data.loading import load_concept
-from remote_steer.errors import DataError
-from remote_steer.models.loading import load_tokenizer, resolve
 from remote_steer.data.preprocess import ABItem, preprocess
 from remote_steer.data.prompts import chat_text, encode_item
+from remote_steer.errors import DataError
+from remote_steer.models.loading import load_tokenizer, resolve
 
 
 @pytest.fixture(scope="module")

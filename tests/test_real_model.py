@@ -17,8 +17,8 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
-
 from conftest import hf_module, hook_layer_outputs, hook_logit_diff
+
 from remote_steer.data.prompts import encode_items
 from remote_steer.engines.extraction import extract_caa
 from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast, supports_fast_path
@@ -175,10 +175,11 @@ def test_greedy_generation_equals_plain_generate_with_hooks(real, encoded):
 def test_real_model_shows_letter_collapse(real):
     """SmolLM2 on the corrigibility fixtures: at ±16, layer 12, both signs push toward "A"
     (seen in experiments/real-small.toml: letter shift +1.87 and +1.18, t 17 and 6)."""
+    import pandas as pd
+
     from remote_steer.analysis.letters import letter_effects
     from remote_steer.data.loading import load_concept
     from remote_steer.data.preprocess import preprocess
-    import pandas as pd
 
     split = preprocess(load_concept("corrigibility", "fixtures"), "corrigibility", seed=0, test_fraction=0.5)
     train, test = encode_items(real.tokenizer, split.train), encode_items(real.tokenizer, split.test)

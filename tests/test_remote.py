@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import NDIF_TEST_KEY as KEY
 from conftest import REPO_ROOT, make_items
+
 from remote_steer.data.prompts import encode_items
 from remote_steer.engines.extraction import SteeringVectors
 from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from remote_steer.cli import app
 from remote_steer.analysis.report import ResultsError, build_report, load_runs
+from remote_steer.cli import app
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,8 @@ import pytest
 
 from remote_steer.analysis import controls as C
 from remote_steer.analysis import crossfit as X
-from remote_steer.analysis import uncertainty as U
 from remote_steer.analysis import statistics as A
+from remote_steer.analysis import uncertainty as U
 from remote_steer.engines import controls as EC
 from remote_steer.errors import SpecError
 from remote_steer.run.spec import parse_spec

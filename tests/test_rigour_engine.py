@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_items
+
 from remote_steer.data.prompts import encode_items
 from remote_steer.engines.extraction import extract_caa, extract_caa_weighted
 from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast, extract_caa_fast_weighted

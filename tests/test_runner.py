@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from remote_steer.analysis.statistics import glass_delta
-from remote_steer.errors import SpecError
 from remote_steer.engines.extraction import SteeringVectors
+from remote_steer.errors import SpecError
 from remote_steer.run.runner import run_experiment
 from remote_steer.run.spec import parse_spec
 

@@ -19,7 +19,7 @@ Loads no model.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -242,7 +242,7 @@ def build_generation_only(run_dirs: list[Path], out_dir: Path):
         [
             "# remote-steer report",
             "",
-            f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from saved results only "
+            f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from saved results only "
             "(no model loaded).",
             "",
             "## Sources",

@@ -11,8 +11,8 @@ NaN deltas) without crashing.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import pandas as pd
 
 from remote_steer.analysis import rigour_report as R
@@ -312,7 +311,7 @@ def default_out_dir(run_dirs: list[Path]) -> Path:
     """``RUN_DIR/report`` for one run; ``outputs/report-<UTC timestamp>`` for several."""
     if len(run_dirs) == 1:
         return Path(run_dirs[0]) / "report"
-    return Path("outputs") / f"report-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    return Path("outputs") / f"report-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
 
 
 def build_report(
@@ -799,7 +798,7 @@ def render_markdown(report: Report, n_boot: int, seed: int, level: float) -> str
     out = [
         "# remote-steer report",
         "",
-        f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from saved results only "
+        f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from saved results only "
         "(no model loaded).",
         "",
         "## Sources",

@@ -3,8 +3,8 @@ drawn with the report's conventions (``plots``: Agg backend, Okabe–Ito colours
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,6 @@ from remote_steer.analysis.plots import (
     _grid,
     _save,
     _short,
-    plt,
 )
 
 CONTROL_MARKERS = {"random": "o", "shuffled": "^"}

@@ -9,11 +9,10 @@ and on the merged logit-diff results. Imports no model code.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import pandas as pd
 
 from remote_steer.analysis import controls as C

@@ -116,11 +116,9 @@ def prepare_inputs(options: BenchOptions) -> tuple[dict, dict, list[str]]:
     """The toy checkpoint, the prompts (train and test) and the sweep, as one JSON-able spec."""
     from remote_steer.data.concepts import STUDY_CONCEPTS
     from remote_steer.data.loading import list_concepts, load_concept
-    from remote_steer.models.loading import load_tokenizer, resolve
     from remote_steer.data.preprocess import preprocess
     from remote_steer.data.prompts import encode_items
-    from remote_steer.models.registry import require_toy
-    from remote_steer.models.toy import ensure_toy
+    from remote_steer.models.loading import load_tokenizer, resolve
 
     notes: list[str] = []
     checkpoint, n_layers, described = bench_checkpoint(options)

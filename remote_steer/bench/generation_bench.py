@@ -64,7 +64,7 @@ class GenBenchOptions:
     seed: int = 0
 
     @classmethod
-    def quick(cls, **overrides) -> "GenBenchOptions":
+    def quick(cls, **overrides) -> GenBenchOptions:
         return cls(**{**dict(items=4, layers=6, hidden=64, new_tokens=8, repeats=1, batch_items=4), **overrides})
 
 
@@ -310,9 +310,8 @@ def _run_d(model, items, vectors, configs, spec, n_new):
 
     import torch
 
-    from remote_steer.engines.fast_gen_kernel import output_cache
-
     from remote_steer.engines.batching import left_pad
+    from remote_steer.engines.fast_gen_kernel import output_cache
 
     hf = model.nn._module
     rows_per_item = len(configs) + 1

@@ -63,9 +63,9 @@ class Items:
 
 
 def run_fast(spec: dict, train, test, configs, warm: bool) -> dict:
-    from remote_steer.remote.backend import Backend
     from remote_steer.engines.fast_engine import FastLogitDiffEngine, WorkStats, extract_caa_fast
     from remote_steer.models.loading import load_model, resolve
+    from remote_steer.remote.backend import Backend
 
     model = _loaded(spec, lambda: load_model(resolve(spec["checkpoint"]), dtype="float32"))
     batch = spec["batch_size"]

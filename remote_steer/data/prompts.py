@@ -8,11 +8,12 @@ is one token but `` (`` + ``A`` are two.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
-from remote_steer.errors import DataError
 from remote_steer.data.preprocess import ABItem
+from remote_steer.errors import DataError
 
 SteerPositions = Literal["assistant", "all"]
 

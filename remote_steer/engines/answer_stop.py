@@ -20,8 +20,9 @@ no tokenizer runs), from flags computed once per tokenizer:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 

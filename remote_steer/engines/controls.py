@@ -16,7 +16,7 @@ weight matrix multiplies the per-item differences inside the trace
 from __future__ import annotations
 
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -9,19 +9,19 @@ trace, so only a [layers, hidden] tensor leaves the model.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import nnsight
 import torch
 from safetensors.torch import load_file, save_file
 
+from remote_steer.data.prompts import EncodedItem
 from remote_steer.engines import fast_kernel
-from remote_steer.remote.backend import Backend
 from remote_steer.engines.batching import left_pad
 from remote_steer.models.loading import LoadedModel
-from remote_steer.data.prompts import EncodedItem
+from remote_steer.remote.backend import Backend
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class SteeringVectors:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> "SteeringVectors":
+    def load(cls, path: Path) -> SteeringVectors:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as handle:

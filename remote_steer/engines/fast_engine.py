@@ -39,20 +39,20 @@ on the model's side: only [items, configurations] numbers come back.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import nnsight
 import numpy as np
 import torch
 
-from remote_steer.engines import fast_kernel
-from remote_steer.remote.backend import Backend
-from remote_steer.engines.batching import TokenBatch, left_pad
-from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig, SweepResult
-from remote_steer.engines.extraction import SteeringVectors, extract_caa_weighted, item_weights
-from remote_steer.models.loading import LoadedModel
 from remote_steer.data.prompts import EncodedItem, SteerPositions
+from remote_steer.engines import fast_kernel
+from remote_steer.engines.batching import TokenBatch, left_pad
+from remote_steer.engines.extraction import SteeringVectors, extract_caa_weighted, item_weights
+from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig, SweepResult
+from remote_steer.models.loading import LoadedModel
+from remote_steer.remote.backend import Backend
 
 nnsight.register(fast_kernel)  # remote requests carry the kernel's source
 

@@ -20,8 +20,8 @@ Models the fast path does not know fall back to ``GenerationEngine``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import nnsight
 import torch

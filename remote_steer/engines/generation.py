@@ -43,19 +43,20 @@ never comes and drop everything after it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import nnsight
 import torch
 
-from remote_steer.remote.backend import Backend
+from remote_steer.data.prompts import EncodedItem, SteerPositions
+from remote_steer.engines import answer_stop
 from remote_steer.engines.batching import chunks, left_pad
+from remote_steer.engines.parsing import parse_answer
 from remote_steer.engines.sweep import SteerConfig, item_config_rows, row_steering
 from remote_steer.models.loading import LoadedModel
-from remote_steer.engines import answer_stop
-from remote_steer.engines.parsing import parse_answer
-from remote_steer.data.prompts import EncodedItem, SteerPositions
+from remote_steer.remote.backend import Backend
 
 GENERATION_COLUMNS: tuple[str, ...] = (
     "model",

@@ -37,7 +37,7 @@ class Shape:
     bytes_per_value: int
 
     @classmethod
-    def from_config(cls, config: Any, bytes_per_value: int = 4) -> "Shape":
+    def from_config(cls, config: Any, bytes_per_value: int = 4) -> Shape:
         text = getattr(config, "text_config", config)
         heads = int(text.num_attention_heads)
         head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)

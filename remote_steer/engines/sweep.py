@@ -13,17 +13,17 @@ per row leaves the trace. This module is the engine's whole surface:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import nnsight
 import numpy as np
 import torch
 
-from remote_steer.remote.backend import Backend
+from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines.batching import chunks, left_pad
 from remote_steer.models.loading import LoadedModel
-from remote_steer.data.prompts import EncodedItem, SteerPositions
+from remote_steer.remote.backend import Backend
 
 BASELINE = -1  # row_layer value of an unsteered row
 

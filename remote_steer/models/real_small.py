@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from remote_steer.models.staging import build_atomically
 from remote_steer.errors import ModelError
+from remote_steer.models.staging import build_atomically
 
 REAL_BUILD_VERSION = 1
 SMOLLM2_NAME = "small/smollm2-135m-instruct"

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from remote_steer.models.staging import build_atomically
 from remote_steer.errors import ModelError
+from remote_steer.models.staging import build_atomically
 
 # What config.json says beyond the registry card (Qwen3 technical report / hub configs).
 _EXTRA: dict[str, dict[str, Any]] = {
@@ -159,8 +159,9 @@ def ensure_shape(name: str, hidden: int | None = None) -> Path:
 
 def _save_tokenizer(config, directory: Path) -> None:
     if config.model_type == "llama":
-        from remote_steer.models.real_small import ensure_real
         from transformers import AutoTokenizer
+
+        from remote_steer.models.real_small import ensure_real
 
         AutoTokenizer.from_pretrained(ensure_real()).save_pretrained(directory)
     else:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from remote_steer.models.staging import build_atomically
 from remote_steer.models.registry import require_toy
+from remote_steer.models.staging import build_atomically
 
 # Bump when a toy's architecture or build changes, so old caches are not reused.
 TOY_BUILD_VERSION = 1

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from remote_steer.errors import SpecError
 
@@ -106,7 +107,7 @@ class Backend:
             raise SpecError("single traces are not sent remotely; open a request with Backend.open")
         return {}
 
-    def open(self, model: "LoadedModel", stage: str, key: str | None = None) -> "Request":
+    def open(self, model: LoadedModel, stage: str, key: str | None = None) -> Request:
         if self.kind == "remote":
             from remote_steer.remote.ndif import RemoteRequest
 

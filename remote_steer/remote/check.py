@@ -7,8 +7,8 @@ do; later steps that depend on a failed one are not tried. Nothing is written.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from remote_steer.errors import RemoteSteerError
 from remote_steer.remote.backend import Backend

@@ -252,7 +252,7 @@ class RemoteRequest(Request):
     so a job the server lost can be sent again without re-tracing.
     """
 
-    def __init__(self, backend: Backend, model: "LoadedModel", stage: str, key: str | None) -> None:
+    def __init__(self, backend: Backend, model: LoadedModel, stage: str, key: str | None) -> None:
         self.backend, self.model, self.stage, self.key = backend, model, stage, key
         stem = None if backend.journal_dir is None or key is None else backend.journal_dir / slug(key)
         self.journal = None if stem is None else stem.with_suffix(".json")
@@ -314,7 +314,7 @@ class RemoteRequest(Request):
                 "job_id": self.client.job_id,
                 "state": "submitted",
                 "how": how,
-                "submitted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "submitted_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                 "submitted_unix": time.time(),
                 "bytes_sent": len(payload) if payload is not None else 0,
                 "bytes_received": 0,
@@ -514,7 +514,7 @@ def require_hosted(host: str, api_key: str | None, remote_id: str, model_name: s
         )
 
 
-def probe_key(backend: Backend, model: "LoadedModel") -> int:
+def probe_key(backend: Backend, model: LoadedModel) -> int:
     """Submit the smallest job there is (one token, one saved scalar) to learn whether
     the server accepts the key, before anything larger is sent. NDIF checks the key
     only on submission, so this is the first moment it can be known. The probe job is

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -108,7 +109,7 @@ def reconcile(manifest_path: Path, spec: dict[str, Any]) -> list[str]:
             f"{manifest_path.parent}: {', '.join(refused)} changed since this run was written, which would make its "
             "saved results wrong; use another run name (--name) or --fresh to start over"
         )
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     history = list(manifest.get("history", []))
     if not history:
         history.append({"at": manifest.get("created_at"), "change": "created", "fields": []})

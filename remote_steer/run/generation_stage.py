@@ -52,8 +52,8 @@ def make_generation_engine(spec, prepared, model: Any, backend: Any):
 
     gen = spec.generation
     try:
-        from remote_steer.engines.fast_generation import FastGenerationEngine
         from remote_steer.engines.fast_engine import supports_fast_path
+        from remote_steer.engines.fast_generation import FastGenerationEngine
     except ImportError:  # pragma: no cover
         FastGenerationEngine = None
     if FastGenerationEngine is not None and prepared.spec.engine == "fast" and supports_fast_path(model):

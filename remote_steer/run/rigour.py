@@ -7,8 +7,9 @@ Kept out of ``runner.py`` so the pipeline there stays readable; the runner calls
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import torch

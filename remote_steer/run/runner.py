@@ -11,24 +11,23 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
-import torch
 
 from remote_steer.analysis.statistics import best_layers
-from remote_steer.remote.backend import Backend
-from remote_steer.engines.batching import chunks
 from remote_steer.data.loading import load_concept
+from remote_steer.data.preprocess import ConceptSplit, preprocess
+from remote_steer.data.prompts import EncodedItem, encode_generation_items, encode_items, supports_thinking
 from remote_steer.display import Display, NullDisplay
-from remote_steer.errors import DataError, SpecError
-from remote_steer.engines.sweep import SteerConfig
-from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast
+from remote_steer.engines.batching import chunks
+from remote_steer.engines.fast_engine import FastLogitDiffEngine
+from remote_steer.engines.generation import generation_rows, generation_summary
 from remote_steer.engines.sweep import LogitDiffEngine
-from remote_steer.engines.extraction import extract_caa
-from remote_steer.engines.generation import GenerationEngine, generation_rows, generation_summary
+from remote_steer.errors import DataError, SpecError
 from remote_steer.models.loading import (
     LoadedModel,
     ModelSource,
@@ -38,14 +37,12 @@ from remote_steer.models.loading import (
     remote_id,
     resolve,
 )
+from remote_steer.models.registry import layer_depth
+from remote_steer.remote.backend import Backend
 from remote_steer.remote.ndif import journal_dir, journal_traffic, probe_key, require_hosted
-from remote_steer.data.preprocess import ConceptSplit, preprocess
-from remote_steer.data.prompts import EncodedItem, encode_generation_items, encode_items, supports_thinking
-from remote_steer.run import extend
+from remote_steer.run import extend, rigour
 from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location
 from remote_steer.run.store import RunStore
-from remote_steer.run import rigour
-from remote_steer.models.registry import layer_depth
 
 LOGIT_TABLE = "logit_diff"
 GENERATION_TABLE = "generation"

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from remote_steer.remote.backend import BACKEND_KINDS
 from remote_steer.errors import SpecError
+from remote_steer.remote.backend import BACKEND_KINDS
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ import os
 import platform
 import subprocess
 import tempfile
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -146,7 +147,7 @@ class RunStore:
     def open_run(self, spec: dict[str, Any], seed: int, extra: dict[str, Any]) -> bool:
         """Create the manifest, or check an existing run is the same spec. True if resuming."""
         existing = self.read_manifest()
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         if existing is not None:
             if existing.get("spec") != json.loads(json.dumps(spec, default=str)):
                 changed = changed_fields(spec, existing.get("spec", {}))
@@ -173,7 +174,7 @@ class RunStore:
     def update_manifest(self, **fields: Any) -> None:
         manifest = self.read_manifest() or {}
         manifest.update(fields)
-        manifest["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        manifest["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         write_json(self.manifest_path, manifest)
 
     # -- result parts --------------------------------------------------------
