@@ -111,7 +111,7 @@ def show_answers(display, answers: SteeredAnswers) -> None:
     """Baseline and steered answers side by side (one row per strength). Answers wrap
     between words; the strength column never wraps."""
     rows = [("baseline (0)", answers.baseline or "(empty)")]
-    rows += [(f"{s:+g}", text or "(empty)") for s, text in zip(answers.strengths, answers.steered)]
+    rows += [(f"{s:+g}", text or "(empty)") for s, text in zip(answers.strengths, answers.steered, strict=True)]
     title = f"{answers.model} · {answers.concept} · layer {answers.layer} (raw units)"
     caption = TOY_WARNING.format(model=answers.model) if answers.is_toy else ""
     console = getattr(display, "console", None)

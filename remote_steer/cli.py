@@ -87,7 +87,7 @@ def run(
         command = resume_command(spec, name, output_dir, backend, host, modes, engine)
         hint = " (without --fresh, which would delete them)" if fresh else ""
         typer.echo(f"interrupted: finished chunks are saved; resume with{hint}:\n  {command}", err=True)
-        raise typer.Exit(code=130)
+        raise typer.Exit(code=130) from None
     typer.echo(
         f"done in {outcome.seconds:.1f}s: {outcome.computed_parts} chunks computed, "
         f"{outcome.skipped_parts} already done → {outcome.run_dir}"
@@ -593,7 +593,7 @@ def generate(
     except RemoteSteerError as error:
         _fail(error)
     except KeyboardInterrupt:
-        raise typer.Exit(code=130)
+        raise typer.Exit(code=130) from None
 
 
 @app.command(short_help="Write vectors as GGUF, safetensors or steering-vectors.")

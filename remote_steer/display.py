@@ -250,7 +250,7 @@ def fit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object
     label = max(len(c) for c in columns) if columns else 0
     for row in cells:
         lines = []
-        for column, value in zip(columns, row):
+        for column, value in zip(columns, row, strict=True):
             pad = " " * (label + 2)
             value = value.replace("\n", "\n" + pad)
             lines.append(f"{column:>{label}}: {value}")

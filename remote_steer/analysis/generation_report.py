@@ -242,8 +242,7 @@ def build_generation_only(run_dirs: list[Path], out_dir: Path):
         [
             "# remote-steer report",
             "",
-            f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from saved results only "
-            "(no model loaded).",
+            f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from saved results only (no model loaded).",
             "",
             "## Sources",
             "",

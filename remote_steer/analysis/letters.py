@@ -99,7 +99,7 @@ def letter_effects(
         effect_b = float(means.get("B", np.nan))
         rows.append(
             {
-                **dict(zip(CELL, key)),
+                **dict(zip(CELL, key, strict=True)),
                 "n_items": int(len(cell)),
                 "n_A": int(counts.get("A", 0)),
                 "n_B": int(counts.get("B", 0)),

@@ -337,7 +337,8 @@ def delta_by_depth(
         m: (LINESTYLES[trainings.index(training.get(m, "unknown")) % len(LINESTYLES)], MARKERS[i % len(MARKERS)])
         for i, m in enumerate(models)
     }
-    for ax, panel in zip(axes.flat, panels):
+    # the grid rounds up to whole rows: its spare axes (hidden below) get no panel
+    for ax, panel in zip(axes.flat, panels, strict=False):
         drawn = 0
         for model in models:
             mine = at[at["model"] == model]

@@ -596,7 +596,8 @@ def _table_best(best: pd.DataFrame, level: float) -> Table:
         "Best layer per model × dataset",
         full,
         "Best layer = largest Glass's delta at the strongest positive strength; depth = (layer + 1) / "
-        f"number of layers (the depth of the layer's output; the last layer is 1). Δ: Glass's delta with its {level:.0%} bootstrap CI. Depth CI, stability (share of "
+        "number of layers (the depth of the layer's output; the last layer is 1). "
+        f"Δ: Glass's delta with its {level:.0%} bootstrap CI. Depth CI, stability (share of "
         "resamples that pick the same layer) and mode (the layer picked most often) come from "
         "re-picking the layer in every bootstrap resample.",
         main=True,
@@ -664,8 +665,10 @@ def _tables_depth(
             f"{test.mean_b:.2f}: difference {test.observed:+.2f}. {'Exact' if test.exact else 'Monte Carlo'} two-sided "
             f"permutation test over {test.n_assignments} relabellings of the models: p = {test.p_value:.3f}. "
             f"With only {test.n_a + test.n_b} models the test has little power: the smallest p-value any labelling "
-            f"could give is {test.min_p:.3f}, so {'it cannot reach 0.05 at all' if test.min_p > 0.05 else 'only an extreme split reaches 0.05'}. "
-            "Treat the direction and size of the difference, and its consistency across datasets (the per-dataset table), as the "
+            f"could give is {test.min_p:.3f}, so "
+            f"{'it cannot reach 0.05 at all' if test.min_p > 0.05 else 'only an extreme split reaches 0.05'}. "
+            "Treat the direction and size of the difference, and its consistency across datasets "
+            "(the per-dataset table), as the "
             "evidence, not the p-value. The unit is the model; datasets are not independent replicates."
         )
     else:
@@ -798,8 +801,7 @@ def render_markdown(report: Report, n_boot: int, seed: int, level: float) -> str
     out = [
         "# remote-steer report",
         "",
-        f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from saved results only "
-        "(no model loaded).",
+        f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from saved results only (no model loaded).",
         "",
         "## Sources",
         "",

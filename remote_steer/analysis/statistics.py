@@ -96,7 +96,7 @@ def best_layers(results: pd.DataFrame, deltas: pd.DataFrame | None = None) -> pd
         at_layer = cell[cell["layer"] == layer].set_index("strength")["glass_delta"]
         rows.append(
             dict(
-                zip(CELL, key),
+                zip(CELL, key, strict=True),
                 best_layer=layer,
                 best_layer_fraction=float(best["layer_fraction"]),
                 pos_strength=pos_strength,
@@ -273,7 +273,9 @@ def model_summary(
         for sign in ("pos", "neg"):
             strengths = group[f"{sign}_strength"]
             keys = [
-                (model, r.dataset, r.best_layer, s) for r, s in zip(group.itertuples(), strengths) if not math.isnan(s)
+                (model, r.dataset, r.best_layer, s)
+                for r, s in zip(group.itertuples(), strengths, strict=True)
+                if not math.isnan(s)
             ]
             found = [k for k in keys if k in deltas.index]
             at = deltas.loc[found] if found else deltas.iloc[0:0]
@@ -382,7 +384,7 @@ def tail_shifts(
     high_wrong = out[hi].to_numpy() * direction < -floor
     out["tail_against"] = [
         ", ".join(name for name, wrong in ((f"p{low * 100:g}", a), (f"p{high * 100:g}", b)) if wrong)
-        for a, b in zip(low_wrong, high_wrong)
+        for a, b in zip(low_wrong, high_wrong, strict=True)
     ]
     out["flagged"] = right & (low_wrong | high_wrong)
     out.loc[~out["flagged"], "tail_against"] = ""

@@ -504,7 +504,8 @@ def markdown(result: BenchResult) -> str:
         f"(range {c['prompt_tokens_range'][0]}–{c['prompt_tokens_range'][1]}), steered tokens {c['steered_tokens']}.",
         f"Sweep: layers {c['sweep_layers'][0]}–{c['sweep_layers'][-1]} × strengths {c['strengths']} = "
         f"{c['configurations']} configurations, positions `{c['positions']}`, batch size {c['batch_size']}. "
-        f"Floor work: {c['floor']['total']:,} token×layer (extraction {c['floor']['extract']:,}, sweep {c['floor']['sweep']:,}).",
+        f"Floor work: {c['floor']['total']:,} token×layer "
+        f"(extraction {c['floor']['extract']:,}, sweep {c['floor']['sweep']:,}).",
         f"Each implementation ran in its own process, alternating, {result.options['repeats']} repeats; medians shown"
         + (" (`--quick` mode)." if result.options.get("quick") else "."),
         _peak_line(result),

@@ -438,14 +438,14 @@ def run_generation_bench(options: GenBenchOptions, display=None) -> GenBenchResu
     for key in TARGETS:
         num, den = key.split("/")
         if num in result.runs and den in result.runs:
-            per = [a["seconds"] / b["seconds"] for a, b in zip(result.runs[num], result.runs[den])]
+            per = [a["seconds"] / b["seconds"] for a, b in zip(result.runs[num], result.runs[den], strict=True)]
             result.ratio_runs[key] = per
             result.ratios[key] = statistics.median(per)
     reference = result.runs.get("a", [{}])[0].get("rows")
     for impl in ("b", "c"):
         rows = result.runs.get(impl, [{}])[0].get("rows")
         if reference and rows:
-            pairs = [(x, y) for x, y in zip(reference, rows) if y is not None]
+            pairs = [(x, y) for x, y in zip(reference, rows, strict=True) if y is not None]
             result.identical_rows[f"{impl} vs a"] = sum(x == y for x, y in pairs) / len(pairs)
     for runs in result.runs.values():
         for r in runs:

@@ -116,7 +116,7 @@ class FastGenerationEngine:
         rule = self.stop_rule or answer_stop.make_stop_rule(self.model, self.thinking, self.answer_tokens)
         index_groups = _groups(items, max(1, self.batch_rows // (len(configs) + 1)))
         groups = [self._group([items[i] for i in index]) for index in index_groups]
-        for index, (batch, prefix, _) in zip(index_groups, groups):
+        for index, (batch, prefix, _) in zip(index_groups, groups, strict=True):
             self.stats.prompt_token_layers += batch.input_ids.numel() * n_layers
             self.stats.window_token_layers += (
                 len(index) * (batch.width - prefix) * sum(n_layers - 1 - c.layer for c in configs)
@@ -161,7 +161,7 @@ class FastGenerationEngine:
         k = len(configs)
         raw: list[list[int] | None] = [None] * (len(items) * (k + 1))
         n = len(items)
-        for index, (ids, decoded) in zip(index_groups, results):
+        for index, (ids, decoded) in zip(index_groups, results, strict=True):
             self.stats.rows += ids.shape[0]
             self.stats.decode_steps += int(decoded.numel())
             self.stats.decode_token_layers += int(decoded.sum()) * n_layers
@@ -184,7 +184,7 @@ class FastGenerationEngine:
     def _group(self, group: Sequence[EncodedItem]):
         batch = left_pad([it.prompt_ids for it in group], self.model.tokenizer.pad_token_id)
         starts = [it.steer_start(self.positions) for it in group]
-        window = max(len(it.prompt_ids) - s for it, s in zip(group, starts))
+        window = max(len(it.prompt_ids) - s for it, s in zip(group, starts, strict=True))
         prefix = batch.width - window
         steer = batch.mask_from(starts)[:, prefix:].float()
         return batch, prefix, steer

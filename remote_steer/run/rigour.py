@@ -43,7 +43,8 @@ def _save_controls(path: Path, extra: torch.Tensor, kinds: list[tuple[str, int]]
             tensors,
             str(tmp),
             metadata={
-                "format": "remote-steer/caa-controls-v1: [vectors, layers, hidden] per kind (shuffled labels, bootstrap)"
+                "format": "remote-steer/caa-controls-v1: "
+                "[vectors, layers, hidden] per kind (shuffled labels, bootstrap)"
             },
         ),
     )

@@ -323,7 +323,7 @@ def _run_model(
         revision = vectors.revision
         if "logit" in spec.evaluation.modes:
             sweep_engine = FastLogitDiffEngine if prepared.spec.engine == "fast" else LogitDiffEngine
-            engine = lambda: sweep_engine(  # noqa: E731 - built only if a chunk is left
+            engine = lambda sweep_engine=sweep_engine: sweep_engine(  # noqa: E731 - built only if a chunk is left
                 model(),
                 backend,
                 spec.evaluation.batch_size,
@@ -428,7 +428,7 @@ def _chunked_stage(
     size = _recorded_chunk_size(store, table, name, concept, lambda: chunk_size(spec, items, len(configs)))
     part_dir = store.part_dir(table, name, concept)
     todo = []
-    for first, chunk in zip(range(0, len(items), size), chunks(items, size)):
+    for first, chunk in zip(range(0, len(items), size), chunks(items, size), strict=True):
         missing, n_parts = extend.missing_configs(part_dir, first, configs)
         if missing:
             todo.append((first, chunk, [configs[c] for c in missing], n_parts))
@@ -453,7 +453,6 @@ def _generation_stage(plan, prepared, concept, vectors, model, store, backend, d
     from remote_steer.run.generation_stage import generation_configs, make_generation_engine
 
     spec, name = plan.spec, prepared.spec.label
-    gen = spec.generation
     configs = generation_configs(spec, prepared, concept, store, LOGIT_TABLE)
     encoded = prepared.generation_encoded[concept]
     by_id = {item.item_id: item for item in plan.splits[concept].test}

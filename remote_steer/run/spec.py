@@ -161,7 +161,8 @@ class ExperimentSpec:
         for model in gen.models or ():
             if model not in names:
                 raise SpecError(
-                    f"{where}: generation.models: {model!r} is not a [[models]] name; expected one of {', '.join(names)}"
+                    f"{where}: generation.models: {model!r} is not a [[models]] name; "
+                    f"expected one of {', '.join(names)}"
                 )
         for concept in gen.concepts or ():
             if concept not in self.data.concepts:
@@ -195,13 +196,15 @@ class ExperimentSpec:
         for layer in self.generation.layers or ():
             if not 0 <= layer < n_layers:
                 raise SpecError(
-                    f"{spec_location(self.path, 'generation.layers')}: generation.layers: layer {layer} is outside {model} "
+                    f"{spec_location(self.path, 'generation.layers')}: generation.layers: "
+                    f"layer {layer} is outside {model} "
                     f"(decoder layers 0..{n_layers - 1})"
                 )
         for layer in self.evaluation.layers or ():
             if not 0 <= layer < n_layers:
                 raise SpecError(
-                    f"{spec_location(self.path, 'evaluation.layers')}: evaluation.layers: layer {layer} is outside {model} "
+                    f"{spec_location(self.path, 'evaluation.layers')}: evaluation.layers: "
+                    f"layer {layer} is outside {model} "
                     f"(decoder layers 0..{n_layers - 1})"
                 )
 
