@@ -17,10 +17,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never a window, and no display needed on a cluster
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402 - after matplotlib.use, which must come first
+import numpy as np  # noqa: E402 - kept in the sorted block below matplotlib.use
+import pandas as pd  # noqa: E402 - kept in the sorted block below matplotlib.use
+from matplotlib.lines import Line2D  # noqa: E402 - kept in the sorted block below matplotlib.use
 
 OKABE_ITO = {
     "black": "#000000",

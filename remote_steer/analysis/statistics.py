@@ -224,11 +224,10 @@ def best_layers_ci(
         record = dict(model=row.model, dataset=row.dataset)
         for sign, strength in (("pos", row.pos_strength), ("neg", row.neg_strength)):
             matches = np.flatnonzero(b.strengths == strength)
+            low = high = np.nan
             if len(matches):
-                low, high = _interval(b.draws[:, li, matches[0]], level)
-            else:
-                low = high = np.nan
-            record[f"glass_delta_{sign}_ci_low"], record[f"glass_delta_{sign}_ci_high"] = float(low), float(high)
+                low, high = map(float, _interval(b.draws[:, li, matches[0]], level))
+            record[f"glass_delta_{sign}_ci_low"], record[f"glass_delta_{sign}_ci_high"] = low, high
         if not math.isnan(row.pos_strength):
             scores = b.draws[:, :, int(np.flatnonzero(b.strengths == row.pos_strength)[0])]
         else:
@@ -239,8 +238,8 @@ def best_layers_ci(
             counts = np.bincount(picks, minlength=len(b.layers))
             record["best_layer_mode"] = int(b.layers[int(np.argmax(counts))])
             record["best_layer_stability"] = float(np.mean(picks == li))
-            low, high = _interval(b.fractions[picks], level)
-            record["best_fraction_ci_low"], record["best_fraction_ci_high"] = float(low), float(high)
+            low, high = map(float, _interval(b.fractions[picks], level))
+            record["best_fraction_ci_low"], record["best_fraction_ci_high"] = low, high
         else:
             record.update(
                 best_layer_mode=-1,

@@ -74,7 +74,7 @@ class GenBenchResult:
     config: dict
     runs: dict[str, list[dict]] = field(default_factory=dict)
     summary: dict[str, dict] = field(default_factory=dict)
-    ratios: dict[str, float | None] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)
     ratio_runs: dict[str, list[float]] = field(default_factory=dict)
     identical_rows: dict[str, float | None] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
@@ -82,14 +82,14 @@ class GenBenchResult:
 
 def prepare(options: GenBenchOptions) -> dict:
     from remote_steer.data.loading import load_concept
-    from remote_steer.data.preprocess import preprocess
+    from remote_steer.data.preprocess import ABItem, preprocess
     from remote_steer.data.prompts import encode_generation_items
     from remote_steer.models.loading import load_tokenizer, resolve
     from remote_steer.models.toy import ensure_toy
 
     checkpoint = ensure_toy("toy/qwen3", n_layers=options.layers, hidden_size=options.hidden)
     tokenizer = load_tokenizer(resolve(str(checkpoint)))
-    items = []
+    items: list[ABItem] = []
     for concept in (
         "corrigibility",
         "survival-instinct",

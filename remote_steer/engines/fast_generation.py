@@ -170,15 +170,17 @@ class FastGenerationEngine:
             for r in range(ids.shape[0]):
                 row = ids[r].tolist()
                 row = row[: row.index(-1)] if -1 in row else row
-                local, config = (r, -1) if r < g else ((r - g) // k, (r - g) % k)
+                local, c = (r, -1) if r < g else ((r - g) // k, (r - g) % k)
                 item = index[local]
-                raw[item if config < 0 else n + item * k + config] = row
+                raw[item if c < 0 else n + item * k + c] = row
+        rows = [row for row in raw if row is not None]
+        assert len(rows) == len(raw), "every group decodes all its rows"
         if self.force_length:  # benchmarks: every row as decoded, no stop rule
-            cuts = [(tuple(row), answer_stop.BUDGET) for row in raw]
+            cuts = [(tuple(row), answer_stop.BUDGET) for row in rows]
         else:
-            cuts = [answer_stop.cut(row, rule) for row in raw]
+            cuts = [answer_stop.cut(row, rule) for row in rows]
         if on_rows is not None:
-            on_rows(len(raw))
+            on_rows(len(rows))
         return result_from_rows(self.model.tokenizer, n, k, cuts)
 
     def _group(self, group: Sequence[EncodedItem]):

@@ -135,13 +135,16 @@ class ResultExpired(RemoteSteerError):
 UNKNOWN = "UNKNOWN"  # the server answers 404 for the job id
 
 
-def _nnsight_remote_backend():
+def _nnsight_remote_backend() -> Any:
     from nnsight.intervention.backends.remote import RemoteBackend
 
     return RemoteBackend
 
 
-class NdifClient(_nnsight_remote_backend()):
+_RemoteBackend: Any = _nnsight_remote_backend()  # nnsight is untyped: the base class is Any to mypy
+
+
+class NdifClient(_RemoteBackend):
     """nnsight's RemoteBackend in non-blocking mode, with retries, accounting, and
     the NDIF-as-deployed behaviours above."""
 
@@ -273,7 +276,7 @@ class RemoteRequest(Request):
     # -- journal -----------------------------------------------------------------
 
     def _read_journal(self) -> dict[str, Any]:
-        empty = {
+        empty: dict[str, Any] = {
             "key": self.key,
             "stage": self.stage,
             "model": self.model.name,
@@ -482,7 +485,7 @@ def _get(host: str, path: str, timeout_s: float):
     try:
         response = httpx.get(f"{host}{path}", timeout=timeout_s)
         response.raise_for_status()
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - any failure to read the server becomes one RemoteUnavailable
         code = _status_code(error)
         what = f"HTTP {code}" if code is not None else f"{type(error).__name__}: {error}"
         raise RemoteUnavailable(f"{host}: cannot read {path} ({what})") from None
