@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -59,7 +59,7 @@ def run(
 
     try:
         experiment = load_spec(spec)
-        changes = {}
+        changes: dict[str, Any] = {}
         if name:
             changes["name"] = name
         if output_dir:
@@ -74,7 +74,12 @@ def run(
             raise RemoteSteerError(f'--engine {engine!r}: expected "fast" or "plain"')
         if backend or host or engine:
             changes["models"] = tuple(
-                dataclasses.replace(m, backend=backend or m.backend, host=host or m.host, engine=engine or m.engine)
+                dataclasses.replace(
+                    m,
+                    backend=backend or m.backend,  # type: ignore[arg-type]  # a str: Backend() validates it
+                    host=host or m.host,
+                    engine=engine or m.engine,
+                )
                 for m in experiment.models
             )
         experiment = dataclasses.replace(experiment, **changes)
@@ -87,7 +92,7 @@ def run(
         command = resume_command(spec, name, output_dir, backend, host, modes, engine)
         hint = " (without --fresh, which would delete them)" if fresh else ""
         typer.echo(f"interrupted: finished chunks are saved; resume with{hint}:\n  {command}", err=True)
-        raise typer.Exit(code=130)
+        raise typer.Exit(code=130) from None
     typer.echo(
         f"done in {outcome.seconds:.1f}s: {outcome.computed_parts} chunks computed, "
         f"{outcome.skipped_parts} already done → {outcome.run_dir}"
@@ -172,7 +177,7 @@ def plan(
         _fail(error)
         return
 
-    def size(n: int | None) -> str:
+    def size(n: float | None) -> str:
         if n is None:
             return "?"
         for unit in ("B", "KB", "MB", "GB"):
@@ -222,7 +227,9 @@ def plan(
     )
     from remote_steer.run.memory_plan import memory_rows  # peak memory per model and device
 
-    gb = lambda v: "?" if v is None else f"{v:.2f}"  # noqa: E731
+    def gb(v: float | None) -> str:
+        return "?" if v is None else f"{v:.2f}"
+
     memory = [
         (
             m["model"],
@@ -518,7 +525,7 @@ def bench(
         batch_size=batch_size,
         repeats=repeats,
         plain_items=plain_items,
-        positions=positions,
+        positions="all" if positions == "all" else "assistant",  # validated above
         skip_steering_vectors=skip_steering_vectors,
         sv_python=str(sv_python),
         output_dir=str(output_dir),
@@ -593,7 +600,7 @@ def generate(
     except RemoteSteerError as error:
         _fail(error)
     except KeyboardInterrupt:
-        raise typer.Exit(code=130)
+        raise typer.Exit(code=130) from None
 
 
 @app.command(short_help="Write vectors as GGUF, safetensors or steering-vectors.")
@@ -667,4 +674,4 @@ def main() -> None:  # pragma: no cover - console entry
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 
@@ -18,7 +19,7 @@ class ProgressTask(Protocol):
 
 
 class Display(Protocol):
-    def progress(self, description: str, total: int, unit: str = "items") -> contextmanager[ProgressTask]: ...
+    def progress(self, description: str, total: int, unit: str = "items") -> AbstractContextManager[ProgressTask]: ...
     def note(self, message: str) -> None: ...
     def table(
         self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], caption: str = ""
@@ -166,16 +167,8 @@ def _width(table, width: int) -> int:
     from rich.console import Console
     from rich.measure import Measurement
 
-    console = Console(width=max(width, 1000), file=_NullFile(), force_terminal=False)
+    console = Console(width=max(width, 1000), file=io.StringIO(), force_terminal=False)  # measures; writes nothing
     return Measurement.get(console, console.options, table).maximum
-
-
-class _NullFile:
-    def write(self, _text: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        pass
 
 
 def _framed(title: str, tables: list, caption: str) -> list:
@@ -250,7 +243,7 @@ def fit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object
     label = max(len(c) for c in columns) if columns else 0
     for row in cells:
         lines = []
-        for column, value in zip(columns, row):
+        for column, value in zip(columns, row, strict=True):
             pad = " " * (label + 2)
             value = value.replace("\n", "\n" + pad)
             lines.append(f"{column:>{label}}: {value}")

@@ -109,15 +109,24 @@ def test_depth_plot_one_colour_and_band_per_model_in_every_panel(captured):
 def test_generation_plot_notes_missing_answers_and_orders_strengths(captured):
     deltas = pd.DataFrame(
         [
-            dict(model="toy/qwen3", dataset="c", layer=l, layer_fraction=l / 4, strength=s, glass_delta=0.001 * s)
-            for l in (1, 2)
+            dict(
+                model="toy/qwen3", dataset="c", layer=layer, layer_fraction=layer / 4, strength=s, glass_delta=0.001 * s
+            )
+            for layer in (1, 2)
             for s in (-1.0, 1.0)
         ]
     )
     rates = pd.DataFrame(
         [
-            dict(model="toy/qwen3", dataset="c", layer=l, layer_fraction=l / 4, strength=s, behavior_change=np.nan)
-            for l in (1, 2)
+            dict(
+                model="toy/qwen3",
+                dataset="c",
+                layer=layer,
+                layer_fraction=layer / 4,
+                strength=s,
+                behavior_change=np.nan,
+            )
+            for layer in (1, 2)
             for s in (-1.0, 1.0)
         ]
     )

@@ -262,7 +262,10 @@ def test_sycophancy_items_sharing_a_claim_stay_on_one_side_of_the_split():
             line += 1
     for seed in range(5):
         split = preprocess(raws, "sycophancy", seed=seed, test_fraction=0.5)
-        claims = lambda items: {it.question.split("Claim number ")[1].split(" ")[0] for it in items}  # noqa: E731
+
+        def claims(items) -> set[str]:
+            return {it.question.split("Claim number ")[1].split(" ")[0] for it in items}
+
         assert claims(split.train).isdisjoint(claims(split.test))
         assert len(split.train) % 3 == 0 and len(split.train) + len(split.test) == 36
 

@@ -53,7 +53,7 @@ def compare(real: pd.DataFrame, controls: pd.DataFrame) -> pd.DataFrame:
         deltas = group["glass_delta"].dropna().to_numpy(dtype=float)
         direction = np.sign(key[3]) or 1.0
         record = dict(
-            zip(A.CONFIG, key),
+            zip(A.CONFIG, key, strict=True),
             layer_fraction=float(real_at.loc[key, "layer_fraction"]),
             glass_delta=value,
             n_controls=len(deltas),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -185,7 +186,7 @@ def write_tables_csv(out_dir: Path, generation: pd.DataFrame | None, logit: pd.D
     if logit is not None and not logit.empty:
         frames["answer_slot_vs_generation"] = slot_agreement(logit, generation)
     for name, frame in frames.items():
-        atomic_write(out_dir / "tables" / f"{name}.csv", lambda tmp, f=frame: f.to_csv(tmp, index=False))
+        atomic_write(out_dir / "tables" / f"{name}.csv", partial(frame.to_csv, index=False))
 
 
 def build_generation_only(run_dirs: list[Path], out_dir: Path):
@@ -242,8 +243,7 @@ def build_generation_only(run_dirs: list[Path], out_dir: Path):
         [
             "# remote-steer report",
             "",
-            f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from saved results only "
-            "(no model loaded).",
+            f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from saved results only (no model loaded).",
             "",
             "## Sources",
             "",

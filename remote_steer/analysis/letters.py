@@ -99,7 +99,7 @@ def letter_effects(
         effect_b = float(means.get("B", np.nan))
         rows.append(
             {
-                **dict(zip(CELL, key)),
+                **dict(zip(CELL, key, strict=True)),
                 "n_items": int(len(cell)),
                 "n_A": int(counts.get("A", 0)),
                 "n_B": int(counts.get("B", 0)),
@@ -252,8 +252,11 @@ def with_controls(per_best: pd.DataFrame, comparison: pd.DataFrame | None) -> pd
     if per_best.empty:
         return per_best
     out = per_best.copy()
-    have = comparison is not None and not comparison.empty
-    index = comparison.set_index(["model", "dataset", "layer", "strength"]) if have else None
+    index = (
+        comparison.set_index(["model", "dataset", "layer", "strength"])
+        if comparison is not None and not comparison.empty
+        else None
+    )
 
     def word(row, strength) -> tuple[str, bool | None]:
         key = (row.model, row.dataset, row.layer, strength)
@@ -291,7 +294,10 @@ def found_sentence(verdicts: pd.DataFrame, several_models: bool = True) -> str:
     collapse, which stay within the controls."""
     if verdicts.empty or "verdict" not in verdicts:
         return ""
-    name = (lambda r: f"{r.model}/{r.dataset}") if several_models else (lambda r: str(r.dataset))  # noqa: E731
+
+    def name(r) -> str:
+        return f"{r.model}/{r.dataset}" if several_models else str(r.dataset)
+
     groups: dict[str, list[str]] = {}
     for r in verdicts.itertuples():
         groups.setdefault(r.verdict, []).append(name(r))

@@ -17,10 +17,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never a window, and no display needed on a cluster
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402 - after matplotlib.use, which must come first
+import numpy as np  # noqa: E402 - kept in the sorted block below matplotlib.use
+import pandas as pd  # noqa: E402 - kept in the sorted block below matplotlib.use
+from matplotlib.lines import Line2D  # noqa: E402 - kept in the sorted block below matplotlib.use
 
 OKABE_ITO = {
     "black": "#000000",
@@ -337,7 +337,8 @@ def delta_by_depth(
         m: (LINESTYLES[trainings.index(training.get(m, "unknown")) % len(LINESTYLES)], MARKERS[i % len(MARKERS)])
         for i, m in enumerate(models)
     }
-    for ax, panel in zip(axes.flat, panels):
+    # the grid rounds up to whole rows: its spare axes (hidden below) get no panel
+    for ax, panel in zip(axes.flat, panels, strict=False):
         drawn = 0
         for model in models:
             mine = at[at["model"] == model]

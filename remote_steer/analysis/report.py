@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -189,7 +190,7 @@ def _normalise(frame: pd.DataFrame, training: dict[str, str | None], info: RunIn
     # a checkpoint the registry knows but the run could not label: take the registry's grouping
     unknown = frame["training"].isna() | (frame["training"] == "unknown")
     frame.loc[unknown, "training"] = frame.loc[unknown, "model"].map(
-        lambda m: lookup(m).training if lookup(m) is not None else "unknown"
+        lambda m: card.training if (card := lookup(m)) is not None else "unknown"
     )
     frame["model"] = frame["model"].astype(str).map(_canonical)
     frame["run"] = info.name
@@ -221,7 +222,9 @@ def load_runs(run_dirs: list[Path]) -> StudyResults:
             "no run directory given; expected at least one directory containing results/logit_diff.parquet"
         )
     notes: list[str] = []
-    runs, logits, generations = [], [], []
+    runs: list[RunInfo] = []
+    logits: list[pd.DataFrame] = []
+    generations: list[pd.DataFrame] = []
     for path in run_dirs:
         info, logit, generation = load_run(path)
         if any(r.path == info.path for r in runs):
@@ -334,8 +337,8 @@ def build_report(
         return build_generation_only([Path(p) for p in run_dirs], out_dir)  # a generation-only run
     study = load_runs([Path(p) for p in run_dirs])
     extra = R.load_tables([r.path for r in study.runs], study.runs, _normalise, study.notes)
-    if extra.get("controls") is not None and logit_seeds(study.logit) > 1:
-        controls = extra["controls"]
+    controls = extra.get("controls")
+    if controls is not None and logit_seeds(study.logit) > 1:
         extra["controls"] = controls.assign(item_id="seed" + controls["seed"].astype(str) + ":" + controls["item_id"])
     logit, notes = study.logit, list(study.notes)
     models = _model_order(logit["model"])
@@ -460,7 +463,7 @@ def build_report(
 
     for name, frame in numeric.items():
         path = out_dir / "tables" / f"{name}.csv"
-        atomic_write(path, lambda tmp, f=frame: f.to_csv(tmp, index=False))
+        atomic_write(path, partial(frame.to_csv, index=False))
     report = Report(out_dir, out_dir / "report.md", tables, drawn, notes, study.runs, texts)
     text = render_markdown(report, n_boot=n_boot, seed=seed, level=level)
     atomic_write(report.path, lambda tmp: tmp.write_text(text))
@@ -488,7 +491,7 @@ def _ordered(frame: pd.DataFrame, models: list[str], datasets: list[str]) -> pd.
 
 
 def _sizes(models) -> dict[str, float | None]:
-    return {m: (lookup(m).params_total_b if lookup(m) is not None else None) for m in set(models)}
+    return {m: (card.params_total_b if (card := lookup(m)) is not None else None) for m in set(models)}
 
 
 def _coverage_notes(logit: pd.DataFrame, models, datasets, training, notes: list[str]) -> None:
@@ -596,7 +599,8 @@ def _table_best(best: pd.DataFrame, level: float) -> Table:
         "Best layer per model × dataset",
         full,
         "Best layer = largest Glass's delta at the strongest positive strength; depth = (layer + 1) / "
-        f"number of layers (the depth of the layer's output; the last layer is 1). Δ: Glass's delta with its {level:.0%} bootstrap CI. Depth CI, stability (share of "
+        "number of layers (the depth of the layer's output; the last layer is 1). "
+        f"Δ: Glass's delta with its {level:.0%} bootstrap CI. Depth CI, stability (share of "
         "resamples that pick the same layer) and mode (the layer picked most often) come from "
         "re-picking the layer in every bootstrap resample.",
         main=True,
@@ -664,8 +668,10 @@ def _tables_depth(
             f"{test.mean_b:.2f}: difference {test.observed:+.2f}. {'Exact' if test.exact else 'Monte Carlo'} two-sided "
             f"permutation test over {test.n_assignments} relabellings of the models: p = {test.p_value:.3f}. "
             f"With only {test.n_a + test.n_b} models the test has little power: the smallest p-value any labelling "
-            f"could give is {test.min_p:.3f}, so {'it cannot reach 0.05 at all' if test.min_p > 0.05 else 'only an extreme split reaches 0.05'}. "
-            "Treat the direction and size of the difference, and its consistency across datasets (the per-dataset table), as the "
+            f"could give is {test.min_p:.3f}, so "
+            f"{'it cannot reach 0.05 at all' if test.min_p > 0.05 else 'only an extreme split reaches 0.05'}. "
+            "Treat the direction and size of the difference, and its consistency across datasets "
+            "(the per-dataset table), as the "
             "evidence, not the p-value. The unit is the model; datasets are not independent replicates."
         )
     else:
@@ -798,8 +804,7 @@ def render_markdown(report: Report, n_boot: int, seed: int, level: float) -> str
     out = [
         "# remote-steer report",
         "",
-        f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from saved results only "
-        "(no model loaded).",
+        f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from saved results only (no model loaded).",
         "",
         "## Sources",
         "",

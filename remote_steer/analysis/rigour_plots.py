@@ -71,7 +71,7 @@ def crossfit_dumbbell(cf: pd.DataFrame, stem: Path) -> list[Path]:
     fig, axes = _grid(1, 1, 5.5, 0.28 * len(cf) + 0.6)
     ax = axes[0, 0]
     y = np.arange(len(cf))[::-1]
-    for yi, r in zip(y, cf.itertuples()):
+    for yi, r in zip(y, cf.itertuples(), strict=True):
         ax.plot([r.crossfit_glass_delta_pos, r.glass_delta_pos], [yi, yi], color=BASELINE_COLOUR, lw=1, zorder=1)
     ax.scatter(
         cf["glass_delta_pos"],

@@ -62,7 +62,7 @@ def load_tables(run_dirs: list[Path], infos, normalise, notes: list[str]) -> dic
     out: dict[str, pd.DataFrame | None] = {}
     for table in ("norms", "controls"):
         frames = []
-        for path, info in zip(run_dirs, infos):
+        for path, info in zip(run_dirs, infos, strict=True):
             file = Path(path) / "results" / f"{table}.parquet"
             if not file.is_file():
                 continue

@@ -17,7 +17,7 @@ import nnsight
 import torch
 from safetensors.torch import load_file, save_file
 
-from remote_steer.data.prompts import EncodedItem
+from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines import fast_kernel
 from remote_steer.engines.batching import left_pad
 from remote_steer.models.loading import LoadedModel
@@ -116,7 +116,7 @@ def extract_caa(
     backend: Backend,
     on_batch: Callable[[int], None] | None = None,
     request_key: str | None = None,
-    positions: str = "assistant",
+    positions: SteerPositions = "assistant",
     weights: torch.Tensor | None = None,
 ) -> SteeringVectors:
     """Mean difference of answer-token activations, positive minus negative, per layer.
@@ -148,7 +148,7 @@ def extract_caa_weighted(
     backend: Backend,
     on_batch: Callable[[int], None] | None = None,
     request_key: str | None = None,
-    positions: str = "assistant",
+    positions: SteerPositions = "assistant",
     weights: torch.Tensor | None = None,
 ) -> tuple[SteeringVectors, torch.Tensor]:
     """``extract_caa`` plus V extra vectors Σ_i weights[v, i] · d_i / items, where d_i is
@@ -165,7 +165,7 @@ def extract_caa_weighted(
         signed = torch.cat([w, -w], dim=1)  # +positive, -negative
         batch = left_pad(rows, pad_id)
         # steered positions of the prompt (the appended answer token excluded), each prompt once
-        mask = batch.mask_from([it.steer_start(positions) for it in batch_items] * 2)  # type: ignore[arg-type]
+        mask = batch.mask_from([it.steer_start(positions) for it in batch_items] * 2)
         mask[:, -1] = False
         mask[len(batch_items) :] = False
         batches.append((batch.model_inputs(), signed, mask))

@@ -195,7 +195,7 @@ class FastLogitDiffEngine:
         config_strengths = [float(configs[c].strength) for _, c in active]
         index_groups = _groups(items, max(1, self.batch_rows // max(1, len(active))))
         groups = [self._group([items[i] for i in index]) for index in index_groups]
-        for index, group in zip(index_groups, groups):
+        for index, group in zip(index_groups, groups, strict=True):
             self._count(group[0], [items[i] for i in index], [configs[c] for _, c in active])
         # Only these locals enter the session body: never `self`, which would ship the
         # engine (and its backend) to the server.
@@ -229,7 +229,7 @@ class FastLogitDiffEngine:
         baseline = torch.empty(len(items), dtype=torch.float32)
         steered = torch.zeros(len(items), n_vectors * len(configs), dtype=torch.float32)
         columns = torch.tensor([v * len(configs) + c for v, c in active], dtype=torch.long)
-        for index, (base_diff, group_steered) in zip(index_groups, results):
+        for index, (base_diff, group_steered) in zip(index_groups, results, strict=True):
             rows = torch.tensor(index)
             baseline[rows] = base_diff
             if active:
@@ -262,7 +262,7 @@ class FastLogitDiffEngine:
         """A group's trace inputs: prompts, prefix width, steered columns of the window, answer tokens."""
         batch = left_pad([it.prompt_ids for it in group], self.model.tokenizer.pad_token_id)
         starts = [it.steer_start(self.positions) for it in group]
-        window = max(len(it.prompt_ids) - s for it, s in zip(group, starts))
+        window = max(len(it.prompt_ids) - s for it, s in zip(group, starts, strict=True))
         prefix = batch.width - window
         steer = batch.mask_from(starts)[:, prefix:].float()
         tokens = torch.tensor([[it.matching_token, it.other_token] for it in group])

@@ -116,7 +116,7 @@ class FastGenerationEngine:
         rule = self.stop_rule or answer_stop.make_stop_rule(self.model, self.thinking, self.answer_tokens)
         index_groups = _groups(items, max(1, self.batch_rows // (len(configs) + 1)))
         groups = [self._group([items[i] for i in index]) for index in index_groups]
-        for index, (batch, prefix, _) in zip(index_groups, groups):
+        for index, (batch, prefix, _) in zip(index_groups, groups, strict=True):
             self.stats.prompt_token_layers += batch.input_ids.numel() * n_layers
             self.stats.window_token_layers += (
                 len(index) * (batch.width - prefix) * sum(n_layers - 1 - c.layer for c in configs)
@@ -149,7 +149,7 @@ class FastGenerationEngine:
         k = len(configs)
         raw: list[list[int] | None] = [None] * (len(items) * (k + 1))
         n = len(items)
-        for index, (ids, decoded) in zip(index_groups, results):
+        for index, (ids, decoded) in zip(index_groups, results, strict=True):
             self.stats.rows += ids.shape[0]
             self.stats.decode_steps += int(decoded.numel())
             self.stats.decode_token_layers += int(decoded.sum()) * n_layers
@@ -158,21 +158,23 @@ class FastGenerationEngine:
             for r in range(ids.shape[0]):
                 row = ids[r].tolist()
                 row = row[: row.index(-1)] if -1 in row else row
-                local, config = (r, -1) if r < g else ((r - g) // k, (r - g) % k)
+                local, c = (r, -1) if r < g else ((r - g) // k, (r - g) % k)
                 item = index[local]
-                raw[item if config < 0 else n + item * k + config] = row
+                raw[item if c < 0 else n + item * k + c] = row
+        rows = [row for row in raw if row is not None]
+        assert len(rows) == len(raw), "every group decodes all its rows"
         if self.force_length:  # benchmarks: every row as decoded, no stop rule
-            cuts = [(tuple(row), answer_stop.BUDGET) for row in raw]
+            cuts = [(tuple(row), answer_stop.BUDGET) for row in rows]
         else:
-            cuts = [answer_stop.cut(row, rule) for row in raw]
+            cuts = [answer_stop.cut(row, rule) for row in rows]
         if on_rows is not None:
-            on_rows(len(raw))
+            on_rows(len(rows))
         return result_from_rows(self.model.tokenizer, n, k, cuts)
 
     def _group(self, group: Sequence[EncodedItem]):
         batch = left_pad([it.prompt_ids for it in group], self.model.tokenizer.pad_token_id)
         starts = [it.steer_start(self.positions) for it in group]
-        window = max(len(it.prompt_ids) - s for it, s in zip(group, starts))
+        window = max(len(it.prompt_ids) - s for it, s in zip(group, starts, strict=True))
         prefix = batch.width - window
         steer = batch.mask_from(starts)[:, prefix:].float()
         return batch, prefix, steer

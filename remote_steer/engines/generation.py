@@ -337,7 +337,7 @@ def generation_summary(frame):
         baseline = rate(group["baseline_matches"].astype(bool), base_valid)
         records.append(
             {
-                **dict(zip(SUMMARY_KEYS, key)),
+                **dict(zip(SUMMARY_KEYS, key, strict=True)),
                 "n_items": int(group["item_id"].nunique()),
                 "validity_rate": float(valid.mean()),
                 "behavior_rate": behavior,

@@ -49,6 +49,7 @@ def check_remote(host: str | None, model: str | None, engine: str = "fast") -> I
 
     backend = Backend("remote", host=host)
     url = backend.host
+    assert url is not None  # a remote Backend resolves its host on construction
     started = time.perf_counter()
     try:
         answer = httpx.get(f"{url}/status", timeout=10.0)

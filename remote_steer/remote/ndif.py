@@ -135,13 +135,16 @@ class ResultExpired(RemoteSteerError):
 UNKNOWN = "UNKNOWN"  # the server answers 404 for the job id
 
 
-def _nnsight_remote_backend():
+def _nnsight_remote_backend() -> Any:
     from nnsight.intervention.backends.remote import RemoteBackend
 
     return RemoteBackend
 
 
-class NdifClient(_nnsight_remote_backend()):
+_RemoteBackend: Any = _nnsight_remote_backend()  # nnsight is untyped: the base class is Any to mypy
+
+
+class NdifClient(_RemoteBackend):
     """nnsight's RemoteBackend in non-blocking mode, with retries, accounting, and
     the NDIF-as-deployed behaviours above."""
 
@@ -273,7 +276,7 @@ class RemoteRequest(Request):
     # -- journal -----------------------------------------------------------------
 
     def _read_journal(self) -> dict[str, Any]:
-        empty = {
+        empty: dict[str, Any] = {
             "key": self.key,
             "stage": self.stage,
             "model": self.model.name,
@@ -385,7 +388,8 @@ class RemoteRequest(Request):
                     lost = client.job_id
                     self._close_attempt("lost")
                     self._resubmit(
-                        f"job {lost} unknown to the server after {policy.lost_job_grace_s:g}s (server restarted?); resubmitted"
+                        f"job {lost} unknown to the server after {policy.lost_job_grace_s:g}s "
+                        "(server restarted?); resubmitted"
                     )
                     unknown_since = None
                     deadline = time.monotonic() + policy.job_timeout_s
@@ -398,7 +402,8 @@ class RemoteRequest(Request):
                 break
             if time.monotonic() > deadline:
                 raise RemoteUnavailable(
-                    f"{backend.host}: job {client.job_id} did not finish within {policy.job_timeout_s:.0f}s; rerun to keep waiting"
+                    f"{backend.host}: job {client.job_id} did not finish within {policy.job_timeout_s:.0f}s; "
+                    "rerun to keep waiting"
                 )
             time.sleep(policy.poll_interval_s)
         self._close_attempt(
@@ -420,11 +425,13 @@ class RemoteRequest(Request):
         except ResultExpired as again:
             if again.url != expired.url:
                 raise RemoteUnavailable(
-                    f"{self.backend.host}: a fresh result URL for job {client.job_id} was refused too (HTTP {again.code})"
+                    f"{self.backend.host}: a fresh result URL for job {client.job_id} was refused too "
+                    f"(HTTP {again.code})"
                 ) from None
             self._close_attempt("expired")
             self._resubmit(
-                f"result URL of job {client.job_id} expired (HTTP {expired.code}) and the server signs no fresh one; resubmitted"
+                f"result URL of job {client.job_id} expired (HTTP {expired.code}) "
+                "and the server signs no fresh one; resubmitted"
             )
             return "RESUBMITTED", None
         self._tell(f"result URL of job {client.job_id} expired (HTTP {expired.code}); fetched a freshly signed one")
@@ -478,7 +485,7 @@ def _get(host: str, path: str, timeout_s: float):
     try:
         response = httpx.get(f"{host}{path}", timeout=timeout_s)
         response.raise_for_status()
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - any failure to read the server becomes one RemoteUnavailable
         code = _status_code(error)
         what = f"HTTP {code}" if code is not None else f"{type(error).__name__}: {error}"
         raise RemoteUnavailable(f"{host}: cannot read {path} ({what})") from None
@@ -525,7 +532,8 @@ def probe_key(backend: Backend, model: LoadedModel) -> int:
     layer = model.layers[0]
     ids = {"input_ids": torch.zeros(1, 1, dtype=torch.long)}
     with model.nn.trace(ids, backend=client):
-        probe = layer.output[0, 0, 0].save()
+        # bound, as a save must be, to make the job return one scalar; the client never waits for it
+        _probe = layer.output[0, 0, 0].save()
     backend.stage_traffic("probe").requests += 1
     return len(client.payload or b"")
 

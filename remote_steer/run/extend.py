@@ -6,8 +6,9 @@ what is missing, chunk by chunk and configuration by configuration (a chunk whos
 part lacks some configurations gets a second part holding just those). Fields that
 change what a saved number means are *refused*, naming the field: the data split
 (``seed``, ``data.source``, ``data.max_items``, ``data.test_fraction``,
-``data.files``), where and in what units the vector is added (``evaluation.positions``, ``evaluation.strength_unit``), how items are
-cut into parts (``evaluation.chunk_items``, ``evaluation.request_token_budget``),
+``data.files``), where and in what units the vector is added (``evaluation.positions``,
+``evaluation.strength_unit``), how items are cut into parts (``evaluation.chunk_items``,
+``evaluation.request_token_budget``),
 what a generation is (``generation.max_new_tokens``, ``generation.thinking``,
 ``generation.answer_tokens``) and a model's weights (``models[NAME].dtype``,
 ``models[NAME].revision``). Everything else (batch sizes, devices, backends, hosts,
@@ -140,7 +141,7 @@ def saved_configs(parts: Sequence[Path]) -> set[tuple[int, float]]:
     done: set[tuple[int, float]] = set()
     for part in parts:
         frame = pd.read_parquet(part, columns=["layer", "strength"])
-        done.update(zip(frame["layer"].astype(int), frame["strength"].astype(float)))
+        done.update(zip(frame["layer"].astype(int), frame["strength"].astype(float), strict=True))
     return done
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from remote_steer.data.prompts import EncodedItem
+from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines.extraction import SteeringVectors
 from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast
 from remote_steer.engines.sweep import SteerConfig
@@ -69,7 +69,7 @@ def run_letter_control(
     backend: Any,
     batch_size: int,
     eval_batch_rows: int,
-    positions: str,
+    positions: SteerPositions,
 ) -> bool:
     """Compute and checkpoint one model × concept's control; False if already there."""
     path = part_path(store, name, concept)
@@ -88,7 +88,7 @@ def run_letter_control(
     target = vectors.vectors.norm(dim=1)
     scaled = letters * (target / letters.norm(dim=1).clamp_min(1e-12))[:, None]
     configs = [SteerConfig(layer, s) for layer in layers for s in pair]
-    sweep = FastLogitDiffEngine(loaded, backend, eval_batch_rows, positions).run(  # type: ignore[arg-type]
+    sweep = FastLogitDiffEngine(loaded, backend, eval_batch_rows, positions).run(
         [as_letters(it) for it in test], scaled, configs, request_key=f"letter-sweep/{name}/{concept}"
     )
     shift = (torch.as_tensor(sweep.steered) - torch.as_tensor(sweep.baseline)[:, None]).mean(0)
@@ -139,7 +139,10 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
     best = with_controls(best_layer_letters(letters, summary), _control_comparison(store, results))
     verdict = collapse_verdict(letters, summary)
     several = letters["model"].nunique() > 1  # the model column only when it tells rows apart
-    lead = (lambda r: (r.model, r.dataset)) if several else (lambda r: (r.dataset,))  # noqa: E731
+
+    def lead(r) -> tuple:
+        return (r.model, r.dataset) if several else (r.dataset,)
+
     lead_cols = ["model", "dataset"] if several else ["dataset"]
     if not best.empty:
         rows = [

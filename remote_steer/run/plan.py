@@ -99,7 +99,7 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
     ev = spec.evaluation
     plans = []
     for model in spec.models:
-        backend = Backend(model.backend, host=model.host)  # type: ignore[arg-type]
+        backend = Backend(model.backend, host=model.host)
         layers, hidden = _shape(model.name, model.revision)
         card = lookup(model.name)
         remote_name = card.name if card is not None and card.toy else (card.hub_id if card else model.name)
@@ -161,7 +161,7 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                 passes += math.ceil(rows / ev.batch_size)
                 sent += _TRACE_CODE_BYTES + test * prompt_tokens * _BYTES_PER_TOKEN + rows * 24 + sweep * hidden * 4
                 received += rows * 4 + 1_000
-        items = f"{sum(tr for tr, _ in counts.values())}+{sum(te for _, te in counts.values())}"
+        n_items = f"{sum(tr for tr, _ in counts.values())}+{sum(te for _, te in counts.values())}"
         plans.append(
             ModelPlan(
                 model.name,
@@ -171,7 +171,7 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                 hosted,
                 layers,
                 sweep,
-                items + (" (est.)" if estimated else ""),
+                n_items + (" (est.)" if estimated else ""),
                 requests,
                 passes,
                 sent,

@@ -43,7 +43,8 @@ def _save_controls(path: Path, extra: torch.Tensor, kinds: list[tuple[str, int]]
             tensors,
             str(tmp),
             metadata={
-                "format": "remote-steer/caa-controls-v1: [vectors, layers, hidden] per kind (shuffled labels, bootstrap)"
+                "format": "remote-steer/caa-controls-v1: "
+                "[vectors, layers, hidden] per kind (shuffled labels, bootstrap)"
             },
         ),
     )
@@ -119,6 +120,7 @@ def control_sets(
         if count and kind in extra:
             block = extra[kind][:count]
             if unit == "residual":
+                assert vectors.residual_norms is not None  # vectors.scaled(unit) above raised otherwise
                 block = torch.stack([v * residual_scale(v, vectors.residual_norms)[:, None] for v in block])
             sets.append(block)
             kinds += [(kind, i) for i in range(len(block))]

@@ -120,6 +120,7 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
             # Before any work is sent and any file is written: is every remote model
             # hosted where it is going (the open /status)?
             backend = make_backend(model_spec)
+            assert backend.host is not None  # a remote Backend resolves its host on construction
             require_hosted(backend.host, backend.api_key, remote_id(source), model_spec.name)
     for model_spec in spec.models:
         source = sources[model_spec.name]
@@ -194,7 +195,7 @@ def _note_toy_build(name: str, display: Display) -> None:
 
 def make_backend(model_spec: ModelSpec, run_dir: Path | None = None) -> Backend:
     return Backend(
-        model_spec.backend,  # type: ignore[arg-type]
+        model_spec.backend,
         host=model_spec.host,
         journal_dir=journal_dir(run_dir) if run_dir is not None else None,
     )
@@ -323,12 +324,9 @@ def _run_model(
         revision = vectors.revision
         if "logit" in spec.evaluation.modes:
             sweep_engine = FastLogitDiffEngine if prepared.spec.engine == "fast" else LogitDiffEngine
-            engine = lambda: sweep_engine(  # noqa: E731 - built only if a chunk is left
-                model(),
-                backend,
-                spec.evaluation.batch_size,
-                spec.evaluation.positions,  # type: ignore[arg-type]
-            )
+
+            def engine(sweep_engine=sweep_engine):  # built only if a chunk is left
+                return sweep_engine(model(), backend, spec.evaluation.batch_size, spec.evaluation.positions)
 
             def logit_chunk(first, chunk, engine, on_rows, key, todo_configs, concept=concept, vectors=vectors):
                 sweep = engine.run(
@@ -428,7 +426,7 @@ def _chunked_stage(
     size = _recorded_chunk_size(store, table, name, concept, lambda: chunk_size(spec, items, len(configs)))
     part_dir = store.part_dir(table, name, concept)
     todo = []
-    for first, chunk in zip(range(0, len(items), size), chunks(items, size)):
+    for first, chunk in zip(range(0, len(items), size), chunks(items, size), strict=True):
         missing, n_parts = extend.missing_configs(part_dir, first, configs)
         if missing:
             todo.append((first, chunk, [configs[c] for c in missing], n_parts))
@@ -453,7 +451,6 @@ def _generation_stage(plan, prepared, concept, vectors, model, store, backend, d
     from remote_steer.run.generation_stage import generation_configs, make_generation_engine
 
     spec, name = plan.spec, prepared.spec.label
-    gen = spec.generation
     configs = generation_configs(spec, prepared, concept, store, LOGIT_TABLE)
     encoded = prepared.generation_encoded[concept]
     by_id = {item.item_id: item for item in plan.splits[concept].test}

@@ -13,10 +13,13 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from remote_steer.errors import SpecError
-from remote_steer.remote.backend import BACKEND_KINDS
+from remote_steer.remote.backend import BACKEND_KINDS, BackendKind
+
+if TYPE_CHECKING:
+    from remote_steer.data.prompts import SteerPositions
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class ModelSpec:
     dtype: str = "auto"
     device: str = "cpu"  # "cpu", "cuda", "cuda:N", or "auto" (device_map="auto" over all GPUs)
     revision: str | None = None
-    backend: str = "local"  # "local", "remote" (NDIF) or "simulated-remote"
+    backend: BackendKind = "local"  # "local", "remote" (NDIF) or "simulated-remote"
     host: str | None = None  # remote server URL; default $NDIF_HOST, then nnsight's configured host
     engine: str = "fast"  # "fast" (prefix cache, shipped kernel via nnsight.register) or "plain" (nnsight only)
     layers: tuple[int, ...] | None = None  # this model's sweep layers (default: evaluation.layers / the sweep)
@@ -60,7 +63,7 @@ class EvaluationSpec:
     layers: tuple[int, ...] | None = None  # explicit layers; None: from layer_start_fraction to the last
     layer_start_fraction: float = 0.33
     modes: tuple[str, ...] = ("logit",)  # "logit" and/or "generation"
-    positions: str = "assistant"  # "assistant" (CAA convention) or "all"
+    positions: SteerPositions = "assistant"  # "assistant" (CAA convention) or "all"
     batch_size: int = 64  # rows (item × configuration) per forward pass
     chunk_items: int = 16  # items per checkpointed results part and per request (resume granularity)
     request_token_budget: int = 2_000_000  # max padded tokens (rows × width) in one request
@@ -161,7 +164,8 @@ class ExperimentSpec:
         for model in gen.models or ():
             if model not in names:
                 raise SpecError(
-                    f"{where}: generation.models: {model!r} is not a [[models]] name; expected one of {', '.join(names)}"
+                    f"{where}: generation.models: {model!r} is not a [[models]] name; "
+                    f"expected one of {', '.join(names)}"
                 )
         for concept in gen.concepts or ():
             if concept not in self.data.concepts:
@@ -195,13 +199,15 @@ class ExperimentSpec:
         for layer in self.generation.layers or ():
             if not 0 <= layer < n_layers:
                 raise SpecError(
-                    f"{spec_location(self.path, 'generation.layers')}: generation.layers: layer {layer} is outside {model} "
+                    f"{spec_location(self.path, 'generation.layers')}: generation.layers: "
+                    f"layer {layer} is outside {model} "
                     f"(decoder layers 0..{n_layers - 1})"
                 )
         for layer in self.evaluation.layers or ():
             if not 0 <= layer < n_layers:
                 raise SpecError(
-                    f"{spec_location(self.path, 'evaluation.layers')}: evaluation.layers: layer {layer} is outside {model} "
+                    f"{spec_location(self.path, 'evaluation.layers')}: evaluation.layers: "
+                    f"layer {layer} is outside {model} "
                     f"(decoder layers 0..{n_layers - 1})"
                 )
 

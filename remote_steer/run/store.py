@@ -47,8 +47,9 @@ def slug(name: str) -> str:
     return name.replace("/", "--").replace("\\", "--").replace(":", "-")
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` then rename ``tmp`` onto ``path``; never leaves a partial file."""
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` (its return value is ignored) then rename ``tmp`` onto ``path``; never leaves a partial
+    file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
