@@ -12,10 +12,12 @@ ROOT=$PWD
 VENV=$ROOT/.ndif-venv
 PY=${NDIF_PYTHON:-python3}
 
+# The versions the stack was validated with are pinned where a release could change the server's behaviour:
+# nnsight and transformers as on the client side, Ray (the controller and actors), moto (the S3 stand-in).
 TORCH='torch==2.13.0'
-DEPS=('nnsight>=0.8.1,<0.9' 'pydantic' 'redis' 'click' 'python-dotenv' 'pyyaml' 'boto3' 'fastapi' 'uvicorn[standard]'
-      'gunicorn' 'python-multipart' 'ray[default]' 'transformers>=5.15' 'accelerate' 'numpy' 'zstandard' 'peft'
-      'moto[server]' 'asyncpg' 'httpx')
+DEPS=('nnsight==0.8.1' 'transformers==5.24.0' 'ray[default]==2.60.0' 'moto[server]==5.2.5'
+      'pydantic' 'redis' 'click' 'python-dotenv' 'pyyaml' 'boto3' 'fastapi' 'uvicorn[standard]' 'gunicorn'
+      'python-multipart' 'accelerate' 'numpy' 'zstandard' 'peft' 'asyncpg' 'httpx')
 NDIF='ndif==0.1.2'
 
 recipe_hash=$( { cat "$0"; "$PY" --version; } | sha256sum | cut -c1-16)

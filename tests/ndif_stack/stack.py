@@ -21,6 +21,7 @@ CI's) can run side by side. ``down`` ends only the processes this stack started 
 process groups and descendants, matched by pid and start time): never ``ray stop``,
 never a kill by process name.
 
+The server venv is ``.ndif-venv`` at the repository root (``$NDIF_STACK_VENV`` overrides it).
 This module runs in the *client's* python (the project venv): it builds the embedded
 models with remote_steer's own builders and lays them out as a Hugging Face cache the
 server reads offline.
@@ -210,6 +211,13 @@ def _signal(proc: Proc, sig: int, group: bool = False) -> None:
             os.killpg(proc.pid, sig)
         else:
             os.kill(proc.pid, sig)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -558,7 +566,7 @@ def _start_s3(stack: Stack, env: dict[str, str]) -> None:
 def _start_ray(stack: Stack, env: dict[str, str]) -> None:
     p = stack.ports
     resources = {"head": 10, "cuda_memory_bytes": LOGICAL_GPU_BYTES, "cpu_memory_bytes": _total_memory_bytes()}
-    worker_ports = ",".join(str(x) for x in free_ports(RAY_WORKER_PORTS))
+    worker_ports = ",".join(str(p[f"ray_worker_{i}"]) for i in range(RAY_WORKER_PORTS))
     _spawn(
         stack,
         "ray",
@@ -797,6 +805,7 @@ def up(models: Iterable[str] = DEFAULT_MODELS, root: Path | None = None, log: Ca
         "ray_runtime_env",
         "ray_metrics",
     ]
+    names += [f"ray_worker_{i}" for i in range(RAY_WORKER_PORTS)]  # one draw: no port twice
     stack = Stack(root=str(root), ports=dict(zip(names, free_ports(len(names)), strict=True)))
     stack.host = f"http://127.0.0.1:{stack.ports['api']}"
     stack.save()
@@ -855,13 +864,26 @@ def status_lines(stack: Stack) -> list[str]:
     lines = [f"stack {stack.root}: api {stack.host}"]
     for name in SERVICES:
         proc = stack.procs.get(name)
-        state = "running" if proc and proc.alive() else "not running"
-        lines.append(f"  {name:<11} {state}" + (f" (pid {proc.pid})" if proc and proc.alive() else ""))
+        if name == "controller":  # its launcher exits; the Controller is a detached Ray actor
+            actor = next((p for p in procs if _cmdline(p.pid).startswith("ray::Controller")), None)
+            state = f"running (Ray actor, pid {actor.pid})" if actor else "not running"
+        else:
+            state = f"running (pid {proc.pid})" if proc and proc.alive() else "not running"
+        lines.append(f"  {name:<11} {state}")
     lines.append(f"  processes   {len(procs)}; resident {rss / 1024**2:.2f} GiB (RSS), {pss / 1024**2:.2f} GiB (PSS)")
     up_keys = running(stack)
     for name, key in stack.models.items():
         lines.append(f"  {name:<28} {'RUNNING' if key in up_keys else 'not running'}")
     return lines
+
+
+def _write_env(path: Path, env: dict[str, str]) -> None:
+    """A file to ``source``: it holds a key or a password, so only its owner reads it."""
+    import shlex
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.writelines(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -882,14 +904,14 @@ def _main(argv: list[str] | None = None) -> int:
             print(f"ndif stack: FAILED: {error}", file=sys.stderr)
             return 2
         CURRENT.write_text(json.dumps({"root": stack.root}) + "\n")
-        env_file = stack.dir / "client.env"
-        fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.writelines(f"export {k}={v}\n" for k, v in stack.client_env().items())
+        env_file, server_file = stack.dir / "client.env", stack.dir / "server.env"
+        _write_env(env_file, stack.client_env())
+        _write_env(server_file, server_env(stack))
         print(f"ndif stack: up in {stack.timings['up_s']} s; api {stack.host}")
         for name, key in stack.models.items():
             print(f"  deployed {name}: {key}")
-        print(f"  the host and the test API key: source {env_file}")
+        print(f"  client (host, test API key): source {env_file}")
+        print(f"  ndif CLI (deploy, status):    source {server_file}")
         print(f"  logs: {stack.logs}")
         return 0
 
