@@ -46,7 +46,8 @@ def ndif_stack() -> Iterator[RealStack]:
             pytest.fail(f"real NDIF stack: {missing}; .ci/run must install it", pytrace=False)
         pytest.skip(f"real NDIF stack: {missing}")
     try:
-        started = _stack.up(log=lambda line: print(line, file=sys.stderr))
+        # The watchdog ends the stack even if this pytest process is killed before its tear-down.
+        started = _stack.up(log=lambda line: print(line, file=sys.stderr), owner=os.getpid())
     except _stack.StackError as error:
         pytest.fail(f"real NDIF stack did not come up: {error}", pytrace=False)
     try:

@@ -175,7 +175,7 @@ def stack_processes(stack: Stack) -> list[Proc]:
     todo = [p.pid for p in stack.procs.values() if p.alive()]
     while todo:
         pid = todo.pop()
-        if pid in found:
+        if pid in found or pid == os.getpid():  # the watchdog ending the stack spares itself
             continue
         proc = Proc.of(pid)
         if proc.start:
@@ -776,9 +776,15 @@ def running(stack: Stack) -> set[str]:
 # ------------------------------------------------------------------ up / down
 
 
-def up(models: Iterable[str] = DEFAULT_MODELS, root: Path | None = None, log: Callable[[str], None] = print) -> Stack:
+def up(
+    models: Iterable[str] = DEFAULT_MODELS,
+    root: Path | None = None,
+    log: Callable[[str], None] = print,
+    owner: int | None = None,
+) -> Stack:
     """Start every service and deploy ``models``; on failure end what was started and
-    raise ``StackError`` with the services' log tails."""
+    raise ``StackError`` with the services' log tails. With ``owner`` (a pid, e.g. the
+    pytest process) a watchdog ends the stack should that process die without doing so."""
     missing = installed()
     if missing:
         raise StackError(missing)
@@ -809,6 +815,8 @@ def up(models: Iterable[str] = DEFAULT_MODELS, root: Path | None = None, log: Ca
     stack = Stack(root=str(root), ports=dict(zip(names, free_ports(len(names)), strict=True)))
     stack.host = f"http://127.0.0.1:{stack.ports['api']}"
     stack.save()
+    if owner is not None:
+        _spawn_watchdog(stack, owner)
     try:
         log(f"ndif stack: building models {', '.join(models)}")
         files = prepare_models(models)
@@ -832,6 +840,22 @@ def up(models: Iterable[str] = DEFAULT_MODELS, root: Path | None = None, log: Ca
     stack.timings["up_s"] = round(time.monotonic() - started, 1)
     stack.save()
     return stack
+
+
+def _spawn_watchdog(stack: Stack, owner: int) -> None:
+    start = _start_time(owner)
+    argv = [sys.executable, str(Path(__file__).resolve()), "watch", "--dir", stack.root, "--owner", f"{owner}:{start}"]
+    _spawn(stack, "watchdog", argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+
+
+def _watch(root: Path, owner: Proc) -> int:
+    """Wait for the owner to die, then end the stack (if it still exists)."""
+    while owner.alive() and (root / "stack.json").exists():
+        time.sleep(2.0)
+    if (root / "stack.json").exists():
+        print(f"ndif stack: owner {owner.pid} is gone; ending the stack", flush=True)
+        down(Stack.load(root))
+    return 0
 
 
 def down(stack: Stack, remove: bool = True, grace_s: float = 5.0) -> int:
@@ -895,7 +919,14 @@ def _main(argv: list[str] | None = None) -> int:
     for name in ("down", "status"):
         p = sub.add_parser(name, help=f"{name} the stack started by `up`")
         p.add_argument("--dir", type=Path, help="stack directory (default: the last one `up` started)")
+    p_watch = sub.add_parser("watch", help=argparse.SUPPRESS)  # the fixture's watchdog
+    p_watch.add_argument("--dir", type=Path, required=True)
+    p_watch.add_argument("--owner", required=True, help="PID:STARTTIME")
     args = parser.parse_args(argv)
+
+    if args.command == "watch":
+        pid, start = args.owner.split(":")
+        return _watch(args.dir, Proc(int(pid), int(start) if start != "None" else 0))
 
     if args.command == "up":
         try:
