@@ -795,6 +795,7 @@ def up(
     root.chmod(0o711)  # the postgres user must reach pg/ (nothing else is readable)
     for sub in ("logs", "tmp", "hf/hub", "ndif-home", "actors"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "logs").chmod(0o700)  # ndif's request log records API keys in plain text
     shutil.copyfile(Path(__file__).with_name("cpu_actor.py"), root / "actors" / f"{ACTOR_MODULE}.py")
     names = [
         "postgres",
