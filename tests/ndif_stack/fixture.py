@@ -3,7 +3,8 @@ machine, auth on, the two toys and the embedded SmolLM2 deployed with the CPU ac
 
 It yields a ``RealStack`` (host URL, the test API key, the deployed model keys). It is
 started once per session, only when a test asks for it, and torn down at the end of the
-session (only the processes it started).
+session (only the processes it started; a process that outlives the tear-down fails the
+session). ``NDIF_STACK_KEEP_LOGS=1`` keeps the stack's directory (logs) after it.
 
 Where the stack is not installed (``bash tests/ndif_stack/install.sh`` not run) the tests
 that need it skip with one line saying so; under CI (``CI=true``) that is a failure
@@ -54,4 +55,8 @@ def ndif_stack() -> Iterator[RealStack]:
         yield RealStack(started.host, started.api_key, dict(started.models), started.root)
     finally:
         keep = os.environ.get("NDIF_STACK_KEEP_LOGS")
+        procs = _stack.stack_processes(started)
         _stack.down(started, remove=not keep)
+        left = [p.pid for p in procs if p.alive()]
+        if left:
+            pytest.fail(f"real NDIF stack: processes {left} outlived the tear-down", pytrace=False)
