@@ -448,53 +448,13 @@ def _start_postgres(stack: Stack) -> None:
             os.chown(path, user.pw_uid, user.pw_gid)
         as_postgres = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--"]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-    _run(
-        stack,
-        "postgres-initdb",
-        [
-            *as_postgres,
-            str(pg_bin / "initdb"),
-            "-D",
-            str(pg / "data"),
-            "-U",
-            "postgres",
-            "--auth-local=trust",  # set-up over the stack's own unix socket
-            "--auth-host=scram-sha-256",  # the API over TCP: password
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ],
-        env,
-        120,
-    )
+    # Local set-up over the stack's own unix socket is trusted; the API connects over TCP with a password.
+    initdb = f"-D {pg / 'data'} -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --no-sync"
+    _run(stack, "postgres-initdb", [*as_postgres, str(pg_bin / "initdb"), *initdb.split()], env, 120)
     port = stack.ports["postgres"]
-    _spawn(
-        stack,
-        "postgres",
-        [
-            *as_postgres,
-            str(pg_bin / "postgres"),
-            "-D",
-            str(pg / "data"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-k",
-            str(pg / "sock"),
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=30",
-            "-c",
-            "shared_buffers=16MB",
-        ],
-        env,
-    )
+    options = f"-h 127.0.0.1 -p {port} -k {pg / 'sock'} -c fsync=off -c synchronous_commit=off"
+    options += " -c full_page_writes=off -c max_connections=30 -c shared_buffers=16MB"
+    _spawn(stack, "postgres", [*as_postgres, str(pg_bin / "postgres"), "-D", str(pg / "data"), *options.split()], env)
     psql = [str(pg_bin / "psql"), "-h", str(pg / "sock"), "-p", str(port), "-U", "postgres", "-v", "ON_ERROR_STOP=1"]
     _wait(
         stack,
@@ -525,26 +485,8 @@ def _start_redis(stack: Stack) -> None:
     assert redis is not None
     port = stack.ports["redis"]
     (stack.dir / "redis").mkdir()
-    _spawn(
-        stack,
-        "redis",
-        [
-            redis,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--daemonize",
-            "no",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(stack.dir / "redis"),
-        ],
-        {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-    )
+    options = f"--bind 127.0.0.1 --port {port} --daemonize no --appendonly no --dir {stack.dir / 'redis'}"
+    _spawn(stack, "redis", [redis, *options.split(), "--save", ""], {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
 
     def pong() -> bool:
         try:
@@ -567,34 +509,21 @@ def _start_ray(stack: Stack, env: dict[str, str]) -> None:
     p = stack.ports
     resources = {"head": 10, "cuda_memory_bytes": LOGICAL_GPU_BYTES, "cpu_memory_bytes": _total_memory_bytes()}
     worker_ports = ",".join(str(p[f"ray_worker_{i}"]) for i in range(RAY_WORKER_PORTS))
+    options = (
+        f"--head --block --node-ip-address=127.0.0.1 --port={p['ray_gcs']} --node-manager-port={p['ray_node_manager']}"
+        f" --object-manager-port={p['ray_object_manager']} --ray-client-server-port={p['ray_client']}"
+        f" --worker-port-list={worker_ports}"
+        # the dashboard serves ray.util.state, which the controller's /status reads
+        f" --include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port={p['ray_dashboard']}"
+        f" --dashboard-agent-listen-port={p['ray_agent_http']} --dashboard-agent-grpc-port={p['ray_agent_grpc']}"
+        f" --runtime-env-agent-port={p['ray_runtime_env']} --metrics-export-port={p['ray_metrics']}"
+        f" --num-cpus={RAY_CPUS} --num-gpus=1 --object-store-memory={512 * 1024**2}"
+        f" --temp-dir={stack.dir / 'ray'} --disable-usage-stats"
+    )
     _spawn(
         stack,
         "ray",
-        [
-            str(VENV / "bin" / "ray"),
-            "start",
-            "--head",
-            "--block",
-            "--node-ip-address=127.0.0.1",
-            f"--port={p['ray_gcs']}",
-            f"--node-manager-port={p['ray_node_manager']}",
-            f"--object-manager-port={p['ray_object_manager']}",
-            f"--ray-client-server-port={p['ray_client']}",
-            f"--worker-port-list={worker_ports}",
-            "--include-dashboard=true",  # ray.util.state (the controller's /status) goes through it
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={p['ray_dashboard']}",
-            f"--dashboard-agent-listen-port={p['ray_agent_http']}",
-            f"--dashboard-agent-grpc-port={p['ray_agent_grpc']}",
-            f"--runtime-env-agent-port={p['ray_runtime_env']}",
-            f"--metrics-export-port={p['ray_metrics']}",
-            f"--num-cpus={RAY_CPUS}",
-            "--num-gpus=1",
-            f"--resources={json.dumps(resources)}",
-            f"--object-store-memory={512 * 1024**2}",
-            f"--temp-dir={stack.dir / 'ray'}",
-            "--disable-usage-stats",
-        ],
+        [str(VENV / "bin" / "ray"), "start", *options.split(), f"--resources={json.dumps(resources)}"],
         env,
     )
     _wait(
@@ -797,21 +726,8 @@ def up(
         (root / sub).mkdir(parents=True, exist_ok=True)
     (root / "logs").chmod(0o700)  # ndif's request log records API keys in plain text
     shutil.copyfile(Path(__file__).with_name("cpu_actor.py"), root / "actors" / f"{ACTOR_MODULE}.py")
-    names = [
-        "postgres",
-        "redis",
-        "s3",
-        "api",
-        "ray_gcs",
-        "ray_node_manager",
-        "ray_object_manager",
-        "ray_client",
-        "ray_dashboard",
-        "ray_agent_http",
-        "ray_agent_grpc",
-        "ray_runtime_env",
-        "ray_metrics",
-    ]
+    names = "postgres redis s3 api ray_gcs ray_node_manager ray_object_manager ray_client ray_dashboard".split()
+    names += "ray_agent_http ray_agent_grpc ray_runtime_env ray_metrics".split()
     names += [f"ray_worker_{i}" for i in range(RAY_WORKER_PORTS)]  # one draw: no port twice
     stack = Stack(root=str(root), ports=dict(zip(names, free_ports(len(names)), strict=True)))
     stack.host = f"http://127.0.0.1:{stack.ports['api']}"
