@@ -173,6 +173,7 @@ def extract_caa_weighted(
     nn, layers, n_layers = model.nn, model.layers, model.n_layers  # the only names the trace body uses
     request = backend.open(model, "extraction", request_key)
     total = norms = None
+    # fmt: off
     with torch.inference_mode():
         if request.must_submit:
             with nn.session(**request.session_kwargs()):
@@ -194,6 +195,7 @@ def extract_caa_weighted(
                 norms = nnsight.save(torch.stack(norm_sums).sum(0))
         got = request.result(total=total, norms=norms)
         total, norms = got["total"], got["norms"]
+    # fmt: on
     if on_batch is not None:
         on_batch(len(items))
     total = total / len(items)  # [layers, V, hidden]

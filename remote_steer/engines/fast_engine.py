@@ -208,6 +208,7 @@ class FastLogitDiffEngine:
         # Session body (no comment lines inside: nnsight ships its unparsed source).
         # Per group: the model's forward reads the window of every layer, then the
         # kernel runs every steered continuation on the model's side.
+        # fmt: off
         with torch.inference_mode():
             if request.must_submit:
                 with nn.session(**request.session_kwargs()):
@@ -218,24 +219,14 @@ class FastLogitDiffEngine:
                             cache = fast_kernel.output_cache(nn.output)
                             results.append(
                                 fast_kernel.sweep(
-                                    nn.model,
-                                    lm_head,
-                                    resid,
-                                    cache,
-                                    prefix,
-                                    position_ids,
-                                    attention_mask,
-                                    steer,
-                                    layer_vectors,
-                                    vector_rows,
-                                    config_layers,
-                                    config_strengths,
-                                    tokens,
-                                    block_rows,
+                                    nn.model, lm_head, resid, cache, prefix, position_ids,
+                                    attention_mask, steer, layer_vectors, vector_rows, config_layers,
+                                    config_strengths, tokens, block_rows,
                                 )
                             )
                     results = nnsight.save(results)
             results = request.result(results=results)["results"]
+        # fmt: on
         baseline = torch.empty(len(items), dtype=torch.float32)
         steered = torch.zeros(len(items), n_vectors * len(configs), dtype=torch.float32)
         columns = torch.tensor([v * len(configs) + c for v, c in active], dtype=torch.long)
@@ -372,6 +363,7 @@ def extract_caa_fast_weighted(
     nn, layers, no_logits = model.nn, model.layers, _NO_LOGITS  # the only names the session body uses, with the kernel
     request = backend.open(model, "extraction", request_key)
     total = norms = None
+    # fmt: off
     with torch.inference_mode():
         if request.must_submit:
             with nn.session(**request.session_kwargs()):
@@ -379,21 +371,18 @@ def extract_caa_fast_weighted(
                 norm_sums = []
                 for inputs, answer_ids, rows, position_ids, attention_mask, signed, mask in groups:
                     with nn.trace(inputs, use_cache=True, logits_to_keep=no_logits):
-                        norm_sums.append(
-                            torch.stack(
-                                [fast_kernel.masked_norm(layers[layer].output, mask) for layer in range(len(layers))]
-                            )
-                        )
+                        layer_norms = [fast_kernel.masked_norm(layers[i].output, mask) for i in range(len(layers))]
+                        norm_sums.append(torch.stack(layer_norms))
                         cache = fast_kernel.output_cache(nn.output)
                         batch_sums.append(
-                            fast_kernel.answer_activations(
-                                nn.model, cache, answer_ids, rows, position_ids, attention_mask, signed
-                            )
+                            fast_kernel.answer_activations(nn.model, cache, answer_ids, rows, position_ids,
+                                                           attention_mask, signed)
                         )
                 total = nnsight.save(torch.stack(batch_sums).sum(0))
                 norms = nnsight.save(torch.stack(norm_sums).sum(0))
         got = request.result(total=total, norms=norms)
         total, norms = got["total"], got["norms"]
+    # fmt: on
     if on_batch is not None:
         on_batch(len(items))
     total = total / len(items)  # [layers, V, hidden]

@@ -128,6 +128,7 @@ class FastGenerationEngine:
         trace_groups = [(*trace_inputs(batch), *rest) for batch, *rest in groups]
         request = self.backend.open(self.model, "generation", request_key)
         results = None
+        # fmt: off
         with torch.inference_mode():
             if request.must_submit:
                 with nn.session(**request.session_kwargs()):
@@ -138,27 +139,14 @@ class FastGenerationEngine:
                             cache = fast_gen_kernel.output_cache(nn.output)
                             results.append(
                                 fast_gen_kernel.generate(
-                                    nn.model,
-                                    lm_head,
-                                    resid,
-                                    cache,
-                                    prefix,
-                                    position_ids,
-                                    attention_mask,
-                                    steer,
-                                    layer_vectors,
-                                    vector_rows,
-                                    config_layers,
-                                    config_strengths,
-                                    flags,
-                                    thinking,
-                                    answer_tokens,
-                                    n_new,
-                                    force,
+                                    nn.model, lm_head, resid, cache, prefix, position_ids, attention_mask,
+                                    steer, layer_vectors, vector_rows, config_layers, config_strengths, flags, thinking,
+                                    answer_tokens, n_new, force,
                                 )
                             )
                     results = nnsight.save(results)
             results = request.result(results=results)["results"]
+        # fmt: on
         k = len(configs)
         raw: list[list[int] | None] = [None] * (len(items) * (k + 1))
         n = len(items)
