@@ -48,7 +48,7 @@ import torch
 
 from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines import fast_kernel
-from remote_steer.engines.batching import TokenBatch, left_pad
+from remote_steer.engines.batching import TokenBatch, left_pad, trace_inputs
 from remote_steer.engines.extraction import SteeringVectors, extract_caa_weighted, item_weights
 from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig, SweepResult
 from remote_steer.models.loading import LoadedModel
@@ -202,6 +202,7 @@ class FastLogitDiffEngine:
         block_rows = self._fit_block_rows(items, index_groups)
         nn, layers, lm_head = self.model.nn, self.model.layers, self.model.nn.lm_head
         no_logits = _NO_LOGITS
+        trace_groups = [(*trace_inputs(batch), *rest) for batch, *rest in groups]
         request = self.backend.open(self.model, "evaluation", request_key)
         results = None
         # Session body (no comment lines inside: nnsight ships its unparsed source).
@@ -212,14 +213,14 @@ class FastLogitDiffEngine:
             if request.must_submit:
                 with nn.session(**request.session_kwargs()):
                     results = []
-                    for batch, prefix, steer, tokens in groups:
-                        with nn.trace(batch.model_inputs(), use_cache=True, logits_to_keep=no_logits):
+                    for inputs, position_ids, attention_mask, prefix, steer, tokens in trace_groups:
+                        with nn.trace(inputs, use_cache=True, logits_to_keep=no_logits):
                             resid = [layers[layer].output[:, prefix:] for layer in range(len(layers))]
                             cache = fast_kernel.output_cache(nn.output)
                             results.append(
                                 fast_kernel.sweep(
-                                    nn.model, lm_head, resid, cache, prefix, batch.position_ids,
-                                    batch.attention_mask, steer, layer_vectors, vector_rows, config_layers,
+                                    nn.model, lm_head, resid, cache, prefix, position_ids,
+                                    attention_mask, steer, layer_vectors, vector_rows, config_layers,
                                     config_strengths, tokens, block_rows,
                                 )
                             )

@@ -82,13 +82,16 @@ def _shape(name: str, revision: str | None) -> tuple[int | None, int | None]:
 
 def _hosted(backend, remote_name: str) -> str:
     from remote_steer.errors import RemoteSteerError
-    from remote_steer.remote.ndif import hosted_models
+    from remote_steer.remote.status import server_models
 
     try:
-        hosted = hosted_models(backend.host, backend.api_key, timeout_s=3.0)
+        models = server_models(backend.host, timeout_s=3.0)
     except RemoteSteerError as error:
         return f"unknown ({type(error).__name__})"
-    return "yes" if remote_name in hosted else "no"
+    found = models.get(remote_name)
+    if found is None:
+        return "no"
+    return "yes" if found.hosted else found.state.lower()
 
 
 def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[list[ModelPlan], bool]:

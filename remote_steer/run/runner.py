@@ -39,7 +39,8 @@ from remote_steer.models.loading import (
 )
 from remote_steer.models.registry import layer_depth
 from remote_steer.remote.backend import Backend
-from remote_steer.remote.ndif import journal_dir, journal_traffic, probe_key, require_hosted
+from remote_steer.remote.ndif import journal_dir, journal_traffic, probe_key
+from remote_steer.remote.status import COLD_NOTE, require_hosted
 from remote_steer.run import extend, rigour
 from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location
 from remote_steer.run.store import RunStore
@@ -121,7 +122,9 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
             # hosted where it is going (the open /status)?
             backend = make_backend(model_spec)
             assert backend.host is not None  # a remote Backend resolves its host on construction
-            require_hosted(backend.host, backend.api_key, remote_id(source), model_spec.name)
+            hosting = require_hosted(backend.host, remote_id(source), model_spec.name)
+            if hosting.cold:
+                display.note(f"{model_spec.name} on {backend.host}: {COLD_NOTE}")
     for model_spec in spec.models:
         source = sources[model_spec.name]
         client_model = None
