@@ -125,7 +125,7 @@ def test_model_actor_killed_mid_run_is_resubmitted_and_the_run_finishes(tmp_path
     def kill_when_submitted() -> None:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and not killed:
-            for path in (run_dir / "jobs").glob("evaluation-*.json") if (run_dir / "jobs").is_dir() else ():
+            for path in (run_dir / "jobs").glob("*.json") if (run_dir / "jobs").is_dir() else ():
                 try:
                     states = [a["state"] for a in json.loads(path.read_text())["attempts"]]
                 except (OSError, ValueError, KeyError):
@@ -174,7 +174,8 @@ def test_refused_key_is_one_line_exit_2_and_never_shown(tmp_path, ndif_stack, ke
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert says in result.output and "Traceback" not in result.output
-    assert len([line for line in lines if "API key" in line]) == 1
+    errors = [line for line in lines if line.startswith("error")]
+    assert len(errors) == 1 and says in errors[0], result.output
     assert not (tmp_path / "key").exists()
     if key:
         assert key not in result.output

@@ -18,27 +18,10 @@ from ndif_stack import stack as real_stack
 
 MODELS = ("toy/qwen3", "toy/qwen3-moe", "small/smollm2-135m-instruct")
 
-FAST_PAYLOAD = pytest.mark.xfail(
-    strict=False,
-    reason="issue 17: the fast engine's payload pickles remote_steer (TokenBatch) by reference, "
-    "which the real server cannot import; flip once the payload ships by value",
-)
-EMBEDDED_REMOTE_ID = pytest.mark.xfail(
-    strict=False,
-    reason="issue 17: the client names the embedded model by its local directory "
-    "(HFValidationError) instead of its remote id; flip once the remote id is canonicalised",
-)
-
-
 def _check_remote_cases():
     for model in MODELS:
         for engine in ("plain", "fast"):
-            marks = []
-            if engine == "fast":
-                marks.append(FAST_PAYLOAD)
-            if model.startswith("small/"):
-                marks.append(EMBEDDED_REMOTE_ID)
-            yield pytest.param(model, engine, marks=marks, id=f"{model}-{engine}")
+            yield pytest.param(model, engine, id=f"{model}-{engine}")
 
 
 def test_the_server_cannot_import_remote_steer(ndif_stack):
