@@ -18,8 +18,17 @@ app = typer.Typer(
 )
 
 
-def _fail(error: RemoteSteerError) -> None:
-    typer.echo(f"error: {error}", err=True)
+def _fail(error: Exception) -> None:
+    """One line on stderr, exit 2. A stray ``OSError`` (a read-only or full disk) says
+    its path and reason rather than a traceback."""
+    if isinstance(error, OSError) and not isinstance(error, RemoteSteerError):
+        from remote_steer.errors import filesystem_error
+
+        if error.filename is not None:
+            error = filesystem_error(error, "write")
+        else:
+            error = RemoteSteerError(f"{type(error).__name__}: {error}")
+    typer.echo(f"error: {' '.join(str(error).split())}", err=True)
     raise typer.Exit(code=2)
 
 
@@ -49,38 +58,27 @@ def run(
     Results land in OUTPUT_DIR/NAME. Rerunning an interrupted run resumes it and
     recomputes nothing that finished.
     """
-    import dataclasses
+    import shlex
 
     if not quiet:  # the libraries below take seconds to import: say something first
         typer.echo(f"remote-steer: preparing {spec} …", err=True)
     from remote_steer.display import NullDisplay, RichDisplay
     from remote_steer.run.runner import run_experiment
-    from remote_steer.run.spec import load_spec
+    from remote_steer.run.spec import apply_overrides, load_spec
 
     try:
-        experiment = load_spec(spec)
-        changes = {}
-        if name:
-            changes["name"] = name
-        if output_dir:
-            changes["output_dir"] = str(output_dir)
-        if modes:
-            evaluation = dataclasses.replace(experiment.evaluation, modes=tuple(m.strip() for m in modes.split(",")))
-            changes["evaluation"] = evaluation
-            from remote_steer.run.spec import parse_modes
-
-            parse_modes(evaluation.modes, "--modes")
-        if engine is not None and engine not in ("fast", "plain"):
-            raise RemoteSteerError(f'--engine {engine!r}: expected "fast" or "plain"')
-        if backend or host or engine:
-            changes["models"] = tuple(
-                dataclasses.replace(m, backend=backend or m.backend, host=host or m.host, engine=engine or m.engine)
-                for m in experiment.models
-            )
-        experiment = dataclasses.replace(experiment, **changes)
+        experiment = apply_overrides(
+            load_spec(spec),
+            name=name,
+            output_dir=str(output_dir) if output_dir else None,
+            modes=modes,
+            backend=backend,
+            host=host,
+            engine=engine,
+        )
         display = NullDisplay() if quiet else RichDisplay()
         outcome = run_experiment(experiment, display=display, fresh=fresh)
-    except RemoteSteerError as error:
+    except (RemoteSteerError, OSError) as error:
         _fail(error)
         return
     except KeyboardInterrupt:
@@ -93,7 +91,7 @@ def run(
         f"{outcome.skipped_parts} already done → {outcome.run_dir}"
     )
     if not quiet:
-        typer.echo(f"next: remote-steer report {outcome.run_dir}")
+        typer.echo(f"next: remote-steer report {shlex.quote(str(outcome.run_dir))}")
 
 
 def resume_command(spec, name, output_dir, backend, host, modes, engine=None) -> str:
@@ -168,7 +166,7 @@ def plan(
 
     try:
         plans, estimated = plan_experiment(load_spec(spec), check_hosts=check_hosts)
-    except RemoteSteerError as error:
+    except (RemoteSteerError, OSError) as error:
         _fail(error)
         return
 
@@ -272,7 +270,7 @@ def check_remote(
         for step in run_checks(host, model, engine):
             typer.echo(f"{'ok  ' if step.ok else 'FAIL'} {step.name}: {step.detail}")
             failed = failed or not step.ok
-    except RemoteSteerError as error:
+    except (RemoteSteerError, OSError) as error:
         _fail(error)
     if failed:
         raise typer.Exit(code=2)
@@ -333,7 +331,7 @@ def datasets(
 
     try:
         entries = list_concepts(source)
-    except RemoteSteerError as error:
+    except (RemoteSteerError, OSError) as error:
         _fail(error)
         return
     hub = source == "hub"
@@ -393,7 +391,7 @@ def report(
 
     try:
         written = build_report(run_dirs, output, n_boot=n_boot, seed=seed, figures=not no_figures)
-    except RemoteSteerError as error:
+    except (RemoteSteerError, OSError) as error:
         _fail(error)
         return
     if not quiet:
@@ -530,7 +528,7 @@ def bench(
     display = RichDisplay()
     try:
         result = run_bench(options, display)
-    except RemoteSteerError as error:
+    except (RemoteSteerError, OSError) as error:
         _fail(error)
         return
     json_path, md_path = write_result(result, output_dir)
@@ -590,7 +588,7 @@ def generate(
             if not line:
                 break
             show_answers(display, session.ask(line))
-    except RemoteSteerError as error:
+    except (RemoteSteerError, OSError) as error:
         _fail(error)
     except KeyboardInterrupt:
         raise typer.Exit(code=130)
@@ -619,7 +617,7 @@ def export(
 
     try:
         written = export_vectors(run_dir, fmt, output=output, models=model, concepts=concept, layers=layer)
-    except RemoteSteerError as error:
+    except (RemoteSteerError, OSError) as error:
         _fail(error)
         return
     for item in written:

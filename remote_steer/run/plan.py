@@ -94,7 +94,9 @@ def _hosted(backend, remote_name: str) -> str:
 def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[list[ModelPlan], bool]:
     from remote_steer.models.registry import lookup
     from remote_steer.remote.backend import Backend
+    from remote_steer.run.spec import validate
 
+    validate(spec)  # the same checks as `run`, before anything is counted
     counts, estimated, prompt_tokens = _items_per_concept(spec)
     ev = spec.evaluation
     plans = []

@@ -27,7 +27,7 @@ from remote_steer.engines.batching import chunks
 from remote_steer.engines.fast_engine import FastLogitDiffEngine
 from remote_steer.engines.generation import generation_rows, generation_summary
 from remote_steer.engines.sweep import LogitDiffEngine
-from remote_steer.errors import DataError, SpecError
+from remote_steer.errors import DataError, RemoteSteerError, SpecError, filesystem_error, filesystem_errors
 from remote_steer.models.loading import (
     LoadedModel,
     ModelSource,
@@ -41,7 +41,7 @@ from remote_steer.models.registry import layer_depth
 from remote_steer.remote.backend import Backend
 from remote_steer.remote.ndif import journal_dir, journal_traffic, probe_key, require_hosted
 from remote_steer.run import extend, rigour
-from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location
+from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location, validate
 from remote_steer.run.store import RunStore
 
 LOGIT_TABLE = "logit_diff"
@@ -87,6 +87,7 @@ class RunOutcome:
 def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
     """Validate everything and tokenize every item, writing nothing."""
     display = display or NullDisplay()
+    validate(spec)  # every field that needs no file: before any data is read
     splits: dict[str, ConceptSplit] = {}
     for concept in spec.data.concepts:
         try:
@@ -110,7 +111,6 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
             )
         splits[concept] = split
         display.note(split.report.summary())
-    rigour_checks(spec)
     models = []
     sources = {}
     for model_spec in spec.models:
@@ -159,23 +159,6 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
     return Plan(spec, splits, models)
 
 
-def rigour_checks(spec: ExperimentSpec) -> None:
-    """Spec fields that need the whole spec to check: flipped concepts, distinct model labels."""
-    for concept in spec.data.flip:
-        if concept not in spec.data.concepts:
-            raise SpecError(
-                f"{spec.path or 'spec'}: data.flip: {concept!r} is not among data.concepts "
-                f"({', '.join(spec.data.concepts)})"
-            )
-    labels = [m.label for m in spec.models]
-    for label in labels:
-        if labels.count(label) > 1:
-            raise SpecError(
-                f"{spec.path or 'spec'}: models: two entries are named {label!r}; "
-                "expected distinct names (set display_name to tell them apart)"
-            )
-
-
 def _note_toy_build(name: str, display: Display) -> None:
     from remote_steer.models.registry import lookup
     from remote_steer.models.toy import toy_dir
@@ -217,17 +200,27 @@ def run_experiment(
     display = display or NullDisplay()
     plan = prepare(spec, display)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec)
-    if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
     store = RunStore(run_dir)
-    changed = extend.reconcile(store.manifest_path, spec.to_dict())  # refuses changes that break saved results
+    layers = {
+        m.spec.label: {"sweep_layers": m.sweep_layers, "generation_layers": m.generation_layers} for m in plan.models
+    }
+    new_dir = fresh or not run_dir.exists()
+    with filesystem_errors(f"write the run directory {run_dir}"):
+        if fresh and run_dir.exists():
+            shutil.rmtree(run_dir)
+        try:  # reconcile refuses changes that break saved results and specs that drop what the run holds
+            changed = extend.reconcile(store.manifest_path, spec.to_dict(), layers)
+            resumed = store.open_run(
+                spec.to_dict(),
+                spec.seed,
+                {"datasets": {c: dataclasses.asdict(s.report) for c, s in plan.splits.items()}},
+            )
+        except OSError:
+            if new_dir:  # the first write failed: leave no empty run directory behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     if changed:
         display.note(f"Extending the run: {', '.join(changed)} changed; computing only what is missing")
-    resumed = store.open_run(
-        spec.to_dict(),
-        spec.seed,
-        {"datasets": {c: dataclasses.asdict(s.report) for c, s in plan.splits.items()}},
-    )
     display.note(f"{'Resuming' if resumed else 'Writing'} run in {run_dir}")
     if hasattr(display, "plan_steps"):
         display.plan_steps(run_steps(plan))
@@ -246,7 +239,12 @@ def run_experiment(
             model_info[prepared.spec.label] = info
             store.update_manifest(models=model_info)
     except BaseException as error:
-        store.update_manifest(status="interrupted", error=f"{type(error).__name__}: {error}")
+        try:
+            store.update_manifest(status="interrupted", error=f"{type(error).__name__}: {error}")
+        except OSError:  # the disk that failed the run may fail this too; the parts are whole either way
+            pass
+        if isinstance(error, OSError) and not isinstance(error, RemoteSteerError):
+            raise filesystem_error(error, "write") from None
         raise
     results = store.consolidate(LOGIT_TABLE)  # everything saved, this spec's modes or earlier ones
     if results.empty:
