@@ -102,6 +102,14 @@ class ControlsSpec:
         return bool(self.random or self.shuffled or self.bootstrap)
 
 
+def first_sweep_layer(fraction: float, n_layers: int) -> int:
+    """The default sweep's first layer: the shallowest layer ``l`` whose depth
+    ``(l + 1) / L`` (the depth column, ``models.registry.layer_depth``) is at least
+    ``fraction``, i.e. ``ceil(fraction × L) − 1``. 0.33 of 12 layers: layer 3, depth 0.333;
+    of 36: layer 11, depth 0.333."""
+    return max(0, min(n_layers - 1, math.ceil(fraction * n_layers - 1e-9) - 1))
+
+
 @dataclass(frozen=True)
 class ExperimentSpec:
     name: str
@@ -127,8 +135,7 @@ class ExperimentSpec:
             return list(model.layers)
         if ev.layers is not None:
             return list(ev.layers)
-        start = min(n_layers - 1, math.ceil(ev.layer_start_fraction * n_layers - 1e-9))
-        return list(range(start, n_layers))
+        return list(range(first_sweep_layer(ev.layer_start_fraction, n_layers), n_layers))
 
     def strengths_for(self, model: ModelSpec | None = None) -> tuple[float, ...]:
         """The model's strengths: its override, else ``evaluation.strengths``."""
