@@ -2,12 +2,55 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import typer
+import typer.core
+
+# The command's own display draws every progress bar: none from the libraries below
+# (huggingface_hub downloads, transformers' loading; tqdm reads TQDM_DISABLE when it is
+# first imported, which is after this). A user's own setting wins.
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from remote_steer.errors import RemoteSteerError
+
+
+def _metavar(param) -> str:
+    """``<list[float]>`` → ``FLOAT``, ``<int range>`` → ``INT``, ``<str>`` → ``TEXT``."""
+    import re
+
+    try:
+        shown = str(param.display_type(None) or "")
+    except Exception:  # a type typer cannot describe without a context: a neutral name
+        return "VALUE"
+    inner = re.sub(r"^<|>$", "", shown)
+    inner = re.sub(r"^list\[(.*)\]$", r"\1", inner).replace(" range", "")
+    return {"str": "TEXT", "": "VALUE"}.get(inner, inner).upper()
+
+
+class PlainHelpCommand(typer.core.TyperCommand):
+    """``--help`` in plain click style: ``SPEC``, not typer's ``{spec}`` and ``spec <path>``;
+    ``--strength FLOAT``, not ``<list[float]>``; a repeatable option says "repeat"."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, typer.core.TyperArgument):
+                name = (param.metavar or param.name or "").upper()
+                usage = name if param.required else f"[{name}]"
+                dots = "..." if param.nargs != 1 else ""
+                param.metavar = name + dots
+                param._usage_display_name = lambda usage=usage + dots: usage  # type: ignore[method-assign]
+                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+            elif isinstance(param, typer.core.TyperOption) and not (param.is_flag or param.count):
+                if param.metavar is None:
+                    param.metavar = _metavar(param)
+                if getattr(param, "multiple", False) and "repeat" not in (param.help or "").lower():
+                    param.help = f"{param.help or ''} Repeat for several.".strip()
+
 
 app = typer.Typer(
     help="Contrastive Activation Addition steering sweeps on open models, locally or on NDIF.",
@@ -32,7 +75,7 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(code=2)
 
 
-@app.command(short_help="Extract vectors and sweep layers × strengths for a spec.")
+@app.command(cls=PlainHelpCommand, short_help="Extract vectors and sweep layers × strengths for a spec.")
 def run(
     spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/quickstart.toml."),
     name: str | None = typer.Option(None, "--name", help="Run name (directory under the spec's output_dir)."),
@@ -151,7 +194,29 @@ def _plan_generation(spec_obj, size) -> None:
     )
 
 
-@app.command(short_help="Show what a spec will cost, per model; offline-safe.")
+def _plan_controls(spec_obj, plans) -> None:
+    """What the [controls] cost, and what they can show (issue 18)."""
+    from remote_steer.analysis.controls import floor_sentence
+
+    controls = spec_obj.controls
+    if not controls.any or "logit" not in spec_obj.evaluation.modes:
+        return
+    from remote_steer.display import RichDisplay
+
+    display = RichDisplay()
+    kinds = ", ".join(f"{n} {k}" for k, n in vars(controls).items() if n)
+    for p in plans:
+        if not p.sweep_rows or p.control_rows is None:
+            continue
+        display.note(
+            f"Controls ({p.model}): {kinds} vectors at every configuration add {p.control_rows:,} steered rows "
+            f"to the sweep's {p.sweep_rows:,} ({p.control_rows / p.sweep_rows:.1f}× its rows)."
+        )
+    if controls.random + controls.shuffled:
+        display.note(floor_sentence(controls.random + controls.shuffled))
+
+
+@app.command(cls=PlainHelpCommand, short_help="Show what a spec will cost, per model; offline-safe.")
 def plan(
     spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/qwen3_family.toml."),
     check_hosts: bool = typer.Option(
@@ -218,6 +283,7 @@ def plan(
         rows,
         caption,
     )
+    _plan_controls(load_spec(spec), plans)
     from remote_steer.run.memory_plan import memory_rows  # peak memory per model and device
 
     gb = lambda v: "?" if v is None else f"{v:.2f}"  # noqa: E731
@@ -247,7 +313,9 @@ def plan(
     _plan_generation(load_spec(spec), size)
 
 
-@app.command("check-remote", short_help="Try a remote host: reachable, hosted, key, one tiny trace.")
+@app.command(
+    "check-remote", cls=PlainHelpCommand, short_help="Try a remote host: reachable, hosted, key, one tiny trace."
+)
 def check_remote(
     host: str | None = typer.Option(
         None, "--host", help="Server URL (default: $NDIF_HOST, then nnsight's configured host)."
@@ -276,7 +344,7 @@ def check_remote(
         raise typer.Exit(code=2)
 
 
-@app.command(short_help="List the study's models and the random-weight toys.")
+@app.command(cls=PlainHelpCommand, short_help="List the study's models and the random-weight toys.")
 def models() -> None:
     """List the Qwen3 models of the study and the embedded random-weight toys."""
     from remote_steer.display import RichDisplay
@@ -320,7 +388,7 @@ def models() -> None:
     )
 
 
-@app.command(short_help="List the concepts and whether a source has them.")
+@app.command(cls=PlainHelpCommand, short_help="List the concepts and whether a source has them.")
 def datasets(
     source: str = typer.Option("fixtures", "--source", help='"fixtures", "hub", or a local model-written-evals root.'),
 ) -> None:
@@ -363,7 +431,7 @@ def datasets(
     )
 
 
-@app.command(short_help="Build tables and figures from saved runs.")
+@app.command(cls=PlainHelpCommand, short_help="Build tables and figures from saved runs.")
 def report(
     run_dirs: list[Path] = typer.Argument(
         ..., help="One or more run directories (each with results/logit_diff.parquet)."
@@ -414,7 +482,7 @@ def report(
     )
 
 
-@app.command(short_help="Time the sweep against steering-vectors and the floor.")
+@app.command(cls=PlainHelpCommand, short_help="Time the sweep against steering-vectors and the floor.")
 def bench(
     items: int = typer.Option(64, "--items", help="Held-out items swept (as many training items train the vector)."),
     layers: int = typer.Option(24, "--layers", help="Decoder layers of the benchmark toy."),
@@ -536,7 +604,7 @@ def bench(
     typer.echo(f"bench: {json_path} and {md_path}")
 
 
-@app.command(short_help="Ask a question; see baseline and steered answers.")
+@app.command(cls=PlainHelpCommand, short_help="Ask a question; see baseline and steered answers.")
 def generate(
     run_dir: Path = typer.Argument(..., help="A run directory (holds vectors/)."),
     question: str | None = typer.Argument(None, help="The question to ask (omit with --chat)."),
@@ -594,7 +662,7 @@ def generate(
         raise typer.Exit(code=130)
 
 
-@app.command(short_help="Write vectors as GGUF, safetensors or steering-vectors.")
+@app.command(cls=PlainHelpCommand, short_help="Write vectors as GGUF, safetensors or steering-vectors.")
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory (holds vectors/)."),
     fmt: str = typer.Option(..., "--format", "-f", help='"gguf" (llama.cpp), "safetensors" or "steering-vectors".'),

@@ -122,6 +122,7 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
 
     Writes ``results/letter_effects.csv`` (every cell) and returns that table.
     """
+    from remote_steer.analysis.controls import floor_sentence
     from remote_steer.analysis.letters import (
         best_layer_letters,
         collapse_verdict,
@@ -136,7 +137,8 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
     control = consolidate(store)
     letters = letter_effects(results, control)
     atomic_write(store.root / "results" / "letter_effects.csv", lambda tmp: letters.to_csv(tmp, index=False))
-    best = with_controls(best_layer_letters(letters, summary), _control_comparison(store, results))
+    comparison = _control_comparison(store, results)
+    best = with_controls(best_layer_letters(letters, summary), comparison)
     verdict = collapse_verdict(letters, summary)
     several = letters["model"].nunique() > 1  # the model column only when it tells rows apart
     lead = (lambda r: (r.model, r.dataset)) if several else (lambda r: (r.dataset,))  # noqa: E731
@@ -172,7 +174,9 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
             "the sign of the strength; a letter preference moves them apart). A−B gap: mean change of "
             f"logit(A) − logit(B) at {s_pos:+g} / {s_neg:+g}. Controls: Glass's delta against random and "
             "shuffled-label vectors at the same configuration (beyond = further than every control, one-sided p; "
-            "— = no [controls] in the spec). Verdict: behaviour only when beyond the controls, not letter "
+            "min = the smallest p its controls allow; — = no [controls] in the spec). "
+            + (f"{floor_sentence(int(comparison['n_controls'].max()))} " if comparison is not None else "")
+            + "Verdict: behaviour only when beyond the controls, not letter "
             f"collapse, and both letters follow the vector. {verdict}.",
         )
         display.note(found_sentence(best, several))

@@ -33,6 +33,8 @@ class ModelPlan:
     forward_passes: int | None
     bytes_sent: int | None
     bytes_received: int | None
+    sweep_rows: int | None = None  # item × configuration rows of the sweep, baseline rows included
+    control_rows: int | None = None  # steered rows the [controls] vectors add (K × the sweep's steered rows)
 
 
 def _items_per_concept(spec: ExperimentSpec) -> tuple[dict[str, tuple[int, int]], bool, int]:
@@ -131,8 +133,11 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
         n_controls = spec.controls.random + spec.controls.shuffled + spec.controls.bootstrap if sweeping else 0
         # the letter control (run/letter_control.py): real models only, at the strongest ± strength
         letter_configs = sweep * len(_strongest_pair(strengths)) if sweeping and not _is_toy(card) else 0
-        requests = passes = sent = received = 0
+        requests = passes = sent = received = sweep_rows = control_rows = 0
         for train, test in counts.values():
+            if sweeping:
+                sweep_rows += test * (n_configs + 1)
+                control_rows += test * n_configs * n_controls
             width = prompt_tokens + 1
             extractions = 2 if letter_configs else 1  # the vector's, and the letter control's
             requests += extractions
@@ -178,6 +183,8 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                 passes,
                 sent,
                 received,
+                sweep_rows,
+                control_rows,
             )
         )
     return plans, estimated

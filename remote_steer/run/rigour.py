@@ -64,7 +64,7 @@ def vectors_for(
     weights, kinds = extraction_weights(
         [it.matching_letter for it in train], controls.shuffled, controls.bootstrap, spec.seed, name, concept
     )
-    with display.progress(f"{name} · {concept} · extract", len(train), "pairs") as task:
+    with display.progress(f"{name} · {concept} · extract", len(train), "pairs", pace=f"{name} · pairs") as task:
         backend.on_status = lambda _stage, state: task.state(state)
         if prepared.spec.engine == "plain" and not need_extra and spec.evaluation.strength_unit == "raw":
             from remote_steer.engines.extraction import extract_caa  # nnsight operations only, no shipped kernel
@@ -153,10 +153,7 @@ def controls_stage(
         return FastLogitDiffEngine(model(), backend, rows, spec.evaluation.positions)
 
     def run_chunk(first, chunk, engine, on_rows, key, todo_configs):
-        share = (len(todo_configs) + 1) / (len(kinds) * len(todo_configs) + 1)  # engine rows → the bar's rows
-        baseline, steered = engine.run_vectors(
-            chunk, sets, todo_configs, on_rows=lambda n: on_rows(round(n * share)), request_key=key
-        )
+        baseline, steered = engine.run_vectors(chunk, sets, todo_configs, on_rows=on_rows, request_key=key)
         return control_rows(name, concept, prepared, chunk, todo_configs, kinds, baseline, steered, spec)
 
     chunked_stage(
@@ -174,6 +171,7 @@ def controls_stage(
         display,
         counts,
         after_part,
+        vectors=len(kinds),
     )
 
 

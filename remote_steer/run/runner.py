@@ -222,6 +222,10 @@ def run_experiment(
     if changed:
         display.note(f"Extending the run: {', '.join(changed)} changed; computing only what is missing")
     display.note(f"{'Resuming' if resumed else 'Writing'} run in {run_dir}")
+    display.note(
+        "Bars count rows: one held-out item under one vector at one layer × strength, plus one unsteered "
+        "row per item (extraction bars count training pairs)."
+    )
     if hasattr(display, "plan_steps"):
         display.plan_steps(run_steps(plan))
     counts = {"computed": 0, "skipped": 0}
@@ -420,9 +424,14 @@ def _chunked_stage(
     display,
     counts,
     after_part,
+    vectors: int = 1,
 ) -> None:
     """Run a stage chunk by chunk, one request and one checkpointed part per chunk,
-    computing only the configurations a chunk's saved parts lack (``run.extend``)."""
+    computing only the configurations a chunk's saved parts lack (``run.extend``).
+
+    The bar counts rows: one held-out item under one of ``vectors`` vectors at one
+    configuration, plus one unsteered row per item; rows of the sweep and the controls
+    cost alike, so they share a pace (the controls' first ETA comes from the sweep's)."""
     size = _recorded_chunk_size(store, table, name, concept, lambda: chunk_size(spec, items, len(configs)))
     part_dir = store.part_dir(table, name, concept)
     todo = []
@@ -434,8 +443,9 @@ def _chunked_stage(
     if not todo:
         return
     engine = make_engine()
-    total_rows = sum(len(chunk) * (len(todo_configs) + 1) for _, chunk, todo_configs, _ in todo)
-    with display.progress(f"{name} · {concept} · {label}", total_rows, "rows") as task:
+    total_rows = sum(len(chunk) * (vectors * len(todo_configs) + 1) for _, chunk, todo_configs, _ in todo)
+    pace = f"{name} · {'generated' if label == 'generate' else 'steered'} rows"
+    with display.progress(f"{name} · {concept} · {label}", total_rows, "rows", pace=pace) as task:
         backend.on_status = lambda _stage, state: task.state(state)
         for first, chunk, todo_configs, n_parts in todo:
             key = f"{label}/{name}/{concept}/items-{first:05d}" + (f".x{n_parts}" if n_parts else "")
