@@ -256,3 +256,32 @@ def test_controls_say_what_they_can_show():
     )
     out = with_controls(best, comparison)
     assert out["pos_controls"].iloc[0] == "beyond, p 0.2 (min 0.2)" and out["neg_controls"].iloc[0] == "within"
+
+
+def test_run_says_how_long_it_will_take(tmp_path):
+    """A local CPU run prints an estimate at the start and what is left after each step;
+    the work is counted per model × concept, by hand for one step."""
+    from remote_steer.display import NullDisplay
+    from remote_steer.models.loading import load_config
+    from remote_steer.run import estimate
+    from remote_steer.run.runner import prepare, run_experiment
+    from remote_steer.run.spec import parse_spec
+
+    text = SPEC.format(out=tmp_path).replace(
+        'concepts = ["corrigibility"]', 'concepts = ["corrigibility", "power-seeking"]'
+    )
+    plan = prepare(parse_spec(text, "s.toml"))
+    work = estimate.plan_work(plan)
+    assert [w.step for w in work] == ["toy/qwen3 · corrigibility", "toy/qwen3 · power-seeking"]
+    model = plan.models[0]
+    config = load_config(model.source)
+    per = estimate._per_token_layer(config)
+    train, test = model.encoded["corrigibility"]
+    n = model.n_layers
+    tokens = sum(len(it.prompt_ids) for it in train) + sum(len(it.prompt_ids) for it in test)
+    steered = len(test) * 5 * 2 * sum(n - 1 - layer for layer in (4, 6))  # toys: no letter control
+    assert work[0].gflop == pytest.approx((tokens * n + 2 * len(train) * n + steered) * per)
+    display = NullDisplay()
+    run_experiment(parse_spec(text, "s.toml"), display=display)
+    assert any(note.startswith("Estimated time: about ") for note in display.notes)
+    assert any(note.startswith("toy/qwen3 · corrigibility: done; about ") for note in display.notes)

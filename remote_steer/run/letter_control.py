@@ -85,26 +85,51 @@ def run_letter_control(
         backend=backend,
         request_key=f"letter-extract/{name}/{concept}",
     ).vectors
-    target = vectors.vectors.norm(dim=1)
-    scaled = letters * (target / letters.norm(dim=1).clamp_min(1e-12))[:, None]
     configs = [SteerConfig(layer, s) for layer in layers for s in pair]
     sweep = FastLogitDiffEngine(loaded, backend, eval_batch_rows, positions).run(  # type: ignore[arg-type]
-        [as_letters(it) for it in test], scaled, configs, request_key=f"letter-sweep/{name}/{concept}"
+        [as_letters(it) for it in test],
+        scaled_letters(letters, vectors),
+        configs,
+        request_key=f"letter-sweep/{name}/{concept}",
     )
     shift = (torch.as_tensor(sweep.steered) - torch.as_tensor(sweep.baseline)[:, None]).mean(0)
+    write_shift(store, name, concept, configs, shift, vectors)
+    return True
+
+
+def scaled_letters(letters: torch.Tensor, vectors: SteeringVectors) -> torch.Tensor:
+    """The A-minus-B direction [layers, hidden] rescaled, layer by layer, to the norm of
+    that layer's CAA vector (raw units, whatever the sweep's strength unit)."""
+    target = vectors.vectors.norm(dim=1)
+    return letters * (target / letters.norm(dim=1).clamp_min(1e-12))[:, None]
+
+
+def letter_gap_shift(items: Sequence[EncodedItem], baseline, steered) -> torch.Tensor:
+    """Mean change of the letter gap logit(A) − logit(B) per configuration, from the
+    *behaviour* logit diffs (logit(matching) − logit(other)) of ``items`` [items] and
+    [items, configurations]: the gap is the diff where A matches and minus it where B does
+    (what ``as_letters`` items would have read directly)."""
+    signs = torch.tensor([1.0 if it.matching_letter == "A" else -1.0 for it in items], dtype=torch.float64)
+    change = torch.as_tensor(steered, dtype=torch.float64) - torch.as_tensor(baseline, dtype=torch.float64)[:, None]
+    return (signs[:, None] * change).mean(0)
+
+
+def write_shift(store: RunStore, name: str, concept: str, configs, shift, vectors: SteeringVectors) -> None:
+    """Checkpoint one model × concept's letter control: its shift per configuration."""
+    target = vectors.vectors.norm(dim=1)
     frame = pd.DataFrame(
         {
             "model": name,
             "dataset": concept,
             "layer": [c.layer for c in configs],
             "strength": [c.strength for c in configs],
-            "letter_control_shift": shift.tolist(),
+            "letter_control_shift": [float(v) for v in shift],
             "control_norm": [float(target[c.layer]) for c in configs],
         }
     )
+    path = part_path(store, name, concept)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_parquet(path, frame[COLUMNS])
-    return True
 
 
 def consolidate(store: RunStore) -> pd.DataFrame:

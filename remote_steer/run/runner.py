@@ -24,7 +24,7 @@ from remote_steer.data.preprocess import ConceptSplit, preprocess
 from remote_steer.data.prompts import EncodedItem, encode_generation_items, encode_items, supports_thinking
 from remote_steer.display import Display, NullDisplay
 from remote_steer.engines.batching import chunks
-from remote_steer.engines.fast_engine import FastLogitDiffEngine
+from remote_steer.engines.fast_engine import FastLogitDiffEngine, supports_fast_path
 from remote_steer.engines.generation import generation_rows, generation_summary
 from remote_steer.engines.sweep import LogitDiffEngine
 from remote_steer.errors import DataError, RemoteSteerError, SpecError, filesystem_error, filesystem_errors
@@ -40,7 +40,7 @@ from remote_steer.models.loading import (
 from remote_steer.models.registry import layer_depth
 from remote_steer.remote.backend import Backend
 from remote_steer.remote.ndif import journal_dir, journal_traffic, probe_key, require_hosted
-from remote_steer.run import extend, rigour
+from remote_steer.run import estimate, extend, rigour
 from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location, validate
 from remote_steer.run.store import RunStore
 
@@ -70,6 +70,7 @@ class Plan:
     spec: ExperimentSpec
     splits: dict[str, ConceptSplit]
     models: list[PreparedModel]
+    pace: dict[str, Any] = field(default_factory=dict)  # run/estimate.py: work per step, time and work so far
 
 
 @dataclass
@@ -228,6 +229,10 @@ def run_experiment(
     )
     if hasattr(display, "plan_steps"):
         display.plan_steps(run_steps(plan))
+    work = estimate.plan_work(plan)
+    plan.pace.update(work=work, done=0, seconds=0.0, gflop=0.0)
+    if (line := estimate.start_note(plan, work)) is not None:
+        display.note(line)
     counts = {"computed": 0, "skipped": 0}
     model_info: dict[str, Any] = dict((store.read_manifest() or {}).get("models", {}))
     traffic: dict[str, Any] = {}
@@ -320,22 +325,44 @@ def _run_model(
     configs = rigour.configs_for(spec, prepared)
     revision = None
     for concept in plan.splits:
+        step_started, computed_before = time.perf_counter(), counts["computed"]
         train, test = prepared.encoded[concept]
-        vectors, extra = rigour.vectors_for(spec, prepared, concept, train, store, backend, model, display, name)
+        from remote_steer.run import letter_control
+
+        sweeping = "logit" in spec.evaluation.modes
+        letters_wanted = (  # the letter control (real models only) rides on the extraction and the sweep
+            sweeping and not prepared.source.is_toy and not letter_control.part_path(store, name, concept).exists()
+        )
+        vectors, extra = rigour.vectors_for(
+            spec, prepared, concept, train, store, backend, model, display, name, letters=letters_wanted
+        )
+        letters = extra.pop(rigour.LETTERS, None)
         revision = vectors.revision
-        if "logit" in spec.evaluation.modes:
+        if sweeping:
+            joint = _joint_pass(spec, prepared, name, concept, vectors, extra, letters, configs, store, test)
             sweep_engine = FastLogitDiffEngine if prepared.spec.engine == "fast" else LogitDiffEngine
-            engine = lambda: sweep_engine(  # noqa: E731 - built only if a chunk is left
+            engine = lambda joint=joint: sweep_engine(  # noqa: E731 - built only if a chunk is left
                 model(),
                 backend,
-                spec.evaluation.batch_size,
+                joint.batch_rows() if joint is not None else spec.evaluation.batch_size,
                 spec.evaluation.positions,  # type: ignore[arg-type]
             )
 
-            def logit_chunk(first, chunk, engine, on_rows, key, todo_configs, concept=concept, vectors=vectors):
-                sweep = engine.run(
-                    chunk, vectors.scaled(spec.evaluation.strength_unit), todo_configs, on_rows=on_rows, request_key=key
-                )
+            def logit_chunk(
+                first, chunk, engine, on_rows, key, todo_configs, concept=concept, vectors=vectors, joint=joint
+            ):
+                control_parts = extend.chunk_parts(store.part_dir(rigour.CONTROL_TABLE, name, concept), first)
+                fast = isinstance(engine, FastLogitDiffEngine) and supports_fast_path(engine.model)
+                if joint is not None and fast and len(todo_configs) == len(configs) and not control_parts:
+                    sweep = joint.run(engine, first, chunk, on_rows, key, store)  # controls part written too
+                else:
+                    sweep = engine.run(
+                        chunk,
+                        vectors.scaled(spec.evaluation.strength_unit),
+                        todo_configs,
+                        on_rows=on_rows,
+                        request_key=key,
+                    )
                 frame = _tidy(name, concept, prepared, chunk, todo_configs, sweep, spec.evaluation.positions)
                 return frame.assign(strength_unit=spec.evaluation.strength_unit)
 
@@ -354,7 +381,10 @@ def _run_model(
                 display,
                 counts,
                 after_part,
+                vectors=1 + len(joint.kinds) if joint is not None else 1,
             )
+            if joint is not None:
+                joint.write_letters(store, test, vectors)
             rigour.controls_stage(
                 spec,
                 prepared,
@@ -371,10 +401,11 @@ def _run_model(
                 name,
                 _chunked_stage,
             )
+            if joint is not None:  # chunks the joint pass computed are not "already done"
+                counts["skipped"] -= joint.control_parts
             if not prepared.source.is_toy:  # letter control (run/letter_control.py): real models only
-                from remote_steer.run.letter_control import run_letter_control
-
-                run_letter_control(
+                # already written by the joint pass unless the sweep was resumed or extended
+                letter_control.run_letter_control(
                     store,
                     name,
                     concept,
@@ -391,6 +422,7 @@ def _run_model(
                 )
         if "generation" in spec.evaluation.modes and concept in prepared.generation_encoded:
             _generation_stage(plan, prepared, concept, vectors, model, store, backend, display, counts, after_part)
+        _step_done(plan, display, time.perf_counter() - step_started, counts["computed"] > computed_before)
     return {
         "revision": loaded.revision if loaded is not None else revision,
         "location": prepared.source.location,
@@ -407,6 +439,36 @@ def _run_model(
         "dtype": prepared.spec.dtype,
         "device": prepared.spec.device,
     }
+
+
+def _step_done(plan: Plan, display: Display, seconds: float, computed: bool) -> None:
+    """After each model × concept: what is left, at the pace this run has measured."""
+    pace = plan.pace
+    if not pace.get("work"):
+        return
+    pace["done"] += 1
+    if computed:
+        pace["seconds"] += seconds
+        pace["gflop"] += pace["work"][pace["done"] - 1].gflop
+    line = estimate.progress_note(pace["work"], pace["done"], pace["seconds"], pace["gflop"])
+    if line is not None:
+        display.note(line)
+
+
+def _joint_pass(spec, prepared, name, concept, vectors, extra, letters, configs, store, test):
+    """The sweep's chunks carry the controls and the letter control too (one prompt pass
+    for all), with the fast engine and when the controls' chunks match the sweep's."""
+    if prepared.spec.engine != "fast" or not (spec.controls.any or letters is not None):
+        return None
+    joint = rigour.JointPass(spec, prepared, name, concept, vectors, extra, letters, configs)
+    if not joint.useful:
+        return None
+    if joint.kinds:
+        size = lambda: chunk_size(spec, test, len(configs))  # noqa: E731
+        sweep_size = _recorded_chunk_size(store, LOGIT_TABLE, name, concept, size)
+        if _recorded_chunk_size(store, rigour.CONTROL_TABLE, name, concept, size) != sweep_size:
+            return None
+    return joint
 
 
 def _chunked_stage(
