@@ -126,10 +126,11 @@ def show_answers(display, answers: SteeredAnswers) -> None:
         return
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(
-        title=title,
-        caption=caption or None,
+    table = Table(  # Text throughout: a model's "[...]" is shown, never read as markup
+        title=Text(title),
+        caption=Text(caption) if caption else None,
         box=box.SIMPLE_HEAD,
         title_justify="left",
         caption_justify="left",
@@ -139,5 +140,5 @@ def show_answers(display, answers: SteeredAnswers) -> None:
     # wraps at spaces; only a "word" wider than the column (CJK text has no spaces) is folded, never cut
     table.add_column("answer", justify="left", overflow="fold")
     for strength, text in rows:
-        table.add_row(strength, text.strip())
+        table.add_row(Text(strength), Text(text.strip()))
     console.print(table)

@@ -18,6 +18,7 @@ from ndif_stack import stack as real_stack
 
 MODELS = ("toy/qwen3", "toy/qwen3-moe", "small/smollm2-135m-instruct")
 
+
 def _check_remote_cases():
     for model in MODELS:
         for engine in ("plain", "fast"):

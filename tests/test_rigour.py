@@ -229,7 +229,7 @@ bootstrap = 4
     spec = parse_spec(text, "s.toml")
     model = spec.models[0]
     assert model.label == "toy A" and spec.sweep_layers(12, model) == [4, 5] and spec.strengths_for(model) == (0.5,)
-    assert spec.sweep_layers(12) == list(range(4, 12)) and spec.strengths_for() == (-1.0, 1.0)
+    assert spec.sweep_layers(12) == list(range(3, 12)) and spec.strengths_for() == (-1.0, 1.0)
     assert spec.evaluation.strength_unit == "residual" and spec.controls.any
     assert (spec.controls.random, spec.controls.shuffled, spec.controls.bootstrap) == (3, 2, 4)
     assert spec.data.flip == ("coordinate-other-versions",)

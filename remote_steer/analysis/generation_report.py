@@ -26,6 +26,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from remote_steer.analysis.report_base import (
+    GENERATION_COLUMNS,
+    Report,
+    ResultsError,
+    RunInfo,
+    Table,
+    _normalise,
+    _read_table,
+    markdown_table,
+)
 from remote_steer.run.store import atomic_write
 
 
@@ -115,8 +125,6 @@ def slot_agreement(logit: pd.DataFrame, generation: pd.DataFrame) -> pd.DataFram
 
 def generation_tables(generation: pd.DataFrame | None, logit: pd.DataFrame | None = None):
     """Report tables (``report.Table``) for the generation results; [] without any."""
-    from remote_steer.analysis.report import Table
-
     if generation is None or generation.empty:
         return []
     r = rates(generation)
@@ -191,16 +199,6 @@ def write_tables_csv(out_dir: Path, generation: pd.DataFrame | None, logit: pd.D
 
 def build_generation_only(run_dirs: list[Path], out_dir: Path):
     """The report of runs that have generation results and no logit diff."""
-    from remote_steer.analysis.report import (
-        GENERATION_COLUMNS,
-        Report,
-        ResultsError,
-        RunInfo,
-        _normalise,
-        _read_table,
-        markdown_table,
-    )
-
     frames, runs = [], []
     for path in run_dirs:
         path = Path(path)

@@ -242,7 +242,8 @@ def with_controls(per_best: pd.DataFrame, comparison: pd.DataFrame | None) -> pd
 
     ``comparison`` is ``analysis.controls.compare`` (real vector against random and
     shuffled-label vectors per configuration; None or empty without controls). Adds
-    ``pos_controls`` / ``neg_controls`` ("beyond, p 0.2", "within", "—") and ``verdict``:
+    ``pos_controls`` / ``neg_controls`` ("beyond, p 0.2 (min 0.2)": the p-value and the
+    smallest its controls allow, 1/(K+1); "within"; "—") and ``verdict``:
     "letter collapse" (flagged, whatever the controls say), "within controls" (no sign
     steers further than every control; "letter collapse, within controls" when both hold),
     "behaviour" (beyond the controls at one sign at
@@ -268,7 +269,8 @@ def with_controls(per_best: pd.DataFrame, comparison: pd.DataFrame | None) -> pd
             return "—", None
         if bool(within):
             return "within", False
-        return f"beyond, p {record['p_value']:.2g}", True
+        floor = 1.0 / (1 + int(record["n_controls"])) if np.isfinite(record["n_controls"]) else float("nan")
+        return f"beyond, p {record['p_value']:.2g} (min {floor:.2g})", True
 
     pos, neg, verdicts = [], [], []
     for row in out.itertuples():

@@ -26,33 +26,23 @@ import pandas as pd
 
 from remote_steer.analysis import rigour_report as R
 from remote_steer.analysis import statistics as A
+from remote_steer.analysis.report_base import (  # noqa: F401 - also importable from here, as before
+    GENERATION_COLUMNS,
+    LOGIT_COLUMNS,
+    Figure,
+    Report,
+    ResultsError,
+    RunInfo,
+    Table,
+    _canonical,
+    _normalise,
+    _read_table,
+    markdown_table,
+)
 from remote_steer.data.concepts import STUDY_CONCEPTS
-from remote_steer.errors import DataError
 from remote_steer.models.registry import QWEN3_FAMILY, all_cards, lookup
-from remote_steer.run.store import atomic_write
+from remote_steer.run.store import atomic_write, writable_dir
 
-LOGIT_COLUMNS = (
-    "model",
-    "dataset",
-    "item_id",
-    "layer",
-    "layer_fraction",
-    "strength",
-    "logit_diff",
-    "baseline_logit_diff",
-)
-GENERATION_COLUMNS = (
-    "model",
-    "dataset",
-    "item_id",
-    "layer",
-    "layer_fraction",
-    "strength",
-    "valid",
-    "matches_behavior",
-    "baseline_valid",
-    "baseline_matches",
-)
 TAIL_MIN_SD = 0.1  # a tail must move against by more than this many baseline SDs to be flagged: 5th
 # and 95th percentiles of a few dozen items are noisy, and without a floor noise alone flags cells
 FIGURES = (
@@ -66,24 +56,6 @@ FIGURES = (
 )
 
 
-class ResultsError(DataError):
-    """A run directory is missing, or its results tables are not what the runner writes."""
-
-
-@dataclass
-class RunInfo:
-    path: Path
-    name: str
-    git_commit: str
-    status: str
-    created_at: str
-    seed: object
-    models: list[str]
-    datasets: list[str]
-    logit_rows: int
-    generation_rows: int
-
-
 @dataclass
 class StudyResults:
     logit: pd.DataFrame
@@ -92,54 +64,7 @@ class StudyResults:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass
-class Table:
-    key: str  # identifies the table (section placement, tests)
-    title: str
-    frame: pd.DataFrame  # presentation: formatted strings
-    caption: str = ""
-    main: bool = False  # printed by the CLI
-    terminal: pd.DataFrame | None = None  # a narrower version for the terminal, where the full one is wide
-
-
-@dataclass
-class Figure:
-    key: str
-    title: str
-    paths: list[Path]
-    skipped: str = ""  # why it was not drawn
-
-
-@dataclass
-class Report:
-    out_dir: Path
-    path: Path
-    tables: list[Table]
-    figures: list[Figure]
-    notes: list[str]
-    runs: list[RunInfo]
-    texts: dict[str, str]  # free-text findings, e.g. the permutation test
-
-
 # -- loading and merging -------------------------------------------------------
-
-
-def _read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as error:  # pyarrow raises several types for a damaged file
-        raise ResultsError(
-            f"{path}: cannot read as Parquet ({type(error).__name__}); expected a results table"
-        ) from None
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(required)}")
-    return frame
-
-
-def _canonical(name: str) -> str:
-    card = lookup(name)
-    return card.name if card is not None else name
 
 
 def load_run(path: Path) -> tuple[RunInfo, pd.DataFrame, pd.DataFrame | None]:
@@ -177,26 +102,6 @@ def load_run(path: Path) -> tuple[RunInfo, pd.DataFrame, pd.DataFrame | None]:
         _normalise(logit, training, info),
         None if generation is None else _normalise(generation, training, info),
     )
-
-
-def _normalise(frame: pd.DataFrame, training: dict[str, str | None], info: RunInfo) -> pd.DataFrame:
-    frame = frame.copy()
-    frame["item_id"] = frame["item_id"].astype(str)
-    frame["layer"] = frame["layer"].astype(int)
-    frame["strength"] = frame["strength"].astype(float)
-    frame["layer_fraction"] = frame["layer_fraction"].astype(float)
-    if "training" not in frame.columns:
-        frame["training"] = frame["model"].map(lambda m: training.get(m) or "unknown")
-    # a checkpoint the registry knows but the run could not label: take the registry's grouping
-    unknown = frame["training"].isna() | (frame["training"] == "unknown")
-    frame.loc[unknown, "training"] = frame.loc[unknown, "model"].map(
-        lambda m: card.training if (card := lookup(m)) is not None else "unknown"
-    )
-    frame["model"] = frame["model"].astype(str).map(_canonical)
-    frame["run"] = info.name
-    if "seed" not in frame.columns:  # runs with different seeds merge as replicates
-        frame["seed"] = info.seed
-    return frame
 
 
 def _merge(frames: list[pd.DataFrame], runs: list[RunInfo], what: str, notes: list[str]) -> pd.DataFrame:
@@ -330,6 +235,12 @@ def build_report(
     ``figures=False`` writes the tables only (fast; the figures are listed as not drawn).
     """
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(run_dirs)
+    for path in run_dirs:  # a missing run is named before the output directory is made
+        if not Path(path).is_dir():
+            raise ResultsError(
+                f"{path}: not a directory; expected a run directory containing results/logit_diff.parquet"
+            )
+    writable_dir(out_dir, "the report")  # read-only or missing: one line before any analysis
     if run_dirs and not any((Path(p) / "results" / "logit_diff.parquet").is_file() for p in run_dirs):
         from remote_steer.analysis.generation_report import build_generation_only
 
@@ -789,15 +700,6 @@ def _tables_generation(per_cell: pd.DataFrame, per_dataset: pd.DataFrame, datase
 
 
 # -- markdown ------------------------------------------------------------------
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    if frame.empty:
-        return "_(no rows)_\n"
-    cells = [[str(c) for c in frame.columns]] + [[str(v).replace("|", "\\|") for v in row] for row in frame.to_numpy()]
-    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "|".join("---" for _ in cells[0]) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
-    return "\n".join(lines) + "\n"
 
 
 def render_markdown(report: Report, n_boot: int, seed: int, level: float) -> str:

@@ -70,10 +70,10 @@ class SteeringVectors:
             ),
             "format": "remote-steer/caa-v1: row i is the vector for decoder layer i",
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({"vectors": self.vectors.contiguous()}, str(tmp), metadata=metadata)
-        tmp.replace(path)
+        from remote_steer.run.store import atomic_write
+
+        vectors = self.vectors.contiguous()
+        atomic_write(path, lambda tmp: save_file({"vectors": vectors}, str(tmp), metadata=metadata))
 
     @classmethod
     def load(cls, path: Path) -> SteeringVectors:

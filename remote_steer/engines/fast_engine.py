@@ -166,12 +166,17 @@ class FastLogitDiffEngine:
         configs: Sequence[SteerConfig],
         on_rows: Callable[[int], None] | None = None,
         request_key: str | None = None,
+        only: Sequence[Sequence[bool]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Baseline [items] and steered [items, V, configurations] logit diffs for V vector
         sets ([V, layers, hidden]) in one request: each (vector, configuration) pair is one
         more configuration of the staircase, and the prompt pass is shared by all of them
-        (control and bootstrap vectors cost only their steered rows)."""
+        (control and bootstrap vectors cost only their steered rows). ``only[v][c]`` False:
+        that pair is not computed (its entry is NaN), e.g. a check needed at a few
+        configurations only."""
         n_vectors = vector_sets.shape[0]
+        if only is not None and not supports_fast_path(self.model):
+            raise ValueError("run_vectors(only=...) needs the fast path")
         if not supports_fast_path(self.model):
             plain = LogitDiffEngine(self.model, self.backend, self.batch_rows, self.positions)
             runs = [
@@ -186,7 +191,12 @@ class FastLogitDiffEngine:
             if not 0 <= config.layer < n_layers:
                 raise ValueError(f"steering layer {config.layer} outside the model's {n_layers} layers")
         # strength 0 adds nothing: those columns are the baseline
-        active = [(v, c) for v in range(n_vectors) for c, config in enumerate(configs) if config.strength != 0.0]
+        active = [
+            (v, c)
+            for v in range(n_vectors)
+            for c, config in enumerate(configs)
+            if config.strength != 0.0 and (only is None or only[v][c])
+        ]
         pairs = sorted({(v, configs[c].layer) for v, c in active})
         row_of = {pair: j for j, pair in enumerate(pairs)}
         layer_vectors = torch.stack([vector_sets[v, layer] for v, layer in pairs]) if pairs else vector_sets[0, :1]
@@ -237,7 +247,9 @@ class FastLogitDiffEngine:
                 steered[rows[:, None], columns[None, :]] = group_steered
         for v in range(n_vectors):
             for c, config in enumerate(configs):
-                if config.strength == 0.0:
+                if only is not None and not only[v][c]:
+                    steered[:, v * len(configs) + c] = float("nan")
+                elif config.strength == 0.0:
                     steered[:, v * len(configs) + c] = baseline
         if on_rows is not None:
             on_rows(len(items) * (n_vectors * len(configs) + 1))
