@@ -576,6 +576,7 @@ def effect_scatter(joined: pd.DataFrame, datasets: Sequence[str], stem: Path) ->
                 )
     ax.axhline(0, color="grey", lw=0.6, ls=":")
     ax.axvline(0, color="grey", lw=0.6, ls=":")
+    floor_scale(ax, "x")  # noise-sized deltas bunch at 0 rather than spread into a pattern
     ok = joined[["glass_delta", "behavior_change"]].dropna()
     r = (
         np.corrcoef(ok["glass_delta"], ok["behavior_change"])[0, 1]

@@ -70,7 +70,7 @@ def norms_by_depth(norms: pd.DataFrame, models: Sequence[str], datasets: Sequenc
         fontsize=7,
         frameon=False,
     )
-    finish(fig, "How large is the steering vector against the residual stream?", order)
+    finish(fig, "Vector and residual-stream norms by depth", order)
     return _save(fig, stem)
 
 
