@@ -35,7 +35,7 @@ def _cells(frame: pd.DataFrame, models: Sequence[str], datasets: Sequence[str]):
 def norms_by_depth(norms: pd.DataFrame, models: Sequence[str], datasets: Sequence[str], stem: Path) -> list[Path]:
     """Per model: vector and residual norms (log scale) and their ratio against depth."""
     order = [m for m in models if m in set(norms["model"])]
-    fig, axes = _grid(2, len(order), 3.2, 2.2, sharex=True)
+    fig, axes = _grid(2, len(order), 3.2, 2.2, sharex="col")
     for j, model in enumerate(order):
         top, bottom = axes[0, j], axes[1, j]
         part = norms[norms["model"] == model]
@@ -118,7 +118,8 @@ def _depth_panels(frame: pd.DataFrame, models: Sequence[str], datasets: Sequence
     (axes, model, dataset) for the cells ``frame`` has (empty cells switched off, the outer
     panels labelled)."""
     rows, cols, present = _cells(frame, models, datasets)
-    fig, axes = _grid(len(rows), len(cols), 2.8, 2.0, sharex=True)
+    # x shared per column: sharing across a whole 6 × 6 grid costs time quadratic in the panels
+    fig, axes = _grid(len(rows), len(cols), 2.8, 2.0, sharex="col")
 
     def panels():
         for i, model in enumerate(rows):
