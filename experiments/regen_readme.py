@@ -29,6 +29,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -150,7 +151,7 @@ def main() -> None:
     )
     text = README.read_text()
     text = replace_between(text, CLOSING, f"```\n{block}\n```")
-    text = replace_between(text, TIMING, timing)
+    text = replace_between(text, TIMING, "\n".join(textwrap.wrap(timing, 88)))
     tmp_readme = README.with_suffix(".md.tmp")
     tmp_readme.write_text(text)
     tmp_readme.replace(README)
