@@ -31,6 +31,7 @@ GRID = list(itertools.product((1, 2, 6), (1, 2, 6)))  # datasets × models
 ALL_FIGURES = set(FIGURES) | set(RIGOUR_FIGURES)
 DPI = 40  # extents scale with dpi; overlaps do not
 MIN_PANEL_IN = (1.2, 0.8)  # width, height of every data panel, inches
+MIN_PANEL_SHARE = 0.5  # of the figure's width, spanned by the panels together
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +127,11 @@ def problems(fig, models) -> list[str]:
         width, height = box.width / DPI, box.height / DPI
         if width < MIN_PANEL_IN[0] or height < MIN_PANEL_IN[1]:
             found.append(f"squeezed panel {ax.get_title()[:30]!r}: {width:.2f} × {height:.2f} in")
+    if panels:  # the panels (and their colourbars), not a legend, take most of the width
+        extents = [ax.get_window_extent(renderer) for ax in fig.axes if ax.get_visible() and ax.axison]
+        share = (max(e.x1 for e in extents) - min(e.x0 for e in extents)) / fig.bbox.width
+        if share < MIN_PANEL_SHARE:
+            found.append(f"panels span {share:.0%} of the figure's width")
     return found
 
 
@@ -167,6 +173,7 @@ def test_the_checks_see_what_the_issue_saw():
     assert "no title" in found and "toy banner missing" in found, found
     assert any(p.startswith("overlap:") and "tick '0.50'" in p and "tick '0.75'" in p for p in found), found
     assert any(p.startswith("squeezed panel") for p in found), found
+    assert any(p.startswith("panels span") for p in found), found
 
     fig, ax = plots.plt.subplots(figsize=(4.5, 2.6), layout="constrained")  # the old heatmap, one cell
     image = ax.imshow([[0.5]], aspect="auto")

@@ -254,7 +254,15 @@ def controls_by_depth(
                 zorder=3,
             )
             out = c[~c["within"].astype(bool) & ~spans]
-            ax.scatter(out["layer_fraction"], out["glass_delta"], marker="*", s=60, color=colour, zorder=4)
+            ax.scatter(
+                out["layer_fraction"],
+                out["glass_delta"],
+                marker="*",
+                s=60,
+                color=colour,
+                zorder=4,
+                gid="beyond_controls",
+            )
         ax.axhline(0, color="black", lw=0.5)
         floor_scale(ax)
         ax.set_title(f"{_short(model)} · {dataset}", fontsize=8)
