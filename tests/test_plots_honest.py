@@ -18,6 +18,9 @@ def captured(monkeypatch):
         return []
 
     monkeypatch.setattr(plots, "_save", keep)
+    from remote_steer.analysis import rigour_plots  # imported _save by name
+
+    monkeypatch.setattr(rigour_plots, "_save", keep)
     return figures
 
 

@@ -513,7 +513,7 @@ def generation_vs_logit_layers(
             if c == len(cells_datasets) - 1:
                 twin.set_ylabel("behaviour change (generation)", fontsize=8, color=OKABE_ITO["vermillion"])
             if r == len(cells_models) - 1:
-                ax.set_xlabel("layer depth (fraction)", fontsize=8)
+                ax.set_xlabel("layer depth (layer + 1) / L", fontsize=8)
     handles = []
     for strength, ls in shown:
         if strength in drawn_logit:
