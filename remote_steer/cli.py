@@ -685,7 +685,14 @@ def export(
 ) -> None:
     """Write the run's steering vectors for other tools, one file per model × concept.
 
-    gguf is a llama.cpp control vector (use with --control-vector-scaled FILE S);
+    gguf is a llama.cpp control vector, used with llama.cpp's flags as
+
+    \b
+      llama-cli -m MODEL.gguf --control-vector-scaled FILE.gguf:S \\
+        --control-vector-layer-range L L
+
+    (strength S at layer L; --control-vector FILE.gguf is strength 1).
+
     steering-vectors is that library's SteeringVector as safetensors. See
     docs/reference.md, "Exporting vectors".
     """

@@ -10,8 +10,10 @@ Formats (one file per model × concept, under ``<run>/export/<format>/`` by defa
   (0-based; ``build_cvec(cur, il)`` at the end of block ``il``), the same layer our
   ``vectors[L]`` steers, so the names carry our index unchanged. llama.cpp refuses
   ``direction.0`` (its loader has no slot for block 0), so layer 0 is left out.
-  Use with ``llama-cli -m MODEL.gguf --control-vector-scaled FILE.gguf STRENGTH``;
-  ``--control-vector-layer-range`` picks layers. The vectors are raw CAA vectors: a
+  Use with ``llama-cli -m MODEL.gguf --control-vector-scaled FILE.gguf:STRENGTH
+  --control-vector-layer-range START END`` (llama.cpp's spelling; builds from before its
+  comma-separated lists take ``FILE.gguf STRENGTH`` as two arguments), or
+  ``--control-vector FILE.gguf`` for strength 1. The vectors are raw CAA vectors: a
   strength means what it means in the sweep (raw units).
 * ``safetensors``: plain tensors ``layer.{L}`` ([hidden], float32) for every layer,
   with the run's metadata (model, revision, concept, pairs) in the header.

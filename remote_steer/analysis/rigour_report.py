@@ -435,7 +435,7 @@ def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
         (
             "controls",
             "Real vector against control vectors",
-            lambda s: _plots().controls_by_depth(comparison, pool, models, datasets, s),
+            lambda s: _plots().controls_by_depth(comparison, pool, models, datasets, s, real=deltas),
             "",
         )
     )
