@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -703,9 +704,13 @@ def export(
     except (RemoteSteerError, OSError) as error:
         _fail(error)
         return
+    width = shutil.get_terminal_size().columns  # COLUMNS when piped, else 80
     for item in written:
         layers = f"layers {item.layers[0]}..{item.layers[-1]}" if len(item.layers) > 1 else f"layer {item.layers[0]}"
-        typer.echo(f"{item.path}  ({item.model} · {item.concept} · {layers})")
+        about = f"({item.model} · {item.concept} · {layers})"
+        line = f"{item.path}  {about}"
+        # a narrow terminal gets the path whole on its own line (copyable), what it holds below
+        typer.echo(line if len(line) <= width else f"{item.path}\n  {about}")
     if fmt == "gguf":
         typer.echo("note: layer 0 is left out of GGUF files (llama.cpp cannot steer it)")
 

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 # Effective rate of this project's engines, float32 on 2 idle CPU cores: the reference
-# box the README's times are for. From real-small.toml (SmolLM2-135M), one concept
-# (2,350 GFLOP) on a shared 2-core box: 105 CPU seconds, i.e. ~22 GFLOP per CPU second;
-# two idle cores at ~80 % parallel efficiency give ~35. Recalibrate from an idle run:
+# box the README's times are for. Calibrated on real-small.toml (SmolLM2-135M, six
+# concepts, 14,526 GFLOP) from a fresh clone on an idle 2-core box (load < 1, Intel Xeon):
+# 103.5 s with the model built, 114.8 s building it first; (103.5 − 6 × STEP_SECONDS −
+# ~3 s loading) gives ~205 GFLOP/s, rounded down to keep the estimate on the safe side.
+# Recalibrate from an idle run:
 # CPU_GFLOPS = total GFLOP / (wall seconds − STEP_SECONDS × steps − model loading).
-CPU_GFLOPS = 35.0
+CPU_GFLOPS = 190.0
 STEP_SECONDS = 5.0  # per model × concept: tracing, Python per layer, writing parts (what dominates on toys)
 _WINDOW_TOKENS = 5  # "<|im_start|>assistant\n(" and its neighbours: the steered window of a prompt
 

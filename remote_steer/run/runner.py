@@ -176,7 +176,7 @@ def _note_toy_build(name: str, display: Display) -> None:
 
         if not is_built(card.name):
             display.note(
-                f"Building {card.name} from its GGUF (first use, about a minute; cached in {real_dir(card.name)})"
+                f"Building {card.name} from its GGUF (first use, about 15 s; cached in {real_dir(card.name)})"
             )
 
 
