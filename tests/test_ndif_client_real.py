@@ -4,8 +4,10 @@ Everything here runs against the real stack: the default (fast) engine's payload
 loaded by a server without ``remote_steer``; a run with logit and generation equal to
 the local one; the model actor killed mid-run and the run finishing on its own; each
 refused key as one line with exit code 2 and the key nowhere; a trace error with the
-server's traceback. Faults the real stack cannot produce on demand (forgotten jobs,
-expired result URLs, dropped polls) stay on the loopback mock in test_remote.py.
+server's traceback; bytes per row, never hidden states; a killed client's rerun
+polling the same jobs, with the key in no file. Faults the real stack cannot produce
+on demand (forgotten jobs, expired result URLs, dropped polls) stay on the loopback
+mock in test_remote.py, each saying why.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from ndif_stack import stack as real_stack
 
@@ -211,3 +216,84 @@ def test_trace_error_stops_with_the_server_traceback_and_is_not_resubmitted(tmp_
     assert "index 999 is out of bounds" in str(raised.value) and keyed.host in str(raised.value)
     states = [a["state"] for a in _attempts(tmp_path)]
     assert states == ["failed"]
+
+
+def test_bytes_returned_scale_with_rows_not_hidden_states(keyed):
+    """On the real server: about one float per item × configuration comes back, whatever
+    the prompt length; never hidden states or logits."""
+    import torch
+    from conftest import make_items
+
+    from remote_steer.data.prompts import encode_items
+    from remote_steer.engines.fast_engine import FastLogitDiffEngine
+    from remote_steer.engines.sweep import SteerConfig
+    from remote_steer.models.loading import load_model, resolve
+    from remote_steer.remote.backend import Backend
+
+    model = load_model(resolve("toy/qwen3"), dtype="float32", weights=False)
+    vectors = torch.randn(model.n_layers, model.hidden_size)
+
+    def received(n_items: int, n_configs: int, long: bool) -> tuple[int, int]:
+        backend = Backend("remote", host=keyed.host, api_key=keyed.api_key)
+        items = encode_items(model.tokenizer, make_items(n_items, seed=3))
+        if long:  # same rows, many more tokens
+            items = [
+                it.__class__(**{**it.__dict__, "prompt_ids": it.prompt_ids[:1] * 200 + it.prompt_ids}) for it in items
+            ]
+        configs = [SteerConfig(4 + c % 8, 1.0) for c in range(n_configs)]
+        FastLogitDiffEngine(model, backend, batch_rows=64).run(items, vectors, configs)
+        width = max(len(it.prompt_ids) for it in items)
+        return backend.traffic["evaluation"].bytes_received, n_items * (n_configs + 1) * width
+
+    small, _ = received(4, 2, False)
+    more_items, _ = received(16, 2, False)
+    more_configs, _ = received(4, 11, False)
+    long_prompts, tokens = received(4, 2, True)
+    per_row = (more_items - small) / (16 * 3 - 4 * 3)
+    # linear in rows (items × configurations): the same per-row cost whichever grows
+    assert (more_configs - small) / (4 * 12 - 4 * 3) == pytest.approx(per_row, rel=0.35)
+    assert per_row < 16  # about one float32 per row, plus framing
+    # 200 more tokens per prompt change nothing but the framing (the server's response
+    # varies by a few hundred bytes run to run)
+    assert long_prompts < 1.35 * small
+    assert long_prompts < tokens * model.hidden_size * 4 / 1000  # far below hidden states
+
+
+def test_killed_client_rerun_polls_the_same_jobs_and_the_key_is_nowhere(tmp_path, keyed, local_run):
+    """A client SIGKILLed after journaling its first job; the rerun picks every journaled
+    job up by id (one attempt each, nothing resubmitted), equals local, and the key is in
+    no output and no file."""
+    spec_path = tmp_path / "killed-client.toml"
+    spec_path.write_text(
+        SPEC.format(name="killed-client", out=tmp_path, backend="remote", host=keyed.host, items=8, modes='["logit"]')
+    )
+    env = {**os.environ, **keyed.client_env(), "COLUMNS": "100"}
+    client = subprocess.Popen(
+        [sys.executable, "-m", "remote_steer.cli", "run", str(spec_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    jobs = tmp_path / "killed-client" / "jobs"
+    deadline = time.monotonic() + 600
+    while not list(jobs.glob("*.json")) and time.monotonic() < deadline and client.poll() is None:
+        time.sleep(0.05)
+    client.send_signal(signal.SIGKILL)
+    first_output = client.communicate()[0].decode()
+    first = {p.name: json.loads(p.read_text())["attempts"][0]["job_id"] for p in jobs.glob("*.json")}
+    assert first, first_output[-2000:]
+    rerun = subprocess.run(
+        [sys.executable, "-m", "remote_steer.cli", "run", str(spec_path)], env=env, capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    for name, job_id in first.items():
+        attempts = json.loads((jobs / name).read_text())["attempts"]
+        assert [a["job_id"] for a in attempts] == [job_id] and attempts[0]["state"] == "completed"
+    results = pd.read_parquet(tmp_path / "killed-client" / "results" / "logit_diff.parquet")
+    _assert_equal(results, local_run.results)
+    for text in (first_output, rerun.stdout, rerun.stderr):
+        assert keyed.api_key not in text
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) > 10
+    for path in written:
+        assert keyed.api_key.encode() not in path.read_bytes(), path

@@ -4,9 +4,11 @@ process (tests/ndif_server.py, started once per session by conftest's ``ndif_ser
 Like NDIF as deployed, that process serves request after request (extraction, sweep,
 generation; dense and MoE; several runs with different specs) without clearing
 nnsight's caches; /status and /response are open and the key is checked on submission;
-result URLs are signed and expire; a restart forgets every job. These tests prove the
-trace bodies survive shipping, the traffic stays small, jobs survive the client and
-the server, and each fault ends in a named outcome.
+result URLs are signed and expire; a restart forgets every job. These tests show that
+each fault ends in a named outcome. Every test here needs something NDIF's own server
+(the real stack, tests/test_ndif_*real.py) cannot be made to do on demand, and the
+comment above it says what; what the real stack can show (equal to local, bytes per
+row, a killed client, refused keys, trace errors) is tested there, not here.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from conftest import REPO_ROOT, make_items
 
 from remote_steer.data.prompts import encode_items
 from remote_steer.engines.extraction import SteeringVectors
-from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+from remote_steer.engines.sweep import SteerConfig
 from remote_steer.errors import ModelError
 from remote_steer.models.loading import load_model, resolve
 from remote_steer.remote import ndif
 from remote_steer.remote.backend import Backend, RetryPolicy
-from remote_steer.remote.ndif import RemoteAuthError, RemoteJobError, RemoteUnavailable
+from remote_steer.remote.ndif import RemoteJobError, RemoteUnavailable
 from remote_steer.run.runner import run_experiment
 from remote_steer.run.spec import parse_spec
 
@@ -114,6 +116,9 @@ def _journal(run_dir: Path) -> dict[str, dict]:
     return {p.name: json.loads(p.read_text()) for p in sorted((run_dir / "jobs").glob("*.json"))}
 
 
+# Mock because a server that never clears nnsight's caches and keeps its websocket silent (ndif 0.1.x restores the
+# caches around each request); the real-stack equivalent is
+# test_ndif_client_real.py::test_default_engine_run_with_generation_equals_local.
 def test_runs_of_different_specs_on_one_long_lived_server_equal_local(tmp_path, ndif_server, local_reference):
     """logit, then logit+generation, then another spec (other chunk size and layers),
     one after another on the same server process that keeps nnsight's caches, its
@@ -155,6 +160,7 @@ def test_runs_of_different_specs_on_one_long_lived_server_equal_local(tmp_path, 
     assert ndif_server.submissions - before - probes == journaled == jobs  # one submission per journaled job
 
 
+# Mock because it needs a server that keeps nnsight's caches between requests, which ndif 0.1.x does not.
 def test_a_server_that_keeps_caches_breaks_unscoped_requests(ndif_server, dense_toy, monkeypatch):
     """The old failure, kept visible: two different bodies from one file, shipped under
     the file's own name, meet the first body's cached source on the server."""
@@ -170,36 +176,6 @@ def test_a_server_that_keeps_caches_breaks_unscoped_requests(ndif_server, dense_
         FastLogitDiffEngine(model, backend, batch_rows=8).run(items, vectors, [SteerConfig(4, 1.0)])
     monkeypatch.setattr(ndif, "SCOPE_SOURCE_NAMES", True)  # the same request, scoped, runs
     FastLogitDiffEngine(model, backend, batch_rows=8).run(items, vectors, [SteerConfig(4, 1.0)])
-
-
-def test_bytes_returned_scale_with_rows_not_hidden_states(ndif_server, dense_toy):
-    model = _client_model("toy/qwen3")
-    vectors = torch.randn(model.n_layers, model.hidden_size)
-
-    def received(n_items: int, n_configs: int, words: int) -> tuple[int, int]:
-        backend = Backend("remote", host=ndif_server.url, api_key=KEY, retry=FAST)
-        items = encode_items(model.tokenizer, make_items(n_items, seed=words))
-        if words > 100:  # long prompts: same rows, many more tokens
-            items = [
-                it.__class__(**{**it.__dict__, "prompt_ids": it.prompt_ids[:1] * 200 + it.prompt_ids}) for it in items
-            ]
-        configs = [SteerConfig(4 + c % 8, 1.0) for c in range(n_configs)]
-        LogitDiffEngine(model, backend, batch_rows=64).run(items, vectors, configs)
-        width = max(len(it.prompt_ids) for it in items)
-        return backend.traffic["evaluation"].bytes_received, n_items * (n_configs + 1) * width
-
-    small, _ = received(4, 2, 10)
-    more_items, _ = received(16, 2, 10)
-    more_configs, _ = received(4, 11, 10)
-    long_prompts, tokens = received(4, 2, 500)
-    rows_small, rows_items, rows_configs = 4 * 3, 16 * 3, 4 * 12
-    per_row = (more_items - small) / (rows_items - rows_small)
-    # linear in rows (items × configurations): same per-row cost whichever grows
-    assert (more_configs - small) / (rows_configs - rows_small) == pytest.approx(per_row, rel=0.35)
-    assert per_row < 16  # about one float32 per row, plus compression framing
-    # independent of prompt length, and far below what hidden states would cost
-    assert abs(long_prompts - small) < 64
-    assert long_prompts < tokens * model.hidden_size * 4 / 1000
 
 
 def _client_env(**extra):
@@ -233,22 +209,8 @@ def _write_spec(tmp_path, server, name):
     return spec_path
 
 
-def test_kill_after_submission_then_rerun_resumes_the_same_jobs(tmp_path, ndif_server, local_reference):
-    spec_path = _write_spec(tmp_path, ndif_server, "killed")
-    before = ndif_server.submissions
-    _submit_and_kill(spec_path, tmp_path / "killed", ndif_server)
-    assert ndif_server.submissions - before == 2 + 1  # two key probes, then the extraction job, journaled
-    ndif_server.configure(hold=False)
-    resumed = run_experiment(parse_spec(spec_path.read_text(), str(spec_path)))
-    # one submission per job: the killed client's job was picked up by id, not resubmitted
-    assert ndif_server.submissions - before == 2 + 2 + 2 * (1 + 2)
-    _assert_equal_results(resumed.results, local_reference.results)
-    # the killed client's submission is in the accounting (read back from the journal)
-    traffic = json.loads((resumed.run_dir / "manifest.json").read_text())["traffic"]
-    assert traffic["toy/qwen3"]["extraction"]["requests"] == 1 and traffic["toy/qwen3"]["extraction"]["bytes_sent"] > 0
-    assert sum(s["requests"] for m in traffic.values() for s in m.values()) == 6
-
-
+# Mock because a real api restart keeps its jobs (status lives in the object store); only a server that forgets them
+# gives the 404.
 def test_server_restart_between_submit_and_poll_resubmits_after_the_grace(
     tmp_path, ndif_server, local_reference, monkeypatch
 ):
@@ -270,6 +232,7 @@ def test_server_restart_between_submit_and_poll_resubmits_after_the_grace(
     assert traffic["requests"] == 2 and traffic["lost"] == 1  # both submissions counted
 
 
+# Mock because NDIF's result URLs expire after an hour; the mock signs them for 2 s.
 def test_expired_result_url_is_resubmitted_never_blamed_on_the_key(tmp_path, ndif_server, local_reference):
     """NDIF signs a non-blocking job's result URL once, at completion: a client that
     comes back after it expired finds the same dead URL on every poll, so it resubmits."""
@@ -294,6 +257,7 @@ def test_expired_result_url_is_resubmitted_never_blamed_on_the_key(tmp_path, ndi
     assert ndif_server.submissions - before == 4 + 7  # 2 × 2 probes, 6 jobs, 1 resubmission
 
 
+# Mock because a 403 on a result URL and a server that signs it afresh are injected at will.
 def test_expired_result_url_is_signed_afresh_where_the_server_does(tmp_path, ndif_server, local_reference):
     """A server that signs a fresh URL on every poll: the client fetches the fresh URL
     instead of resubmitting."""
@@ -306,19 +270,7 @@ def test_expired_result_url_is_signed_afresh_where_the_server_does(tmp_path, ndi
     assert ndif_server.submissions - before == 2 + 6  # nothing resubmitted
 
 
-def test_server_exception_surfaces_remote_message_and_traceback(tmp_path, ndif_server):
-    ndif_server.configure(fail_jobs=3)  # the two key probes (never waited for), then the first real job
-    with pytest.raises(RemoteJobError) as caught:
-        run_experiment(_spec(tmp_path, ndif_server))
-    message = str(caught.value)
-    assert "CUDA out of memory" in message and "Traceback" in message and ndif_server.url in message
-    # the failed job is not resumed on rerun: it is submitted again and the run completes
-    outcome = run_experiment(_spec(tmp_path, ndif_server))
-    assert len(outcome.results) > 0
-    states = [a["state"] for e in _journal(outcome.run_dir).values() for a in e["attempts"]]
-    assert states.count("failed") == 1
-
-
+# Mock because 503s on submission and dropped polls are injected at will.
 def test_503_then_success_and_dropped_connection_are_retried(tmp_path, ndif_server, local_reference):
     before = ndif_server.submissions
     ndif_server.configure(fail_posts=[503, 503], drop_polls=2)
@@ -330,29 +282,7 @@ def test_503_then_success_and_dropped_connection_are_retried(tmp_path, ndif_serv
     _assert_equal_results(outcome.results, local_reference.results)
 
 
-def test_wrong_key_is_refused_by_a_small_probe_and_leaves_no_run_directory(tmp_path, ndif_server, monkeypatch):
-    monkeypatch.setenv("NDIF_API_KEY", "wrong-key-0000")
-    stats = ndif_server.stats()
-    with pytest.raises(RemoteAuthError) as caught:
-        run_experiment(_spec(tmp_path, ndif_server))
-    message = str(caught.value)
-    assert "refused the API key (HTTP 403" in message and "NDIF_API_KEY" in message and "wrong-key-0000" not in message
-    after = ndif_server.stats()
-    assert after["submissions"] == stats["submissions"] and not (tmp_path / "run").exists()
-    assert after["refused_posts"] == stats["refused_posts"] + 1  # one probe, nothing after it
-    assert 0 < after["refused_bytes"] - stats["refused_bytes"] < 64_000
-
-
-def test_missing_key_says_it_is_missing(tmp_path, ndif_server, monkeypatch):
-    from nnsight.schema.config import CONFIG
-
-    monkeypatch.delenv("NDIF_API_KEY")
-    monkeypatch.setattr(CONFIG.API, "APIKEY", None)
-    with pytest.raises(RemoteAuthError, match="none is set .NDIF_API_KEY is missing"):
-        run_experiment(_spec(tmp_path, ndif_server))
-    assert not (tmp_path / "run").exists()
-
-
+# Mock because it needs a host that answers /status and then goes down.
 def test_server_down_is_one_line_before_any_file(tmp_path, ndif_server):
     from ndif_server import free_port
 
@@ -367,6 +297,7 @@ def test_server_down_is_one_line_before_any_file(tmp_path, ndif_server):
     assert not (tmp_path / "down").exists()
 
 
+# Mock because the real stack deploys any model in its cache on the first request; the mock hides one.
 def test_unhosted_model_is_refused_before_any_work(tmp_path, ndif_server):
     ndif_server.configure(hidden=["toy/qwen3-moe"])
     before = ndif_server.submissions
@@ -375,6 +306,8 @@ def test_unhosted_model_is_refused_before_any_work(tmp_path, ndif_server):
     assert ndif_server.submissions == before and not (tmp_path / "run").exists()
 
 
+# Mock because server-side job failures are injected at will (the error path must not show the key either);
+# the real-stack runs grep for the key too.
 def test_api_key_never_written_or_printed(tmp_path, ndif_server, capsys):
     from typer.testing import CliRunner
 
@@ -399,6 +332,8 @@ def test_api_key_never_written_or_printed(tmp_path, ndif_server, capsys):
     assert found["jobs"] > 0 and found["count"] == 0
 
 
+# Mock because each check-remote step's failure (unreachable, unhosted, versions) is produced on demand; the real
+# stack's all-ok path is in test_ndif_real.py.
 def test_check_remote_reports_each_step_and_fails_in_one_line(ndif_server, monkeypatch):
     from typer.testing import CliRunner
 
@@ -429,6 +364,7 @@ def test_check_remote_reports_each_step_and_fails_in_one_line(ndif_server, monke
     assert down.exit_code == 2 and down.output.startswith("FAIL reachable")
 
 
+# Mock because it is nnsight's blocking websocket path with an inline result, which the client never uses on NDIF.
 def test_blocking_websocket_protocol_with_inline_result(ndif_server, dense_toy):
     """nnsight's default blocking client: /subscribe websocket, result inline."""
     from nnsight.intervention.backends.remote import RemoteBackend

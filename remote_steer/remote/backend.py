@@ -61,6 +61,17 @@ class RetryPolicy:
     # a job NDIF ends because its replica was evicted or the deployment was unreachable is
     # sent again at most this many times (over reruns too), then the run stops
     infrastructure_resubmits: int = 3
+    # a job's first status poll waits this long, each later one 1.5× longer, up to
+    # poll_interval_s: a job done in half a second is seen then, not after a full
+    # interval (on ndif 0.1.2 here the fixed 2 s wait was most of a small job's time)
+    first_poll_s: float = 0.2
+
+    def poll_waits(self):
+        """Seconds to wait before each next status poll of one job."""
+        wait = min(self.first_poll_s, self.poll_interval_s)
+        while True:
+            yield wait
+            wait = min(wait * 1.5, self.poll_interval_s)
 
     def delays(self):
         delay = self.first_delay_s

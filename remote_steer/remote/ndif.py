@@ -443,6 +443,7 @@ class RemoteRequest(Request):
         last = None
         received_before = client.traffic.bytes_received
         retries_before = client.traffic.retries
+        waits = policy.poll_waits()
         while True:
             try:
                 state, saves = client.check()
@@ -455,7 +456,8 @@ class RemoteRequest(Request):
                     )
                     unknown_since, last = None, None
                     deadline = time.monotonic() + policy.job_timeout_s
-                    time.sleep(policy.poll_interval_s)
+                    waits = policy.poll_waits()
+                    time.sleep(next(waits))
                     continue
                 self._close_attempt("failed")
                 raise RemoteJobError(
@@ -478,6 +480,7 @@ class RemoteRequest(Request):
                     )
                     unknown_since = None
                     deadline = time.monotonic() + policy.job_timeout_s
+                    waits = policy.poll_waits()
             else:
                 unknown_since = None
             if state != last and backend.on_status is not None:
@@ -490,7 +493,7 @@ class RemoteRequest(Request):
                     f"{backend.host}: job {client.job_id} did not finish within {policy.job_timeout_s:.0f}s; "
                     "rerun to keep waiting"
                 )
-            time.sleep(policy.poll_interval_s)
+            time.sleep(next(waits))
         self._close_attempt(
             "completed",
             bytes_received=client.traffic.bytes_received - received_before,

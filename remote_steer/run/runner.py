@@ -175,9 +175,7 @@ def _note_toy_build(name: str, display: Display) -> None:
         from remote_steer.models.real_small import is_built, real_dir
 
         if not is_built(card.name):
-            display.note(
-                f"Building {card.name} from its GGUF (first use, about 15 s; cached in {real_dir(card.name)})"
-            )
+            display.note(f"Building {card.name} from its GGUF (first use, about 15 s; cached in {real_dir(card.name)})")
 
 
 def make_backend(model_spec: ModelSpec, run_dir: Path | None = None) -> Backend:
