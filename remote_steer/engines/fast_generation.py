@@ -29,7 +29,7 @@ import torch
 from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines import answer_stop, fast_gen_kernel
 from remote_steer.engines.batching import left_pad
-from remote_steer.engines.fast_engine import _NO_LOGITS, _groups, supports_fast_path
+from remote_steer.engines.fast_engine import _NO_LOGITS, _groups, prompt_pass_kwargs, supports_fast_path
 from remote_steer.engines.generation import GenerationEngine, GenerationResult, result_from_rows
 from remote_steer.engines.sweep import SteerConfig
 from remote_steer.models.loading import LoadedModel
@@ -125,14 +125,16 @@ class FastGenerationEngine:
         nn, lm_head, layers = self.model.nn, self.model.nn.lm_head, self.model.layers
         no_logits, flags, thinking = _NO_LOGITS, rule.flags, bool(rule.thinking)
         answer_tokens, n_new, force = int(rule.answer_tokens), int(self.max_new_tokens), bool(self.force_length)
+        layout = self.model.kernel_layout()
+        prompt_kwargs = [prompt_pass_kwargs(self.model) for _ in groups]
         request = self.backend.open(self.model, "generation", request_key)
         results = None
         with torch.inference_mode():
             if request.must_submit:
                 with nn.session(**request.session_kwargs()):
                     results = []
-                    for batch, prefix, steer in groups:
-                        with nn.trace(batch.model_inputs(), use_cache=True, logits_to_keep=no_logits):
+                    for (batch, prefix, steer), extra in zip(groups, prompt_kwargs, strict=True):
+                        with nn.trace(batch.model_inputs(), use_cache=True, logits_to_keep=no_logits, **extra):
                             resid = [layers[layer].output[:, prefix:] for layer in range(len(layers))]
                             cache = fast_gen_kernel.output_cache(nn.output)
                             results.append(
@@ -154,6 +156,7 @@ class FastGenerationEngine:
                                     answer_tokens,
                                     n_new,
                                     force,
+                                    layout,
                                 )
                             )
                     results = nnsight.save(results)

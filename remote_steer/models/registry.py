@@ -110,6 +110,39 @@ TOY_MODELS: tuple[ModelCard, ...] = (
     ModelCard("toy/qwen3-moe", "embedded", 12, 128, 4, 2, 0.042, 0.040, True, "random (toy)", False, toy=True),
 )
 
+# One random-weight toy per decoder architecture the engines know (``architectures.py``):
+# 4 layers, hidden 64, 4 query / 2 key-value heads, the Qwen3 tokenizer; built from each
+# architecture's own transformers config with the quirks that matter switched on (a sliding
+# window of 8 tokens, Gemma's logit soft-cap, alternating attention kinds). Tests only.
+ARCH_TOYS: tuple[ModelCard, ...] = tuple(
+    ModelCard(
+        f"toy/{slug}",
+        "embedded",
+        4,
+        64,
+        4,
+        2,
+        0.010,
+        0.010,
+        moe,
+        "random (toy)",
+        not moe,  # the MoE toy unties its output projection, like Qwen3-MoE's toy
+        toy=True,
+        architecture=model_type,
+        about=f"random-weight {model_type} toy (architecture coverage)",
+    )
+    for slug, model_type, moe in (
+        ("qwen2", "qwen2", False),
+        ("llama", "llama", False),
+        ("mistral", "mistral", False),
+        ("mixtral", "mixtral", True),
+        ("gemma2", "gemma2", False),
+        ("gemma3", "gemma3_text", False),
+        ("phi3", "phi3", False),
+        ("olmo2", "olmo2", False),
+    )
+)
+
 # Real trained weights, built offline from a pip package (``real_small.py``). Not
 # Qwen3 and not one of the study's models: a small trained chat model so that the
 # pipeline's numbers can be checked on a model that behaves like one.
@@ -134,7 +167,7 @@ REAL_SMALL_MODELS: tuple[ModelCard, ...] = (
 )
 
 _BY_NAME: dict[str, ModelCard] = {}
-for _card in QWEN3_FAMILY + QWEN3_EXTRA + TOY_MODELS + REAL_SMALL_MODELS:
+for _card in QWEN3_FAMILY + QWEN3_EXTRA + TOY_MODELS + ARCH_TOYS + REAL_SMALL_MODELS:
     _BY_NAME[_card.name.lower()] = _card
     if not _card.toy and not _card.embedded:
         _BY_NAME[_card.hub_id.lower()] = _card
@@ -148,15 +181,15 @@ def lookup(name: str) -> ModelCard | None:
 def require_toy(name: str) -> ModelCard:
     card = lookup(name)
     if card is None or not card.toy:
-        toys = ", ".join(c.name for c in TOY_MODELS)
-        close = difflib.get_close_matches(name, [c.name for c in TOY_MODELS], n=1)
+        toys = ", ".join(c.name for c in TOY_MODELS + ARCH_TOYS)
+        close = difflib.get_close_matches(name, [c.name for c in TOY_MODELS + ARCH_TOYS], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ModelError(f"unknown toy model {name!r}{hint} Known toys: {toys}")
     return card
 
 
 def all_cards() -> tuple[ModelCard, ...]:
-    return QWEN3_FAMILY + QWEN3_EXTRA + TOY_MODELS + REAL_SMALL_MODELS
+    return QWEN3_FAMILY + QWEN3_EXTRA + TOY_MODELS + ARCH_TOYS + REAL_SMALL_MODELS
 
 
 def layer_depth(layer: int, n_layers: int) -> float:
