@@ -33,6 +33,7 @@ class ModelPlan:
     forward_passes: int | None
     bytes_sent: int | None
     bytes_received: int | None
+    training: str = "—"  # the registry card's post-training label ("rl", "distilled", ...)
 
 
 def _items_per_concept(spec: ExperimentSpec) -> tuple[dict[str, tuple[int, int]], bool, int]:
@@ -119,6 +120,7 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                     None,
                     None,
                     None,
+                    card.training if card is not None else "—",
                 )
             )
             continue
@@ -176,6 +178,7 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                 passes,
                 sent,
                 received,
+                card.training if card is not None else "—",
             )
         )
     return plans, estimated
