@@ -195,19 +195,3 @@ def fast_path_refusal(hf_model: Any) -> str | None:
     if unknown:
         return f"{model_type}: attention kinds {unknown} (the fast path knows full and sliding-window attention)"
     return None
-
-
-def describe(arch: Architecture) -> str:
-    """One line for docs and tables."""
-    parts = [f"attention: {arch.attention}"]
-    if arch.embedding_scale:
-        parts.append(f"embeddings × {arch.embedding_scale}")
-    if arch.logit_softcap:
-        parts.append("logit soft-capping")
-    if arch.rotary_per_kind:
-        parts.append("rotary per attention kind")
-    if arch.norm_placement != "pre":
-        parts.append(f"{arch.norm_placement}-norm")
-    if arch.moe:
-        parts.append("MoE")
-    return f"{arch.model_type} ({arch.family}): " + ", ".join(parts)
