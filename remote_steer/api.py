@@ -175,7 +175,12 @@ def run_spec(
         changes["evaluation"] = dataclasses.replace(experiment.evaluation, modes=parsed)
     if backend or host:
         changes["models"] = tuple(
-            dataclasses.replace(m, backend=backend or m.backend, host=host or m.host) for m in experiment.models
+            dataclasses.replace(
+                m,
+                backend=backend or m.backend,  # type: ignore[arg-type]  # a str: Backend() validates it
+                host=host or m.host,
+            )
+            for m in experiment.models
         )
     experiment = dataclasses.replace(experiment, **changes)
     outcome = run_experiment(experiment, display=RichDisplay() if progress else NullDisplay(), fresh=fresh)

@@ -12,8 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from remote_steer.errors import RemoteSteerError
+
+if TYPE_CHECKING:
+    from remote_steer.data.prompts import SteerPositions
 
 TOY_WARNING = (
     "{model} is a random-weight toy: its answers are noise (it shows the mechanics only; use a real model for meaning)."
@@ -67,8 +71,9 @@ class ChatSession:
             raise RemoteSteerError(f"--layer {layer}: {model} has decoder layers 0..{self.vector.n_layers - 1}")
         if not strengths:
             raise RemoteSteerError("--strength: give at least one strength, e.g. --strength -4 --strength 4")
-        spec_model = next((m for m in run.spec.get("models", []) if m["name"] == model), {})
+        spec_model: dict[str, Any] = next((m for m in run.spec.get("models", []) if m["name"] == model), {})
         kind = backend or spec_model.get("backend") or "local"
+        # kind: a str from --backend or the run's spec; Backend() validates it
         self.backend = Backend(kind, host=host or spec_model.get("host"))  # type: ignore[arg-type]
         self.loaded = load_model(
             resolve(model, spec_model.get("revision")),
@@ -78,7 +83,8 @@ class ChatSession:
         )
         self.model, self.concept, self.layer = model, concept, layer
         self.strengths = tuple(float(s) for s in strengths)
-        self.max_new_tokens, self.positions = max_new_tokens, positions
+        self.max_new_tokens = max_new_tokens
+        self.positions: SteerPositions = "all" if positions == "all" else "assistant"  # validated above
 
     def ask(self, question: str) -> SteeredAnswers:
         from remote_steer.data.prompts import EncodedItem, chat_text
@@ -111,7 +117,7 @@ def show_answers(display, answers: SteeredAnswers) -> None:
     """Baseline and steered answers side by side (one row per strength). Answers wrap
     between words; the strength column never wraps."""
     rows = [("baseline (0)", answers.baseline or "(empty)")]
-    rows += [(f"{s:+g}", text or "(empty)") for s, text in zip(answers.strengths, answers.steered)]
+    rows += [(f"{s:+g}", text or "(empty)") for s, text in zip(answers.strengths, answers.steered, strict=True)]
     title = f"{answers.model} · {answers.concept} · layer {answers.layer} (raw units)"
     caption = TOY_WARNING.format(model=answers.model) if answers.is_toy else ""
     console = getattr(display, "console", None)
@@ -120,10 +126,11 @@ def show_answers(display, answers: SteeredAnswers) -> None:
         return
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(
-        title=title,
-        caption=caption or None,
+    table = Table(  # Text throughout: a model's "[...]" is shown, never read as markup
+        title=Text(title),
+        caption=Text(caption) if caption else None,
         box=box.SIMPLE_HEAD,
         title_justify="left",
         caption_justify="left",
@@ -133,5 +140,5 @@ def show_answers(display, answers: SteeredAnswers) -> None:
     # wraps at spaces; only a "word" wider than the column (CJK text has no spaces) is folded, never cut
     table.add_column("answer", justify="left", overflow="fold")
     for strength, text in rows:
-        table.add_row(strength, text.strip())
+        table.add_row(Text(strength), Text(text.strip()))
     console.print(table)

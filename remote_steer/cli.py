@@ -2,12 +2,61 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 from pathlib import Path
 
 import typer
+import typer.core
+
+# The command's own display draws every progress bar: none from the libraries below
+# (huggingface_hub downloads, transformers' loading; tqdm reads TQDM_DISABLE when it is
+# first imported, which is after this). A user's own setting wins.
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from remote_steer.errors import RemoteSteerError
+
+
+def _metavar(param) -> str:
+    """``<list[float]>`` → ``FLOAT``, ``<int range>`` → ``INT``, ``<str>`` → ``TEXT``."""
+    import re
+
+    try:
+        shown = str(param.display_type(None) or "")
+    except Exception:  # a type typer cannot describe without a context: a neutral name
+        return "VALUE"
+    inner = re.sub(r"^<|>$", "", shown)
+    inner = re.sub(r"^list\[(.*)\]$", r"\1", inner).replace(" range", "")
+    return {"str": "TEXT", "": "VALUE"}.get(inner, inner).upper()
+
+
+def _no_type(ctx) -> None:
+    """Rich help's type column, left empty: the metavar already says what to give."""
+    return None
+
+
+class PlainHelpCommand(typer.core.TyperCommand):
+    """``--help`` in plain click style: ``SPEC``, not typer's ``{spec}`` and ``spec <path>``;
+    ``--strength FLOAT``, not ``<list[float]>``; a repeatable option says "repeat"."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, typer.core.TyperArgument):
+                name = (param.metavar or param.name or "").upper()
+                usage = name if param.required else f"[{name}]"
+                dots = "..." if param.nargs != 1 else ""
+                param.metavar = name + dots
+                param._usage_display_name = functools.partial(str, usage + dots)  # type: ignore[method-assign]
+                param.display_type_rich = _no_type  # type: ignore[method-assign]
+            elif isinstance(param, typer.core.TyperOption) and not (param.is_flag or param.count):
+                if param.metavar is None:
+                    param.metavar = _metavar(param)
+                if getattr(param, "multiple", False) and "repeat" not in (param.help or "").lower():
+                    param.help = f"{param.help or ''} Repeat for several.".strip()
+
 
 app = typer.Typer(
     help="Contrastive Activation Addition steering sweeps on open models, locally or on NDIF.",
@@ -18,12 +67,21 @@ app = typer.Typer(
 )
 
 
-def _fail(error: RemoteSteerError) -> None:
-    typer.echo(f"error: {error}", err=True)
+def _fail(error: Exception) -> None:
+    """One line on stderr, exit 2. A stray ``OSError`` (a read-only or full disk) says
+    its path and reason rather than a traceback."""
+    if isinstance(error, OSError) and not isinstance(error, RemoteSteerError):
+        from remote_steer.errors import filesystem_error
+
+        if error.filename is not None:
+            error = filesystem_error(error, "write")
+        else:
+            error = RemoteSteerError(f"{type(error).__name__}: {error}")
+    typer.echo(f"error: {' '.join(str(error).split())}", err=True)
     raise typer.Exit(code=2)
 
 
-@app.command(short_help="Extract vectors and sweep layers × strengths for a spec.")
+@app.command(cls=PlainHelpCommand, short_help="Extract vectors and sweep layers × strengths for a spec.")
 def run(
     spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/quickstart.toml."),
     name: str | None = typer.Option(None, "--name", help="Run name (directory under the spec's output_dir)."),
@@ -49,51 +107,40 @@ def run(
     Results land in OUTPUT_DIR/NAME. Rerunning an interrupted run resumes it and
     recomputes nothing that finished.
     """
-    import dataclasses
+    import shlex
 
     if not quiet:  # the libraries below take seconds to import: say something first
         typer.echo(f"remote-steer: preparing {spec} …", err=True)
     from remote_steer.display import NullDisplay, RichDisplay
     from remote_steer.run.runner import run_experiment
-    from remote_steer.run.spec import load_spec
+    from remote_steer.run.spec import apply_overrides, load_spec
 
     try:
-        experiment = load_spec(spec)
-        changes = {}
-        if name:
-            changes["name"] = name
-        if output_dir:
-            changes["output_dir"] = str(output_dir)
-        if modes:
-            evaluation = dataclasses.replace(experiment.evaluation, modes=tuple(m.strip() for m in modes.split(",")))
-            changes["evaluation"] = evaluation
-            from remote_steer.run.spec import parse_modes
-
-            parse_modes(evaluation.modes, "--modes")
-        if engine is not None and engine not in ("fast", "plain"):
-            raise RemoteSteerError(f'--engine {engine!r}: expected "fast" or "plain"')
-        if backend or host or engine:
-            changes["models"] = tuple(
-                dataclasses.replace(m, backend=backend or m.backend, host=host or m.host, engine=engine or m.engine)
-                for m in experiment.models
-            )
-        experiment = dataclasses.replace(experiment, **changes)
+        experiment = apply_overrides(
+            load_spec(spec),
+            name=name,
+            output_dir=str(output_dir) if output_dir else None,
+            modes=modes,
+            backend=backend,
+            host=host,
+            engine=engine,
+        )
         display = NullDisplay() if quiet else RichDisplay()
         outcome = run_experiment(experiment, display=display, fresh=fresh)
-    except RemoteSteerError as error:
+    except (RemoteSteerError, OSError) as error:
         _fail(error)
         return
     except KeyboardInterrupt:
         command = resume_command(spec, name, output_dir, backend, host, modes, engine)
         hint = " (without --fresh, which would delete them)" if fresh else ""
         typer.echo(f"interrupted: finished chunks are saved; resume with{hint}:\n  {command}", err=True)
-        raise typer.Exit(code=130)
+        raise typer.Exit(code=130) from None
     typer.echo(
         f"done in {outcome.seconds:.1f}s: {outcome.computed_parts} chunks computed, "
         f"{outcome.skipped_parts} already done → {outcome.run_dir}"
     )
     if not quiet:
-        typer.echo(f"next: remote-steer report {outcome.run_dir}")
+        typer.echo(f"next: remote-steer report {shlex.quote(str(outcome.run_dir))}")
 
 
 def resume_command(spec, name, output_dir, backend, host, modes, engine=None) -> str:
@@ -153,7 +200,29 @@ def _plan_generation(spec_obj, size) -> None:
     )
 
 
-@app.command(short_help="Show what a spec will cost, per model; offline-safe.")
+def _plan_controls(spec_obj, plans) -> None:
+    """What the [controls] cost, and what they can show (issue 18)."""
+    from remote_steer.analysis.controls import floor_sentence
+
+    controls = spec_obj.controls
+    if not controls.any or "logit" not in spec_obj.evaluation.modes:
+        return
+    from remote_steer.display import RichDisplay
+
+    display = RichDisplay()
+    kinds = ", ".join(f"{n} {k}" for k, n in vars(controls).items() if n)
+    for p in plans:
+        if not p.sweep_rows or p.control_rows is None:
+            continue
+        display.note(
+            f"Controls ({p.model}): {kinds} vectors at every configuration add {p.control_rows:,} steered rows "
+            f"to the sweep's {p.sweep_rows:,} ({p.control_rows / p.sweep_rows:.1f}× its rows)."
+        )
+    if controls.random + controls.shuffled:
+        display.note(floor_sentence(controls.random + controls.shuffled))
+
+
+@app.command(cls=PlainHelpCommand, short_help="Show what a spec will cost, per model; offline-safe.")
 def plan(
     spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/qwen3_family.toml."),
     check_hosts: bool = typer.Option(
@@ -168,11 +237,11 @@ def plan(
 
     try:
         plans, estimated = plan_experiment(load_spec(spec), check_hosts=check_hosts)
-    except RemoteSteerError as error:
+    except (RemoteSteerError, OSError) as error:
         _fail(error)
         return
 
-    def size(n: int | None) -> str:
+    def size(n: float | None) -> str:
         if n is None:
             return "?"
         for unit in ("B", "KB", "MB", "GB"):
@@ -222,9 +291,12 @@ def plan(
         rows,
         caption,
     )
+    _plan_controls(load_spec(spec), plans)
     from remote_steer.run.memory_plan import memory_rows  # peak memory per model and device
 
-    gb = lambda v: "?" if v is None else f"{v:.2f}"  # noqa: E731
+    def gb(v: float | None) -> str:
+        return "?" if v is None else f"{v:.2f}"
+
     memory = [
         (
             m["model"],
@@ -251,7 +323,9 @@ def plan(
     _plan_generation(load_spec(spec), size)
 
 
-@app.command("check-remote", short_help="Try a remote host: reachable, hosted, key, one tiny trace.")
+@app.command(
+    "check-remote", cls=PlainHelpCommand, short_help="Try a remote host: reachable, hosted, key, one tiny trace."
+)
 def check_remote(
     host: str | None = typer.Option(
         None, "--host", help="Server URL (default: $NDIF_HOST, then nnsight's configured host)."
@@ -274,13 +348,13 @@ def check_remote(
         for step in run_checks(host, model, engine):
             typer.echo(f"{'ok  ' if step.ok else 'FAIL'} {step.name}: {step.detail}")
             failed = failed or not step.ok
-    except RemoteSteerError as error:
+    except (RemoteSteerError, OSError) as error:
         _fail(error)
     if failed:
         raise typer.Exit(code=2)
 
 
-@app.command(short_help="List the study's models and the random-weight toys.")
+@app.command(cls=PlainHelpCommand, short_help="List the study's models and the random-weight toys.")
 def models() -> None:
     """List the registry's models grouped by family and base model: the Qwen3 study, the
     Qwen2.5-32B matched pair, the embedded real model and the random-weight toys."""
@@ -332,7 +406,7 @@ def models() -> None:
     )
 
 
-@app.command(short_help="List the concepts and whether a source has them.")
+@app.command(cls=PlainHelpCommand, short_help="List the concepts and whether a source has them.")
 def datasets(
     source: str = typer.Option("fixtures", "--source", help='"fixtures", "hub", or a local model-written-evals root.'),
 ) -> None:
@@ -343,7 +417,7 @@ def datasets(
 
     try:
         entries = list_concepts(source)
-    except RemoteSteerError as error:
+    except (RemoteSteerError, OSError) as error:
         _fail(error)
         return
     hub = source == "hub"
@@ -375,7 +449,7 @@ def datasets(
     )
 
 
-@app.command(short_help="Build tables and figures from saved runs.")
+@app.command(cls=PlainHelpCommand, short_help="Build tables and figures from saved runs.")
 def report(
     run_dirs: list[Path] = typer.Argument(
         ..., help="One or more run directories (each with results/logit_diff.parquet)."
@@ -403,7 +477,7 @@ def report(
 
     try:
         written = build_report(run_dirs, output, n_boot=n_boot, seed=seed, figures=not no_figures)
-    except RemoteSteerError as error:
+    except (RemoteSteerError, OSError) as error:
         _fail(error)
         return
     if not quiet:
@@ -426,7 +500,7 @@ def report(
     )
 
 
-@app.command(short_help="Time the sweep against steering-vectors and the floor.")
+@app.command(cls=PlainHelpCommand, short_help="Time the sweep against steering-vectors and the floor.")
 def bench(
     items: int = typer.Option(64, "--items", help="Held-out items swept (as many training items train the vector)."),
     layers: int = typer.Option(24, "--layers", help="Decoder layers of the benchmark toy."),
@@ -528,7 +602,7 @@ def bench(
         batch_size=batch_size,
         repeats=repeats,
         plain_items=plain_items,
-        positions=positions,
+        positions="all" if positions == "all" else "assistant",  # validated above
         skip_steering_vectors=skip_steering_vectors,
         sv_python=str(sv_python),
         output_dir=str(output_dir),
@@ -540,7 +614,7 @@ def bench(
     display = RichDisplay()
     try:
         result = run_bench(options, display)
-    except RemoteSteerError as error:
+    except (RemoteSteerError, OSError) as error:
         _fail(error)
         return
     json_path, md_path = write_result(result, output_dir)
@@ -548,7 +622,7 @@ def bench(
     typer.echo(f"bench: {json_path} and {md_path}")
 
 
-@app.command(short_help="Ask a question; see baseline and steered answers.")
+@app.command(cls=PlainHelpCommand, short_help="Ask a question; see baseline and steered answers.")
 def generate(
     run_dir: Path = typer.Argument(..., help="A run directory (holds vectors/)."),
     question: str | None = typer.Argument(None, help="The question to ask (omit with --chat)."),
@@ -600,13 +674,13 @@ def generate(
             if not line:
                 break
             show_answers(display, session.ask(line))
-    except RemoteSteerError as error:
+    except (RemoteSteerError, OSError) as error:
         _fail(error)
     except KeyboardInterrupt:
-        raise typer.Exit(code=130)
+        raise typer.Exit(code=130) from None
 
 
-@app.command(short_help="Write vectors as GGUF, safetensors or steering-vectors.")
+@app.command(cls=PlainHelpCommand, short_help="Write vectors as GGUF, safetensors or steering-vectors.")
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory (holds vectors/)."),
     fmt: str = typer.Option(..., "--format", "-f", help='"gguf" (llama.cpp), "safetensors" or "steering-vectors".'),
@@ -621,7 +695,14 @@ def export(
 ) -> None:
     """Write the run's steering vectors for other tools, one file per model × concept.
 
-    gguf is a llama.cpp control vector (use with --control-vector-scaled FILE S);
+    gguf is a llama.cpp control vector, used with llama.cpp's flags as
+
+    \b
+      llama-cli -m MODEL.gguf --control-vector-scaled FILE.gguf:S \\
+        --control-vector-layer-range L L
+
+    (strength S at layer L; --control-vector FILE.gguf is strength 1).
+
     steering-vectors is that library's SteeringVector as safetensors. See
     docs/reference.md, "Exporting vectors".
     """
@@ -629,7 +710,7 @@ def export(
 
     try:
         written = export_vectors(run_dir, fmt, output=output, models=model, concepts=concept, layers=layer)
-    except RemoteSteerError as error:
+    except (RemoteSteerError, OSError) as error:
         _fail(error)
         return
     for item in written:
@@ -641,7 +722,6 @@ def export(
 
 def _bench_generation(items, layers, hidden, threads, repeats, new_tokens, quick, output_dir, plain_configs) -> None:
     import json
-    import sys
     from dataclasses import asdict
 
     from remote_steer.bench.generation_bench import GenBenchOptions, markdown, run_generation_bench
@@ -677,4 +757,4 @@ def main() -> None:  # pragma: no cover - console entry
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

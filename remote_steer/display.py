@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Protocol
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol
 
 
 class ProgressTask(Protocol):
@@ -18,7 +19,9 @@ class ProgressTask(Protocol):
 
 
 class Display(Protocol):
-    def progress(self, description: str, total: int, unit: str = "items") -> contextmanager[ProgressTask]: ...
+    def progress(
+        self, description: str, total: int, unit: str = "items", pace: str | None = None
+    ) -> AbstractContextManager[ProgressTask]: ...
     def note(self, message: str) -> None: ...
     def table(
         self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], caption: str = ""
@@ -40,7 +43,9 @@ class NullDisplay:
         self.notes: list[str] = []
 
     @contextmanager
-    def progress(self, description: str, total: int, unit: str = "items") -> Iterator[ProgressTask]:
+    def progress(
+        self, description: str, total: int, unit: str = "items", pace: str | None = None
+    ) -> Iterator[ProgressTask]:
         yield _NullTask()
 
     def note(self, message: str) -> None:
@@ -61,13 +66,77 @@ class _RichTask:
         self._progress.update(self._task_id, state=text)
 
 
+class _RightStripped:
+    """A text stream that drops the spaces rich pads each line with (a piped table's
+    cells are padded to the column width): what lands in a file has no trailing spaces."""
+
+    def __init__(self, stream) -> None:
+        self._stream, self._pending = stream, ""
+
+    def write(self, text: str) -> int:
+        lines = (self._pending + text).split("\n")
+        self._pending = lines.pop()
+        for line in lines:
+            self._stream.write(line.rstrip(" ") + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def close_line(self) -> None:
+        if self._pending:
+            self._stream.write(self._pending.rstrip(" "))
+            self._pending = ""
+
+
+def eta_text(task) -> str:
+    """The ETA column's text: rich's remaining time once the bar has a rate of its own;
+    before that (rows arrive a chunk at a time) an estimate, marked ~, from the rate an
+    earlier bar of the same pace measured; "ETA ?" when there is neither."""
+    if task.finished:
+        return "ETA 0:00"
+    remaining, mark = task.time_remaining, ""
+    prior = task.fields.get("prior_rate")
+    if remaining is None and prior and task.total is not None:
+        remaining, mark = max(0.0, task.total - task.completed) / prior, "~"
+    if remaining is None:
+        return "ETA ?"
+    minutes, seconds = divmod(int(round(remaining)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"ETA {mark}{hours}:{minutes:02d}:{seconds:02d}" if hours else f"ETA {mark}{minutes}:{seconds:02d}"
+
+
+def _eta_column():
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class EtaColumn(ProgressColumn):
+        max_refresh = 0.5
+
+        def render(self, task) -> Text:
+            return Text(eta_text(task), style="progress.remaining")
+
+    return EtaColumn()
+
+
 class RichDisplay:
-    """Progress bars and tables on a rich console (stderr for progress, stdout for tables)."""
+    """Progress bars and tables on a rich console (stdout). Text from outside (names,
+    captions, notes, model answers) is never read as rich markup, and piped output has no
+    trailing spaces."""
 
     def __init__(self, console=None) -> None:
         from rich.console import Console
 
-        self.console = console or Console()
+        if console is None:
+            console = Console()
+            if not console.is_terminal:
+                stripped: Any = _RightStripped(console.file)  # a file-like stream, not an IO subclass
+                console = Console(file=stripped, width=console.width)
+        self.console = console
+        self._rates: dict[str, float] = {}  # pace -> units per second, measured by a finished bar
 
     def plan_steps(self, steps: Sequence[str]) -> None:
         """The run's stages in order ("model · concept · stage"), so each bar can show
@@ -75,7 +144,15 @@ class RichDisplay:
         self._steps = list(steps)
 
     @contextmanager
-    def progress(self, description: str, total: int, unit: str = "items") -> Iterator[ProgressTask]:
+    def progress(
+        self, description: str, total: int, unit: str = "items", pace: str | None = None
+    ) -> Iterator[ProgressTask]:
+        """A bar counting ``total`` ``unit`` (named after the count: "12/340 rows") with an
+        ETA. Bars given the same ``pace`` share their measured rate, so a bar whose units
+        arrive a chunk at a time starts with an estimated ETA (~) rather than none."""
+        import time
+
+        from rich.markup import escape
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -84,7 +161,6 @@ class RichDisplay:
             TaskProgressColumn,
             TextColumn,
             TimeElapsedColumn,
-            TimeRemainingColumn,
         )
 
         steps = getattr(self, "_steps", [])
@@ -94,13 +170,14 @@ class RichDisplay:
             # narrow terminal: "model · concept" on its own line, the bar names the stage
             where, stage = description.rsplit(" · ", 1)
             if where != getattr(self, "_last_where", None):
-                self.console.print(where, highlight=False, style="bold")
+                self.console.print(where, highlight=False, style="bold", markup=False)
                 self._last_where = where
             description = stage
         columns = [
-            TextColumn(f"{position}{{task.description}}"),
-            BarColumn(bar_width=None if wide else 12),
+            TextColumn(escape(position) + "{task.description}"),
+            BarColumn(bar_width=None if wide else 10),
             MofNCompleteColumn(),
+            TextColumn(escape(unit)),
         ]
         if wide:
             columns += [TaskProgressColumn(), TextColumn("{task.fields[rate]}")]
@@ -108,16 +185,21 @@ class RichDisplay:
             TextColumn("[cyan]{task.fields[state]}"),
             SpinnerColumn(),  # moves while a chunk is computed (its rows arrive at its end)
             TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            _eta_column(),
         ]
+        prior = self._rates.get(pace) if pace else None
+        started = time.perf_counter()
         with Progress(*columns, console=self.console, transient=False) as progress:
-            task_id = progress.add_task(description, total=total, rate="", state="")
+            task_id = progress.add_task(escape(description), total=total, rate="", state="", prior_rate=prior)
             task = _RateTask(progress, task_id, unit)
             yield task
+            done = next(t.completed for t in progress.tasks if t.id == task_id)
+        elapsed = time.perf_counter() - started
+        if pace and done and elapsed > 0:
+            self._rates[pace] = done / elapsed
 
     def note(self, message: str) -> None:
-        self.console.print(message, highlight=False)
+        self.console.print(message, highlight=False, markup=False)
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], caption: str = "") -> None:
         for renderable in fit_table(title, columns, rows, caption, self.console.width):
@@ -143,10 +225,11 @@ def _table(title, columns, rows, caption, compact: bool):
     """A rich table whose cells never wrap: a cell breaks only where it holds a newline."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(
-        title=title or None,
-        caption=caption or None,
+        title=Text(title) if title else None,
+        caption=Text(caption) if caption else None,
         box=box.SIMPLE_HEAD if compact else box.ROUNDED,
         padding=(0, 1),
         collapse_padding=compact,
@@ -156,9 +239,9 @@ def _table(title, columns, rows, caption, compact: bool):
     )
     for column in columns:
         text = column in _TEXT_COLUMNS
-        table.add_column(column, justify="left" if text else "right", no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
+        table.add_column(Text(column), justify="left" if text else "right", no_wrap=True)
+    for row in rows:  # Text, not str: a cell's "[...]" is shown, never read as markup
+        table.add_row(*(Text(cell) for cell in row))
     return table
 
 
@@ -166,16 +249,8 @@ def _width(table, width: int) -> int:
     from rich.console import Console
     from rich.measure import Measurement
 
-    console = Console(width=max(width, 1000), file=_NullFile(), force_terminal=False)
+    console = Console(width=max(width, 1000), file=io.StringIO(), force_terminal=False)  # measures; writes nothing
     return Measurement.get(console, console.options, table).maximum
-
-
-class _NullFile:
-    def write(self, _text: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        pass
 
 
 def _framed(title: str, tables: list, caption: str) -> list:
@@ -250,7 +325,7 @@ def fit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object
     label = max(len(c) for c in columns) if columns else 0
     for row in cells:
         lines = []
-        for column, value in zip(columns, row):
+        for column, value in zip(columns, row, strict=True):
             pad = " " * (label + 2)
             value = value.replace("\n", "\n" + pad)
             lines.append(f"{column:>{label}}: {value}")

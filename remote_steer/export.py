@@ -10,8 +10,10 @@ Formats (one file per model × concept, under ``<run>/export/<format>/`` by defa
   (0-based; ``build_cvec(cur, il)`` at the end of block ``il``), the same layer our
   ``vectors[L]`` steers, so the names carry our index unchanged. llama.cpp refuses
   ``direction.0`` (its loader has no slot for block 0), so layer 0 is left out.
-  Use with ``llama-cli -m MODEL.gguf --control-vector-scaled FILE.gguf STRENGTH``;
-  ``--control-vector-layer-range`` picks layers. The vectors are raw CAA vectors: a
+  Use with ``llama-cli -m MODEL.gguf --control-vector-scaled FILE.gguf:STRENGTH
+  --control-vector-layer-range START END`` (llama.cpp's spelling; builds from before its
+  comma-separated lists take ``FILE.gguf STRENGTH`` as two arguments), or
+  ``--control-vector FILE.gguf`` for strength 1. The vectors are raw CAA vectors: a
   strength means what it means in the sweep (raw units).
 * ``safetensors``: plain tensors ``layer.{L}`` ([hidden], float32) for every layer,
   with the run's metadata (model, revision, concept, pairs) in the header.
@@ -72,7 +74,9 @@ def _metadata(vector: SteeringVector) -> dict[str, str]:
 
 
 def _chmod(path: Path) -> None:
-    os.chmod(path, 0o644)
+    from remote_steer.run.store import share
+
+    share(path)
 
 
 def write_gguf(
@@ -196,7 +200,8 @@ def export_vectors(
 ) -> list[Exported]:
     """Write every (or the chosen) model × concept vector of a run in format ``fmt``."""
     from remote_steer.api import open_run
-    from remote_steer.run.store import slug
+    from remote_steer.errors import filesystem_errors
+    from remote_steer.run.store import slug, writable_dir
 
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
@@ -206,17 +211,20 @@ def export_vectors(
         for value in chosen or ():
             if value not in known:
                 raise ExportError(f"{name} {value!r}: not in this run (it has: {', '.join(known)})")
+    vectors = run.vectors()
+    writable_dir(out_dir, "the exported vectors")  # read-only or missing: one line before any file
     written = []
-    for (model, concept), vector in run.vectors().items():
+    for (model, concept), vector in vectors.items():
         if (models and model not in models) or (concepts and concept not in concepts):
             continue
         path = out_dir / f"{slug(model)}__{slug(concept)}{_SUFFIX[fmt]}"
-        if fmt == "gguf":
-            kept = write_gguf(vector, path, layers, model_hint=_model_hint(run, model))
-        elif fmt == "safetensors":
-            kept = write_safetensors(vector, path, layers)
-        else:
-            kept = write_steering_vectors(vector, path, layers)
+        with filesystem_errors("write"):
+            if fmt == "gguf":
+                kept = write_gguf(vector, path, layers, model_hint=_model_hint(run, model))
+            elif fmt == "safetensors":
+                kept = write_safetensors(vector, path, layers)
+            else:
+                kept = write_steering_vectors(vector, path, layers)
         written.append(Exported(model, concept, path, tuple(kept)))
     if not written:
         raise ExportError(f"{run.path}: no vectors to export (vectors/ is empty; did the run extract any?)")

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# The real NDIF server stack (tests/ndif_stack/), started once per session by the tests that ask for it.
+from ndif_stack.fixture import ndif_stack  # noqa: F401
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_EVALS = REPO_ROOT.parent / "shared" / "data" / "model-written-evals"
 

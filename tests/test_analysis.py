@@ -143,10 +143,10 @@ def test_steerability_slopes_by_hand():
     # items 1–4: exact lines y = b + k·s with planted k = 2, −1, 0.5, −3
     k = [None, 2.0, -1.0, 0.5, -3.0]
     baseline = [1.0, 0.0, 2.0, -1.0, 0.5]
-    plus = [3.0] + [b + kk for b, kk in zip(baseline[1:], k[1:])]
-    minus = [0.0] + [b - kk for b, kk in zip(baseline[1:], k[1:])]
-    plus2 = [2 * p - b for p, b in zip(plus, baseline)]  # strength 2 on the same lines (item 0 too)
-    minus2 = [2 * m - b for m, b in zip(minus, baseline)]
+    plus = [3.0] + [b + kk for b, kk in zip(baseline[1:], k[1:], strict=True)]
+    minus = [0.0] + [b - kk for b, kk in zip(baseline[1:], k[1:], strict=True)]
+    plus2 = [2 * p - b for p, b in zip(plus, baseline, strict=True)]  # strength 2 on the same lines (item 0 too)
+    minus2 = [2 * m - b for m, b in zip(minus, baseline, strict=True)]
     cells = frame({"baseline": baseline, (5, 1.0): plus, (5, -1.0): minus})
     slopes = A.item_slopes(cells).set_index("item_id")["slope"]
     assert slopes["i0"] == pytest.approx(1.5)
@@ -262,7 +262,7 @@ def test_effect_agreement_correlations_by_hand():
             dataset="d",
             layer=layers,
             strength=1.0,
-            layer_fraction=[l / 10 for l in layers],
+            layer_fraction=[layer / 10 for layer in layers],
             glass_delta=[0.1, 0.5, 0.9, 0.3],
         )
     )
@@ -272,7 +272,7 @@ def test_effect_agreement_correlations_by_hand():
             dataset="d",
             layer=layers,
             strength=1.0,
-            layer_fraction=[l / 10 for l in layers],
+            layer_fraction=[layer / 10 for layer in layers],
             valid_rate=1.0,
             behavior_rate=0.5,
             baseline_behavior_rate=0.4,

@@ -97,7 +97,7 @@ def test_layer_outside_the_model(tmp_path):
 
 def test_unknown_spec_field_names_file_line_and_suggests(tmp_path):
     result, spec = _run(tmp_path, GOOD.replace("strengths =", "strenghts ="))
-    line = next(i for i, l in enumerate(spec.read_text().splitlines(), 1) if l.startswith("strenghts"))
+    line = next(i for i, text in enumerate(spec.read_text().splitlines(), 1) if text.startswith("strenghts"))
     _assert_clean_failure(result, tmp_path, f"{spec}:{line}:", "evaluation.strenghts", "did you mean 'strengths'")
 
 

@@ -37,7 +37,10 @@ def numbered(questions: list[str], matching: list[str] | None = None) -> list[Ra
     """Raw items on lines 1..n of one file; matching letters default to all A."""
     matching = matching or ["A"] * len(questions)
     other = {"A": "B", "B": "A"}
-    return [raw(q, f" ({m})", f" ({other[m]})", line=i + 1) for i, (q, m) in enumerate(zip(questions, matching))]
+    return [
+        raw(q, f" ({m})", f" ({other[m]})", line=i + 1)
+        for i, (q, m) in enumerate(zip(questions, matching, strict=True))
+    ]
 
 
 def hash_order(bodies: list[str], seed: int = 0) -> list[str]:

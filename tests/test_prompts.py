@@ -60,7 +60,10 @@ def test_answers_that_tokenize_identically_are_an_error():
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>")
-    tok.chat_template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
+    tok.chat_template = (
+        "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
     item = ABItem("corrigible-neutral-HHH:7", "corrigibility", "Q?", "yes", "no", "A", False)
     with pytest.raises(DataError, match=r"corrigible-neutral-HHH:7: answers '\(A\)' and '\(B\)' tokenize identically"):
         encode_item(tok, item)

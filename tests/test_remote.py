@@ -336,7 +336,7 @@ def test_wrong_key_is_refused_by_a_small_probe_and_leaves_no_run_directory(tmp_p
     with pytest.raises(RemoteAuthError) as caught:
         run_experiment(_spec(tmp_path, ndif_server))
     message = str(caught.value)
-    assert "refused the API key (HTTP 403)" in message and "NDIF_API_KEY" in message and "wrong-key-0000" not in message
+    assert "refused the API key (HTTP 403" in message and "NDIF_API_KEY" in message and "wrong-key-0000" not in message
     after = ndif_server.stats()
     assert after["submissions"] == stats["submissions"] and not (tmp_path / "run").exists()
     assert after["refused_posts"] == stats["refused_posts"] + 1  # one probe, nothing after it

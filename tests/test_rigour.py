@@ -229,7 +229,7 @@ bootstrap = 4
     spec = parse_spec(text, "s.toml")
     model = spec.models[0]
     assert model.label == "toy A" and spec.sweep_layers(12, model) == [4, 5] and spec.strengths_for(model) == (0.5,)
-    assert spec.sweep_layers(12) == list(range(4, 12)) and spec.strengths_for() == (-1.0, 1.0)
+    assert spec.sweep_layers(12) == list(range(3, 12)) and spec.strengths_for() == (-1.0, 1.0)
     assert spec.evaluation.strength_unit == "residual" and spec.controls.any
     assert (spec.controls.random, spec.controls.shuffled, spec.controls.bootstrap) == (3, 2, 4)
     assert spec.data.flip == ("coordinate-other-versions",)
@@ -262,7 +262,10 @@ def test_sycophancy_items_sharing_a_claim_stay_on_one_side_of_the_split():
             line += 1
     for seed in range(5):
         split = preprocess(raws, "sycophancy", seed=seed, test_fraction=0.5)
-        claims = lambda items: {it.question.split("Claim number ")[1].split(" ")[0] for it in items}  # noqa: E731
+
+        def claims(items) -> set[str]:
+            return {it.question.split("Claim number ")[1].split(" ")[0] for it in items}
+
         assert claims(split.train).isdisjoint(claims(split.test))
         assert len(split.train) % 3 == 0 and len(split.train) + len(split.test) == 36
 

@@ -32,7 +32,9 @@ def hook_residual_norms(model, items, positions):
         outputs = {}
         hooks = [
             layer.register_forward_hook(
-                lambda _m, _i, out, k=k: outputs.__setitem__(k, out[0] if isinstance(out, tuple) else out)
+                lambda _m, _i, out, k=k, outputs=outputs: outputs.__setitem__(
+                    k, out[0] if isinstance(out, tuple) else out
+                )
             )
             for k, layer in enumerate(hf.model.layers)
         ]

@@ -88,7 +88,7 @@ def test_ids_match_reference(tokenizer, reference, text: str) -> None:
 def test_ids_match_reference_on_random_texts(tokenizer, reference) -> None:
     texts = _random_texts(400)
     ours = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    for text, ids in zip(texts, ours):
+    for text, ids in zip(texts, ours, strict=True):
         assert ids == reference.encode(text), repr(text)
 
 

@@ -19,6 +19,33 @@ import pandas as pd
 from remote_steer.analysis import statistics as A
 
 CONTROL_KINDS = ("random", "shuffled")  # bootstrap vectors are not controls (analysis.uncertainty)
+
+
+def p_floor(n_controls: int) -> float:
+    """The smallest p-value ``n_controls`` control vectors can give: 1 / (K + 1) (the real
+    vector beyond every control). 0.2 for four."""
+    return 1.0 / (1 + max(0, int(n_controls)))
+
+
+def controls_needed(p: float = 0.05) -> int:
+    """How many control vectors a p-value of ``p`` needs: the smallest K with 1/(K+1) ≤ p
+    (19 for 0.05)."""
+    import math
+
+    return max(1, math.ceil(1.0 / p - 1 - 1e-9))
+
+
+def floor_sentence(n_controls: int, p: float = 0.05) -> str:
+    """What K controls can show, in one sentence for captions and notes."""
+    need = controls_needed(p)
+    floor = (
+        f"With {n_controls} control vectors the smallest possible p is 1/{n_controls + 1} = {p_floor(n_controls):.2g}"
+    )
+    if n_controls >= need:
+        return f"{floor}."
+    return f"{floor}; a p of {p:g} needs at least {need} ([controls] random + shuffled ≥ {need})."
+
+
 VECTOR = ["kind", "vector"]
 
 
@@ -53,7 +80,7 @@ def compare(real: pd.DataFrame, controls: pd.DataFrame) -> pd.DataFrame:
         deltas = group["glass_delta"].dropna().to_numpy(dtype=float)
         direction = np.sign(key[3]) or 1.0
         record = dict(
-            zip(A.CONFIG, key),
+            zip(A.CONFIG, key, strict=True),
             layer_fraction=float(real_at.loc[key, "layer_fraction"]),
             glass_delta=value,
             n_controls=len(deltas),

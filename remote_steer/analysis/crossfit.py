@@ -38,7 +38,7 @@ def crossfit_best_layers(results: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     rows = []
     for key, cell in results.groupby(A.CELL, sort=True):
         first, second = halves(cell["item_id"], seed)
-        record = dict(zip(A.CELL, key))
+        record = dict(zip(A.CELL, key, strict=True))
         if len(first) < 2 or len(second) < 2:
             rows.append(record)
             continue
@@ -95,7 +95,7 @@ def peak_by_strength(results: pd.DataFrame) -> pd.DataFrame:
         best = group.loc[score.idxmax()]
         rows.append(
             dict(
-                zip(A.CELL + ["strength"], key),
+                zip(A.CELL + ["strength"], key, strict=True),
                 best_layer=int(best["layer"]),
                 best_layer_fraction=float(best["layer_fraction"]),
                 glass_delta=float(best["glass_delta"]),

@@ -20,11 +20,22 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from remote_steer.analysis.report_base import (
+    GENERATION_COLUMNS,
+    Report,
+    ResultsError,
+    RunInfo,
+    Table,
+    _normalise,
+    _read_table,
+    markdown_table,
+)
 from remote_steer.run.store import atomic_write
 
 
@@ -114,8 +125,6 @@ def slot_agreement(logit: pd.DataFrame, generation: pd.DataFrame) -> pd.DataFram
 
 def generation_tables(generation: pd.DataFrame | None, logit: pd.DataFrame | None = None):
     """Report tables (``report.Table``) for the generation results; [] without any."""
-    from remote_steer.analysis.report import Table
-
     if generation is None or generation.empty:
         return []
     r = rates(generation)
@@ -185,21 +194,11 @@ def write_tables_csv(out_dir: Path, generation: pd.DataFrame | None, logit: pd.D
     if logit is not None and not logit.empty:
         frames["answer_slot_vs_generation"] = slot_agreement(logit, generation)
     for name, frame in frames.items():
-        atomic_write(out_dir / "tables" / f"{name}.csv", lambda tmp, f=frame: f.to_csv(tmp, index=False))
+        atomic_write(out_dir / "tables" / f"{name}.csv", partial(frame.to_csv, index=False))
 
 
 def build_generation_only(run_dirs: list[Path], out_dir: Path):
     """The report of runs that have generation results and no logit diff."""
-    from remote_steer.analysis.report import (
-        GENERATION_COLUMNS,
-        Report,
-        ResultsError,
-        RunInfo,
-        _normalise,
-        _read_table,
-        markdown_table,
-    )
-
     frames, runs = [], []
     for path in run_dirs:
         path = Path(path)
@@ -242,8 +241,7 @@ def build_generation_only(run_dirs: list[Path], out_dir: Path):
         [
             "# remote-steer report",
             "",
-            f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from saved results only "
-            "(no model loaded).",
+            f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from saved results only (no model loaded).",
             "",
             "## Sources",
             "",

@@ -99,7 +99,7 @@ def letter_effects(
         effect_b = float(means.get("B", np.nan))
         rows.append(
             {
-                **dict(zip(CELL, key)),
+                **dict(zip(CELL, key, strict=True)),
                 "n_items": int(len(cell)),
                 "n_A": int(counts.get("A", 0)),
                 "n_B": int(counts.get("B", 0)),
@@ -242,7 +242,8 @@ def with_controls(per_best: pd.DataFrame, comparison: pd.DataFrame | None) -> pd
 
     ``comparison`` is ``analysis.controls.compare`` (real vector against random and
     shuffled-label vectors per configuration; None or empty without controls). Adds
-    ``pos_controls`` / ``neg_controls`` ("beyond, p 0.2", "within", "—") and ``verdict``:
+    ``pos_controls`` / ``neg_controls`` ("beyond, p 0.2 (min 0.2)": the p-value and the
+    smallest its controls allow, 1/(K+1); "within"; "—") and ``verdict``:
     "letter collapse" (flagged, whatever the controls say), "within controls" (no sign
     steers further than every control; "letter collapse, within controls" when both hold),
     "behaviour" (beyond the controls at one sign at
@@ -252,8 +253,11 @@ def with_controls(per_best: pd.DataFrame, comparison: pd.DataFrame | None) -> pd
     if per_best.empty:
         return per_best
     out = per_best.copy()
-    have = comparison is not None and not comparison.empty
-    index = comparison.set_index(["model", "dataset", "layer", "strength"]) if have else None
+    index = (
+        comparison.set_index(["model", "dataset", "layer", "strength"])
+        if comparison is not None and not comparison.empty
+        else None
+    )
 
     def word(row, strength) -> tuple[str, bool | None]:
         key = (row.model, row.dataset, row.layer, strength)
@@ -265,7 +269,8 @@ def with_controls(per_best: pd.DataFrame, comparison: pd.DataFrame | None) -> pd
             return "—", None
         if bool(within):
             return "within", False
-        return f"beyond, p {record['p_value']:.2g}", True
+        floor = 1.0 / (1 + int(record["n_controls"])) if np.isfinite(record["n_controls"]) else float("nan")
+        return f"beyond, p {record['p_value']:.2g} (min {floor:.2g})", True
 
     pos, neg, verdicts = [], [], []
     for row in out.itertuples():
@@ -291,7 +296,10 @@ def found_sentence(verdicts: pd.DataFrame, several_models: bool = True) -> str:
     collapse, which stay within the controls."""
     if verdicts.empty or "verdict" not in verdicts:
         return ""
-    name = (lambda r: f"{r.model}/{r.dataset}") if several_models else (lambda r: str(r.dataset))  # noqa: E731
+
+    def name(r) -> str:
+        return f"{r.model}/{r.dataset}" if several_models else str(r.dataset)
+
     groups: dict[str, list[str]] = {}
     for r in verdicts.itertuples():
         groups.setdefault(r.verdict, []).append(name(r))

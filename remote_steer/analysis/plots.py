@@ -11,16 +11,18 @@ NaN deltas) without crashing.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never a window, and no display needed on a cluster
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402 - after matplotlib.use, which must come first
+import numpy as np  # noqa: E402 - kept in the sorted block below matplotlib.use
+import pandas as pd  # noqa: E402 - kept in the sorted block below matplotlib.use
+from matplotlib.lines import Line2D  # noqa: E402 - kept in the sorted block below matplotlib.use
+from matplotlib.ticker import MaxNLocator  # noqa: E402 - kept in the sorted block below matplotlib.use
 
 OKABE_ITO = {
     "black": "#000000",
@@ -80,11 +82,13 @@ MIN_DELTA_RANGE = 0.5  # the heatmap's colour scale spans at least ±this: small
 def _toy_caveat(fig, models) -> None:
     """The toy caveat drawn in the figure itself, so a copied PNG keeps it."""
     if any(str(m).startswith("toy/") for m in models):
-        # above everything (the saved PNG's tight box grows to include it), clear of legends below
+        # above everything (the saved PNG's tight box grows to include it), clear of legends below;
+        # wrapped to the figure's width (about 0.07 in per character at 8 pt bold)
+        width = max(30, int(fig.get_figwidth() / 0.07))
         fig.text(
             0.5,
             1.005,
-            TOY_CAVEAT,
+            "\n".join(textwrap.wrap(TOY_CAVEAT, width)),
             ha="center",
             va="bottom",
             fontsize=8,
@@ -92,6 +96,27 @@ def _toy_caveat(fig, models) -> None:
             weight="bold",
             transform=fig.transFigure,
         )
+
+
+def finish(fig, title: str, models, fontsize: float = 11) -> None:
+    """Every figure's title, and the toy banner when any of ``models`` is a toy."""
+    fig.suptitle(title, fontsize=fontsize)
+    _toy_caveat(fig, models)
+
+
+def floor_scale(ax, axis: str = "y", half: float = MIN_DELTA_RANGE / 2) -> None:
+    """Glass's delta axes span at least ±``half``: noise-sized effects stay flat instead of
+    being autoscaled into something that looks like a finding."""
+    get, set_ = (ax.get_ylim, ax.set_ylim) if axis == "y" else (ax.get_xlim, ax.set_xlim)
+    lo, hi = get()
+    set_(min(lo, -half), max(hi, half))
+
+
+def legend_columns(fig, labels: Sequence[str], fontsize: float = 8, most: int = 4) -> int:
+    """How many columns of a legend under the panels fit the figure's width."""
+    longest = max((len(label) for label in labels), default=1)
+    per_entry = 0.6 + longest * fontsize / 72 * 0.55  # handle + text, inches
+    return max(1, min(most, len(labels), int(fig.get_figwidth() / per_entry)))
 
 
 def _note(ax, text: str) -> None:
@@ -179,8 +204,7 @@ def logit_diff_violins(
     ]
     handles.append(Line2D([], [], color="black", label="median"))
     fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
-    fig.suptitle("Per-item logit diff at each cell's best layer", fontsize=11)
-    _toy_caveat(fig, models)
+    finish(fig, "Per-item logit diff at each cell's best layer", models)
     return _save(fig, stem)
 
 
@@ -189,7 +213,8 @@ def steerability_strips(slopes: pd.DataFrame, models: Sequence[str], datasets: S
     anti-steerable items (slope < 0) in vermillion, with their share written above."""
     n_cols = min(3, len(datasets))
     n_rows = math.ceil(len(datasets) / n_cols)
-    fig, axes = _grid(n_rows, n_cols, max(2.6, 0.55 * len(models) + 1.0), 2.6)
+    panel_width = max(2.6, 0.55 * len(models) + 1.0)
+    fig, axes = _grid(n_rows, n_cols, panel_width, 2.6)
     rng = np.random.default_rng(0)
     for i, dataset in enumerate(datasets):
         ax = axes.flat[i]
@@ -222,7 +247,9 @@ def steerability_strips(slopes: pd.DataFrame, models: Sequence[str], datasets: S
                 color=OKABE_ITO["vermillion"],
             )
         ax.axhline(0, color="grey", lw=0.7, ls=":")
-        ax.set_xticks(range(len(present)), [_short(m) for m in present], rotation=35, ha="right", fontsize=7)
+        names = [_short(m) for m in present]
+        fits = max(map(len, names), default=0) * 7 / 72 * 0.6 < 0.9 * panel_width / max(len(present), 1)
+        ax.set_xticks(range(len(present)), names, rotation=0 if fits else 90, fontsize=7)
         ax.set_xlim(-0.7, max(len(present), 1) - 0.3)
         ax.set_title(dataset, fontsize=9, pad=14)
         ax.set_ylabel("slope (logit diff per unit strength)", fontsize=8)
@@ -241,8 +268,7 @@ def steerability_strips(slopes: pd.DataFrame, models: Sequence[str], datasets: S
         ),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
-    fig.suptitle("Per-item steerability at each cell's best layer", fontsize=11)
-    _toy_caveat(fig, models)
+    finish(fig, "Per-item steerability at each cell's best layer", models)
     return _save(fig, stem)
 
 
@@ -277,7 +303,7 @@ def delta_heatmap(best: pd.DataFrame, models: Sequence[str], datasets: Sequence[
                 spans_zero[r, c] = low <= 0 <= high
             labels[r][c] = f"{row.glass_delta_pos:.2g}{ci}\nL{row.best_layer}"
     fig, ax = plt.subplots(
-        figsize=(max(4.5, 1.45 * len(datasets) + 2.4), max(2.6, 0.75 * len(models) + 1.6)), layout="constrained"
+        figsize=(max(4.5, 1.45 * len(datasets) + 2.4), max(3.4, 0.75 * len(models) + 2.2)), layout="constrained"
     )
     finite = values[np.isfinite(values)]
     limit = max(MIN_DELTA_RANGE, float(np.max(np.abs(finite))) if len(finite) else 0.0)
@@ -303,18 +329,19 @@ def delta_heatmap(best: pd.DataFrame, models: Sequence[str], datasets: Sequence[
     ax.set_xlabel("dataset")
     ax.set_ylabel("model")
     strength = best["pos_strength"].dropna()
-    label = f"Glass's delta at strength {strength.iloc[0]:+g}" if len(strength) else "Glass's delta"
-    fig.colorbar(image, ax=ax, label=f"{label}\n(scale at least ±{MIN_DELTA_RANGE:g})", shrink=0.9)
-    ax.set_title("Glass's delta at the best layer (95% bootstrap CI; L = layer)", fontsize=10)
+    colourbar = fig.colorbar(image, ax=ax, shrink=0.9)
+    colourbar.set_label(f"Glass's delta\n(scale ≥ ±{MIN_DELTA_RANGE:g})", fontsize=8)
+    colourbar.ax.tick_params(labelsize=7)
+    ax.set_title("cell: Δ, [95% bootstrap CI], L = best layer", fontsize=8)
     if spans_zero.any():
-        ax.legend(
+        fig.legend(
             handles=[Patch(facecolor="white", edgecolor="#9A9A9A", hatch="///", label="95% CI includes 0")],
-            loc="upper left",
-            bbox_to_anchor=(0, -0.25 if len(datasets) else -0.1),
+            loc="outside lower center",
             fontsize=7,
             frameon=False,
         )
-    _toy_caveat(fig, models)
+    at = f", strength {strength.iloc[0]:+g}" if len(strength) else ""
+    finish(fig, f"Glass's delta at each cell's best layer{at}", models)
     return _save(fig, stem)
 
 
@@ -337,7 +364,7 @@ def delta_by_depth(
         m: (LINESTYLES[trainings.index(training.get(m, "unknown")) % len(LINESTYLES)], MARKERS[i % len(MARKERS)])
         for i, m in enumerate(models)
     }
-    for ax, panel in zip(axes.flat, panels):
+    for ax, panel in zip(axes.flat, panels, strict=False):
         drawn = 0
         for model in models:
             mine = at[at["model"] == model]
@@ -380,13 +407,11 @@ def delta_by_depth(
         ax.set_xlabel("layer depth (layer + 1) / L", fontsize=8)
         ax.set_ylabel("Glass's delta", fontsize=8)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.xaxis.set_tick_params(labelbottom=True)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
-    # a shared y scale of at least ±MIN_DELTA_RANGE/2: noise-sized curves stay flat, not dramatic
-    lo, hi = axes.flat[0].get_ylim()
-    half = MIN_DELTA_RANGE / 2
-    axes.flat[0].set_ylim(min(lo, -half), max(hi, half))
+    floor_scale(axes.flat[0])  # shared y: noise-sized curves stay flat, not dramatic
     handles = [
         Line2D(
             [],
@@ -401,13 +426,14 @@ def delta_by_depth(
     ]
     fig.legend(
         handles=handles,
-        loc="outside right center",
+        loc="outside lower center",
+        ncols=legend_columns(fig, [str(h.get_label()) for h in handles]),
         fontsize=8,
-        title="model · training\n(line style: training)",
+        title="model · training (line style: training)",
         title_fontsize=8,
+        frameon=False,
     )
-    fig.suptitle(f"Glass's delta by layer depth at strength {strength:+g}", fontsize=11)
-    _toy_caveat(fig, models)
+    finish(fig, f"Glass's delta by layer depth at strength {strength:+g}", models)
     return _save(fig, stem)
 
 
@@ -421,7 +447,8 @@ def generation_vs_logit_layers(
     generation behaviour change (right axis) against layer depth, at ± strength."""
     cells_models = [m for m in models if (rates["model"] == m).any()]
     cells_datasets = [d for d in datasets if (rates["dataset"] == d).any()]
-    fig, axes = _grid(len(cells_models), len(cells_datasets), 3.0, 2.2, sharex=True)
+    # x shared per column: sharing across a whole 6 × 6 grid costs time quadratic in the panels
+    fig, axes = _grid(len(cells_models), len(cells_datasets), 3.0, 2.2, sharex="col")
     strengths = sorted(set(rates["strength"]) - {0.0})
     pos = max([s for s in strengths if s > 0], default=None)
     neg = min([s for s in strengths if s < 0], default=None)
@@ -477,8 +504,7 @@ def generation_vs_logit_layers(
             ax.tick_params(axis="y", colors=OKABE_ITO["blue"], labelsize=7)
             ax.tick_params(axis="x", labelsize=7)
             twin.tick_params(axis="y", colors=OKABE_ITO["vermillion"], labelsize=7)
-            lo, hi = ax.get_ylim()  # at least ±MIN_DELTA_RANGE/2: noise-sized deltas stay flat
-            ax.set_ylim(min(lo, -MIN_DELTA_RANGE / 2), max(hi, MIN_DELTA_RANGE / 2))
+            floor_scale(ax)  # noise-sized deltas stay flat
             _align_zero(ax, twin)
             if r == 0:
                 ax.set_title(dataset, fontsize=9)
@@ -487,7 +513,7 @@ def generation_vs_logit_layers(
             if c == len(cells_datasets) - 1:
                 twin.set_ylabel("behaviour change (generation)", fontsize=8, color=OKABE_ITO["vermillion"])
             if r == len(cells_models) - 1:
-                ax.set_xlabel("layer depth (fraction)", fontsize=8)
+                ax.set_xlabel("layer depth (layer + 1) / L", fontsize=8)
     handles = []
     for strength, ls in shown:
         if strength in drawn_logit:
@@ -516,8 +542,7 @@ def generation_vs_logit_layers(
             )
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
-    fig.suptitle("Logit-diff effect and generation behaviour change by layer", fontsize=11)
-    _toy_caveat(fig, cells_models)
+    finish(fig, "Logit-diff effect and generation behaviour change by layer", cells_models)
     return _save(fig, stem)
 
 
@@ -552,6 +577,7 @@ def effect_scatter(joined: pd.DataFrame, datasets: Sequence[str], stem: Path) ->
                 )
     ax.axhline(0, color="grey", lw=0.6, ls=":")
     ax.axvline(0, color="grey", lw=0.6, ls=":")
+    floor_scale(ax, "x")  # noise-sized deltas bunch at 0 rather than spread into a pattern
     ok = joined[["glass_delta", "behavior_change"]].dropna()
     r = (
         np.corrcoef(ok["glass_delta"], ok["behavior_change"])[0, 1]
@@ -560,27 +586,28 @@ def effect_scatter(joined: pd.DataFrame, datasets: Sequence[str], stem: Path) ->
     )
     ax.set_xlabel("logit-diff effect (Glass's delta)")
     ax.set_ylabel("generation behaviour change (steered − baseline rate)")
-    ax.set_title(f"Logit-diff effect vs generation effect (Pearson r = {r:.2f}, all points)", fontsize=10)
+    ax.set_title(f"Pearson r = {r:.2f} over all points", fontsize=8)
     handles = [Line2D([], [], marker="o", ls="", color=colours[d], label=d) for d in datasets]
     handles += [
         Line2D([], [], marker="^", ls="", color="grey", label="positive strength"),
         Line2D([], [], marker="v", ls="", color="grey", label="negative strength"),
     ]
     ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    _toy_caveat(fig, joined["model"].unique() if "model" in joined else [])
+    finish(fig, "Logit-diff effect vs generation effect", joined["model"].unique() if "model" in joined else [])
     return _save(fig, stem)
 
 
 def validity_by_size(validity: pd.DataFrame, sizes: dict[str, float | None], stem: Path) -> list[Path]:
-    """Generation validity rate per model (ordered by parameter count) and strength."""
+    """Generation validity rate per model (ordered by parameter count) and strength: markers
+    side by side within each model's slot, no lines (the models are categories, not a scale)."""
     models = sorted(validity["model"].unique(), key=lambda m: (sizes.get(m) is None, sizes.get(m) or 0, m))
     labels = [f"{_short(m)}\n{_size_label(sizes.get(m))}" for m in models]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(models) + 2.5), 3.8), layout="constrained")
-    # legend order: baseline, then positive strengths, then negative ones
     strengths = sorted(validity["strength"].unique())  # legend order: −, baseline, +
     negatives = [s for s in strengths if s < 0]
     positives = [s for s in strengths if s > 0]
-    for strength in strengths:
+    offsets = np.linspace(-0.3, 0.3, len(strengths)) if len(strengths) > 1 else np.zeros(1)
+    for offset, strength in zip(offsets, strengths, strict=True):
         at = validity[validity["strength"] == strength].set_index("model").reindex(models)
         if strength == 0:
             colour, label, marker = BASELINE_COLOUR, "baseline (unsteered)", "o"
@@ -593,16 +620,25 @@ def validity_by_size(validity: pd.DataFrame, sizes: dict[str, float | None], ste
         # several strengths of one sign: fade the weaker ones so each stays distinguishable
         group = positives if strength > 0 else negatives if strength < 0 else [0]
         alpha = 0.4 + 0.6 * (abs(strength) / max(abs(s) for s in group) if strength else 1)
-        ax.plot(range(len(models)), at["valid_rate"], marker=marker, color=colour, alpha=alpha, label=label, lw=1.4)
+        ax.plot(
+            np.arange(len(models)) + offset,
+            at["valid_rate"],
+            marker=marker,
+            ls="",
+            color=colour,
+            alpha=alpha,
+            label=label,
+        )
+    for boundary in np.arange(len(models) - 1) + 0.5:  # slot edges: each model is its own column
+        ax.axvline(boundary, color="grey", lw=0.5, alpha=0.4)
     ax.set_xticks(range(len(models)), labels, fontsize=8)
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlim(-0.5, len(models) - 0.5)
     ax.set_xlabel("model (total parameters)")
     ax.set_ylabel("valid answer rate")
-    ax.set_title("Generation validity by model size and steering strength", fontsize=10)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.grid(axis="y", alpha=0.3)
-    _toy_caveat(fig, models)
+    finish(fig, "Generation validity by model size and steering strength", models)
     return _save(fig, stem)
 
 

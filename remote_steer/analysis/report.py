@@ -19,39 +19,30 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from remote_steer.analysis import rigour_report as R
 from remote_steer.analysis import statistics as A
+from remote_steer.analysis.report_base import (  # noqa: F401 - also importable from here, as before
+    GENERATION_COLUMNS,
+    LOGIT_COLUMNS,
+    Figure,
+    Report,
+    ResultsError,
+    RunInfo,
+    Table,
+    _canonical,
+    _normalise,
+    _read_table,
+    markdown_table,
+)
 from remote_steer.data.concepts import STUDY_CONCEPTS
-from remote_steer.errors import DataError
 from remote_steer.models.registry import QWEN3_FAMILY, all_cards, lookup
-from remote_steer.run.store import atomic_write
+from remote_steer.run.store import atomic_write, writable_dir
 
-LOGIT_COLUMNS = (
-    "model",
-    "dataset",
-    "item_id",
-    "layer",
-    "layer_fraction",
-    "strength",
-    "logit_diff",
-    "baseline_logit_diff",
-)
-GENERATION_COLUMNS = (
-    "model",
-    "dataset",
-    "item_id",
-    "layer",
-    "layer_fraction",
-    "strength",
-    "valid",
-    "matches_behavior",
-    "baseline_valid",
-    "baseline_matches",
-)
 TAIL_MIN_SD = 0.1  # a tail must move against by more than this many baseline SDs to be flagged: 5th
 # and 95th percentiles of a few dozen items are noisy, and without a floor noise alone flags cells
 FIGURES = (
@@ -65,24 +56,6 @@ FIGURES = (
 )
 
 
-class ResultsError(DataError):
-    """A run directory is missing, or its results tables are not what the runner writes."""
-
-
-@dataclass
-class RunInfo:
-    path: Path
-    name: str
-    git_commit: str
-    status: str
-    created_at: str
-    seed: object
-    models: list[str]
-    datasets: list[str]
-    logit_rows: int
-    generation_rows: int
-
-
 @dataclass
 class StudyResults:
     logit: pd.DataFrame
@@ -91,54 +64,7 @@ class StudyResults:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass
-class Table:
-    key: str  # identifies the table (section placement, tests)
-    title: str
-    frame: pd.DataFrame  # presentation: formatted strings
-    caption: str = ""
-    main: bool = False  # printed by the CLI
-    terminal: pd.DataFrame | None = None  # a narrower version for the terminal, where the full one is wide
-
-
-@dataclass
-class Figure:
-    key: str
-    title: str
-    paths: list[Path]
-    skipped: str = ""  # why it was not drawn
-
-
-@dataclass
-class Report:
-    out_dir: Path
-    path: Path
-    tables: list[Table]
-    figures: list[Figure]
-    notes: list[str]
-    runs: list[RunInfo]
-    texts: dict[str, str]  # free-text findings, e.g. the permutation test
-
-
 # -- loading and merging -------------------------------------------------------
-
-
-def _read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as error:  # pyarrow raises several types for a damaged file
-        raise ResultsError(
-            f"{path}: cannot read as Parquet ({type(error).__name__}); expected a results table"
-        ) from None
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(required)}")
-    return frame
-
-
-def _canonical(name: str) -> str:
-    card = lookup(name)
-    return card.name if card is not None else name
 
 
 def load_run(path: Path) -> tuple[RunInfo, pd.DataFrame, pd.DataFrame | None]:
@@ -178,26 +104,6 @@ def load_run(path: Path) -> tuple[RunInfo, pd.DataFrame, pd.DataFrame | None]:
     )
 
 
-def _normalise(frame: pd.DataFrame, training: dict[str, str | None], info: RunInfo) -> pd.DataFrame:
-    frame = frame.copy()
-    frame["item_id"] = frame["item_id"].astype(str)
-    frame["layer"] = frame["layer"].astype(int)
-    frame["strength"] = frame["strength"].astype(float)
-    frame["layer_fraction"] = frame["layer_fraction"].astype(float)
-    if "training" not in frame.columns:
-        frame["training"] = frame["model"].map(lambda m: training.get(m) or "unknown")
-    # a checkpoint the registry knows but the run could not label: take the registry's grouping
-    unknown = frame["training"].isna() | (frame["training"] == "unknown")
-    frame.loc[unknown, "training"] = frame.loc[unknown, "model"].map(
-        lambda m: lookup(m).training if lookup(m) is not None else "unknown"
-    )
-    frame["model"] = frame["model"].astype(str).map(_canonical)
-    frame["run"] = info.name
-    if "seed" not in frame.columns:  # runs with different seeds merge as replicates
-        frame["seed"] = info.seed
-    return frame
-
-
 def _merge(frames: list[pd.DataFrame], runs: list[RunInfo], what: str, notes: list[str]) -> pd.DataFrame:
     merged = pd.concat(frames, ignore_index=True)
     dup = merged.duplicated(A.ITEM_KEY + ["seed"], keep="first")
@@ -221,7 +127,9 @@ def load_runs(run_dirs: list[Path]) -> StudyResults:
             "no run directory given; expected at least one directory containing results/logit_diff.parquet"
         )
     notes: list[str] = []
-    runs, logits, generations = [], [], []
+    runs: list[RunInfo] = []
+    logits: list[pd.DataFrame] = []
+    generations: list[pd.DataFrame] = []
     for path in run_dirs:
         info, logit, generation = load_run(path)
         if any(r.path == info.path for r in runs):
@@ -327,6 +235,12 @@ def build_report(
     ``figures=False`` writes the tables only (fast; the figures are listed as not drawn).
     """
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(run_dirs)
+    for path in run_dirs:  # a missing run is named before the output directory is made
+        if not Path(path).is_dir():
+            raise ResultsError(
+                f"{path}: not a directory; expected a run directory containing results/logit_diff.parquet"
+            )
+    writable_dir(out_dir, "the report")  # read-only or missing: one line before any analysis
     if run_dirs and not any((Path(p) / "results" / "logit_diff.parquet").is_file() for p in run_dirs):
         from remote_steer.analysis.generation_report import build_generation_only
 
@@ -334,8 +248,8 @@ def build_report(
         return build_generation_only([Path(p) for p in run_dirs], out_dir)  # a generation-only run
     study = load_runs([Path(p) for p in run_dirs])
     extra = R.load_tables([r.path for r in study.runs], study.runs, _normalise, study.notes)
-    if extra.get("controls") is not None and logit_seeds(study.logit) > 1:
-        controls = extra["controls"]
+    controls = extra.get("controls")
+    if controls is not None and logit_seeds(study.logit) > 1:
         extra["controls"] = controls.assign(item_id="seed" + controls["seed"].astype(str) + ":" + controls["item_id"])
     logit, notes = study.logit, list(study.notes)
     models = _model_order(logit["model"])
@@ -461,7 +375,7 @@ def build_report(
 
     for name, frame in numeric.items():
         path = out_dir / "tables" / f"{name}.csv"
-        atomic_write(path, lambda tmp, f=frame: f.to_csv(tmp, index=False))
+        atomic_write(path, partial(frame.to_csv, index=False))
     report = Report(out_dir, out_dir / "report.md", tables, drawn, notes, study.runs, texts)
     text = render_markdown(report, n_boot=n_boot, seed=seed, level=level)
     atomic_write(report.path, lambda tmp: tmp.write_text(text))
@@ -489,7 +403,7 @@ def _ordered(frame: pd.DataFrame, models: list[str], datasets: list[str]) -> pd.
 
 
 def _sizes(models) -> dict[str, float | None]:
-    return {m: (lookup(m).params_total_b if lookup(m) is not None else None) for m in set(models)}
+    return {m: (card.params_total_b if (card := lookup(m)) is not None else None) for m in set(models)}
 
 
 def _coverage_notes(logit: pd.DataFrame, models, datasets, training, notes: list[str]) -> None:
@@ -597,7 +511,8 @@ def _table_best(best: pd.DataFrame, level: float) -> Table:
         "Best layer per model × dataset",
         full,
         "Best layer = largest Glass's delta at the strongest positive strength; depth = (layer + 1) / "
-        f"number of layers (the depth of the layer's output; the last layer is 1). Δ: Glass's delta with its {level:.0%} bootstrap CI. Depth CI, stability (share of "
+        "number of layers (the depth of the layer's output; the last layer is 1). "
+        f"Δ: Glass's delta with its {level:.0%} bootstrap CI. Depth CI, stability (share of "
         "resamples that pick the same layer) and mode (the layer picked most often) come from "
         "re-picking the layer in every bootstrap resample.",
         main=True,
@@ -743,8 +658,10 @@ def _tables_depth(
             f"{test.mean_b:.2f}: difference {test.observed:+.2f}. {'Exact' if test.exact else 'Monte Carlo'} two-sided "
             f"permutation test over {test.n_assignments} relabellings of the models: p = {test.p_value:.3f}. "
             f"With only {test.n_a + test.n_b} models the test has little power: the smallest p-value any labelling "
-            f"could give is {test.min_p:.3f}, so {'it cannot reach 0.05 at all' if test.min_p > 0.05 else 'only an extreme split reaches 0.05'}. "
-            "Treat the direction and size of the difference, and its consistency across datasets (the per-dataset table), as the "
+            f"could give is {test.min_p:.3f}, so "
+            f"{'it cannot reach 0.05 at all' if test.min_p > 0.05 else 'only an extreme split reaches 0.05'}. "
+            "Treat the direction and size of the difference, and its consistency across datasets "
+            "(the per-dataset table), as the "
             "evidence, not the p-value. The unit is the model; datasets are not independent replicates."
         )
     else:
@@ -862,15 +779,6 @@ def _tables_generation(per_cell: pd.DataFrame, per_dataset: pd.DataFrame, datase
 
 
 # -- markdown ------------------------------------------------------------------
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    if frame.empty:
-        return "_(no rows)_\n"
-    cells = [[str(c) for c in frame.columns]] + [[str(v).replace("|", "\\|") for v in row] for row in frame.to_numpy()]
-    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "|".join("---" for _ in cells[0]) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
-    return "\n".join(lines) + "\n"
 
 
 def render_markdown(report: Report, n_boot: int, seed: int, level: float) -> str:

@@ -17,6 +17,9 @@ from remote_steer.analysis.plots import (
     _grid,
     _save,
     _short,
+    finish,
+    floor_scale,
+    legend_columns,
 )
 
 CONTROL_MARKERS = {"random": "o", "shuffled": "^"}
@@ -32,7 +35,7 @@ def _cells(frame: pd.DataFrame, models: Sequence[str], datasets: Sequence[str]):
 def norms_by_depth(norms: pd.DataFrame, models: Sequence[str], datasets: Sequence[str], stem: Path) -> list[Path]:
     """Per model: vector and residual norms (log scale) and their ratio against depth."""
     order = [m for m in models if m in set(norms["model"])]
-    fig, axes = _grid(2, len(order), 3.2, 2.2, sharex=True)
+    fig, axes = _grid(2, len(order), 3.2, 2.2, sharex="col")
     for j, model in enumerate(order):
         top, bottom = axes[0, j], axes[1, j]
         part = norms[norms["model"] == model]
@@ -60,8 +63,14 @@ def norms_by_depth(norms: pd.DataFrame, models: Sequence[str], datasets: Sequenc
         Line2D([], [], color=CYCLE[k % len(CYCLE)], lw=1.4, label=d)
         for k, d in enumerate([d for d in datasets if d in set(norms["dataset"])])
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=7, frameon=False)
-    fig.suptitle("How large is the steering vector against the residual stream?", fontsize=10)
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncol=legend_columns(fig, [str(h.get_label()) for h in handles], fontsize=7),
+        fontsize=7,
+        frameon=False,
+    )
+    finish(fig, "Vector and residual-stream norms by depth", order)
     return _save(fig, stem)
 
 
@@ -71,7 +80,7 @@ def crossfit_dumbbell(cf: pd.DataFrame, stem: Path) -> list[Path]:
     fig, axes = _grid(1, 1, 5.5, 0.28 * len(cf) + 0.6)
     ax = axes[0, 0]
     y = np.arange(len(cf))[::-1]
-    for yi, r in zip(y, cf.itertuples()):
+    for yi, r in zip(y, cf.itertuples(), strict=True):
         ax.plot([r.crossfit_glass_delta_pos, r.glass_delta_pos], [yi, yi], color=BASELINE_COLOUR, lw=1, zorder=1)
     ax.scatter(
         cf["glass_delta_pos"],
@@ -94,11 +103,13 @@ def crossfit_dumbbell(cf: pd.DataFrame, stem: Path) -> list[Path]:
     for col in ("glass_delta_pos_half_1", "glass_delta_pos_half_2"):
         ax.scatter(cf[col], y, color=POSITIVE_COLOUR, marker="|", s=60, zorder=2, lw=1)
     ax.axvline(0, color="black", lw=0.6)
+    floor_scale(ax, "x")  # noise-sized deltas stay near the middle, not spread across the panel
     ax.set_yticks(y)
     ax.set_yticklabels([f"{_short(r.model)} · {r.dataset}" for r in cf.itertuples()], fontsize=7)
     strength = cf["pos_strength"].iloc[0] if len(cf) else float("nan")
     ax.set_xlabel(f"Glass's delta at the best layer, strength {strength:+g} (|: each half)", fontsize=8)
     fig.legend(loc="outside lower center", fontsize=7, frameon=False, ncol=1)
+    finish(fig, "In-sample versus cross-fitted Glass's delta at the best layer", cf["model"].unique(), fontsize=10)
     return _save(fig, stem)
 
 
@@ -107,7 +118,8 @@ def _depth_panels(frame: pd.DataFrame, models: Sequence[str], datasets: Sequence
     (axes, model, dataset) for the cells ``frame`` has (empty cells switched off, the outer
     panels labelled)."""
     rows, cols, present = _cells(frame, models, datasets)
-    fig, axes = _grid(len(rows), len(cols), 2.8, 2.0, sharex=True)
+    # x shared per column: sharing across a whole 6 × 6 grid costs time quadratic in the panels
+    fig, axes = _grid(len(rows), len(cols), 2.8, 2.0, sharex="col")
 
     def panels():
         for i, model in enumerate(rows):
@@ -155,6 +167,7 @@ def bootstrap_curves(
         if len(b):
             ax.axvline(b["best_layer_fraction"].iloc[0], color=POSITIVE_COLOUR, lw=0.8, ls=":")
         ax.axhline(0, color="black", lw=0.5)
+        floor_scale(ax)
         ax.set_title(f"{_short(model)} · {dataset}  (s = {strength:+g})", fontsize=8)
     from matplotlib.lines import Line2D
 
@@ -172,19 +185,35 @@ def bootstrap_curves(
             ),
         ],
         loc="outside lower center",
-        ncol=2,
+        ncol=legend_columns(fig, ["bootstrap vectors (dot: each one's best layer)"] * 2, fontsize=7),
         fontsize=7,
         frameon=False,
     )
+    finish(fig, "Vector uncertainty: Glass's delta by depth for bootstrap vectors", boot["model"].unique(), fontsize=10)
     return _save(fig, stem)
 
 
 def controls_by_depth(
-    comparison: pd.DataFrame, pool: pd.DataFrame, models: Sequence[str], datasets: Sequence[str], stem: Path
+    comparison: pd.DataFrame,
+    pool: pd.DataFrame,
+    models: Sequence[str],
+    datasets: Sequence[str],
+    stem: Path,
+    real: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Per model × dataset: the real vector's Glass's delta against depth at the strongest
-    positive and negative strengths, over the controls' range (band) and values (markers)."""
+    positive and negative strengths, over the controls' range (band) and values (markers).
+
+    ``real``: the real vector's ``glass_deltas`` with its bootstrap interval (``ci_low``,
+    ``ci_high``). Where that interval includes 0 the curve is hatched and its marker hollow,
+    and no star is drawn there: a star needs the real vector beyond every control *and* an
+    interval clear of 0. Each panel spans at least ±MIN_DELTA_RANGE/2, so noise stays flat."""
+    if real is not None and {"ci_low", "ci_high"} <= set(real.columns):
+        keys = ["model", "dataset", "layer", "strength"]
+        comparison = comparison.merge(real[keys + ["ci_low", "ci_high"]], on=keys, how="left")
+    n_controls = int(comparison["n_controls"].max()) if len(comparison) else 0
     fig, panels = _depth_panels(comparison, models, datasets)
+    hatched_any = False
     for ax, model, dataset in panels:
         cell = comparison[(comparison["model"] == model) & (comparison["dataset"] == dataset)]
         extremes = [cell["strength"].max(), cell["strength"].min()]
@@ -197,20 +226,70 @@ def controls_by_depth(
                 k = ctrl[ctrl["kind"] == kind]
                 ax.scatter(k["layer_fraction"], k["glass_delta"], marker=marker, s=6, color=colour, alpha=0.45, lw=0)
             ax.plot(c["layer_fraction"], c["glass_delta"], color=colour, lw=1.8)
-            out = c[~c["within"].astype(bool)]
-            ax.scatter(out["layer_fraction"], out["glass_delta"], marker="*", s=40, color=colour, zorder=4)
+            if "ci_low" in c:
+                spans = ((c["ci_low"] <= 0) & (c["ci_high"] >= 0)).to_numpy()
+            else:
+                spans = np.zeros(len(c), dtype=bool)
+            if spans.any():
+                hatched_any = True
+                ax.fill_between(
+                    c["layer_fraction"],
+                    c["ci_low"],
+                    c["ci_high"],
+                    where=spans,
+                    interpolate=True,
+                    facecolor="none",
+                    edgecolor=colour,
+                    hatch="////",
+                    lw=0,
+                    alpha=0.6,
+                )
+            ax.scatter(
+                c["layer_fraction"],
+                c["glass_delta"],
+                s=14,
+                facecolors=np.where(spans, "white", colour).tolist(),
+                edgecolors=colour,
+                lw=1,
+                zorder=3,
+            )
+            out = c[~c["within"].astype(bool) & ~spans]
+            ax.scatter(
+                out["layer_fraction"],
+                out["glass_delta"],
+                marker="*",
+                s=60,
+                color=colour,
+                zorder=4,
+                gid="beyond_controls",
+            )
         ax.axhline(0, color="black", lw=0.5)
+        floor_scale(ax)
         ax.set_title(f"{_short(model)} · {dataset}", fontsize=8)
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
+    floor = f"p ≥ 1/{n_controls + 1} = {1 / (n_controls + 1):.2g} with {n_controls} controls"
     handles = [
         Line2D([], [], color=POSITIVE_COLOUR, lw=1.8, label="real vector, strongest + strength"),
         Line2D([], [], color=NEGATIVE_COLOUR, lw=1.8, label="real vector, strongest − strength"),
         Patch(color="grey", alpha=0.3, label="controls' range"),
         Line2D([], [], color="grey", marker="o", ls="", ms=3, label="random direction, same norm"),
         Line2D([], [], color="grey", marker="^", ls="", ms=3, label="shuffled-label CAA vector"),
-        Line2D([], [], color="grey", marker="*", ls="", ms=7, label="real steers further than every control"),
+        Line2D([], [], color="grey", marker="*", ls="", ms=7, label=f"beyond every control, CI clear of 0 ({floor})"),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=7, frameon=False)
+    if hatched_any:
+        handles.append(
+            Patch(
+                facecolor="white",
+                edgecolor="grey",
+                hatch="////",
+                label="hatched, hollow: real vector's 95% CI includes 0",
+            )
+        )
+    labels = [str(h.get_label()) for h in handles]
+    fig.legend(
+        handles=handles, loc="outside lower center", ncol=legend_columns(fig, labels, 7, 3), fontsize=7, frameon=False
+    )
+    finish(fig, "Real vector against control vectors, by depth", comparison["model"].unique(), fontsize=10)
     return _save(fig, stem)

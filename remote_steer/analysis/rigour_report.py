@@ -62,7 +62,7 @@ def load_tables(run_dirs: list[Path], infos, normalise, notes: list[str]) -> dic
     out: dict[str, pd.DataFrame | None] = {}
     for table in ("norms", "controls"):
         frames = []
-        for path, info in zip(run_dirs, infos):
+        for path, info in zip(run_dirs, infos, strict=True):
             file = Path(path) / "results" / f"{table}.parquet"
             if not file.is_file():
                 continue
@@ -382,6 +382,7 @@ def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
             "shuffled range": f"{_g(r.shuffled_min, 2)}–{_g(r.shuffled_max, 2)}",
             "controls": r.n_controls,
             "p": _g(r.p_value, 2),
+            "smallest p": _g(C.p_floor(r.n_controls), 2),
             "within controls": "yes" if r.within else "no",
         }
         for r in at_best.itertuples()
@@ -407,8 +408,13 @@ def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
     verdict += (
         f"Over all layers and strengths: within the controls' range in {counts['within']} of {counts['n']} "
         f"configurations. With {n_controls} control vectors the smallest possible p-value is "
-        f"{1 / (1 + n_controls):.2g}, and even a null vector lands beyond all of them with probability "
-        f"1/{1 + n_controls} per configuration; add controls for finer p-values."
+        f"{C.p_floor(n_controls):.2g}, and even a null vector lands beyond all of them with probability "
+        f"1/{1 + n_controls} per configuration; "
+        + (
+            f"a p of 0.05 needs at least {C.controls_needed(0.05)} controls."
+            if n_controls < C.controls_needed(0.05)
+            else "add controls for finer p-values."
+        )
     )
     out.texts["controls"] = verdict
     out.tables.append(
@@ -419,7 +425,9 @@ def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
             "Controls: random directions with the real vector's norm at each layer, and CAA vectors from "
             "shuffled labels (matching letter permuted within the training set), on the same held-out items "
             "and configurations. p = (1 + controls at least as far in the strength's direction) / "
-            "(1 + controls), one-sided; within = the real delta does not go further in the strength's "
+            "(1 + controls), one-sided; smallest p = 1 / (1 + controls), what this many controls can show at "
+            f"best (a p of 0.05 needs {C.controls_needed(0.05)}); within = the real delta does not go further "
+            "in the strength's "
             "direction than every control. Every configuration is in tables/controls.csv.",
         )
     )
@@ -427,7 +435,7 @@ def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
         (
             "controls",
             "Real vector against control vectors",
-            lambda s: _plots().controls_by_depth(comparison, pool, models, datasets, s),
+            lambda s: _plots().controls_by_depth(comparison, pool, models, datasets, s, real=deltas),
             "",
         )
     )

@@ -96,7 +96,7 @@ def best_layers(results: pd.DataFrame, deltas: pd.DataFrame | None = None) -> pd
         at_layer = cell[cell["layer"] == layer].set_index("strength")["glass_delta"]
         rows.append(
             dict(
-                zip(CELL, key),
+                zip(CELL, key, strict=True),
                 best_layer=layer,
                 best_layer_fraction=float(best["layer_fraction"]),
                 pos_strength=pos_strength,
@@ -224,11 +224,10 @@ def best_layers_ci(
         record = dict(model=row.model, dataset=row.dataset)
         for sign, strength in (("pos", row.pos_strength), ("neg", row.neg_strength)):
             matches = np.flatnonzero(b.strengths == strength)
+            low = high = np.nan
             if len(matches):
-                low, high = _interval(b.draws[:, li, matches[0]], level)
-            else:
-                low = high = np.nan
-            record[f"glass_delta_{sign}_ci_low"], record[f"glass_delta_{sign}_ci_high"] = float(low), float(high)
+                low, high = map(float, _interval(b.draws[:, li, matches[0]], level))
+            record[f"glass_delta_{sign}_ci_low"], record[f"glass_delta_{sign}_ci_high"] = low, high
         if not math.isnan(row.pos_strength):
             scores = b.draws[:, :, int(np.flatnonzero(b.strengths == row.pos_strength)[0])]
         else:
@@ -239,8 +238,8 @@ def best_layers_ci(
             counts = np.bincount(picks, minlength=len(b.layers))
             record["best_layer_mode"] = int(b.layers[int(np.argmax(counts))])
             record["best_layer_stability"] = float(np.mean(picks == li))
-            low, high = _interval(b.fractions[picks], level)
-            record["best_fraction_ci_low"], record["best_fraction_ci_high"] = float(low), float(high)
+            low, high = map(float, _interval(b.fractions[picks], level))
+            record["best_fraction_ci_low"], record["best_fraction_ci_high"] = low, high
         else:
             record.update(
                 best_layer_mode=-1,
@@ -273,7 +272,9 @@ def model_summary(
         for sign in ("pos", "neg"):
             strengths = group[f"{sign}_strength"]
             keys = [
-                (model, r.dataset, r.best_layer, s) for r, s in zip(group.itertuples(), strengths) if not math.isnan(s)
+                (model, r.dataset, r.best_layer, s)
+                for r, s in zip(group.itertuples(), strengths, strict=True)
+                if not math.isnan(s)
             ]
             found = [k for k in keys if k in deltas.index]
             at = deltas.loc[found] if found else deltas.iloc[0:0]
@@ -382,7 +383,7 @@ def tail_shifts(
     high_wrong = out[hi].to_numpy() * direction < -floor
     out["tail_against"] = [
         ", ".join(name for name, wrong in ((f"p{low * 100:g}", a), (f"p{high * 100:g}", b)) if wrong)
-        for a, b in zip(low_wrong, high_wrong)
+        for a, b in zip(low_wrong, high_wrong, strict=True)
     ]
     out["flagged"] = right & (low_wrong | high_wrong)
     out.loc[~out["flagged"], "tail_against"] = ""

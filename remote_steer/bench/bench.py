@@ -35,11 +35,14 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from remote_steer.errors import RemoteSteerError
+
+if TYPE_CHECKING:
+    from remote_steer.data.prompts import SteerPositions
 
 IMPLEMENTATIONS = {
     "a": "remote-steer",
@@ -67,7 +70,7 @@ class BenchOptions:
     batch_size: int = 16  # prompts per forward pass (a, b, d); (c) is one prompt per trace
     repeats: int = 3
     plain_items: int = 8  # (c)'s sweep runs on this many items, scaled to all; 0 = all
-    positions: str = "assistant"
+    positions: SteerPositions = "assistant"
     layer_start_fraction: float = 0.33
     strengths: tuple[float, ...] = (-1.0, 1.0)
     skip_steering_vectors: bool = False
@@ -116,7 +119,7 @@ def prepare_inputs(options: BenchOptions) -> tuple[dict, dict, list[str]]:
     """The toy checkpoint, the prompts (train and test) and the sweep, as one JSON-able spec."""
     from remote_steer.data.concepts import STUDY_CONCEPTS
     from remote_steer.data.loading import list_concepts, load_concept
-    from remote_steer.data.preprocess import preprocess
+    from remote_steer.data.preprocess import ABItem, preprocess
     from remote_steer.data.prompts import encode_items
     from remote_steer.models.loading import load_tokenizer, resolve
 
@@ -126,7 +129,8 @@ def prepare_inputs(options: BenchOptions) -> tuple[dict, dict, list[str]]:
     available = [
         row["concept"] for row in list_concepts(source) if row["available"] and row["concept"] in STUDY_CONCEPTS
     ]
-    train_pool, test_pool = [], []
+    train_pool: list[ABItem] = []
+    test_pool: list[ABItem] = []
     for concept in available:
         split = preprocess(load_concept(concept, source), concept, seed=options.seed, test_fraction=0.5)
         train_pool += split.train
@@ -139,7 +143,9 @@ def prepare_inputs(options: BenchOptions) -> tuple[dict, dict, list[str]]:
     encoded_train, encoded_test = encode_items(tokenizer, train), encode_items(tokenizer, test)
 
     def record(it) -> dict:
-        decode = lambda ids: tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)  # noqa: E731
+        def decode(ids) -> str:
+            return tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
         return {
             "id": it.item_id,
             "letter": it.matching_letter,
@@ -263,7 +269,10 @@ def floor_work(spec: dict, n_layers: int) -> dict[str, int]:
     """The least token × layer work: each prompt once through all layers; extraction adds
     the two answer tokens through all layers; a configuration (L, s) adds the steered
     positions through layers L+1..last (the edit is added to layer L's output)."""
-    starts = lambda r: 0 if spec["positions"] == "all" else r["assistant_start"]  # noqa: E731
+
+    def starts(r) -> int:
+        return 0 if spec["positions"] == "all" else r["assistant_start"]
+
     extract = sum((len(r["ids"]) + 2) * n_layers for r in spec["train"])
     sweep = 0
     for r in spec["test"]:
@@ -408,7 +417,7 @@ def run_bench(options: BenchOptions, display=None) -> BenchResult:
                 )
     floor_total = config["floor"]["total"]
     for impl, runs in result.runs.items():
-        summary = {
+        summary: dict[str, Any] = {
             key: _median(runs, key) for key in ("total_s", "extract_s", "sweep_s", "peak_rss_mb", "rss_loaded_mb")
         }
         summary["token_layers"] = runs[0].get("token_layers")
@@ -504,7 +513,8 @@ def markdown(result: BenchResult) -> str:
         f"(range {c['prompt_tokens_range'][0]}–{c['prompt_tokens_range'][1]}), steered tokens {c['steered_tokens']}.",
         f"Sweep: layers {c['sweep_layers'][0]}–{c['sweep_layers'][-1]} × strengths {c['strengths']} = "
         f"{c['configurations']} configurations, positions `{c['positions']}`, batch size {c['batch_size']}. "
-        f"Floor work: {c['floor']['total']:,} token×layer (extraction {c['floor']['extract']:,}, sweep {c['floor']['sweep']:,}).",
+        f"Floor work: {c['floor']['total']:,} token×layer "
+        f"(extraction {c['floor']['extract']:,}, sweep {c['floor']['sweep']:,}).",
         f"Each implementation ran in its own process, alternating, {result.options['repeats']} repeats; medians shown"
         + (" (`--quick` mode)." if result.options.get("quick") else "."),
         _peak_line(result),
@@ -517,9 +527,12 @@ def markdown(result: BenchResult) -> str:
     for row in table_rows(result):
         lines.append("| " + " | ".join(str(v) for v in row) + " |")
     lines += ["", "| ratio (wall time) | total | sweep only | work ratio | verdict |", "|---|---|---|---|---|"]
+
+    def fmt(v: float | None) -> str:
+        return "—" if v is None else f"{v:.1f}×"
+
     for name in ("b/a", "c/a", "a/d"):
         total, sweep = result.ratios.get(name), result.ratios.get(f"{name} sweep")
-        fmt = lambda v: "—" if v is None else f"{v:.1f}×"  # noqa: E731
         lines.append(
             f"| ({name[0]})/({name[2]}) | {fmt(total)} | {fmt(sweep)} | {fmt(work_ratio(result, name))} | "
             f"{_verdict(name, total)} |"
@@ -583,7 +596,10 @@ def show(result: BenchResult, display) -> None:
         f"{result.machine['threads']} threads; floor {c['floor']['total']:,} token×layer. {_peak_line(result)}",
     )
     rows = []
-    fmt = lambda v: "—" if v is None else f"{v:.1f}×"  # noqa: E731
+
+    def fmt(v: float | None) -> str:
+        return "—" if v is None else f"{v:.1f}×"
+
     for name in ("b/a", "c/a", "a/d"):
         total, sweep = result.ratios.get(name), result.ratios.get(f"{name} sweep")
         rows.append(

@@ -74,7 +74,7 @@ class GenBenchResult:
     config: dict
     runs: dict[str, list[dict]] = field(default_factory=dict)
     summary: dict[str, dict] = field(default_factory=dict)
-    ratios: dict[str, float | None] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)
     ratio_runs: dict[str, list[float]] = field(default_factory=dict)
     identical_rows: dict[str, float | None] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
@@ -82,14 +82,14 @@ class GenBenchResult:
 
 def prepare(options: GenBenchOptions) -> dict:
     from remote_steer.data.loading import load_concept
-    from remote_steer.data.preprocess import preprocess
+    from remote_steer.data.preprocess import ABItem, preprocess
     from remote_steer.data.prompts import encode_generation_items
     from remote_steer.models.loading import load_tokenizer, resolve
     from remote_steer.models.toy import ensure_toy
 
     checkpoint = ensure_toy("toy/qwen3", n_layers=options.layers, hidden_size=options.hidden)
     tokenizer = load_tokenizer(resolve(str(checkpoint)))
-    items = []
+    items: list[ABItem] = []
     for concept in (
         "corrigibility",
         "survival-instinct",
@@ -438,14 +438,14 @@ def run_generation_bench(options: GenBenchOptions, display=None) -> GenBenchResu
     for key in TARGETS:
         num, den = key.split("/")
         if num in result.runs and den in result.runs:
-            per = [a["seconds"] / b["seconds"] for a, b in zip(result.runs[num], result.runs[den])]
+            per = [a["seconds"] / b["seconds"] for a, b in zip(result.runs[num], result.runs[den], strict=True)]
             result.ratio_runs[key] = per
             result.ratios[key] = statistics.median(per)
     reference = result.runs.get("a", [{}])[0].get("rows")
     for impl in ("b", "c"):
         rows = result.runs.get(impl, [{}])[0].get("rows")
         if reference and rows:
-            pairs = [(x, y) for x, y in zip(reference, rows) if y is not None]
+            pairs = [(x, y) for x, y in zip(reference, rows, strict=True) if y is not None]
             result.identical_rows[f"{impl} vs a"] = sum(x == y for x, y in pairs) / len(pairs)
     for runs in result.runs.values():
         for r in runs:

@@ -143,7 +143,7 @@ def main(argv=None) -> int:
             token_mask = (torch.arange(width)[None, :] >= first[:, None]).float()
             tokens = torch.tensor([[r["matching"], r["other"]] for r in rows])
 
-            def diffs():
+            def diffs(ids=ids, mask=mask, pos=pos, tokens=tokens, pad=pad, rows=rows):  # this batch's tensors
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1]
                 picked = logits.gather(1, tokens).float()
                 work["token_layers"] += ids.numel() * n_layers

@@ -227,7 +227,7 @@ def run_floor(spec: dict, train, test, configs, warm: bool) -> dict:
             batch, _, cache, _ = prompt_pass(group, 0)
             rows = torch.arange(g).repeat(2)
             answers = torch.tensor([[it.matching_token] for it in group] + [[it.other_token] for it in group])
-            expanded = DynamicCache(ddp_cache_data=[(l.keys[rows], l.values[rows]) for l in cache.layers])
+            expanded = DynamicCache(ddp_cache_data=[(layer.keys[rows], layer.values[rows]) for layer in cache.layers])
             attention = torch.cat([batch.attention_mask, torch.ones(g, 1, dtype=torch.long)], 1)[rows]
             base(
                 input_ids=answers,

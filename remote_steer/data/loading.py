@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Literal
 
 from remote_steer.data.concepts import CONCEPT_FILES, HUB_DATASET
@@ -198,8 +199,8 @@ def _hub_fetch(relpath: str, concept: str) -> Path:
         raise _hub_error(exc, relpath, concept) from exc
 
 
-def _hub_download(hf: object, relpath: str, *, local_files_only: bool) -> str:
-    return hf.hf_hub_download(  # type: ignore[attr-defined]
+def _hub_download(hf: ModuleType, relpath: str, *, local_files_only: bool) -> str:
+    return hf.hf_hub_download(
         repo_id=HUB_DATASET,
         repo_type="dataset",
         filename=relpath,

@@ -95,7 +95,7 @@ def encode_item(tokenizer: Any, item: ABItem, *, enable_thinking: bool = False) 
     before, prompt = chat_text(tokenizer, item.user_prompt(), enable_thinking=enable_thinking)
     matching = _ids(tokenizer, prompt + answer_text(item.matching_letter))
     other = _ids(tokenizer, prompt + answer_text(item.other_letter))
-    split = next((i for i, (a, b) in enumerate(zip(matching, other)) if a != b), None)
+    split = next((i for i, (a, b) in enumerate(zip(matching, other, strict=False)) if a != b), None)
     if split is None:
         raise DataError(
             f"{item.item_id}: answers {answer_text(item.matching_letter)!r} and "

@@ -122,7 +122,7 @@ def cut(ids: Sequence[int], rule: StopRule) -> tuple[tuple[int, ...], str]:
     ids = [int(t) for t in ids]
     flags = rule.flags[torch.tensor(ids, dtype=torch.long)].tolist() if ids else []
     in_answer, count = not rule.thinking, 0
-    for n, (token, f) in enumerate(zip(ids, flags)):
+    for n, f in enumerate(flags):  # flags[n] belongs to ids[n]
         if f & STOP:
             return tuple(ids[:n]), END_OF_TURN
         if in_answer:

@@ -36,6 +36,15 @@ class TokenBatch:
         return columns >= begin[:, None]
 
 
+def trace_inputs(batch: TokenBatch) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """What a trace body may hold of a batch: plain tensors, never the ``TokenBatch``.
+
+    A remote server has no ``remote_steer`` to unpickle a project object with, so a
+    session body sees the model inputs, position ids and attention mask as tensors.
+    """
+    return batch.model_inputs(), batch.position_ids, batch.attention_mask
+
+
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> TokenBatch:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)

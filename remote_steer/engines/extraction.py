@@ -17,7 +17,7 @@ import nnsight
 import torch
 from safetensors.torch import load_file, save_file
 
-from remote_steer.data.prompts import EncodedItem
+from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines import fast_kernel
 from remote_steer.engines.batching import left_pad
 from remote_steer.models.loading import LoadedModel
@@ -70,10 +70,10 @@ class SteeringVectors:
             ),
             "format": "remote-steer/caa-v1: row i is the vector for decoder layer i",
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({"vectors": self.vectors.contiguous()}, str(tmp), metadata=metadata)
-        tmp.replace(path)
+        from remote_steer.run.store import atomic_write
+
+        vectors = self.vectors.contiguous()
+        atomic_write(path, lambda tmp: save_file({"vectors": vectors}, str(tmp), metadata=metadata))
 
     @classmethod
     def load(cls, path: Path) -> SteeringVectors:
@@ -116,7 +116,7 @@ def extract_caa(
     backend: Backend,
     on_batch: Callable[[int], None] | None = None,
     request_key: str | None = None,
-    positions: str = "assistant",
+    positions: SteerPositions = "assistant",
     weights: torch.Tensor | None = None,
 ) -> SteeringVectors:
     """Mean difference of answer-token activations, positive minus negative, per layer.
@@ -148,7 +148,7 @@ def extract_caa_weighted(
     backend: Backend,
     on_batch: Callable[[int], None] | None = None,
     request_key: str | None = None,
-    positions: str = "assistant",
+    positions: SteerPositions = "assistant",
     weights: torch.Tensor | None = None,
 ) -> tuple[SteeringVectors, torch.Tensor]:
     """``extract_caa`` plus V extra vectors Σ_i weights[v, i] · d_i / items, where d_i is
@@ -165,7 +165,7 @@ def extract_caa_weighted(
         signed = torch.cat([w, -w], dim=1)  # +positive, -negative
         batch = left_pad(rows, pad_id)
         # steered positions of the prompt (the appended answer token excluded), each prompt once
-        mask = batch.mask_from([it.steer_start(positions) for it in batch_items] * 2)  # type: ignore[arg-type]
+        mask = batch.mask_from([it.steer_start(positions) for it in batch_items] * 2)
         mask[:, -1] = False
         mask[len(batch_items) :] = False
         batches.append((batch.model_inputs(), signed, mask))
@@ -173,6 +173,7 @@ def extract_caa_weighted(
     nn, layers, n_layers = model.nn, model.layers, model.n_layers  # the only names the trace body uses
     request = backend.open(model, "extraction", request_key)
     total = norms = None
+    # fmt: off
     with torch.inference_mode():
         if request.must_submit:
             with nn.session(**request.session_kwargs()):
@@ -194,6 +195,7 @@ def extract_caa_weighted(
                 norms = nnsight.save(torch.stack(norm_sums).sum(0))
         got = request.result(total=total, norms=norms)
         total, norms = got["total"], got["norms"]
+    # fmt: on
     if on_batch is not None:
         on_batch(len(items))
     total = total / len(items)  # [layers, V, hidden]

@@ -48,7 +48,7 @@ import torch
 
 from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines import fast_kernel
-from remote_steer.engines.batching import TokenBatch, left_pad
+from remote_steer.engines.batching import TokenBatch, left_pad, trace_inputs
 from remote_steer.engines.extraction import SteeringVectors, extract_caa_weighted, item_weights
 from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig, SweepResult
 from remote_steer.models.loading import LoadedModel
@@ -175,12 +175,17 @@ class FastLogitDiffEngine:
         configs: Sequence[SteerConfig],
         on_rows: Callable[[int], None] | None = None,
         request_key: str | None = None,
+        only: Sequence[Sequence[bool]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Baseline [items] and steered [items, V, configurations] logit diffs for V vector
         sets ([V, layers, hidden]) in one request: each (vector, configuration) pair is one
         more configuration of the staircase, and the prompt pass is shared by all of them
-        (control and bootstrap vectors cost only their steered rows)."""
+        (control and bootstrap vectors cost only their steered rows). ``only[v][c]`` False:
+        that pair is not computed (its entry is NaN), e.g. a check needed at a few
+        configurations only."""
         n_vectors = vector_sets.shape[0]
+        if only is not None and not supports_fast_path(self.model):
+            raise ValueError("run_vectors(only=...) needs the fast path")
         if not supports_fast_path(self.model):
             plain = LogitDiffEngine(self.model, self.backend, self.batch_rows, self.positions)
             runs = [
@@ -195,7 +200,12 @@ class FastLogitDiffEngine:
             if not 0 <= config.layer < n_layers:
                 raise ValueError(f"steering layer {config.layer} outside the model's {n_layers} layers")
         # strength 0 adds nothing: those columns are the baseline
-        active = [(v, c) for v in range(n_vectors) for c, config in enumerate(configs) if config.strength != 0.0]
+        active = [
+            (v, c)
+            for v in range(n_vectors)
+            for c, config in enumerate(configs)
+            if config.strength != 0.0 and (only is None or only[v][c])
+        ]
         pairs = sorted({(v, configs[c].layer) for v, c in active})
         row_of = {pair: j for j, pair in enumerate(pairs)}
         layer_vectors = torch.stack([vector_sets[v, layer] for v, layer in pairs]) if pairs else vector_sets[0, :1]
@@ -204,59 +214,54 @@ class FastLogitDiffEngine:
         config_strengths = [float(configs[c].strength) for _, c in active]
         index_groups = _groups(items, max(1, self.batch_rows // max(1, len(active))))
         groups = [self._group([items[i] for i in index]) for index in index_groups]
-        for index, group in zip(index_groups, groups):
+        for index, group in zip(index_groups, groups, strict=True):
             self._count(group[0], [items[i] for i in index], [configs[c] for _, c in active])
         # Only these locals enter the session body: never `self`, which would ship the
         # engine (and its backend) to the server.
         block_rows = self._fit_block_rows(items, index_groups)
         nn, layers, lm_head = self.model.nn, self.model.layers, self.model.nn.lm_head
         no_logits, layout = _NO_LOGITS, self.model.kernel_layout()
-        prompt_kwargs = [prompt_pass_kwargs(self.model) for _ in groups]
+        trace_groups = [
+            (*trace_inputs(batch), prefix, steer, tokens, prompt_pass_kwargs(self.model))
+            for batch, prefix, steer, tokens in groups
+        ]
         request = self.backend.open(self.model, "evaluation", request_key)
         results = None
         # Session body (no comment lines inside: nnsight ships its unparsed source).
         # Per group: the model's forward reads the window of every layer, then the
         # kernel runs every steered continuation on the model's side.
+        # fmt: off
         with torch.inference_mode():
             if request.must_submit:
                 with nn.session(**request.session_kwargs()):
                     results = []
-                    for (batch, prefix, steer, tokens), extra in zip(groups, prompt_kwargs, strict=True):
-                        with nn.trace(batch.model_inputs(), use_cache=True, logits_to_keep=no_logits, **extra):
+                    for inputs, position_ids, attention_mask, prefix, steer, tokens, extra in trace_groups:
+                        with nn.trace(inputs, use_cache=True, logits_to_keep=no_logits, **extra):
                             resid = [layers[layer].output[:, prefix:] for layer in range(len(layers))]
                             cache = fast_kernel.output_cache(nn.output)
                             results.append(
                                 fast_kernel.sweep(
-                                    nn.model,
-                                    lm_head,
-                                    resid,
-                                    cache,
-                                    prefix,
-                                    batch.position_ids,
-                                    batch.attention_mask,
-                                    steer,
-                                    layer_vectors,
-                                    vector_rows,
-                                    config_layers,
-                                    config_strengths,
-                                    tokens,
-                                    block_rows,
-                                    layout,
+                                    nn.model, lm_head, resid, cache, prefix, position_ids,
+                                    attention_mask, steer, layer_vectors, vector_rows, config_layers,
+                                    config_strengths, tokens, block_rows, layout,
                                 )
                             )
                     results = nnsight.save(results)
             results = request.result(results=results)["results"]
+        # fmt: on
         baseline = torch.empty(len(items), dtype=torch.float32)
         steered = torch.zeros(len(items), n_vectors * len(configs), dtype=torch.float32)
         columns = torch.tensor([v * len(configs) + c for v, c in active], dtype=torch.long)
-        for index, (base_diff, group_steered) in zip(index_groups, results):
+        for index, (base_diff, group_steered) in zip(index_groups, results, strict=True):
             rows = torch.tensor(index)
             baseline[rows] = base_diff
             if active:
                 steered[rows[:, None], columns[None, :]] = group_steered
         for v in range(n_vectors):
             for c, config in enumerate(configs):
-                if config.strength == 0.0:
+                if only is not None and not only[v][c]:
+                    steered[:, v * len(configs) + c] = float("nan")
+                elif config.strength == 0.0:
                     steered[:, v * len(configs) + c] = baseline
         if on_rows is not None:
             on_rows(len(items) * (n_vectors * len(configs) + 1))
@@ -282,7 +287,7 @@ class FastLogitDiffEngine:
         """A group's trace inputs: prompts, prefix width, steered columns of the window, answer tokens."""
         batch = left_pad([it.prompt_ids for it in group], self.model.tokenizer.pad_token_id)
         starts = [it.steer_start(self.positions) for it in group]
-        window = max(len(it.prompt_ids) - s for it, s in zip(group, starts))
+        window = max(len(it.prompt_ids) - s for it, s in zip(group, starts, strict=True))
         prefix = batch.width - window
         steer = batch.mask_from(starts)[:, prefix:].float()
         tokens = torch.tensor([[it.matching_token, it.other_token] for it in group])
@@ -394,6 +399,7 @@ def extract_caa_fast_weighted(
     nn, layers, no_logits, layout = model.nn, model.layers, _NO_LOGITS, model.kernel_layout()
     request = backend.open(model, "extraction", request_key)
     total = norms = None
+    # fmt: off
     with torch.inference_mode():
         if request.must_submit:
             with nn.session(**request.session_kwargs()):
@@ -401,21 +407,18 @@ def extract_caa_fast_weighted(
                 norm_sums = []
                 for inputs, answer_ids, rows, position_ids, attention_mask, signed, mask, extra in groups:
                     with nn.trace(inputs, use_cache=True, logits_to_keep=no_logits, **extra):
-                        norm_sums.append(
-                            torch.stack(
-                                [fast_kernel.masked_norm(layers[layer].output, mask) for layer in range(len(layers))]
-                            )
-                        )
+                        layer_norms = [fast_kernel.masked_norm(layers[i].output, mask) for i in range(len(layers))]
+                        norm_sums.append(torch.stack(layer_norms))
                         cache = fast_kernel.output_cache(nn.output)
                         batch_sums.append(
-                            fast_kernel.answer_activations(
-                                nn.model, cache, answer_ids, rows, position_ids, attention_mask, signed, layout
-                            )
+                            fast_kernel.answer_activations(nn.model, cache, answer_ids, rows, position_ids,
+                                                           attention_mask, signed, layout)
                         )
                 total = nnsight.save(torch.stack(batch_sums).sum(0))
                 norms = nnsight.save(torch.stack(norm_sums).sum(0))
         got = request.result(total=total, norms=norms)
         total, norms = got["total"], got["norms"]
+    # fmt: on
     if on_batch is not None:
         on_batch(len(items))
     total = total / len(items)  # [layers, V, hidden]

@@ -172,8 +172,6 @@ def generate(
     n_configs = len(config_layers)
     dev = resid[0].device
     dtype = resid[0].dtype
-    width = position_ids.shape[1]
-    window = width - prefix
 
     row_item = torch.cat([torch.arange(groups), torch.arange(groups).repeat_interleave(n_configs)])
     row_config = torch.cat([torch.full((groups,), -1, dtype=torch.long), torch.arange(n_configs).repeat(groups)])
@@ -238,12 +236,13 @@ def generate(
     flags = flags.to(dev)
     in_answer = torch.full((rows,), not thinking, dtype=torch.bool, device=dev)
     count = torch.zeros(rows, dtype=torch.long, device=dev)
-    dyn = DynamicCache(ddp_cache_data=list(zip(full_k, full_v)))
+    dyn = DynamicCache(ddp_cache_data=list(zip(full_k, full_v, strict=True)))
     mask2d = _take(attention_mask, row_item).to(dev)
     next_pos = _take(position_ids[:, -1:], row_item).to(dev) + 1
     steer_layers = sorted({int(x) for x in config_layers})
     coef = {
-        l: torch.where(layer_of == l, strength_of, torch.zeros_like(strength_of)).to(dev, dtype) for l in steer_layers
+        layer: torch.where(layer_of == layer, strength_of, torch.zeros_like(strength_of)).to(dev, dtype)
+        for layer in steer_layers
     }
     token = _next_token(base, lm_head, last, cap)
     embed = base.embed_tokens
@@ -261,7 +260,7 @@ def generate(
                     break
                 active, token, in_answer, count = active[keep.cpu()], token[keep], in_answer[keep], count[keep]
                 mask2d, next_pos = mask2d[keep], next_pos[keep]
-                coef = {l: c[keep] for l, c in coef.items()}
+                coef = {layer: c[keep] for layer, c in coef.items()}
                 for layer_cache in dyn.layers:
                     layer_cache.keys = layer_cache.keys.index_select(0, keep.to(layer_cache.keys.device))
                     layer_cache.values = layer_cache.values.index_select(0, keep.to(layer_cache.values.device))

@@ -28,7 +28,7 @@ import torch
 
 from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines import answer_stop, fast_gen_kernel
-from remote_steer.engines.batching import left_pad
+from remote_steer.engines.batching import left_pad, trace_inputs
 from remote_steer.engines.fast_engine import _NO_LOGITS, _groups, prompt_pass_kwargs, supports_fast_path
 from remote_steer.engines.generation import GenerationEngine, GenerationResult, result_from_rows
 from remote_steer.engines.sweep import SteerConfig
@@ -116,7 +116,7 @@ class FastGenerationEngine:
         rule = self.stop_rule or answer_stop.make_stop_rule(self.model, self.thinking, self.answer_tokens)
         index_groups = _groups(items, max(1, self.batch_rows // (len(configs) + 1)))
         groups = [self._group([items[i] for i in index]) for index in index_groups]
-        for index, (batch, prefix, _) in zip(index_groups, groups):
+        for index, (batch, prefix, _) in zip(index_groups, groups, strict=True):
             self.stats.prompt_token_layers += batch.input_ids.numel() * n_layers
             self.stats.window_token_layers += (
                 len(index) * (batch.width - prefix) * sum(n_layers - 1 - c.layer for c in configs)
@@ -126,45 +126,32 @@ class FastGenerationEngine:
         no_logits, flags, thinking = _NO_LOGITS, rule.flags, bool(rule.thinking)
         answer_tokens, n_new, force = int(rule.answer_tokens), int(self.max_new_tokens), bool(self.force_length)
         layout = self.model.kernel_layout()
-        prompt_kwargs = [prompt_pass_kwargs(self.model) for _ in groups]
+        trace_groups = [(*trace_inputs(batch), *rest, prompt_pass_kwargs(self.model)) for batch, *rest in groups]
         request = self.backend.open(self.model, "generation", request_key)
         results = None
+        # fmt: off
         with torch.inference_mode():
             if request.must_submit:
                 with nn.session(**request.session_kwargs()):
                     results = []
-                    for (batch, prefix, steer), extra in zip(groups, prompt_kwargs, strict=True):
-                        with nn.trace(batch.model_inputs(), use_cache=True, logits_to_keep=no_logits, **extra):
+                    for inputs, position_ids, attention_mask, prefix, steer, extra in trace_groups:
+                        with nn.trace(inputs, use_cache=True, logits_to_keep=no_logits, **extra):
                             resid = [layers[layer].output[:, prefix:] for layer in range(len(layers))]
                             cache = fast_gen_kernel.output_cache(nn.output)
                             results.append(
                                 fast_gen_kernel.generate(
-                                    nn.model,
-                                    lm_head,
-                                    resid,
-                                    cache,
-                                    prefix,
-                                    batch.position_ids,
-                                    batch.attention_mask,
-                                    steer,
-                                    layer_vectors,
-                                    vector_rows,
-                                    config_layers,
-                                    config_strengths,
-                                    flags,
-                                    thinking,
-                                    answer_tokens,
-                                    n_new,
-                                    force,
-                                    layout,
+                                    nn.model, lm_head, resid, cache, prefix, position_ids, attention_mask,
+                                    steer, layer_vectors, vector_rows, config_layers, config_strengths, flags, thinking,
+                                    answer_tokens, n_new, force, layout,
                                 )
                             )
                     results = nnsight.save(results)
             results = request.result(results=results)["results"]
+        # fmt: on
         k = len(configs)
         raw: list[list[int] | None] = [None] * (len(items) * (k + 1))
         n = len(items)
-        for index, (ids, decoded) in zip(index_groups, results):
+        for index, (ids, decoded) in zip(index_groups, results, strict=True):
             self.stats.rows += ids.shape[0]
             self.stats.decode_steps += int(decoded.numel())
             self.stats.decode_token_layers += int(decoded.sum()) * n_layers
@@ -173,21 +160,23 @@ class FastGenerationEngine:
             for r in range(ids.shape[0]):
                 row = ids[r].tolist()
                 row = row[: row.index(-1)] if -1 in row else row
-                local, config = (r, -1) if r < g else ((r - g) // k, (r - g) % k)
+                local, c = (r, -1) if r < g else ((r - g) // k, (r - g) % k)
                 item = index[local]
-                raw[item if config < 0 else n + item * k + config] = row
+                raw[item if c < 0 else n + item * k + c] = row
+        rows = [row for row in raw if row is not None]
+        assert len(rows) == len(raw), "every group decodes all its rows"
         if self.force_length:  # benchmarks: every row as decoded, no stop rule
-            cuts = [(tuple(row), answer_stop.BUDGET) for row in raw]
+            cuts = [(tuple(row), answer_stop.BUDGET) for row in rows]
         else:
-            cuts = [answer_stop.cut(row, rule) for row in raw]
+            cuts = [answer_stop.cut(row, rule) for row in rows]
         if on_rows is not None:
-            on_rows(len(raw))
+            on_rows(len(rows))
         return result_from_rows(self.model.tokenizer, n, k, cuts)
 
     def _group(self, group: Sequence[EncodedItem]):
         batch = left_pad([it.prompt_ids for it in group], self.model.tokenizer.pad_token_id)
         starts = [it.steer_start(self.positions) for it in group]
-        window = max(len(it.prompt_ids) - s for it, s in zip(group, starts))
+        window = max(len(it.prompt_ids) - s for it, s in zip(group, starts, strict=True))
         prefix = batch.width - window
         steer = batch.mask_from(starts)[:, prefix:].float()
         return batch, prefix, steer

@@ -174,6 +174,7 @@ class GenerationEngine:
         # always ends and ``tracer.result`` is reached. Only the generated ids leave
         # the trace. (No comment lines inside the session: nnsight ships the body's
         # unparsed source, and a dropped line shifts nested traces.)
+        # fmt: off
         with torch.inference_mode():
             if request.must_submit:
                 with nn.session(**request.session_kwargs()):
@@ -192,6 +193,7 @@ class GenerationEngine:
                             generated.append(tracer.result[:, width:].to(torch.int32).cpu())
                     generated = nnsight.save(generated)
             generated = request.result(generated=generated)["generated"]
+        # fmt: on
         rule = self.stop_rule or answer_stop.make_stop_rule(self.model, self.thinking, self.answer_tokens)
         cuts = [answer_stop.cut(row.tolist(), rule) for batch in generated for row in batch]
         if on_rows is not None:
@@ -335,7 +337,7 @@ def generation_summary(frame):
         baseline = rate(group["baseline_matches"].astype(bool), base_valid)
         records.append(
             {
-                **dict(zip(SUMMARY_KEYS, key)),
+                **dict(zip(SUMMARY_KEYS, key, strict=True)),
                 "n_items": int(group["item_id"].nunique()),
                 "validity_rate": float(valid.mean()),
                 "behavior_rate": behavior,

@@ -120,7 +120,8 @@ _LETTER_FORMS: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"(?:(?:is|would be|will be|should be)\b[ \t]*|[:=\-][ \t]*)?"
             r"(?:(?:option|choice)\b[ \t]*)?\(?([AB])\)?"
             + _END
-            + r"|(?<![A-Za-z0-9'])\(?([AB])\)?[ \t]+is[ \t]+(?:my|the)[ \t]+(?:final[ \t]+|best[ \t]+)?(?:answer|choice)\b",
+            + r"|(?<![A-Za-z0-9'])\(?([AB])\)?[ \t]+is[ \t]+(?:my|the)[ \t]+"
+            r"(?:final[ \t]+|best[ \t]+)?(?:answer|choice)\b",
             re.IGNORECASE,
         ),
     ),

@@ -88,31 +88,21 @@ class LogitDiffEngine:
         # added term is nonzero only for rows whose configuration names l. Only one
         # scalar per row leaves the trace. (No comment lines inside the session: nnsight
         # ships the body's unparsed source, and a dropped line shifts nested traces.)
+        # fmt: off
         with torch.inference_mode():
             if request.must_submit:
                 with nn.session(**request.session_kwargs()):
                     diffs = []
-                    for (
-                        prompts,
-                        row_item,
-                        steered,
-                        row_layer,
-                        row_strength,
-                        prompt_mask,
-                        layer_vectors,
-                        answers,
-                    ) in batches:
+                    for batch in batches:
+                        prompts, row_item, steered, row_layer, row_strength, prompt_mask, layer_vectors, answers = batch
                         inputs = {name: ids[row_item] for name, ids in prompts.items()}
                         steer_mask = prompt_mask[row_item]
                         with nn.trace(inputs, logits_to_keep=1):
                             for j, layer in enumerate(steered):
                                 hidden = layers[layer].output
                                 coeff = (row_strength * (row_layer == layer)).to(hidden)
-                                delta = (
-                                    coeff[:, None, None]
-                                    * steer_mask.to(hidden)[:, :, None]
-                                    * layer_vectors[j].to(hidden)
-                                )
+                                delta = coeff[:, None, None] * steer_mask.to(hidden)[:, :, None]
+                                delta = delta * layer_vectors[j].to(hidden)
                                 layers[layer].output = hidden + delta
                             logits = lm_head.output[:, -1, :]
                             picked = logits.gather(1, answers[row_item].to(logits.device))
@@ -120,6 +110,7 @@ class LogitDiffEngine:
                             diffs.append((picked[:, 0] - picked[:, 1]).cpu())
                     diffs = nnsight.save(diffs)
             diffs = request.result(diffs=diffs)["diffs"]
+        # fmt: on
         values = torch.cat(list(diffs)).numpy().astype(np.float64)
         if on_rows is not None:
             on_rows(len(rows))

@@ -231,8 +231,8 @@ def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu",
     tokenizer = load_tokenizer(source)
     kwargs: dict[str, Any] = dict(_device_kwargs(device)) if weights else {}
     kwargs["dtype"] = _DTYPES[dtype]
-    if not weights and source.is_toy:
-        canonicalize_remote_id(source.location, remote_id(source))
+    if not weights and source.card is not None and (source.is_toy or source.card.embedded):
+        canonicalize_remote_id(source.location, remote_id(source))  # toys and embedded models: a local directory
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

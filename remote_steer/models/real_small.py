@@ -21,9 +21,11 @@ model behaves like SmolLM2-135M-Instruct up to that quantization error.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,7 +153,7 @@ def _build(name: str, target: Path, gguf: Path) -> Path:
     hf_logging.disable_progress_bar()
 
     def fill(staging: Path) -> None:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _no_gguf_tqdm():
             warnings.simplefilter("ignore")
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -184,6 +186,26 @@ def _build(name: str, target: Path, gguf: Path) -> Path:
         (staging / _MARKER).write_text(json.dumps(info, indent=2))
 
     return build_atomically(target, fill)
+
+
+@contextlib.contextmanager
+def _no_gguf_tqdm() -> Iterator[None]:
+    """transformers' GGUF conversion draws its own tqdm bar (``tqdm.auto``, not its
+    logging's, so ``disable_progress_bar`` misses it); the run has its own display."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - a transformers without the GGUF path
+        yield
+        return
+    if not hasattr(gguf_utils, "tqdm"):
+        yield
+        return
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = lambda iterable=None, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def real_revision(path: Path) -> str | None:

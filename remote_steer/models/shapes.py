@@ -62,7 +62,7 @@ def shape_config(name: str, hidden: int | None = None, dtype: str = "float32"):
         raise ModelError(f"--hidden {width}: expected a multiple of 2 × {card.n_heads} (the model's heads)")
     scale = width / full
     head_dim = extra["head_dim"] if hidden is None else width // card.n_heads
-    common = dict(
+    common: dict[str, Any] = dict(  # keyword arguments of mixed types
         vocab_size=extra.get("vocab_size", 151936),
         hidden_size=width,
         num_hidden_layers=card.n_layers,
@@ -83,7 +83,7 @@ def shape_config(name: str, hidden: int | None = None, dtype: str = "float32"):
             eos_token_id=2,
             pad_token_id=2,
         )
-    qwen = dict(
+    qwen: dict[str, Any] = dict(
         rms_norm_eps=1e-6,
         rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
         bos_token_id=151643,

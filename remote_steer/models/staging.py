@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from remote_steer.run.store import share_tree
+
 
 def build_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
     """Call ``fill(staging)`` on a fresh temporary sibling of ``target``, then rename it to
@@ -21,6 +23,7 @@ def build_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
         fill(staging)
+        share_tree(staging)  # mkdtemp makes it 0700 and safetensors its files 0600
         try:
             os.replace(staging, target)
         except OSError:  # another process finished first: keep theirs

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -84,7 +85,7 @@ def _config(name: str, n_layers: int | None = None, hidden_size: int | None = No
     layers = n_layers or card.n_layers
     hidden = hidden_size or card.hidden_size
     heads = card.n_heads if hidden_size is None else max(2, hidden // 32)
-    common = dict(
+    common: dict[str, Any] = dict(  # keyword arguments of mixed types
         vocab_size=_VOCAB_SIZE,
         hidden_size=hidden,
         num_hidden_layers=layers,

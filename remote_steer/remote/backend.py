@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from remote_steer.errors import SpecError
+from remote_steer.remote.request import Request
 
 if TYPE_CHECKING:
     from remote_steer.models.loading import LoadedModel
@@ -57,6 +58,9 @@ class RetryPolicy:
     # a job id the server answers 404 for (it restarted and forgot the job) is resubmitted
     # after this long; NDIF also answers 404 for the moment between submission and queueing
     lost_job_grace_s: float = field(default_factory=lambda: _env_seconds("REMOTE_STEER_LOST_JOB_GRACE_S", 120.0))
+    # a job NDIF ends because its replica was evicted or the deployment was unreachable is
+    # sent again at most this many times (over reruns too), then the run stops
+    infrastructure_resubmits: int = 3
 
     def delays(self):
         delay = self.first_delay_s
@@ -113,18 +117,6 @@ class Backend:
 
             return RemoteRequest(self, model, stage, key)
         return LocalRequest(self, stage)
-
-
-class Request:
-    """One group of traces: a session locally, a job remotely."""
-
-    must_submit: bool = True
-
-    def session_kwargs(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def result(self, **local_values: Any) -> dict[str, Any]:
-        raise NotImplementedError
 
 
 class LocalRequest(Request):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from remote_steer.errors import RemoteSteerError
 from remote_steer.remote.backend import Backend
+from remote_steer.remote.status import Hosting
 
 
 @dataclass(frozen=True)
@@ -28,16 +29,16 @@ def _client_versions() -> dict[str, str]:
     return {"python": platform.python_version(), "nnsight": metadata.version("nnsight")}
 
 
-def _pick_model(requested: str | None, hosted: dict[str, str]) -> tuple[str | None, str]:
-    """The model to probe: the one asked for, else the first registry model the host serves."""
+def _pick_model(requested: str | None, hosted: dict[str, Hosting]) -> tuple[str | None, str]:
+    """The model to probe: the one asked for, else the first registry model the host runs."""
     from remote_steer.models.loading import remote_id, resolve
     from remote_steer.models.registry import all_cards
 
     if requested is not None:
         return requested, remote_id(resolve(requested))
     for card in all_cards():
-        repo = card.name if card.toy else card.hub_id
-        if repo in hosted:
+        repo = card.name if (card.toy or card.embedded) else card.hub_id
+        if repo in hosted and hosted[repo].hosted:
             return card.name, repo
     return None, ""
 
@@ -45,10 +46,12 @@ def _pick_model(requested: str | None, hosted: dict[str, str]) -> tuple[str | No
 def check_remote(host: str | None, model: str | None, engine: str = "fast") -> Iterator[Step]:
     import httpx
 
-    from remote_steer.remote.ndif import hosted_models, probe_key, server_versions
+    from remote_steer.remote.ndif import probe_key
+    from remote_steer.remote.status import server_models, server_versions
 
     backend = Backend("remote", host=host)
     url = backend.host
+    assert url is not None  # a remote Backend resolves its host on construction
     started = time.perf_counter()
     try:
         answer = httpx.get(f"{url}/status", timeout=10.0)
@@ -62,19 +65,32 @@ def check_remote(host: str | None, model: str | None, engine: str = "fast") -> I
         return
     yield Step("reachable", True, f"{url} answered /status in {1000 * (time.perf_counter() - started):.0f} ms")
 
-    hosted = hosted_models(url)
-    name, repo = _pick_model(model, hosted)
-    if name is None:
-        listed = ", ".join(sorted(hosted)) or "none"
-        yield Step("model hosted", False, f"no registry model is hosted on {url} (hosted: {listed}); pass --model")
+    try:
+        models = server_models(url)
+    except RemoteSteerError as error:
+        yield Step("model hosted", False, str(error))
         return
-    if repo not in hosted:
-        listed = ", ".join(sorted(hosted)) or "none"
+    running = ", ".join(sorted(repo for repo, h in models.items() if h.hosted)) or "none"
+    name, repo = _pick_model(model, models)
+    if name is None:
+        yield Step("model hosted", False, f"no registry model is running on {url} (running: {running}); pass --model")
+        return
+    found = models.get(repo)
+    if found is None:
         yield Step(
-            "model hosted", False, f"{name} ({repo}) is not hosted on {url} (hosted: {listed}); choose one with --model"
+            "model hosted",
+            False,
+            f"{name} ({repo}) is not hosted on {url} (running: {running}); choose one with --model",
         )
         return
-    yield Step("model hosted", True, f"{name} ({repo}): {hosted[repo]}")
+    if not found.hosted:
+        yield Step(
+            "model hosted",
+            False,
+            f"{name} ({repo}) is {found.describe()}; ask the host's operators to deploy it, or accept their defaults",
+        )
+        return
+    yield Step("model hosted", True, f"{name} ({repo}): {found.state}")
 
     client = _client_versions()
     server = server_versions(url)

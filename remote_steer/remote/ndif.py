@@ -12,7 +12,13 @@ protocol) with what a long sweep needs against NDIF as deployed:
   body: identical bodies share the server's cache, different bodies never collide.
 - **Bounded retries** on transient failures (connection refused/reset, timeouts, 5xx).
 - **Auth only where NDIF checks it.** ``/status`` and ``/response`` are open; the key is
-  checked when a job is submitted, so only a 401/403 on submission means "key refused".
+  checked when a job is submitted: a 401 (none), 400 (malformed) or 403 (unknown) on
+  submission means "key refused"; a 503 ``Auth backend unavailable`` means the server
+  could not check it (retried, bounded, then said so).
+- **Infrastructure failures are resubmitted.** A job NDIF ends with ``ERROR`` because its
+  model replica was evicted or the request never reached the deployment is sent again
+  from the kept payload (bounded, journaled); an error raised by the trace code stops
+  the run with the server's traceback.
 - **Lost jobs and expired results.** A job id the server answers 404 for past a grace
   period (server restarted) is resubmitted from the payload kept in the journal; a
   result URL that has expired (403) is fetched again if the server signs a fresh one,
@@ -36,12 +42,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from remote_steer.errors import ModelError, RemoteSteerError
-from remote_steer.remote.backend import Backend, Request
+from remote_steer.errors import RemoteSteerError
+from remote_steer.remote.request import Request
+from remote_steer.remote.status import RemoteUnavailable, _status_code
 from remote_steer.run.store import atomic_write, slug, write_json
 
 if TYPE_CHECKING:
     from remote_steer.models.loading import LoadedModel
+    from remote_steer.remote.backend import Backend
+
+__all__ = ["RemoteAuthError", "RemoteJobError", "RemoteUnavailable", "NdifClient", "RemoteRequest"]
 
 
 class RemoteJobError(RemoteSteerError):
@@ -50,10 +60,6 @@ class RemoteJobError(RemoteSteerError):
 
 class RemoteAuthError(RemoteSteerError):
     """The server refused the API key, or none was set and the server needs one."""
-
-
-class RemoteUnavailable(RemoteSteerError):
-    """The server could not be reached, or kept failing, after bounded retries."""
 
 
 _AUTH_HINT = (
@@ -68,15 +74,6 @@ SCOPE_SOURCE_NAMES = True
 
 def redact(text: str, key: str | None) -> str:
     return text.replace(key, "***") if key else text
-
-
-def _status_code(error: BaseException) -> int | None:
-    for candidate in (error, error.__cause__, error.__context__):
-        response = getattr(candidate, "response", None)
-        code = getattr(response, "status_code", None)
-        if isinstance(code, int):
-            return code
-    return None
 
 
 def _transient(error: BaseException) -> bool:
@@ -97,7 +94,38 @@ def auth_error(host: str, code: int | None, api_key: str | None, what: str) -> R
         return RemoteAuthError(
             f"{host} needs an API key and none is set (NDIF_API_KEY is missing) to {what}; {_AUTH_HINT}"
         )
-    return RemoteAuthError(f"{host} refused the API key (HTTP {code}) while trying to {what}; {_AUTH_HINT}")
+    why = {400: "malformed: NDIF keys look like xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", 403: "unknown to the server"}
+    reason = f"HTTP {code}: {why[code]}" if code in why else f"HTTP {code}"
+    return RemoteAuthError(f"{host} refused the API key ({reason}) while trying to {what}; {_AUTH_HINT}")
+
+
+#: Submission answers, by what they mean. NDIF answers 400 both for a malformed key and for
+#: a client it will not serve (too old an nnsight or python): the detail tells them apart.
+def _refused_key(code: int | None, message: str) -> bool:
+    return code in (401, 403) or (code == 400 and "api key" in message.lower())
+
+
+def _auth_backend_down(code: int | None, message: str) -> bool:
+    return code == 503 and "auth backend" in message.lower()
+
+
+#: ERROR messages with which NDIF ends a job that never ran to completion for reasons of its
+#: own (ndif/services/api/queue/replica.py): the replica was evicted or restarted, or the
+#: request could not be handed to the model deployment. Resubmitting the payload is safe.
+INFRASTRUCTURE_ERRORS = (
+    "replica was evicted",
+    "error submitting request to model deployment",
+)
+
+
+def infrastructure_error(message: str) -> bool:
+    lowered = message.lower()
+    return any(pattern in lowered for pattern in INFRASTRUCTURE_ERRORS)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 @contextlib.contextmanager
@@ -135,13 +163,16 @@ class ResultExpired(RemoteSteerError):
 UNKNOWN = "UNKNOWN"  # the server answers 404 for the job id
 
 
-def _nnsight_remote_backend():
+def _nnsight_remote_backend() -> Any:
     from nnsight.intervention.backends.remote import RemoteBackend
 
     return RemoteBackend
 
 
-class NdifClient(_nnsight_remote_backend()):
+_RemoteBackend: Any = _nnsight_remote_backend()  # nnsight is untyped: the base class is Any to mypy
+
+
+class NdifClient(_RemoteBackend):
     """nnsight's RemoteBackend in non-blocking mode, with retries, accounting, and
     the NDIF-as-deployed behaviours above."""
 
@@ -155,45 +186,74 @@ class NdifClient(_nnsight_remote_backend()):
         self._backend, self._stage = backend, stage
         self.payload: bytes | None = None  # the last serialized request, kept for resubmission
         self._on_payload = on_payload
+        self.timing: dict[str, float] = {}  # client-side seconds per phase since the last take_timing()
+        self.server_meta: dict[str, Any] | None = None  # NDIF's cost report on the job (meta.runtime: seconds)
+
+    def _time(self, phase: str, started: float) -> None:
+        self.timing[phase] = self.timing.get(phase, 0.0) + time.perf_counter() - started
+
+    def take_timing(self) -> dict[str, float]:
+        taken, self.timing = self.timing, {}
+        return taken
 
     @property
     def traffic(self):
         return self._backend.stage_traffic(self._stage)
 
     def _retrying(self, call, what: str, auth_matters: bool = False):
+        """``call()``, retried on transient failures; every failure that leaves is one
+        redacted line (the server may echo the key back, e.g. NDIF's 400 does)."""
+        from nnsight.intervention.backends.remote import RemoteError
+
         delays = self._backend.retry.delays()
         while True:
             try:
                 return call()
             except Exception as error:  # noqa: BLE001 - classified below
                 code = _status_code(error)
-                if auth_matters and code in (401, 403):
+                message = redact(_one_line(f"{error}"), self.api_key)
+                if auth_matters and _refused_key(code, message):
                     raise auth_error(self.host, code, self.api_key, what) from None
+                if auth_matters and code is not None and 400 <= code < 500:
+                    raise RemoteUnavailable(
+                        f"{self.host} refused the request to {what} (HTTP {code}: {message})"
+                    ) from None
                 if not _transient(error):
+                    if isinstance(error, RemoteError):
+                        raise RemoteUnavailable(f"{self.host}: could not {what} ({message})") from None
                     raise
                 delay = next(delays, None)
                 if delay is None:
-                    message = redact(f"{type(error).__name__}: {error}", self.api_key)
+                    attempts = self._backend.retry.attempts
+                    if auth_matters and _auth_backend_down(code, message):
+                        raise RemoteUnavailable(
+                            f"{self.host}: the server's auth backend is unavailable (HTTP 503 after {attempts} "
+                            "attempts), so it cannot check any API key; try again later"
+                        ) from None
                     raise RemoteUnavailable(
-                        f"{self.host}: could not {what} after {self._backend.retry.attempts} attempts ({message}); "
+                        f"{self.host}: could not {what} after {attempts} attempts ({type(error).__name__}: {message}); "
                         "rerun the same command to resume: journaled jobs are polled, not resubmitted"
                     ) from None
                 self.traffic.retries += 1
                 time.sleep(delay)
 
     def _serialize(self, tracer):
+        started = time.perf_counter()
         with scoped_source_name(tracer):
             blob = super()._serialize(tracer)
+        self._time("serialize_s", started)
         self.payload = blob
         if self._on_payload is not None:
             self._on_payload(blob)  # journaled before it is sent
         return blob
 
     def _post(self, request, blob):
+        started = time.perf_counter()
         response = self._retrying(
             lambda: super(NdifClient, self)._post(request, blob), "submit a job", auth_matters=True
         )
         self.traffic.bytes_sent += len(blob)
+        self._time("submit_s", started)
         return response
 
     def resubmit(self, blob: bytes) -> str:
@@ -222,16 +282,23 @@ class NdifClient(_nnsight_remote_backend()):
                 answer.raise_for_status()
             return answer
 
+        started = time.perf_counter()
         answer = self._retrying(get, f"poll job {self.job_id}")
+        self._time("poll_s", started)
+        self.timing["polls"] = self.timing.get("polls", 0) + 1
         if answer.status_code == 404:
             return UNKNOWN, None
         response = ResponseModel.model_validate_json(answer.text)
         self.status = response.status
+        if response.meta is not None:
+            self.server_meta = response.meta
         if not self.note(response):
             return response.status.value, None
         data = response.data
         try:
+            started = time.perf_counter()
             saves = self._retrying(lambda: self.download_result(data), f"download the result of job {self.job_id}")
+            self._time("download_s", started)
         except httpx.HTTPStatusError as error:
             code = _status_code(error)
             if code in (400, 401, 403, 404, 410):
@@ -273,7 +340,7 @@ class RemoteRequest(Request):
     # -- journal -----------------------------------------------------------------
 
     def _read_journal(self) -> dict[str, Any]:
-        empty = {
+        empty: dict[str, Any] = {
             "key": self.key,
             "stage": self.stage,
             "model": self.model.name,
@@ -319,6 +386,7 @@ class RemoteRequest(Request):
                 "bytes_sent": len(payload) if payload is not None else 0,
                 "bytes_received": 0,
                 "retries": 0,
+                "client_s": _rounded(self.client.take_timing()),
             }
         )
         self.backend.stage_traffic(self.stage).requests += 1
@@ -327,6 +395,12 @@ class RemoteRequest(Request):
     def _close_attempt(self, state: str, **extra: Any) -> None:
         attempt = self._attempt()
         attempt.update(state=state, **extra)
+        timing = attempt.setdefault("client_s", {})
+        for phase, value in self.client.take_timing().items():
+            timing[phase] = round(timing.get(phase, 0.0) + value, 4)
+        if self.client.server_meta is not None:
+            attempt["server"] = {k: v for k, v in self.client.server_meta.items() if k == "runtime"}
+            self.client.server_meta = None
         if "submitted_unix" in attempt:
             attempt["seconds"] = round(time.time() - attempt["submitted_unix"], 3)
         self._save_journal()
@@ -342,6 +416,10 @@ class RemoteRequest(Request):
         self._tell(why)
         if self.backend.on_status is not None:
             self.backend.on_status(self.stage, "RESUBMITTED")
+
+    def _evictions(self) -> int:
+        """Infrastructure resubmissions of this job so far, reruns included (from the journal)."""
+        return sum(1 for attempt in self.entry["attempts"] if attempt.get("state") == "evicted")
 
     def _tell(self, line: str) -> None:
         if self.backend.on_note is not None:
@@ -369,6 +447,16 @@ class RemoteRequest(Request):
             try:
                 state, saves = client.check()
             except RemoteError as error:
+                if infrastructure_error(str(error)) and self._evictions() < policy.infrastructure_resubmits:
+                    failed = client.job_id
+                    self._close_attempt("evicted", error=redact(_one_line(str(error), 200), backend.api_key))
+                    self._resubmit(
+                        f"job {failed} ended by the server's infrastructure ({_one_line(str(error), 80)}); resubmitted"
+                    )
+                    unknown_since, last = None, None
+                    deadline = time.monotonic() + policy.job_timeout_s
+                    time.sleep(policy.poll_interval_s)
+                    continue
                 self._close_attempt("failed")
                 raise RemoteJobError(
                     redact(
@@ -385,7 +473,8 @@ class RemoteRequest(Request):
                     lost = client.job_id
                     self._close_attempt("lost")
                     self._resubmit(
-                        f"job {lost} unknown to the server after {policy.lost_job_grace_s:g}s (server restarted?); resubmitted"
+                        f"job {lost} unknown to the server after {policy.lost_job_grace_s:g}s "
+                        "(server restarted?); resubmitted"
                     )
                     unknown_since = None
                     deadline = time.monotonic() + policy.job_timeout_s
@@ -398,7 +487,8 @@ class RemoteRequest(Request):
                 break
             if time.monotonic() > deadline:
                 raise RemoteUnavailable(
-                    f"{backend.host}: job {client.job_id} did not finish within {policy.job_timeout_s:.0f}s; rerun to keep waiting"
+                    f"{backend.host}: job {client.job_id} did not finish within {policy.job_timeout_s:.0f}s; "
+                    "rerun to keep waiting"
                 )
             time.sleep(policy.poll_interval_s)
         self._close_attempt(
@@ -420,17 +510,27 @@ class RemoteRequest(Request):
         except ResultExpired as again:
             if again.url != expired.url:
                 raise RemoteUnavailable(
-                    f"{self.backend.host}: a fresh result URL for job {client.job_id} was refused too (HTTP {again.code})"
+                    f"{self.backend.host}: a fresh result URL for job {client.job_id} was refused too "
+                    f"(HTTP {again.code})"
                 ) from None
             self._close_attempt("expired")
             self._resubmit(
-                f"result URL of job {client.job_id} expired (HTTP {expired.code}) and the server signs no fresh one; resubmitted"
+                f"result URL of job {client.job_id} expired (HTTP {expired.code}) "
+                "and the server signs no fresh one; resubmitted"
             )
             return "RESUBMITTED", None
         self._tell(f"result URL of job {client.job_id} expired (HTTP {expired.code}); fetched a freshly signed one")
         if self.backend.on_status is not None:
             self.backend.on_status(self.stage, "FRESH URL")
         return state, saves
+
+
+def _rounded(timing: dict[str, float]) -> dict[str, float]:
+    return {phase: round(value, 4) for phase, value in timing.items()}
+
+
+#: Client-side phases summed from the journal, beside the server's own runtime.
+PHASES = ("serialize_s", "submit_s", "poll_s", "polls", "download_s")
 
 
 def journal_traffic(run_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -458,6 +558,9 @@ def journal_traffic(run_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
                 "lost": 0,
                 "expired": 0,
                 "failed": 0,
+                "evicted": 0,
+                "server_runtime_s": 0.0,
+                **dict.fromkeys(PHASES, 0.0),
             },
         )
         for attempt in entry.get("attempts", []):
@@ -466,52 +569,13 @@ def journal_traffic(run_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
             t["bytes_received"] += int(attempt.get("bytes_received", 0))
             t["retries"] += int(attempt.get("retries", 0))
             t["server_seconds"] = round(t["server_seconds"] + float(attempt.get("seconds", 0.0)), 3)
-            if attempt.get("state") in ("lost", "expired", "failed"):
+            runtime = float((attempt.get("server") or {}).get("runtime", 0.0) or 0.0)
+            t["server_runtime_s"] = round(t["server_runtime_s"] + runtime, 4)
+            for phase in PHASES:
+                t[phase] = round(t[phase] + float((attempt.get("client_s") or {}).get(phase, 0.0)), 4)
+            if attempt.get("state") in ("lost", "expired", "failed", "evicted"):
                 t[attempt["state"]] += 1
     return out
-
-
-def _get(host: str, path: str, timeout_s: float):
-    """GET an open endpoint (NDIF checks no key on /status, /env, /ping)."""
-    import httpx
-
-    try:
-        response = httpx.get(f"{host}{path}", timeout=timeout_s)
-        response.raise_for_status()
-    except Exception as error:  # noqa: BLE001
-        code = _status_code(error)
-        what = f"HTTP {code}" if code is not None else f"{type(error).__name__}: {error}"
-        raise RemoteUnavailable(f"{host}: cannot read {path} ({what})") from None
-    return response
-
-
-def hosted_models(host: str, api_key: str | None = None, timeout_s: float = 5.0) -> dict[str, str]:
-    """repo id → state for the models the server hosts (its open ``/status``; no key sent)."""
-    deployments = _get(host, "/status", timeout_s).json().get("deployments", {})
-    return {
-        value.get("repo_id", name): value.get("application_state") or value.get("deployment_level") or "UNKNOWN"
-        for name, value in deployments.items()
-    }
-
-
-def server_versions(host: str, timeout_s: float = 5.0) -> dict[str, str] | None:
-    """python and nnsight versions from the server's ``/env``, or None where it has none."""
-    try:
-        env = _get(host, "/env", timeout_s).json()
-    except (RemoteUnavailable, ValueError):
-        return None
-    packages = env.get("packages") or {}
-    return {"python": str(env.get("python_version", "?")).split()[0], "nnsight": str(packages.get("nnsight", "?"))}
-
-
-def require_hosted(host: str, api_key: str | None, remote_id: str, model_name: str) -> None:
-    hosted = hosted_models(host)
-    if remote_id not in hosted:
-        listed = ", ".join(sorted(hosted)) or "none"
-        raise ModelError(
-            f"model {model_name!r} ({remote_id}) is not hosted on {host} (hosted: {listed}); "
-            'run it with backend = "local" or choose a hosted model'
-        )
 
 
 def probe_key(backend: Backend, model: LoadedModel) -> int:
@@ -525,7 +589,8 @@ def probe_key(backend: Backend, model: LoadedModel) -> int:
     layer = model.layers[0]
     ids = {"input_ids": torch.zeros(1, 1, dtype=torch.long)}
     with model.nn.trace(ids, backend=client):
-        probe = layer.output[0, 0, 0].save()
+        # bound, as a save must be, to make the job return one scalar; the client never waits for it
+        _probe = layer.output[0, 0, 0].save()
     backend.stage_traffic("probe").requests += 1
     return len(client.payload or b"")
 

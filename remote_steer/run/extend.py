@@ -3,19 +3,22 @@
 Adding a mode, a concept, a model, a layer or a strength (to the sweep or to
 generation) is an *extension*: the run keeps everything saved and computes only
 what is missing, chunk by chunk and configuration by configuration (a chunk whose
-part lacks some configurations gets a second part holding just those). Fields that
-change what a saved number means are *refused*, naming the field: the data split
-(``seed``, ``data.source``, ``data.max_items``, ``data.test_fraction``,
-``data.files``), where and in what units the vector is added (``evaluation.positions``, ``evaluation.strength_unit``), how items are
+part lacks some configurations gets a second part holding just those).
+
+A spec that *drops* something the run holds (a concept, a model, a mode, a layer, a
+strength, control vectors) is refused, naming what it drops, so that the manifest
+always describes everything the run holds. Fields that change what a saved number
+means are refused too, naming the field: the data split (``seed``, ``data.source``,
+``data.max_items``, ``data.test_fraction``, ``data.files``), where and in what units
+the vector is added (``evaluation.positions``, ``evaluation.strength_unit``), how items are
 cut into parts (``evaluation.chunk_items``, ``evaluation.request_token_budget``),
 what a generation is (``generation.max_new_tokens``, ``generation.thinking``,
 ``generation.answer_tokens``) and a model's weights (``models[NAME].dtype``,
 ``models[NAME].revision``). Everything else (batch sizes, devices, backends, hosts,
-subsets, the name and output directory) may change freely.
+the name and output directory) may change freely.
 
 The manifest's ``spec`` is the latest spec; ``history`` lists every change with its
-time and the fields that changed. Results tables hold everything computed so far,
-including configurations a later, narrower spec no longer asks for.
+time and the fields that changed.
 """
 
 from __future__ import annotations
@@ -86,12 +89,93 @@ def refused_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return refused
 
 
-def reconcile(manifest_path: Path, spec: dict[str, Any]) -> list[str]:
+def _lost(old: Any, new: Any) -> list[Any]:
+    old, new = list(old or ()), list(new or ())
+    return [v for v in old if v not in new]
+
+
+def _shown(values: list[Any]) -> str:
+    return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def narrowed_fields(
+    old: dict[str, Any],
+    new: dict[str, Any],
+    old_models: dict[str, Any] | None = None,
+    new_layers: dict[str, dict[str, list[int]]] | None = None,
+) -> list[str]:
+    """What ``new`` drops that the run of ``old`` holds, one ``field (drops …)`` each.
+
+    ``old_models``: the manifest's per-model record (its resolved ``sweep_layers`` and
+    ``generation_layers``); ``new_layers``: the same, resolved for the new spec, by model
+    label. Layers are compared resolved, so a changed ``layer_start_fraction`` counts.
+    """
+
+    def label(model: dict[str, Any]) -> str:
+        return str(model.get("display_name") or model.get("name"))
+
+    out: list[str] = []
+
+    def drop(field: str, lost: list[Any]) -> None:
+        if lost:
+            out.append(f"{field} (drops {_shown(lost)})")
+
+    old_data, new_data = old.get("data", {}), new.get("data", {})
+    old_ev, new_ev = old.get("evaluation", {}), new.get("evaluation", {})
+    drop("data.concepts", _lost(old_data.get("concepts"), new_data.get("concepts")))
+    drop("evaluation.modes", _lost(old_ev.get("modes"), new_ev.get("modes")))
+    old_by = {label(m): m for m in old.get("models") or ()}
+    new_by = {label(m): m for m in new.get("models") or ()}
+    drop("models", [name for name in old_by if name not in new_by])
+    logit = "logit" in (old_ev.get("modes") or ()) and "logit" in (new_ev.get("modes") or ())
+    for name in (n for n in old_by if n in new_by):
+        if logit:
+            was = old_by[name].get("strengths") or old_ev.get("strengths")
+            now = new_by[name].get("strengths") or new_ev.get("strengths")
+            drop(
+                f"models[{name}].strengths" if new_by[name].get("strengths") else "evaluation.strengths",
+                _lost(was, now),
+            )
+        held, asked = (old_models or {}).get(name), (new_layers or {}).get(name)
+        if isinstance(held, dict) and asked is not None:
+            if logit:
+                drop(f"sweep layers of {name}", _lost(held.get("sweep_layers"), asked.get("sweep_layers")))
+    old_c, new_c = old.get("controls", {}), new.get("controls", {})
+    for kind in ("random", "shuffled", "bootstrap"):
+        if logit and int(new_c.get(kind) or 0) < int(old_c.get(kind) or 0):
+            out.append(f"controls.{kind} ({old_c.get(kind)} → {new_c.get(kind)})")
+    if "generation" in (old_ev.get("modes") or ()) and "generation" in (new_ev.get("modes") or ()):
+        old_g, new_g = old.get("generation", {}), new.get("generation", {})
+        for key, every in (("models", list(old_by)), ("concepts", old_data.get("concepts"))):
+            was = old_g.get(key) if old_g.get(key) is not None else every
+            now = (
+                new_g.get(key)
+                if new_g.get(key) is not None
+                else list(new_by if key == "models" else new_data.get("concepts") or ())
+            )
+            drop(f"generation.{key}", _lost(was, now))
+        was = old_g.get("strengths") or old_ev.get("strengths")
+        now = new_g.get("strengths") or new_ev.get("strengths")
+        drop("generation.strengths", _lost(was, now))
+        for name in (n for n in old_by if n in new_by):
+            held, asked = (old_models or {}).get(name), (new_layers or {}).get(name)
+            if isinstance(held, dict) and asked is not None and old_g.get("best_layers") is None:
+                drop(
+                    f"generation layers of {name}", _lost(held.get("generation_layers"), asked.get("generation_layers"))
+                )
+    return out
+
+
+def reconcile(
+    manifest_path: Path, spec: dict[str, Any], layers: dict[str, dict[str, list[int]]] | None = None
+) -> list[str]:
     """Accept ``spec`` for the run whose manifest is at ``manifest_path`` (if any).
 
     Returns the changed fields (empty for a new run or the same spec). A refused
-    change raises SpecError naming the field(s); nothing is written then. An
-    accepted change rewrites the manifest's spec and appends to its history.
+    change, or one that drops something the run holds, raises SpecError naming the
+    field(s); nothing is written then. An accepted change rewrites the manifest's spec
+    and appends to its history. ``layers``: per model label, the new spec's resolved
+    ``sweep_layers`` and ``generation_layers``.
     """
     from remote_steer.run.store import write_json
 
@@ -108,6 +192,12 @@ def reconcile(manifest_path: Path, spec: dict[str, Any]) -> list[str]:
         raise SpecError(
             f"{manifest_path.parent}: {', '.join(refused)} changed since this run was written, which would make its "
             "saved results wrong; use another run name (--name) or --fresh to start over"
+        )
+    narrowed = narrowed_fields(old, new, manifest.get("models"), layers)
+    if narrowed:
+        raise SpecError(
+            f"{manifest_path.parent}: this spec drops what the run holds: {'; '.join(narrowed)}; "
+            "keep them in the spec (nothing saved is recomputed), or use another run name (--name) or --fresh"
         )
     now = datetime.now(UTC).isoformat(timespec="seconds")
     history = list(manifest.get("history", []))
@@ -140,7 +230,7 @@ def saved_configs(parts: Sequence[Path]) -> set[tuple[int, float]]:
     done: set[tuple[int, float]] = set()
     for part in parts:
         frame = pd.read_parquet(part, columns=["layer", "strength"])
-        done.update(zip(frame["layer"].astype(int), frame["strength"].astype(float)))
+        done.update(zip(frame["layer"].astype(int), frame["strength"].astype(float), strict=True))
     return done
 
 

@@ -55,8 +55,10 @@ def make_generation_engine(spec, prepared, model: Any, backend: Any):
         from remote_steer.engines.fast_engine import supports_fast_path
         from remote_steer.engines.fast_generation import FastGenerationEngine
     except ImportError:  # pragma: no cover
-        FastGenerationEngine = None
-    if FastGenerationEngine is not None and prepared.spec.engine == "fast" and supports_fast_path(model):
+        fast_available = False
+    else:
+        fast_available = True
+    if fast_available and prepared.spec.engine == "fast" and supports_fast_path(model):
         return FastGenerationEngine(
             model,
             backend,

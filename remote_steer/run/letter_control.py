@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from remote_steer.data.prompts import EncodedItem
+from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines.extraction import SteeringVectors
 from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast
 from remote_steer.engines.sweep import SteerConfig
@@ -69,7 +69,7 @@ def run_letter_control(
     backend: Any,
     batch_size: int,
     eval_batch_rows: int,
-    positions: str,
+    positions: SteerPositions,
 ) -> bool:
     """Compute and checkpoint one model × concept's control; False if already there."""
     path = part_path(store, name, concept)
@@ -85,26 +85,51 @@ def run_letter_control(
         backend=backend,
         request_key=f"letter-extract/{name}/{concept}",
     ).vectors
-    target = vectors.vectors.norm(dim=1)
-    scaled = letters * (target / letters.norm(dim=1).clamp_min(1e-12))[:, None]
     configs = [SteerConfig(layer, s) for layer in layers for s in pair]
-    sweep = FastLogitDiffEngine(loaded, backend, eval_batch_rows, positions).run(  # type: ignore[arg-type]
-        [as_letters(it) for it in test], scaled, configs, request_key=f"letter-sweep/{name}/{concept}"
+    sweep = FastLogitDiffEngine(loaded, backend, eval_batch_rows, positions).run(
+        [as_letters(it) for it in test],
+        scaled_letters(letters, vectors),
+        configs,
+        request_key=f"letter-sweep/{name}/{concept}",
     )
     shift = (torch.as_tensor(sweep.steered) - torch.as_tensor(sweep.baseline)[:, None]).mean(0)
+    write_shift(store, name, concept, configs, shift, vectors)
+    return True
+
+
+def scaled_letters(letters: torch.Tensor, vectors: SteeringVectors) -> torch.Tensor:
+    """The A-minus-B direction [layers, hidden] rescaled, layer by layer, to the norm of
+    that layer's CAA vector (raw units, whatever the sweep's strength unit)."""
+    target = vectors.vectors.norm(dim=1)
+    return letters * (target / letters.norm(dim=1).clamp_min(1e-12))[:, None]
+
+
+def letter_gap_shift(items: Sequence[EncodedItem], baseline, steered) -> torch.Tensor:
+    """Mean change of the letter gap logit(A) − logit(B) per configuration, from the
+    *behaviour* logit diffs (logit(matching) − logit(other)) of ``items`` [items] and
+    [items, configurations]: the gap is the diff where A matches and minus it where B does
+    (what ``as_letters`` items would have read directly)."""
+    signs = torch.tensor([1.0 if it.matching_letter == "A" else -1.0 for it in items], dtype=torch.float64)
+    change = torch.as_tensor(steered, dtype=torch.float64) - torch.as_tensor(baseline, dtype=torch.float64)[:, None]
+    return (signs[:, None] * change).mean(0)
+
+
+def write_shift(store: RunStore, name: str, concept: str, configs, shift, vectors: SteeringVectors) -> None:
+    """Checkpoint one model × concept's letter control: its shift per configuration."""
+    target = vectors.vectors.norm(dim=1)
     frame = pd.DataFrame(
         {
             "model": name,
             "dataset": concept,
             "layer": [c.layer for c in configs],
             "strength": [c.strength for c in configs],
-            "letter_control_shift": shift.tolist(),
+            "letter_control_shift": [float(v) for v in shift],
             "control_norm": [float(target[c.layer]) for c in configs],
         }
     )
+    path = part_path(store, name, concept)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_parquet(path, frame[COLUMNS])
-    return True
 
 
 def consolidate(store: RunStore) -> pd.DataFrame:
@@ -122,6 +147,7 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
 
     Writes ``results/letter_effects.csv`` (every cell) and returns that table.
     """
+    from remote_steer.analysis.controls import floor_sentence
     from remote_steer.analysis.letters import (
         best_layer_letters,
         collapse_verdict,
@@ -136,10 +162,14 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
     control = consolidate(store)
     letters = letter_effects(results, control)
     atomic_write(store.root / "results" / "letter_effects.csv", lambda tmp: letters.to_csv(tmp, index=False))
-    best = with_controls(best_layer_letters(letters, summary), _control_comparison(store, results))
+    comparison = _control_comparison(store, results)
+    best = with_controls(best_layer_letters(letters, summary), comparison)
     verdict = collapse_verdict(letters, summary)
     several = letters["model"].nunique() > 1  # the model column only when it tells rows apart
-    lead = (lambda r: (r.model, r.dataset)) if several else (lambda r: (r.dataset,))  # noqa: E731
+
+    def lead(r) -> tuple:
+        return (r.model, r.dataset) if several else (r.dataset,)
+
     lead_cols = ["model", "dataset"] if several else ["dataset"]
     if not best.empty:
         rows = [
@@ -172,7 +202,9 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
             "the sign of the strength; a letter preference moves them apart). A−B gap: mean change of "
             f"logit(A) − logit(B) at {s_pos:+g} / {s_neg:+g}. Controls: Glass's delta against random and "
             "shuffled-label vectors at the same configuration (beyond = further than every control, one-sided p; "
-            "— = no [controls] in the spec). Verdict: behaviour only when beyond the controls, not letter "
+            "min = the smallest p its controls allow; — = no [controls] in the spec). "
+            + (f"{floor_sentence(int(comparison['n_controls'].max()))} " if comparison is not None else "")
+            + "Verdict: behaviour only when beyond the controls, not letter "
             f"collapse, and both letters follow the vector. {verdict}.",
         )
         display.note(found_sentence(best, several))

@@ -33,6 +33,8 @@ class ModelPlan:
     forward_passes: int | None
     bytes_sent: int | None
     bytes_received: int | None
+    sweep_rows: int | None = None  # item × configuration rows of the sweep, baseline rows included
+    control_rows: int | None = None  # steered rows the [controls] vectors add (K × the sweep's steered rows)
     training: str = "—"  # the registry card's post-training label ("rl", "distilled", ...)
 
 
@@ -83,24 +85,29 @@ def _shape(name: str, revision: str | None) -> tuple[int | None, int | None]:
 
 def _hosted(backend, remote_name: str) -> str:
     from remote_steer.errors import RemoteSteerError
-    from remote_steer.remote.ndif import hosted_models
+    from remote_steer.remote.status import server_models
 
     try:
-        hosted = hosted_models(backend.host, backend.api_key, timeout_s=3.0)
+        models = server_models(backend.host, timeout_s=3.0)
     except RemoteSteerError as error:
         return f"unknown ({type(error).__name__})"
-    return "yes" if remote_name in hosted else "no"
+    found = models.get(remote_name)
+    if found is None:
+        return "no"
+    return "yes" if found.hosted else found.state.lower()
 
 
 def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[list[ModelPlan], bool]:
     from remote_steer.models.registry import lookup
     from remote_steer.remote.backend import Backend
+    from remote_steer.run.spec import validate
 
+    validate(spec)  # the same checks as `run`, before anything is counted
     counts, estimated, prompt_tokens = _items_per_concept(spec)
     ev = spec.evaluation
     plans = []
     for model in spec.models:
-        backend = Backend(model.backend, host=model.host)  # type: ignore[arg-type]
+        backend = Backend(model.backend, host=model.host)
         layers, hidden = _shape(model.name, model.revision)
         card = lookup(model.name)
         remote_name = card.name if card is not None and card.toy else (card.hub_id if card else model.name)
@@ -120,7 +127,7 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                     None,
                     None,
                     None,
-                    card.training if card is not None else "—",
+                    training=card.training if card is not None else "—",
                 )
             )
             continue
@@ -131,22 +138,32 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
         n_controls = spec.controls.random + spec.controls.shuffled + spec.controls.bootstrap if sweeping else 0
         # the letter control (run/letter_control.py): real models only, at the strongest ± strength
         letter_configs = sweep * len(_strongest_pair(strengths)) if sweeping and not _is_toy(card) else 0
-        requests = passes = sent = received = 0
+        # the fast engine's sweep requests carry the controls and the letter direction too
+        # (run/rigour.py, JointPass); the letter direction is a weight row of the extraction
+        joint = model.engine == "fast" and bool(n_controls or letter_configs)
+        requests = passes = sent = received = sweep_rows = control_rows = 0
         for train, test in counts.values():
+            if sweeping:
+                sweep_rows += test * (n_configs + 1)
+                control_rows += test * n_configs * n_controls
             width = prompt_tokens + 1
-            extractions = 2 if letter_configs else 1  # the vector's, and the letter control's
+            extractions = 2 if letter_configs and not joint else 1  # the vector's, and the letter control's
+            extracted = 1 + spec.controls.shuffled + spec.controls.bootstrap + (1 if letter_configs and joint else 0)
             requests += extractions
             passes += extractions * math.ceil(train / spec.extraction.batch_size)
             sent += extractions * (_TRACE_CODE_BYTES + 2 * train * width * _BYTES_PER_TOKEN)
-            received += extractions * layers * hidden * 4 * (1 + spec.controls.shuffled + spec.controls.bootstrap)
+            received += extractions * layers * hidden * 4 * extracted
             if not sweeping:
                 continue
             fits = ev.request_token_budget // (prompt_tokens * (n_configs + 1))
             chunk = max(1, min(ev.chunk_items, fits))
-            for vectors in [1] + ([n_controls] if n_controls else []):
+            passes_of = (
+                [(1 + n_controls, letter_configs)] if joint else [(1, 0)] + ([(n_controls, 0)] if n_controls else [])
+            )
+            for vectors, extra_rows in passes_of:
                 for first in range(0, test, chunk):
                     items = min(chunk, test - first)
-                    rows = items * (n_configs * vectors + (1 if vectors == 1 else 0))
+                    rows = items * (n_configs * vectors + extra_rows + (1 if vectors == 1 or joint else 0))
                     requests += 1
                     passes += math.ceil(rows / ev.batch_size)
                     prompts = items * math.ceil(rows / ev.batch_size)  # each prompt once per batch
@@ -154,16 +171,16 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                         _TRACE_CODE_BYTES
                         + prompts * prompt_tokens * _BYTES_PER_TOKEN
                         + rows * 24
-                        + vectors * sweep * hidden * 4
+                        + (vectors + (1 if extra_rows else 0)) * sweep * hidden * 4
                     )
                     received += rows * 4 + 1_000
-            if letter_configs:
+            if letter_configs and not joint:
                 rows = test * (letter_configs + 1)
                 requests += 1
                 passes += math.ceil(rows / ev.batch_size)
                 sent += _TRACE_CODE_BYTES + test * prompt_tokens * _BYTES_PER_TOKEN + rows * 24 + sweep * hidden * 4
                 received += rows * 4 + 1_000
-        items = f"{sum(tr for tr, _ in counts.values())}+{sum(te for _, te in counts.values())}"
+        n_items = f"{sum(tr for tr, _ in counts.values())}+{sum(te for _, te in counts.values())}"
         plans.append(
             ModelPlan(
                 model.name,
@@ -173,11 +190,13 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                 hosted,
                 layers,
                 sweep,
-                items + (" (est.)" if estimated else ""),
+                n_items + (" (est.)" if estimated else ""),
                 requests,
                 passes,
                 sent,
                 received,
+                sweep_rows,
+                control_rows,
                 card.training if card is not None else "—",
             )
         )

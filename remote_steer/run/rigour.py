@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
@@ -43,17 +44,35 @@ def _save_controls(path: Path, extra: torch.Tensor, kinds: list[tuple[str, int]]
             tensors,
             str(tmp),
             metadata={
-                "format": "remote-steer/caa-controls-v1: [vectors, layers, hidden] per kind (shuffled labels, bootstrap)"
+                "format": "remote-steer/caa-controls-v1: "
+                "[vectors, layers, hidden] per kind (shuffled labels, bootstrap)"
             },
         ),
     )
 
 
+LETTERS = "letters"  # the letter control's A-minus-B direction (run/letter_control.py), kept in memory only
+
+
 def vectors_for(
-    spec, prepared, concept: str, train, store: RunStore, backend, model: Callable[[], Any], display, name: str
+    spec,
+    prepared,
+    concept: str,
+    train,
+    store: RunStore,
+    backend,
+    model: Callable[[], Any],
+    display,
+    name: str,
+    letters: bool = False,
 ) -> tuple[SteeringVectors, dict[str, torch.Tensor]]:
     """Load or extract the concept's vectors (and, when the spec asks, its shuffled-label
-    and bootstrap vectors, from the same pass). Returns (vectors, {kind: [n, layers, hidden]})."""
+    and bootstrap vectors, from the same pass). Returns (vectors, {kind: [n, layers, hidden]}).
+
+    ``letters``: when the vectors are extracted now, the same pass also gives the letter
+    control's A-minus-B direction (``extra["letters"]``, [1, layers, hidden]): answering A
+    minus answering B is, item by item, ± the CAA difference (+ where A is the matching
+    answer), so it is one more weight row, not a second extraction."""
     controls = spec.controls
     vector_path, extra_path = store.vector_path(name, concept), controls_path(store, name, concept)
     need_extra = bool(controls.shuffled or controls.bootstrap)
@@ -64,7 +83,11 @@ def vectors_for(
     weights, kinds = extraction_weights(
         [it.matching_letter for it in train], controls.shuffled, controls.bootstrap, spec.seed, name, concept
     )
-    with display.progress(f"{name} · {concept} · extract", len(train), "pairs") as task:
+    if letters and prepared.spec.engine == "fast":
+        signs = torch.tensor([[1.0 if it.matching_letter == "A" else -1.0 for it in train]])
+        weights = signs if weights is None else torch.cat([weights.to(signs.dtype), signs])
+        kinds = [*kinds, (LETTERS, 0)]
+    with display.progress(f"{name} · {concept} · extract", len(train), "pairs", pace=f"{name} · pairs") as task:
         backend.on_status = lambda _stage, state: task.state(state)
         if prepared.spec.engine == "plain" and not need_extra and spec.evaluation.strength_unit == "raw":
             from remote_steer.engines.extraction import extract_caa  # nnsight operations only, no shipped kernel
@@ -91,10 +114,14 @@ def vectors_for(
             positions=spec.evaluation.positions,
             weights=weights,
         )
+    letter_rows = [i for i, (k, _) in enumerate(kinds) if k == LETTERS]
     if need_extra:
         _save_controls(extra_path, extra, kinds)  # before the vector file: its presence means both exist
     vectors.save(vector_path)
-    return vectors, (_load_extra(extra_path) if need_extra else {})
+    out = _load_extra(extra_path) if need_extra else {}
+    if letter_rows:
+        out[LETTERS] = extra[letter_rows]
+    return vectors, out
 
 
 def _load_extra(path: Path) -> dict[str, torch.Tensor]:
@@ -119,6 +146,7 @@ def control_sets(
         if count and kind in extra:
             block = extra[kind][:count]
             if unit == "residual":
+                assert vectors.residual_norms is not None  # vectors.scaled(unit) above raised otherwise
                 block = torch.stack([v * residual_scale(v, vectors.residual_norms)[:, None] for v in block])
             sets.append(block)
             kinds += [(kind, i) for i in range(len(block))]
@@ -153,10 +181,7 @@ def controls_stage(
         return FastLogitDiffEngine(model(), backend, rows, spec.evaluation.positions)
 
     def run_chunk(first, chunk, engine, on_rows, key, todo_configs):
-        share = (len(todo_configs) + 1) / (len(kinds) * len(todo_configs) + 1)  # engine rows → the bar's rows
-        baseline, steered = engine.run_vectors(
-            chunk, sets, todo_configs, on_rows=lambda n: on_rows(round(n * share)), request_key=key
-        )
+        baseline, steered = engine.run_vectors(chunk, sets, todo_configs, on_rows=on_rows, request_key=key)
         return control_rows(name, concept, prepared, chunk, todo_configs, kinds, baseline, steered, spec)
 
     chunked_stage(
@@ -174,6 +199,7 @@ def controls_stage(
         display,
         counts,
         after_part,
+        vectors=len(kinds),
     )
 
 
@@ -238,3 +264,80 @@ def write_norms(store: RunStore, plan) -> pd.DataFrame:
 
 def configs_for(spec, prepared) -> list[SteerConfig]:
     return [SteerConfig(layer, s) for layer in prepared.sweep_layers for s in spec.strengths_for(prepared.spec)]
+
+
+class JointPass:
+    """One request per chunk for the sweep, its control vectors and the letter control's
+    direction (issue 18): the vector sets [real, controls…, letters] share the chunk's
+    prompt pass, each (set, configuration) pair one more row of the staircase. The
+    letter direction is computed only at the strongest ± strengths (``only``). Writes the
+    controls part beside the sweep's; keeps the letter rows until every chunk has them.
+    """
+
+    def __init__(self, spec, prepared, name, concept, vectors, extra, letters, configs) -> None:
+        from remote_steer.run.letter_control import control_strengths, scaled_letters
+
+        self.spec, self.prepared, self.name, self.concept, self.configs = spec, prepared, name, concept, configs
+        sets = [vectors.scaled(spec.evaluation.strength_unit)[None]]
+        self.kinds: list[tuple[str, int]] = []
+        if spec.controls.any:
+            controls, self.kinds = control_sets(spec, vectors, extra, name, concept)
+            sets.append(controls)
+        pair = control_strengths(spec.strengths_for(prepared.spec)) if letters is not None else []
+        self.letter_configs = [c for c, config in enumerate(configs) if config.strength in pair]
+        self.only = None
+        if self.letter_configs:
+            every = sum(int(s.shape[0]) for s in sets)  # real and control vectors: every configuration
+            sets.append(scaled_letters(letters[0], vectors)[None])
+            chosen = set(self.letter_configs)
+            self.only = [[True] * len(configs) for _ in range(every)]
+            self.only.append([c in chosen for c in range(len(configs))])
+        self.sets = torch.cat([s.to(sets[0].dtype) for s in sets])
+        self.collected: dict[int, tuple[list, Any, Any]] = {}
+        self.control_parts = 0  # controls parts written here (the controls stage then finds them done)
+
+    @property
+    def useful(self) -> bool:
+        return bool(self.kinds or self.letter_configs)
+
+    def batch_rows(self) -> int:
+        """Rows in flight: as the controls stage, up to 4 × batch_size."""
+        return self.spec.evaluation.batch_size * max(1, min(4, self.sets.shape[0]))
+
+    def run(self, engine, first, chunk, on_rows, key, store):
+        from remote_steer.engines.sweep import SweepResult
+
+        baseline, steered = engine.run_vectors(chunk, self.sets, self.configs, request_key=key, only=self.only)
+        n_controls = len(self.kinds)
+        if n_controls:
+            frame = control_rows(
+                self.name,
+                self.concept,
+                self.prepared,
+                chunk,
+                self.configs,
+                self.kinds,
+                baseline,
+                steered[:, 1 : 1 + n_controls],
+                self.spec,
+            )
+            store.write_part(CONTROL_TABLE, self.name, self.concept, first, frame)
+            self.control_parts += 1
+        if self.letter_configs:
+            self.collected[first] = (list(chunk), baseline, steered[:, -1][:, self.letter_configs])
+        on_rows(len(chunk) * ((1 + n_controls) * len(self.configs) + 1))
+        return SweepResult(baseline=baseline, steered=steered[:, 0])
+
+    def write_letters(self, store, test, vectors) -> bool:
+        """The letter control's part, if every held-out item went through this pass."""
+        from remote_steer.run.letter_control import letter_gap_shift, write_shift
+
+        if not self.letter_configs or sum(len(c) for c, _, _ in self.collected.values()) != len(test):
+            return False
+        firsts = sorted(self.collected)
+        items = [it for f in firsts for it in self.collected[f][0]]
+        baseline = np.concatenate([self.collected[f][1] for f in firsts])
+        steered = np.concatenate([self.collected[f][2] for f in firsts])
+        shift = letter_gap_shift(items, baseline, steered)
+        write_shift(store, self.name, self.concept, [self.configs[c] for c in self.letter_configs], shift, vectors)
+        return True

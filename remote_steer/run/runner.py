@@ -24,10 +24,10 @@ from remote_steer.data.preprocess import ConceptSplit, preprocess
 from remote_steer.data.prompts import EncodedItem, encode_generation_items, encode_items, supports_thinking
 from remote_steer.display import Display, NullDisplay
 from remote_steer.engines.batching import chunks
-from remote_steer.engines.fast_engine import FastLogitDiffEngine
+from remote_steer.engines.fast_engine import FastLogitDiffEngine, supports_fast_path
 from remote_steer.engines.generation import generation_rows, generation_summary
 from remote_steer.engines.sweep import LogitDiffEngine
-from remote_steer.errors import DataError, SpecError
+from remote_steer.errors import DataError, RemoteSteerError, SpecError, filesystem_error, filesystem_errors
 from remote_steer.models.loading import (
     LoadedModel,
     ModelSource,
@@ -39,9 +39,10 @@ from remote_steer.models.loading import (
 )
 from remote_steer.models.registry import layer_depth
 from remote_steer.remote.backend import Backend
-from remote_steer.remote.ndif import journal_dir, journal_traffic, probe_key, require_hosted
-from remote_steer.run import extend, rigour
-from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location
+from remote_steer.remote.ndif import journal_dir, journal_traffic, probe_key
+from remote_steer.remote.status import COLD_NOTE, require_hosted
+from remote_steer.run import estimate, extend, rigour
+from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location, validate
 from remote_steer.run.store import RunStore
 
 LOGIT_TABLE = "logit_diff"
@@ -70,6 +71,7 @@ class Plan:
     spec: ExperimentSpec
     splits: dict[str, ConceptSplit]
     models: list[PreparedModel]
+    pace: dict[str, Any] = field(default_factory=dict)  # run/estimate.py: work per step, time and work so far
 
 
 @dataclass
@@ -87,6 +89,7 @@ class RunOutcome:
 def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
     """Validate everything and tokenize every item, writing nothing."""
     display = display or NullDisplay()
+    validate(spec)  # every field that needs no file: before any data is read
     splits: dict[str, ConceptSplit] = {}
     for concept in spec.data.concepts:
         try:
@@ -110,7 +113,6 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
             )
         splits[concept] = split
         display.note(split.report.summary())
-    rigour_checks(spec)
     models = []
     sources = {}
     for model_spec in spec.models:
@@ -120,7 +122,10 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
             # Before any work is sent and any file is written: is every remote model
             # hosted where it is going (the open /status)?
             backend = make_backend(model_spec)
-            require_hosted(backend.host, backend.api_key, remote_id(source), model_spec.name)
+            assert backend.host is not None  # a remote Backend resolves its host on construction
+            hosting = require_hosted(backend.host, remote_id(source), model_spec.name)
+            if hosting.cold:
+                display.note(f"{model_spec.name} on {backend.host}: {COLD_NOTE}")
     for model_spec in spec.models:
         source = sources[model_spec.name]
         client_model = None
@@ -159,23 +164,6 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
     return Plan(spec, splits, models)
 
 
-def rigour_checks(spec: ExperimentSpec) -> None:
-    """Spec fields that need the whole spec to check: flipped concepts, distinct model labels."""
-    for concept in spec.data.flip:
-        if concept not in spec.data.concepts:
-            raise SpecError(
-                f"{spec.path or 'spec'}: data.flip: {concept!r} is not among data.concepts "
-                f"({', '.join(spec.data.concepts)})"
-            )
-    labels = [m.label for m in spec.models]
-    for label in labels:
-        if labels.count(label) > 1:
-            raise SpecError(
-                f"{spec.path or 'spec'}: models: two entries are named {label!r}; "
-                "expected distinct names (set display_name to tell them apart)"
-            )
-
-
 def _note_toy_build(name: str, display: Display) -> None:
     from remote_steer.models.registry import lookup
     from remote_steer.models.toy import toy_dir
@@ -194,7 +182,7 @@ def _note_toy_build(name: str, display: Display) -> None:
 
 def make_backend(model_spec: ModelSpec, run_dir: Path | None = None) -> Backend:
     return Backend(
-        model_spec.backend,  # type: ignore[arg-type]
+        model_spec.backend,
         host=model_spec.host,
         journal_dir=journal_dir(run_dir) if run_dir is not None else None,
     )
@@ -217,20 +205,38 @@ def run_experiment(
     display = display or NullDisplay()
     plan = prepare(spec, display)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec)
-    if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
     store = RunStore(run_dir)
-    changed = extend.reconcile(store.manifest_path, spec.to_dict())  # refuses changes that break saved results
+    layers = {
+        m.spec.label: {"sweep_layers": m.sweep_layers, "generation_layers": m.generation_layers} for m in plan.models
+    }
+    new_dir = fresh or not run_dir.exists()
+    with filesystem_errors(f"write the run directory {run_dir}"):
+        if fresh and run_dir.exists():
+            shutil.rmtree(run_dir)
+        try:  # reconcile refuses changes that break saved results and specs that drop what the run holds
+            changed = extend.reconcile(store.manifest_path, spec.to_dict(), layers)
+            resumed = store.open_run(
+                spec.to_dict(),
+                spec.seed,
+                {"datasets": {c: dataclasses.asdict(s.report) for c, s in plan.splits.items()}},
+            )
+        except OSError:
+            if new_dir:  # the first write failed: leave no empty run directory behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     if changed:
         display.note(f"Extending the run: {', '.join(changed)} changed; computing only what is missing")
-    resumed = store.open_run(
-        spec.to_dict(),
-        spec.seed,
-        {"datasets": {c: dataclasses.asdict(s.report) for c, s in plan.splits.items()}},
-    )
     display.note(f"{'Resuming' if resumed else 'Writing'} run in {run_dir}")
+    display.note(
+        "Bars count rows: one held-out item under one vector at one layer × strength, plus one unsteered "
+        "row per item (extraction bars count training pairs)."
+    )
     if hasattr(display, "plan_steps"):
         display.plan_steps(run_steps(plan))
+    work = estimate.plan_work(plan)
+    plan.pace.update(work=work, done=0, seconds=0.0, gflop=0.0)
+    if (line := estimate.start_note(plan, work)) is not None:
+        display.note(line)
     counts = {"computed": 0, "skipped": 0}
     model_info: dict[str, Any] = dict((store.read_manifest() or {}).get("models", {}))
     traffic: dict[str, Any] = {}
@@ -246,7 +252,12 @@ def run_experiment(
             model_info[prepared.spec.label] = info
             store.update_manifest(models=model_info)
     except BaseException as error:
-        store.update_manifest(status="interrupted", error=f"{type(error).__name__}: {error}")
+        try:
+            store.update_manifest(status="interrupted", error=f"{type(error).__name__}: {error}")
+        except OSError:  # the disk that failed the run may fail this too; the parts are whole either way
+            pass
+        if isinstance(error, OSError) and not isinstance(error, RemoteSteerError):
+            raise filesystem_error(error, "write") from None
         raise
     results = store.consolidate(LOGIT_TABLE)  # everything saved, this spec's modes or earlier ones
     if results.empty:
@@ -320,22 +331,42 @@ def _run_model(
     configs = rigour.configs_for(spec, prepared)
     revision = None
     for concept in plan.splits:
+        step_started, computed_before = time.perf_counter(), counts["computed"]
         train, test = prepared.encoded[concept]
-        vectors, extra = rigour.vectors_for(spec, prepared, concept, train, store, backend, model, display, name)
-        revision = vectors.revision
-        if "logit" in spec.evaluation.modes:
-            sweep_engine = FastLogitDiffEngine if prepared.spec.engine == "fast" else LogitDiffEngine
-            engine = lambda: sweep_engine(  # noqa: E731 - built only if a chunk is left
-                model(),
-                backend,
-                spec.evaluation.batch_size,
-                spec.evaluation.positions,  # type: ignore[arg-type]
-            )
+        from remote_steer.run import letter_control
 
-            def logit_chunk(first, chunk, engine, on_rows, key, todo_configs, concept=concept, vectors=vectors):
-                sweep = engine.run(
-                    chunk, vectors.scaled(spec.evaluation.strength_unit), todo_configs, on_rows=on_rows, request_key=key
-                )
+        sweeping = "logit" in spec.evaluation.modes
+        letters_wanted = (  # the letter control (real models only) rides on the extraction and the sweep
+            sweeping and not prepared.source.is_toy and not letter_control.part_path(store, name, concept).exists()
+        )
+        vectors, extra = rigour.vectors_for(
+            spec, prepared, concept, train, store, backend, model, display, name, letters=letters_wanted
+        )
+        letters = extra.pop(rigour.LETTERS, None)
+        revision = vectors.revision
+        if sweeping:
+            joint = _joint_pass(spec, prepared, name, concept, vectors, extra, letters, configs, store, test)
+            sweep_engine = FastLogitDiffEngine if prepared.spec.engine == "fast" else LogitDiffEngine
+
+            def engine(sweep_engine=sweep_engine, joint=joint):  # built only if a chunk is left
+                rows = joint.batch_rows() if joint is not None else spec.evaluation.batch_size
+                return sweep_engine(model(), backend, rows, spec.evaluation.positions)
+
+            def logit_chunk(
+                first, chunk, engine, on_rows, key, todo_configs, concept=concept, vectors=vectors, joint=joint
+            ):
+                control_parts = extend.chunk_parts(store.part_dir(rigour.CONTROL_TABLE, name, concept), first)
+                fast = isinstance(engine, FastLogitDiffEngine) and supports_fast_path(engine.model)
+                if joint is not None and fast and len(todo_configs) == len(configs) and not control_parts:
+                    sweep = joint.run(engine, first, chunk, on_rows, key, store)  # controls part written too
+                else:
+                    sweep = engine.run(
+                        chunk,
+                        vectors.scaled(spec.evaluation.strength_unit),
+                        todo_configs,
+                        on_rows=on_rows,
+                        request_key=key,
+                    )
                 frame = _tidy(name, concept, prepared, chunk, todo_configs, sweep, spec.evaluation.positions)
                 return frame.assign(strength_unit=spec.evaluation.strength_unit)
 
@@ -354,7 +385,10 @@ def _run_model(
                 display,
                 counts,
                 after_part,
+                vectors=1 + len(joint.kinds) if joint is not None else 1,
             )
+            if joint is not None:
+                joint.write_letters(store, test, vectors)
             rigour.controls_stage(
                 spec,
                 prepared,
@@ -371,10 +405,11 @@ def _run_model(
                 name,
                 _chunked_stage,
             )
+            if joint is not None:  # chunks the joint pass computed are not "already done"
+                counts["skipped"] -= joint.control_parts
             if not prepared.source.is_toy:  # letter control (run/letter_control.py): real models only
-                from remote_steer.run.letter_control import run_letter_control
-
-                run_letter_control(
+                # already written by the joint pass unless the sweep was resumed or extended
+                letter_control.run_letter_control(
                     store,
                     name,
                     concept,
@@ -391,6 +426,7 @@ def _run_model(
                 )
         if "generation" in spec.evaluation.modes and concept in prepared.generation_encoded:
             _generation_stage(plan, prepared, concept, vectors, model, store, backend, display, counts, after_part)
+        _step_done(plan, display, time.perf_counter() - step_started, counts["computed"] > computed_before)
     return {
         "revision": loaded.revision if loaded is not None else revision,
         "location": prepared.source.location,
@@ -409,6 +445,36 @@ def _run_model(
     }
 
 
+def _step_done(plan: Plan, display: Display, seconds: float, computed: bool) -> None:
+    """After each model × concept: what is left, at the pace this run has measured."""
+    pace = plan.pace
+    if not pace.get("work"):
+        return
+    pace["done"] += 1
+    if computed:
+        pace["seconds"] += seconds
+        pace["gflop"] += pace["work"][pace["done"] - 1].gflop
+    line = estimate.progress_note(pace["work"], pace["done"], pace["seconds"], pace["gflop"])
+    if line is not None:
+        display.note(line)
+
+
+def _joint_pass(spec, prepared, name, concept, vectors, extra, letters, configs, store, test):
+    """The sweep's chunks carry the controls and the letter control too (one prompt pass
+    for all), with the fast engine and when the controls' chunks match the sweep's."""
+    if prepared.spec.engine != "fast" or not (spec.controls.any or letters is not None):
+        return None
+    joint = rigour.JointPass(spec, prepared, name, concept, vectors, extra, letters, configs)
+    if not joint.useful:
+        return None
+    if joint.kinds:
+        size = lambda: chunk_size(spec, test, len(configs))  # noqa: E731
+        sweep_size = _recorded_chunk_size(store, LOGIT_TABLE, name, concept, size)
+        if _recorded_chunk_size(store, rigour.CONTROL_TABLE, name, concept, size) != sweep_size:
+            return None
+    return joint
+
+
 def _chunked_stage(
     store,
     table,
@@ -424,13 +490,18 @@ def _chunked_stage(
     display,
     counts,
     after_part,
+    vectors: int = 1,
 ) -> None:
     """Run a stage chunk by chunk, one request and one checkpointed part per chunk,
-    computing only the configurations a chunk's saved parts lack (``run.extend``)."""
+    computing only the configurations a chunk's saved parts lack (``run.extend``).
+
+    The bar counts rows: one held-out item under one of ``vectors`` vectors at one
+    configuration, plus one unsteered row per item; rows of the sweep and the controls
+    cost alike, so they share a pace (the controls' first ETA comes from the sweep's)."""
     size = _recorded_chunk_size(store, table, name, concept, lambda: chunk_size(spec, items, len(configs)))
     part_dir = store.part_dir(table, name, concept)
     todo = []
-    for first, chunk in zip(range(0, len(items), size), chunks(items, size)):
+    for first, chunk in zip(range(0, len(items), size), chunks(items, size), strict=True):
         missing, n_parts = extend.missing_configs(part_dir, first, configs)
         if missing:
             todo.append((first, chunk, [configs[c] for c in missing], n_parts))
@@ -438,8 +509,9 @@ def _chunked_stage(
     if not todo:
         return
     engine = make_engine()
-    total_rows = sum(len(chunk) * (len(todo_configs) + 1) for _, chunk, todo_configs, _ in todo)
-    with display.progress(f"{name} · {concept} · {label}", total_rows, "rows") as task:
+    total_rows = sum(len(chunk) * (vectors * len(todo_configs) + 1) for _, chunk, todo_configs, _ in todo)
+    pace = f"{name} · {'generated' if label == 'generate' else 'steered'} rows"
+    with display.progress(f"{name} · {concept} · {label}", total_rows, "rows", pace=pace) as task:
         backend.on_status = lambda _stage, state: task.state(state)
         for first, chunk, todo_configs, n_parts in todo:
             key = f"{label}/{name}/{concept}/items-{first:05d}" + (f".x{n_parts}" if n_parts else "")
@@ -455,7 +527,6 @@ def _generation_stage(plan, prepared, concept, vectors, model, store, backend, d
     from remote_steer.run.generation_stage import generation_configs, make_generation_engine
 
     spec, name = plan.spec, prepared.spec.label
-    gen = spec.generation
     configs = generation_configs(spec, prepared, concept, store, LOGIT_TABLE)
     encoded = prepared.generation_encoded[concept]
     by_id = {item.item_id: item for item in plan.splits[concept].test}

@@ -13,10 +13,13 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from remote_steer.errors import SpecError
-from remote_steer.remote.backend import BACKEND_KINDS
+from remote_steer.remote.backend import BACKEND_KINDS, BackendKind
+
+if TYPE_CHECKING:
+    from remote_steer.data.prompts import SteerPositions
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class ModelSpec:
     dtype: str = "auto"
     device: str = "cpu"  # "cpu", "cuda", "cuda:N", or "auto" (device_map="auto" over all GPUs)
     revision: str | None = None
-    backend: str = "local"  # "local", "remote" (NDIF) or "simulated-remote"
+    backend: BackendKind = "local"  # "local", "remote" (NDIF) or "simulated-remote"
     host: str | None = None  # remote server URL; default $NDIF_HOST, then nnsight's configured host
     engine: str = "fast"  # "fast" (prefix cache, shipped kernel via nnsight.register) or "plain" (nnsight only)
     layers: tuple[int, ...] | None = None  # this model's sweep layers (default: evaluation.layers / the sweep)
@@ -60,7 +63,7 @@ class EvaluationSpec:
     layers: tuple[int, ...] | None = None  # explicit layers; None: from layer_start_fraction to the last
     layer_start_fraction: float = 0.33
     modes: tuple[str, ...] = ("logit",)  # "logit" and/or "generation"
-    positions: str = "assistant"  # "assistant" (CAA convention) or "all"
+    positions: SteerPositions = "assistant"  # "assistant" (CAA convention) or "all"
     batch_size: int = 64  # rows (item × configuration) per forward pass
     chunk_items: int = 16  # items per checkpointed results part and per request (resume granularity)
     request_token_budget: int = 2_000_000  # max padded tokens (rows × width) in one request
@@ -102,6 +105,14 @@ class ControlsSpec:
         return bool(self.random or self.shuffled or self.bootstrap)
 
 
+def first_sweep_layer(fraction: float, n_layers: int) -> int:
+    """The default sweep's first layer: the shallowest layer ``l`` whose depth
+    ``(l + 1) / L`` (the depth column, ``models.registry.layer_depth``) is at least
+    ``fraction``, i.e. ``ceil(fraction × L) − 1``. 0.33 of 12 layers: layer 3, depth 0.333;
+    of 36: layer 11, depth 0.333."""
+    return max(0, min(n_layers - 1, math.ceil(fraction * n_layers - 1e-9) - 1))
+
+
 @dataclass(frozen=True)
 class ExperimentSpec:
     name: str
@@ -127,8 +138,7 @@ class ExperimentSpec:
             return list(model.layers)
         if ev.layers is not None:
             return list(ev.layers)
-        start = min(n_layers - 1, math.ceil(ev.layer_start_fraction * n_layers - 1e-9))
-        return list(range(start, n_layers))
+        return list(range(first_sweep_layer(ev.layer_start_fraction, n_layers), n_layers))
 
     def strengths_for(self, model: ModelSpec | None = None) -> tuple[float, ...]:
         """The model's strengths: its override, else ``evaluation.strengths``."""
@@ -161,7 +171,8 @@ class ExperimentSpec:
         for model in gen.models or ():
             if model not in names:
                 raise SpecError(
-                    f"{where}: generation.models: {model!r} is not a [[models]] name; expected one of {', '.join(names)}"
+                    f"{where}: generation.models: {model!r} is not a [[models]] name; "
+                    f"expected one of {', '.join(names)}"
                 )
         for concept in gen.concepts or ():
             if concept not in self.data.concepts:
@@ -195,13 +206,15 @@ class ExperimentSpec:
         for layer in self.generation.layers or ():
             if not 0 <= layer < n_layers:
                 raise SpecError(
-                    f"{spec_location(self.path, 'generation.layers')}: generation.layers: layer {layer} is outside {model} "
+                    f"{spec_location(self.path, 'generation.layers')}: generation.layers: "
+                    f"layer {layer} is outside {model} "
                     f"(decoder layers 0..{n_layers - 1})"
                 )
         for layer in self.evaluation.layers or ():
             if not 0 <= layer < n_layers:
                 raise SpecError(
-                    f"{spec_location(self.path, 'evaluation.layers')}: evaluation.layers: layer {layer} is outside {model} "
+                    f"{spec_location(self.path, 'evaluation.layers')}: evaluation.layers: "
+                    f"layer {layer} is outside {model} "
                     f"(decoder layers 0..{n_layers - 1})"
                 )
 
@@ -363,6 +376,122 @@ def parse_modes(modes: tuple[str, ...], where: str) -> tuple[str, ...]:
     if not modes or (bad := [m for m in modes if m not in MODES]):
         raise SpecError(f'{where}: unknown mode {bad[0] if modes else ""!r}; expected "logit" and/or "generation"')
     return modes
+
+
+ENGINES = ("fast", "plain")
+
+
+def check_strengths(values: tuple[float, ...], where: str, *, need_positive: bool) -> None:
+    """Strengths are finite numbers, each listed once; zero (the unsteered baseline,
+    computed anyway) only beside others; with ``need_positive`` at least one is
+    positive, since the best layer is picked at the strongest positive strength."""
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise SpecError(f"{where}: {value!r} is not a finite number; expected numbers, e.g. [-1.0, 1.0]")
+    repeated = [v for v in dict.fromkeys(values) if values.count(v) > 1]
+    if repeated:
+        raise SpecError(f"{where}: {repeated[0]:g} is listed twice; expected each strength once")
+    if all(v == 0 for v in values):
+        raise SpecError(
+            f"{where}: only 0 (the unsteered baseline, computed anyway); expected non-zero strengths, e.g. [-1.0, 1.0]"
+        )
+    if need_positive and not any(v > 0 for v in values):
+        raise SpecError(
+            f"{where}: no positive strength; expected at least one (the best layer is picked at the strongest "
+            "positive strength), e.g. [-1.0, 1.0]"
+        )
+
+
+def validate(spec: ExperimentSpec) -> None:
+    """Every check that needs no data file, model or network, for ``plan`` and ``run``
+    alike: both call it before anything is written or computed. Command-line overrides
+    are checked by ``apply_overrides`` (naming the flag) before they reach here."""
+    path = spec.path
+
+    def where(dotted: str, shown: str | None = None) -> str:
+        return f"{spec_location(path, dotted)}: {shown or dotted}"
+
+    parse_modes(spec.evaluation.modes, where("evaluation.modes"))
+    for dotted, value in (
+        ("evaluation.positions", spec.evaluation.positions),
+        ("evaluation.strength_unit", spec.evaluation.strength_unit),
+    ):
+        if value not in _CHOICES[dotted]:
+            raise SpecError(f"{where(dotted)}: {value!r} is not one of {', '.join(_CHOICES[dotted])}")
+    logit = "logit" in spec.evaluation.modes
+    check_strengths(spec.evaluation.strengths, where("evaluation.strengths"), need_positive=logit)
+    for index, model in enumerate(spec.models):
+        for key, choices in (("backend", BACKEND_KINDS), ("engine", ENGINES), ("dtype", _CHOICES["models.dtype"])):
+            value = getattr(model, key)
+            if value not in choices:
+                raise SpecError(
+                    f"{where(f'models.{key}', f'models[{index}].{key}')}: {value!r} is not one of {', '.join(choices)}"
+                )
+        if model.strengths is not None:
+            check_strengths(
+                model.strengths, where("models.strengths", f"models[{index}].strengths"), need_positive=logit
+            )
+        for layer in model.layers or ():
+            if layer < 0:
+                raise SpecError(f"{where('models.layers', f'models[{index}].layers')}: layer {layer} is negative")
+    for dotted, layers in (
+        ("evaluation.layers", spec.evaluation.layers),
+        ("generation.layers", spec.generation.layers),
+    ):
+        for layer in layers or ():
+            if layer < 0:
+                raise SpecError(f"{where(dotted)}: layer {layer} is negative; expected decoder-layer indices from 0")
+    if spec.generation.strengths is not None and "generation" in spec.evaluation.modes:
+        check_strengths(spec.generation.strengths, where("generation.strengths"), need_positive=False)
+    spec.check_generation()
+    for concept in spec.data.flip:
+        if concept not in spec.data.concepts:
+            raise SpecError(
+                f"{where('data.flip')}: {concept!r} is not among data.concepts ({', '.join(spec.data.concepts)})"
+            )
+    labels = [m.label for m in spec.models]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise SpecError(
+                f"{path or 'spec'}: models: two entries are named {label!r}; "
+                "expected distinct names (set display_name to tell them apart)"
+            )
+
+
+def apply_overrides(
+    spec: ExperimentSpec,
+    *,
+    name: str | None = None,
+    output_dir: str | None = None,
+    modes: str | None = None,
+    backend: str | None = None,
+    host: str | None = None,
+    engine: str | None = None,
+) -> ExperimentSpec:
+    """The spec with ``run``'s command-line options applied; a bad value names its flag."""
+    changes: dict[str, Any] = {}
+    if name:
+        changes["name"] = name
+    if output_dir:
+        changes["output_dir"] = str(output_dir)
+    if modes:
+        parsed = parse_modes(tuple(m.strip() for m in modes.split(",")), "--modes")
+        changes["evaluation"] = dataclasses.replace(spec.evaluation, modes=parsed)
+    if backend is not None and backend not in BACKEND_KINDS:
+        raise SpecError(f"--backend {backend!r}: expected one of {', '.join(BACKEND_KINDS)}")
+    if engine is not None and engine not in ENGINES:
+        raise SpecError(f'--engine {engine!r}: expected "fast" or "plain"')
+    if backend or host or engine:
+        changes["models"] = tuple(
+            dataclasses.replace(
+                m,
+                backend=cast("BackendKind", backend or m.backend),  # checked against BACKEND_KINDS above
+                host=host or m.host,
+                engine=engine or m.engine,
+            )
+            for m in spec.models
+        )
+    return dataclasses.replace(spec, **changes)
 
 
 def parse_spec(text: str, path: str = "<spec>") -> ExperimentSpec:

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from remote_steer.errors import SpecError
+from remote_steer.errors import SpecError, filesystem_errors
 
 _PACKAGES = (
     "remote-steer",
@@ -47,19 +47,56 @@ def slug(name: str) -> str:
     return name.replace("/", "--").replace("\\", "--").replace(":", "-")
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` then rename ``tmp`` onto ``path``; never leaves a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def share(path: Path) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would under the user's umask
+    (0644 files, 0755 directories under umask 022): ``mkstemp``, ``mkdtemp`` and
+    safetensors create them private (0600, 0700)."""
+    mode = 0o777 if path.is_dir() else 0o666
+    os.chmod(path, mode & ~_umask())
+
+
+def share_tree(root: Path) -> None:
+    """``share`` on ``root`` and everything under it."""
+    share(root)
+    for below in root.rglob("*"):
+        if not below.is_symlink():
+            share(below)
+
+
+def writable_dir(path: Path, what: str) -> None:
+    """Create ``path`` (and its parents) and check a file can be made in it, before any
+    work whose results go there; a one-line ``FilesystemError`` naming it otherwise."""
+    with filesystem_errors(f"write {what} there"):
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` (its return value is ignored) then rename ``tmp`` onto ``path``; never leaves a partial file.
+
+    The file gets the user's usual mode (``share``). A filesystem failure (read-only,
+    disk full, a parent that is a file) is a one-line ``FilesystemError`` naming the path.
+    """
+    with filesystem_errors("write"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            write(tmp)
+            share(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def changed_fields(new: Any, old: Any, prefix: str = "") -> list[str]:

@@ -1,0 +1,22 @@
+"""The shape every backend's request has, apart from any backend (no imports of them).
+
+A request is one group of traces: a ``model.session`` locally, one NDIF job remotely.
+The engines use it as ``backend.open(...)`` describes, so a backend adds a kind of
+request without the engines, or ``backend.py``, importing its transport.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Request:
+    """One group of traces: a session locally, a job remotely."""
+
+    must_submit: bool = True
+
+    def session_kwargs(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def result(self, **local_values: Any) -> dict[str, Any]:
+        raise NotImplementedError

@@ -1,0 +1,107 @@
+"""How long a run will take, said when it starts and refined as it goes (issue 18).
+
+The work is counted in floating-point operations of the model's dense layers, stage by
+stage, as the engines do it: a prompt pass over every item (extraction on the training
+items, the sweep on the held-out ones), then the steered rows, each running the few
+window tokens from the assistant turn through the layers above its own, for the real
+vector, every control vector and, on real models, the letter control's direction at the
+strongest ± strength. Seconds = work / a rate (``CPU_GFLOPS``) plus ``STEP_SECONDS`` per
+model × concept before anything ran; after each model × concept, the run's own pace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Effective rate of this project's engines, float32 on 2 idle CPU cores: the reference
+# box the README's times are for. From real-small.toml (SmolLM2-135M), one concept
+# (2,350 GFLOP) on a shared 2-core box: 105 CPU seconds, i.e. ~22 GFLOP per CPU second;
+# two idle cores at ~80 % parallel efficiency give ~35. Recalibrate from an idle run:
+# CPU_GFLOPS = total GFLOP / (wall seconds − STEP_SECONDS × steps − model loading).
+CPU_GFLOPS = 35.0
+STEP_SECONDS = 5.0  # per model × concept: tracing, Python per layer, writing parts (what dominates on toys)
+_WINDOW_TOKENS = 5  # "<|im_start|>assistant\n(" and its neighbours: the steered window of a prompt
+
+
+@dataclass(frozen=True)
+class Work:
+    step: str  # "model · concept"
+    gflop: float
+
+
+def _per_token_layer(config: Any) -> float:
+    """GFLOP for one token through one decoder layer (projections and MLP, 2 per MAC)."""
+    config = getattr(config, "text_config", config)
+    hidden = int(config.hidden_size)
+    heads = int(getattr(config, "num_attention_heads", 1))
+    head_dim = int(getattr(config, "head_dim", None) or hidden // max(1, heads))
+    kv = int(getattr(config, "num_key_value_heads", None) or heads)
+    attention = hidden * head_dim * (2 * heads + 2 * kv)
+    experts = getattr(config, "num_experts_per_tok", None)
+    moe = getattr(config, "moe_intermediate_size", None)
+    if experts and moe:
+        mlp = 3 * hidden * int(moe) * int(experts)
+    else:
+        mlp = 3 * hidden * int(getattr(config, "intermediate_size", 4 * hidden))
+    return 2 * (attention + mlp) / 1e9
+
+
+def plan_work(plan: Any) -> list[Work]:
+    """GFLOP per model × concept of a prepared run (``runner.Plan``), in run order."""
+    from remote_steer.models.loading import load_config
+    from remote_steer.run.letter_control import control_strengths
+
+    spec = plan.spec
+    controls = spec.controls.random + spec.controls.shuffled + spec.controls.bootstrap
+    out = []
+    for model in plan.models:
+        per = _per_token_layer(load_config(model.source))
+        n = model.n_layers
+        strengths = spec.strengths_for(model.spec)
+        pair = control_strengths(strengths) if not model.source.is_toy else []
+        for concept, (train, test) in model.encoded.items():
+            tokens = sum(len(it.prompt_ids) for it in train)
+            work = tokens * n + 2 * len(train) * n  # extraction: prompt pass and the two answer tokens
+            if "logit" in spec.evaluation.modes:
+                work += sum(len(it.prompt_ids) for it in test) * n  # the sweep's prompt pass
+                above = sum(n - 1 - layer for layer in model.sweep_layers)
+                steered = len(strengths) * above * (1 + controls) + len(pair) * above
+                work += len(test) * _WINDOW_TOKENS * steered
+            if "generation" in spec.evaluation.modes and concept in model.generation_encoded:
+                gen = spec.generation
+                rows = len(test) * (len(model.generation_layers) * len(gen.strengths or strengths) + 1)
+                work += rows * gen.max_new_tokens * n + sum(len(it.prompt_ids) for it in test) * n
+            out.append(Work(f"{model.spec.label} · {concept}", work * per))
+    return out
+
+
+def clock(seconds: float) -> str:
+    """``42 s``, ``3.5 min``, ``1.2 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def start_note(plan: Any, work: list[Work]) -> str | None:
+    """The line a local CPU run prints when it starts (None on GPUs and remote hosts,
+    where the reference rate says nothing)."""
+    if not work or any(m.spec.backend != "local" or m.spec.device != "cpu" for m in plan.models):
+        return None
+    total = sum(w.gflop for w in work)
+    seconds = total / CPU_GFLOPS + STEP_SECONDS * len(work)
+    return (
+        f"Estimated time: about {clock(seconds)} on 2 idle CPU cores for {len(work)} model × concept "
+        f"step(s) ({total:,.0f} GFLOP; less for what is already saved); refined after each step."
+    )
+
+
+def progress_note(work: list[Work], done: int, seconds: float, computed: float) -> str | None:
+    """After step ``done`` (1-based): what is left at the pace measured so far; ``computed``
+    is the GFLOP actually computed (saved steps excluded) in ``seconds``."""
+    left = sum(w.gflop for w in work[done:])
+    if done >= len(work) or computed <= 0 or seconds <= 0:
+        return None
+    return f"{work[done - 1].step}: done; about {clock(left * seconds / computed)} left at this pace"

@@ -1,0 +1,213 @@
+"""The client's behaviour on NDIF's own server (ndif 0.1.2, the ``ndif_stack`` fixture).
+
+Everything here runs against the real stack: the default (fast) engine's payloads
+loaded by a server without ``remote_steer``; a run with logit and generation equal to
+the local one; the model actor killed mid-run and the run finishing on its own; each
+refused key as one line with exit code 2 and the key nowhere; a trace error with the
+server's traceback. Faults the real stack cannot produce on demand (forgotten jobs,
+expired result URLs, dropped polls) stay on the loopback mock in test_remote.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ndif_stack import stack as real_stack
+
+from remote_steer.remote.ndif import RemoteJobError
+from remote_steer.run.runner import run_experiment
+from remote_steer.run.spec import parse_spec
+
+ROW_KEY = ["model", "dataset", "item_id", "layer", "strength"]
+GEN_KEY = ["model", "dataset", "item_id", "layer", "strength"]
+
+SPEC = """
+name = "{name}"
+output_dir = "{out}"
+seed = 1
+[data]
+concepts = ["corrigibility"]
+max_items = {items}
+[[models]]
+name = "toy/qwen3"
+dtype = "float32"
+backend = "{backend}"
+host = "{host}"
+[[models]]
+name = "toy/qwen3-moe"
+dtype = "float32"
+backend = "{backend}"
+host = "{host}"
+[evaluation]
+strengths = [-1.0, 1.0]
+layers = [4, 11]
+batch_size = 32
+chunk_items = 2
+modes = {modes}
+[generation]
+layers = [4]
+max_new_tokens = 4
+batch_size = 16
+"""
+
+
+def _spec(out: Path, host: str, backend: str = "remote", name: str = "run", items: int = 8, generation=True):
+    modes = '["logit", "generation"]' if generation else '["logit"]'
+    text = SPEC.format(name=name, out=out, backend=backend, host=host, items=items, modes=modes)
+    return parse_spec(text, f"{name}.toml")
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, ndif_stack):
+    return run_experiment(_spec(tmp_path_factory.mktemp("local"), ndif_stack.host, backend="local"))
+
+
+@pytest.fixture
+def keyed(monkeypatch, ndif_stack):
+    monkeypatch.setenv("NDIF_API_KEY", ndif_stack.api_key)
+    return ndif_stack
+
+
+def _assert_equal(got, want) -> None:
+    got = got.sort_values(ROW_KEY).reset_index(drop=True)
+    want = want.sort_values(ROW_KEY).reset_index(drop=True)
+    assert len(got) == len(want) > 0
+    scale = max(1.0, float(np.abs(want["logit_diff"]).max()))
+    np.testing.assert_allclose(got["logit_diff"], want["logit_diff"], atol=1e-5 * scale, rtol=0)
+    np.testing.assert_allclose(got["baseline_logit_diff"], want["baseline_logit_diff"], atol=1e-5 * scale, rtol=0)
+
+
+def _assert_same_tokens(got, want) -> None:
+    got = got.sort_values(GEN_KEY).reset_index(drop=True)
+    want = want.sort_values(GEN_KEY).reset_index(drop=True)
+    assert len(got) == len(want) > 0
+    assert list(got["text"]) == list(want["text"])
+
+
+def _attempts(run_dir: Path) -> list[dict]:
+    return [a for p in sorted((run_dir / "jobs").glob("*.json")) for a in json.loads(p.read_text())["attempts"]]
+
+
+def test_default_engine_run_with_generation_equals_local(tmp_path, keyed, local_run):
+    """Fast extraction, fast sweep and fast generation on the real server: the numbers are
+    the local run's, the generated tokens identical, one submission per job."""
+    remote = run_experiment(_spec(tmp_path, keyed.host))
+    _assert_equal(remote.results, local_run.results)
+    _assert_same_tokens(remote.generation, local_run.generation)
+    attempts = _attempts(remote.run_dir)
+    assert attempts and all(a["state"] == "completed" for a in attempts)
+    # where the time went, per attempt: client phases and the server's own runtime
+    assert all({"serialize_s", "submit_s", "download_s"} <= set(a["client_s"]) for a in attempts)
+    assert all(a.get("server", {}).get("runtime", 0) > 0 for a in attempts)
+
+
+def _actor_pids(stack) -> list[int]:
+    procs = real_stack.stack_processes(real_stack.Stack.load(Path(stack.root)))
+    return [p.pid for p in procs if real_stack._cmdline(p.pid).startswith("ray::CPUModelActor")]
+
+
+def test_model_actor_killed_mid_run_is_resubmitted_and_the_run_finishes(tmp_path, keyed, local_run):
+    """SIGKILL every model actor while the sweep's first job is in flight (Ray restarts
+    them; NDIF ends the job ERROR 'Replica was evicted…' or 'Error submitting request to
+    model deployment…'): the client resubmits the kept payload, journals it, and the same
+    run finishes equal to local."""
+    run_dir = tmp_path / "killed"
+    killed: list[int] = []
+
+    def kill_when_submitted() -> None:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not killed:
+            for path in (run_dir / "jobs").glob("*.json") if (run_dir / "jobs").is_dir() else ():
+                try:
+                    states = [a["state"] for a in json.loads(path.read_text())["attempts"]]
+                except (OSError, ValueError, KeyError):
+                    continue
+                if states and states[-1] == "submitted":
+                    for pid in _actor_pids(keyed):
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                    return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill_when_submitted, daemon=True)
+    watcher.start()
+    outcome = run_experiment(_spec(tmp_path, keyed.host, name="killed", generation=False))
+    watcher.join(timeout=5)
+    assert killed, "no actor was killed: the watcher never saw a job in flight"
+    _assert_equal(outcome.results, local_run.results)
+    states = [a["state"] for a in _attempts(outcome.run_dir)]
+    assert states.count("evicted") >= 1, states
+    manifest = json.loads((outcome.run_dir / "manifest.json").read_text())
+    assert sum(t["evicted"] for m in manifest["traffic"].values() for t in m.values()) == states.count("evicted")
+
+
+@pytest.mark.parametrize(
+    "key,says",
+    [
+        ("not-a-uuid-secret-0815", "HTTP 400: malformed"),
+        (str(uuid.UUID(int=0x5EC12E7)), "HTTP 403: unknown to the server"),
+        (None, "none is set (NDIF_API_KEY is missing)"),
+    ],
+    ids=["malformed", "unknown", "missing"],
+)
+def test_refused_key_is_one_line_exit_2_and_never_shown(tmp_path, ndif_stack, key, says, monkeypatch):
+    from nnsight.schema.config import CONFIG
+    from typer.testing import CliRunner
+
+    from remote_steer.cli import app
+
+    spec_path = tmp_path / "key.toml"
+    spec_path.write_text(
+        SPEC.format(name="key", out=tmp_path, backend="remote", host=ndif_stack.host, items=8, modes='["logit"]')
+    )
+    env = {"COLUMNS": "200", "NDIF_API_KEY": key or ""}
+    monkeypatch.setattr(CONFIG.API, "APIKEY", None)  # no saved key behind the environment's
+    result = CliRunner().invoke(app, ["run", str(spec_path)], env=env)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert says in result.output and "Traceback" not in result.output
+    errors = [line for line in lines if line.startswith("error")]
+    assert len(errors) == 1 and says in errors[0], result.output
+    assert not (tmp_path / "key").exists()
+    if key:
+        assert key not in result.output
+        for path in tmp_path.rglob("*"):
+            if path.is_file():
+                assert key.encode() not in path.read_bytes(), path
+    checked = CliRunner().invoke(app, ["check-remote", "--host", ndif_stack.host, "--model", "toy/qwen3"], env=env)
+    assert checked.exit_code == 2 and "FAIL key accepted" in checked.output
+    if key:
+        assert key not in checked.output
+
+
+def test_trace_error_stops_with_the_server_traceback_and_is_not_resubmitted(tmp_path, keyed):
+    """An error raised by the trace code itself (an index past the sequence) is not an
+    infrastructure failure: one attempt, state failed, the server's traceback in the error."""
+    import nnsight
+    import torch
+
+    from remote_steer.models.loading import load_model, resolve
+    from remote_steer.remote.backend import Backend
+
+    model = load_model(resolve("toy/qwen3"), dtype="float32", weights=False)
+    backend = Backend("remote", host=keyed.host, api_key=keyed.api_key, journal_dir=tmp_path / "jobs")
+    request = backend.open(model, "evaluation", "broken")
+    nn, layers, ids = model.nn, model.layers, {"input_ids": torch.zeros(1, 3, dtype=torch.long)}
+    out = None
+    with pytest.raises(RemoteJobError) as raised:
+        with torch.inference_mode():
+            with nn.session(**request.session_kwargs()):
+                with nn.trace(ids):
+                    out = nnsight.save(layers[0].output[0, 999])
+            request.result(out=out)
+    assert "index 999 is out of bounds" in str(raised.value) and keyed.host in str(raised.value)
+    states = [a["state"] for a in _attempts(tmp_path)]
+    assert states == ["failed"]
