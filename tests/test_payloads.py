@@ -56,7 +56,8 @@ def _payloads(model, blobs) -> dict[str, bytes]:
     gen_items = encode_generation_items(model.tokenizer, make_items(2, seed=5))
     torch.manual_seed(0)
     raw = torch.randn(model.n_layers, model.hidden_size)
-    configs = [SteerConfig(4, 1.0), SteerConfig(7, -1.0)]
+    last = model.n_layers - 1
+    configs = [SteerConfig(min(4, last - 1), 1.0), SteerConfig(min(7, last), -1.0)]
     calls = {
         "extraction (plain)": lambda b: extract_caa(model, items, concept="c", batch_size=2, backend=b),
         "extraction (fast)": lambda b: extract_caa_fast(model, items, concept="c", batch_size=2, backend=b),
@@ -121,12 +122,8 @@ def _client(name: str):
     return load_model(resolve(name), dtype="float32", weights=False)
 
 
-@pytest.mark.parametrize("name", ["toy/qwen3", "toy/qwen3-moe", "small/smollm2-135m-instruct"])
-def test_every_payload_loads_without_remote_steer(name, capture, tmp_path):
-    if name.startswith("small/"):
-        pytest.importorskip("gguf", reason="the embedded real model needs the [real] extra")
-    model = _client(name)
-    payloads = _payloads(model, capture)
+def _load_all(payloads: dict[str, bytes], tmp_path) -> None:
+    """Every blob deserialized in one fresh interpreter that refuses ``remote_steer``."""
     paths = []
     for i, blob in enumerate(payloads.values()):
         path = tmp_path / f"{i}.payload"
@@ -140,6 +137,26 @@ def test_every_payload_loads_without_remote_steer(name, capture, tmp_path):
         line.replace(p, names[p]) for line in result.stdout.splitlines() for p in paths if line.startswith(p)
     )
     assert result.returncode == 0, report or result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["toy/qwen3", "toy/qwen3-moe", "small/smollm2-135m-instruct"])
+def test_every_payload_loads_without_remote_steer(name, capture, tmp_path):
+    if name.startswith("small/"):
+        pytest.importorskip("gguf", reason="the embedded real model needs the [real] extra")
+    _load_all(_payloads(_client(name), capture), tmp_path)
+
+
+def test_every_architecture_payload_loads_without_remote_steer(capture, tmp_path):
+    """The architecture toys' payloads too (a sliding-window model's prompt pass carries a
+    transformers ``DynamicCache``, the kernels a plain-data layout), in one interpreter."""
+    from remote_steer.models.registry import ARCH_TOYS
+
+    payloads = {
+        f"{card.name}: {label}": blob
+        for card in ARCH_TOYS
+        for label, blob in _payloads(_client(card.name), capture).items()
+    }
+    _load_all(payloads, tmp_path)
 
 
 def test_the_check_catches_a_project_object(capture, tmp_path, monkeypatch):

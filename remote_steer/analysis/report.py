@@ -272,7 +272,8 @@ def build_report(
     texts: dict[str, str] = {}
     rigour = R.sections(logit, best, deltas, extra, models, datasets, seed, level)
     numeric.update(rigour.numeric)
-    tables += _tables_depth(R.crossfit_depths(best, rigour.numeric["crossfit"]), training, texts, numeric)
+    n_layers = logit.groupby("model")["n_layers"].first().to_dict() if "n_layers" in logit else {}
+    tables += _tables_depth(R.crossfit_depths(best, rigour.numeric["crossfit"]), training, texts, numeric, n_layers)
     at_best = best[A.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"})
     tables.append(_table_steer(steer.merge(at_best, on=A.CELL + ["layer"]), models, datasets))
     tables.append(_table_tails(tails, best, texts))
@@ -519,8 +520,82 @@ def _table_best(best: pd.DataFrame, level: float) -> Table:
     )
 
 
+def matched_base(training: dict[str, str], n_layers: dict[str, int]) -> str | None:
+    """The base model shared by every RL and every distilled model, when they also share their
+    depth (a matched design: post-training is the only difference); None otherwise."""
+    from remote_steer.models.registry import base_model
+
+    compared = [m for m, t in training.items() if t in ("rl", "distilled")]
+    cards = [lookup(m) for m in compared]
+    if not compared or any(c is None for c in cards):
+        return None
+    bases = {base_model(c) for c in cards if c is not None}
+    depths = {n_layers.get(m) for m in compared}
+    if len(bases) != 1 or "—" in bases or len(depths) != 1 or None in depths:
+        return None
+    return bases.pop()
+
+
+def _table_matched(
+    best: pd.DataFrame, training: dict[str, str], base: str, n_layers: int, texts: dict[str, str], numeric
+) -> Table:
+    """RL versus distilled on one base: per dataset the paired difference in best layer (one
+    depth axis: same layers), and an exact sign-flip test over datasets."""
+    frame = best.assign(training=best["model"].map(training))
+    frame = frame[frame["training"].isin(["rl", "distilled"])]
+    depth = frame.pivot_table(index="dataset", columns="training", values="best_layer_fraction", aggfunc="mean")
+    order = list(dict.fromkeys(best["dataset"]))
+    depth = depth.reindex([d for d in order if d in depth.index])
+    paired = pd.DataFrame(
+        {
+            "dataset": depth.index,
+            "rl_fraction": depth["rl"].to_numpy(),
+            "distilled_fraction": depth["distilled"].to_numpy(),
+        }
+    )
+    paired["difference"] = paired["rl_fraction"] - paired["distilled_fraction"]
+    paired["layer_difference"] = paired["difference"] * n_layers  # one axis: depth × the shared layer count
+    test = A.sign_flip_test(paired["difference"])
+    numeric.update(matched_pair=paired, paired_test=pd.DataFrame([test.__dict__]))
+    rl = ", ".join(sorted(m for m, t in training.items() if t == "rl"))
+    distilled = ", ".join(sorted(m for m, t in training.items() if t == "distilled"))
+    layers = paired["layer_difference"].mean()
+    texts["permutation"] = (
+        f"Matched design: {rl} (RL) and {distilled} (distilled) were both post-trained from {base} and share its "
+        f"{n_layers} layers, so depth is one axis and each dataset gives a paired difference. RL − distilled: mean "
+        f"{test.mean:+.3f} of the depth ({layers:+.1f} layers), RL deeper in {test.n_positive} of {test.n} datasets. "
+        f"Exact two-sided sign-flip test over the {test.n_assignments} sign patterns of the {test.n} paired "
+        f"differences: p = {test.p_value:.3f} (the smallest possible is {test.min_p:.3f}). The datasets share the "
+        "same two models, so they are not independent replicates: this is evidence about these two post-trainings "
+        "of one base, not about RL in general."
+    )
+    return Table(
+        "depth_by_dataset",
+        f"RL versus distilled on one base ({base}): best layer per dataset, paired",
+        pd.DataFrame(
+            [
+                {
+                    "dataset": r.dataset,
+                    "RL depth": _frac(r.rl_fraction),
+                    "distilled depth": _frac(r.distilled_fraction),
+                    "RL − distilled": _frac(r.difference),
+                    "RL − distilled (layers)": f"{r.layer_difference:+.1f}",
+                }
+                for r in paired.itertuples()
+            ]
+        ),
+        f"Same base, same {n_layers} layers: depths compare directly, and a depth difference × {n_layers} is a "
+        "difference in layers. Depths cross-fitted as in the table above.",
+        main=True,
+    )
+
+
 def _tables_depth(
-    best: pd.DataFrame, training: dict[str, str], texts: dict[str, str], numeric: dict[str, pd.DataFrame]
+    best: pd.DataFrame,
+    training: dict[str, str],
+    texts: dict[str, str],
+    numeric: dict[str, pd.DataFrame],
+    n_layers: dict[str, int] | None = None,
 ) -> list[Table]:
     series = pd.Series(training)
     by_model = A.depth_by_model(best, series)
@@ -550,7 +625,11 @@ def _tables_depth(
         )
     ]
     groups = set(by_model["training"])
-    if {"rl", "distilled"} <= groups:
+    base = matched_base(training, n_layers or {}) if {"rl", "distilled"} <= groups else None
+    if base is not None:
+        depth = next(n for m, n in (n_layers or {}).items() if training.get(m) in ("rl", "distilled"))
+        tables.append(_table_matched(best, training, base, int(depth), texts, numeric))
+    elif {"rl", "distilled"} <= groups:
         test = A.permutation_test(by_model["mean_best_fraction"], by_model["training"], "rl", "distilled")
         numeric["permutation_test"] = pd.DataFrame([test.__dict__])
         diff = by_dataset["difference"].dropna()

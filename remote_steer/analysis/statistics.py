@@ -459,6 +459,33 @@ def permutation_test(
     )
 
 
+@dataclass(frozen=True)
+class SignFlipResult:
+    """Two-sided exact sign-flip test of a mean paired difference (matched designs)."""
+
+    n: int
+    mean: float  # mean paired difference
+    n_positive: int  # differences > 0
+    p_value: float
+    n_assignments: int  # 2^n sign patterns
+    min_p: float  # smallest p-value any n nonzero differences could give (2 / 2^n)
+
+
+def sign_flip_test(differences: pd.Series) -> SignFlipResult:
+    """Every pattern of signs on the paired differences (each pair's labels swapped or not);
+    p = share of patterns whose |mean| is at least the observed |mean| (observed included)."""
+    d = differences.dropna().to_numpy(dtype=float)
+    n = len(d)
+    if n == 0:
+        raise ValueError("sign-flip test needs at least one paired difference")
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+    means = signs @ d / n
+    observed = float(d.mean())
+    tol = 1e-12 * max(1.0, float(np.max(np.abs(d))))
+    p = float(np.mean(np.abs(means) >= abs(observed) - tol))
+    return SignFlipResult(n, observed, int((d > 0).sum()), p, len(signs), 2.0 / len(signs))
+
+
 def depth_by_model(best: pd.DataFrame, training: pd.Series) -> pd.DataFrame:
     """Per model: best-layer depth fraction averaged over datasets, and its spread."""
     frame = best.assign(training=best["model"].map(training))

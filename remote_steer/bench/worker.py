@@ -188,9 +188,13 @@ def run_floor(spec: dict, train, test, configs, warm: bool) -> dict:
     from remote_steer.engines import fast_kernel
     from remote_steer.engines.batching import left_pad
     from remote_steer.engines.fast_engine import _groups
+    from remote_steer.models.architectures import architecture, kernel_layout
 
     hf = _loaded(spec, lambda: AutoModelForCausalLM.from_pretrained(spec["checkpoint"], dtype=torch.float32).eval())
     base = hf.model
+    arch = architecture(hf.config.model_type)
+    layout = kernel_layout(arch, hf.config) if arch is not None else None
+    full_cache = {keyword_of(hf): DynamicCache} if layout is not None and layout["sliding"] else {}
     n_layers = len(base.layers)
     pad_id = spec["pad_id"]
     keyword = fast_kernel.cache_keyword()
@@ -207,7 +211,7 @@ def run_floor(spec: dict, train, test, configs, warm: bool) -> dict:
             layer.register_forward_hook(lambda _m, _i, out: captured.append(out[:, prefix:])) for layer in base.layers
         ]
         try:
-            out = base(**batch.model_inputs(), use_cache=True)
+            out = base(**batch.model_inputs(), use_cache=True, **{k: make() for k, make in full_cache.items()})
         finally:
             for hook in hooks:
                 hook.remove()
@@ -242,8 +246,8 @@ def run_floor(spec: dict, train, test, configs, warm: bool) -> dict:
             batch, prefix, cache, resid = prompt_pass(group, window)
             keys, values = fast_kernel.cache_tensors(cache, prefix) if prefix else ([], [])
             w_pos = batch.position_ids[:, prefix:]
-            cos, sin = base.rotary_emb(resid[0], w_pos)
-            mask = fast_kernel._mask(base, resid[0], batch.attention_mask, keys, values, w_pos, keyword)
+            rope = fast_kernel.rotary(base, resid[0], w_pos, layout)
+            masks = fast_kernel.masks(base, resid[0], batch.attention_mask, keys, values, w_pos, keyword, layout)
             row_item = torch.arange(g).repeat(len(by_layer))
             row_layer = torch.tensor([c.layer for c in by_layer]).repeat_interleave(g)
             hidden = torch.cat([resid[c.layer] for c in by_layer])  # unsteered: the floor's work, not its values
@@ -251,18 +255,20 @@ def run_floor(spec: dict, train, test, configs, warm: bool) -> dict:
                 n = int((row_layer < layer).sum())  # rows sorted by layer: the active ones lead
                 idx = row_item[:n]
                 kv = fast_kernel.ReadOnlyKV(keys[layer][idx], values[layer][idx]) if keys else None
-                m = None if mask is None else mask[idx]
+                kind = fast_kernel.layer_kind(layout, layer)
+                mask, (cos, sin) = masks[kind], rope[kind]
                 hidden[:n] = base.layers[layer](
                     hidden[:n],
-                    attention_mask=m,
+                    attention_mask=None if mask is None else mask[idx],
                     position_ids=w_pos[idx],
                     position_embeddings=(cos[idx], sin[idx]),
                     **{keyword: kv},
                 )
                 work["token_layers"] += n * window
             tokens = torch.tensor([[it.matching_token, it.other_token] for it in group])
-            fast_kernel.answer_diff(base, hf.lm_head, hidden[:, -1], tokens[row_item])
-            fast_kernel.answer_diff(base, hf.lm_head, resid[-1][:, -1], tokens)
+            cap = None if layout is None else layout["softcap"]
+            fast_kernel.answer_diff(base, hf.lm_head, hidden[:, -1], tokens[row_item], cap)
+            fast_kernel.answer_diff(base, hf.lm_head, resid[-1][:, -1], tokens, cap)
 
     with torch.inference_mode():
         if warm:
@@ -276,6 +282,13 @@ def run_floor(spec: dict, train, test, configs, warm: bool) -> dict:
         sweep(test)
         t2 = time.perf_counter()
     return {"extract_s": t1 - t0, "sweep_s": t2 - t1, **work, "vocab_positions": 0, "_arrays": {}, "test_items": []}
+
+
+def keyword_of(hf) -> str:
+    """The cache argument's name of a transformers model's forward."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(hf.model.forward).parameters else "past_key_values"
 
 
 # --------------------------------------------------------------------------- driver

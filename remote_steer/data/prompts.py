@@ -57,7 +57,11 @@ def chat_text(tokenizer: Any, user_text: str, *, enable_thinking: bool = False) 
     """
     messages = [{"role": "user", "content": user_text}]
     if getattr(tokenizer, "chat_template", None) is None:
-        raise DataError("the model's tokenizer has no chat template; expected a chat (instruct) model")
+        name = getattr(tokenizer, "name_or_path", "") or "the model"
+        raise DataError(
+            f"{name}: the tokenizer has no chat template (a base model?); the prompts come from the model's own "
+            "template, so expected a chat (instruct) model or a tokenizer_config.json with a chat_template"
+        )
     before = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
     full = tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
@@ -67,6 +71,23 @@ def chat_text(tokenizer: Any, user_text: str, *, enable_thinking: bool = False) 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _check_letters(tokenizer: Any, item: ABItem, matching: int, other: int) -> None:
+    """The two answer tokens must each carry their own letter. A vocabulary with ``(A`` as one
+    token but ``(`` + ``B`` as two would otherwise compare logit("(A") with logit("("): not A
+    against B. Such a tokenizer gets an error, never a silently wrong number."""
+    pieces = {
+        item.matching_letter: tokenizer.decode([matching]),
+        item.other_letter: tokenizer.decode([other]),
+    }
+    wrong = {letter: piece for letter, piece in pieces.items() if letter not in piece}
+    if wrong:
+        shown = ", ".join(f"{answer_text(k)} → {v!r}" for k, v in pieces.items())
+        raise DataError(
+            f"{item.item_id}: the first tokens where the two answers differ do not carry their letters ({shown}); "
+            "this tokenizer splits the answers unevenly, so the logit difference would not compare A with B"
+        )
 
 
 def encode_item(tokenizer: Any, item: ABItem, *, enable_thinking: bool = False) -> EncodedItem:
@@ -81,6 +102,7 @@ def encode_item(tokenizer: Any, item: ABItem, *, enable_thinking: bool = False) 
             f"{answer_text(item.other_letter)!r} tokenize identically after the prompt; "
             "expected them to differ in at least one token"
         )
+    _check_letters(tokenizer, item, matching[split], other[split])
     prefix_len = len(_ids(tokenizer, before))
     if matching[:prefix_len] != _ids(tokenizer, before) or split < prefix_len:
         raise DataError(

@@ -58,14 +58,23 @@ nnsight.register(fast_kernel)  # remote requests carry the kernel's source
 
 
 def supports_fast_path(model: LoadedModel) -> bool:
-    """Decoder stacks laid out like transformers' Llama/Qwen3 (full attention only)."""
-    hf = model.nn._module
-    base = getattr(hf, "model", None)
-    parts = ("embed_tokens", "layers", "norm", "rotary_emb")
-    if base is None or not hasattr(hf, "lm_head") or not all(hasattr(base, p) for p in parts):
-        return False
-    layer_types = getattr(base.config, "layer_types", None) or ["full_attention"]
-    return all(t == "full_attention" for t in layer_types)
+    """The model's architecture is in ``models.architectures``' table and laid out as it says
+    (``LoadedModel.fast_path_refusal`` says why not, in one line)."""
+    return model.fast_path_refusal is None
+
+
+def prompt_pass_kwargs(model: LoadedModel) -> dict:
+    """Extra arguments of the prompt pass. A model with sliding-window layers gets a plain
+    full-length cache: transformers' own would keep only the last window of each sliding
+    layer, and the kernels read every prefix column (the sliding mask limits what attends)."""
+    if not model.kernel_layout()["sliding"]:
+        return {}
+    import inspect
+
+    from transformers import DynamicCache
+
+    forward = inspect.signature(model.nn._module.forward).parameters
+    return {("cache" if "cache" in forward else "past_key_values"): DynamicCache()}
 
 
 @dataclass
@@ -211,8 +220,11 @@ class FastLogitDiffEngine:
         # engine (and its backend) to the server.
         block_rows = self._fit_block_rows(items, index_groups)
         nn, layers, lm_head = self.model.nn, self.model.layers, self.model.nn.lm_head
-        no_logits = _NO_LOGITS
-        trace_groups = [(*trace_inputs(batch), *rest) for batch, *rest in groups]
+        no_logits, layout = _NO_LOGITS, self.model.kernel_layout()
+        trace_groups = [
+            (*trace_inputs(batch), prefix, steer, tokens, prompt_pass_kwargs(self.model))
+            for batch, prefix, steer, tokens in groups
+        ]
         request = self.backend.open(self.model, "evaluation", request_key)
         results = None
         # Session body (no comment lines inside: nnsight ships its unparsed source).
@@ -223,15 +235,15 @@ class FastLogitDiffEngine:
             if request.must_submit:
                 with nn.session(**request.session_kwargs()):
                     results = []
-                    for inputs, position_ids, attention_mask, prefix, steer, tokens in trace_groups:
-                        with nn.trace(inputs, use_cache=True, logits_to_keep=no_logits):
+                    for inputs, position_ids, attention_mask, prefix, steer, tokens, extra in trace_groups:
+                        with nn.trace(inputs, use_cache=True, logits_to_keep=no_logits, **extra):
                             resid = [layers[layer].output[:, prefix:] for layer in range(len(layers))]
                             cache = fast_kernel.output_cache(nn.output)
                             results.append(
                                 fast_kernel.sweep(
                                     nn.model, lm_head, resid, cache, prefix, position_ids,
                                     attention_mask, steer, layer_vectors, vector_rows, config_layers,
-                                    config_strengths, tokens, block_rows,
+                                    config_strengths, tokens, block_rows, layout,
                                 )
                             )
                     results = nnsight.save(results)
@@ -369,10 +381,22 @@ def extract_caa_fast_weighted(
         signed = torch.cat([w, -w], dim=1)  # +positive, -negative
         mask = batch.mask_from([it.steer_start(positions) for it in group])
         count += float(mask.sum())
-        groups.append((batch.model_inputs(), answer_ids, rows, position_ids, attention_mask, signed, mask))
+        groups.append(
+            (
+                batch.model_inputs(),
+                answer_ids,
+                rows,
+                position_ids,
+                attention_mask,
+                signed,
+                mask,
+                prompt_pass_kwargs(model),
+            )
+        )
         _count_prompt(stats, batch, n_layers)
         stats.answer_token_layers += 2 * g * n_layers
-    nn, layers, no_logits = model.nn, model.layers, _NO_LOGITS  # the only names the session body uses, with the kernel
+    # the only names the session body uses, with the kernel
+    nn, layers, no_logits, layout = model.nn, model.layers, _NO_LOGITS, model.kernel_layout()
     request = backend.open(model, "extraction", request_key)
     total = norms = None
     # fmt: off
@@ -381,14 +405,14 @@ def extract_caa_fast_weighted(
             with nn.session(**request.session_kwargs()):
                 batch_sums = []
                 norm_sums = []
-                for inputs, answer_ids, rows, position_ids, attention_mask, signed, mask in groups:
-                    with nn.trace(inputs, use_cache=True, logits_to_keep=no_logits):
+                for inputs, answer_ids, rows, position_ids, attention_mask, signed, mask, extra in groups:
+                    with nn.trace(inputs, use_cache=True, logits_to_keep=no_logits, **extra):
                         layer_norms = [fast_kernel.masked_norm(layers[i].output, mask) for i in range(len(layers))]
                         norm_sums.append(torch.stack(layer_norms))
                         cache = fast_kernel.output_cache(nn.output)
                         batch_sums.append(
                             fast_kernel.answer_activations(nn.model, cache, answer_ids, rows, position_ids,
-                                                           attention_mask, signed)
+                                                           attention_mask, signed, layout)
                         )
                 total = nnsight.save(torch.stack(batch_sums).sum(0))
                 norms = nnsight.save(torch.stack(norm_sums).sum(0))

@@ -5,7 +5,9 @@ prompts (the baseline's prefill, with a key/value cache). Self-contained on purp
 (torch and transformers only), like ``fast_kernel``: ``nnsight.register`` ships it by
 value with a remote request. Attention is never reimplemented: decoder layers,
 rotary embedding, final norm, ``create_causal_mask`` and ``DynamicCache`` are
-transformers' own.
+transformers' own. What differs between architectures arrives as ``layout``
+(plain data, ``models.architectures.kernel_layout``): each layer's mask kind (full
+or sliding-window), a rotary embedding per kind (Gemma 3), the logit soft-cap.
 
 Rows: one baseline row per item, then item × configuration. Per row:
 
@@ -69,6 +71,9 @@ class _CaptureKV:
         return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
 
 
+_FULL = "full_attention"
+
+
 def _mask(base, embeds, attention_mask, cache, position_ids, keyword):
     from transformers.masking_utils import create_causal_mask
 
@@ -79,6 +84,35 @@ def _mask(base, embeds, attention_mask, cache, position_ids, keyword):
         position_ids=position_ids,
         **{keyword: cache},
     )
+
+
+def _masks(base, embeds, attention_mask, cache, position_ids, keyword, layout):
+    """{kind: mask}: the full causal mask and, if any layer slides, the sliding-window one."""
+    out = {_FULL: _mask(base, embeds, attention_mask, cache, position_ids, keyword)}
+    if layout is not None and layout["sliding"]:
+        from transformers.masking_utils import create_sliding_window_causal_mask
+
+        out["sliding_attention"] = create_sliding_window_causal_mask(
+            config=base.config,
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            **{keyword: cache},
+        )
+    return out
+
+
+def _rotary(base, hidden, position_ids, layout):
+    """{kind: (cos, sin)}: one rotary embedding, or one per attention kind (Gemma 3)."""
+    kinds = sorted(set(layout["kinds"])) if layout is not None else [_FULL]
+    if layout is not None and layout["rotary_per_kind"]:
+        return {kind: base.rotary_emb(hidden, position_ids, kind) for kind in kinds}
+    cos, sin = base.rotary_emb(hidden, position_ids)
+    return {kind: (cos, sin) for kind in kinds}
+
+
+def _kind(layout, index):
+    return _FULL if layout is None else layout["kinds"][index]
 
 
 def _layer(base, index, hidden, mask, position_ids, cos, sin, kv, keyword):
@@ -94,9 +128,11 @@ def _layer(base, index, hidden, mask, position_ids, cos, sin, kv, keyword):
     return out[0] if isinstance(out, tuple) else out
 
 
-def _next_token(base, lm_head, last_hidden):
+def _next_token(base, lm_head, last_hidden, cap=None):
     normed = base.norm(last_hidden.to(_device(base.norm))[:, None, :])
     logits = lm_head(normed.to(lm_head.weight.device))[:, 0]
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap  # as the model's head does: ties resolve alike
     return logits.argmax(-1)
 
 
@@ -118,6 +154,7 @@ def generate(
     answer_tokens,
     max_new_tokens,
     force_length,
+    layout=None,
 ):
     """Greedy ids [G × (1 + K), max_new_tokens] of a group's baseline and configuration rows.
 
@@ -152,9 +189,10 @@ def generate(
     # the prompt's window columns above each row's layer.
     window_pos = position_ids[:, prefix:]
     first = resid[0]
-    cos_all, sin_all = base.rotary_emb(first, window_pos.to(first.device))
+    cap = None if layout is None else layout["softcap"]
+    rope_all = _rotary(base, first, window_pos.to(first.device), layout)
     sizing = DynamicCache(ddp_cache_data=[(keys[0][..., :prefix, :], values[0][..., :prefix, :])]) if prefix else None
-    mask_all = _mask(base, first, attention_mask, sizing, window_pos, keyword)
+    mask_all = _masks(base, first, attention_mask, sizing, window_pos, keyword, layout)
     steered_rows = torch.nonzero(row_config >= 0).flatten()
     steered_rows = steered_rows[torch.argsort(layer_of[steered_rows], stable=True)]
     hidden = None
@@ -173,15 +211,16 @@ def generate(
                 continue
             above = layer + 1
             items = row_item[members]
+            kind = _kind(layout, above)
             kv = _CaptureKV(_take(keys[above][..., :prefix, :], items), _take(values[above][..., :prefix, :], items))
             hidden = _layer(
                 base,
                 above,
                 hidden,
-                _take(mask_all, items),
+                _take(mask_all[kind], items),
                 _take(window_pos, items),
-                _take(cos_all, items),
-                _take(sin_all, items),
+                _take(rope_all[kind][0], items),
+                _take(rope_all[kind][1], items),
                 kv,
                 keyword,
             )
@@ -205,7 +244,7 @@ def generate(
         layer: torch.where(layer_of == layer, strength_of, torch.zeros_like(strength_of)).to(dev, dtype)
         for layer in steer_layers
     }
-    token = _next_token(base, lm_head, last)
+    token = _next_token(base, lm_head, last, cap)
     embed = base.embed_tokens
     for step in range(max_new_tokens):
         out[active, step] = token.to(torch.int32).cpu()
@@ -230,13 +269,14 @@ def generate(
         decoded.append(int(active.numel()))
         mask2d = torch.cat([mask2d, torch.ones_like(mask2d[:, :1])], dim=1)
         hidden = embed(token[:, None].to(_device(embed)))
-        cos, sin = base.rotary_emb(hidden, next_pos)
-        mask = _mask(base, hidden, mask2d, dyn, next_pos, keyword)
+        rope = _rotary(base, hidden, next_pos, layout)
+        mask = _masks(base, hidden, mask2d, dyn, next_pos, keyword, layout)
         for index in range(n_layers):
-            hidden = _layer(base, index, hidden, mask, next_pos, cos, sin, dyn, keyword)
+            kind = _kind(layout, index)
+            hidden = _layer(base, index, hidden, mask[kind], next_pos, rope[kind][0], rope[kind][1], dyn, keyword)
             if index in coef:
                 vec = vectors[vector_rows[index]].to(device=hidden.device, dtype=hidden.dtype)
                 hidden = hidden + coef[index].to(hidden.device)[:, None, None] * vec[None, None, :]
-        token = _next_token(base, lm_head, hidden[:, -1])
+        token = _next_token(base, lm_head, hidden[:, -1], cap)
         next_pos = next_pos + 1
     return out, torch.tensor(decoded, dtype=torch.long)

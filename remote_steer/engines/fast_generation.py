@@ -29,7 +29,7 @@ import torch
 from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines import answer_stop, fast_gen_kernel
 from remote_steer.engines.batching import left_pad, trace_inputs
-from remote_steer.engines.fast_engine import _NO_LOGITS, _groups, supports_fast_path
+from remote_steer.engines.fast_engine import _NO_LOGITS, _groups, prompt_pass_kwargs, supports_fast_path
 from remote_steer.engines.generation import GenerationEngine, GenerationResult, result_from_rows
 from remote_steer.engines.sweep import SteerConfig
 from remote_steer.models.loading import LoadedModel
@@ -125,7 +125,8 @@ class FastGenerationEngine:
         nn, lm_head, layers = self.model.nn, self.model.nn.lm_head, self.model.layers
         no_logits, flags, thinking = _NO_LOGITS, rule.flags, bool(rule.thinking)
         answer_tokens, n_new, force = int(rule.answer_tokens), int(self.max_new_tokens), bool(self.force_length)
-        trace_groups = [(*trace_inputs(batch), *rest) for batch, *rest in groups]
+        layout = self.model.kernel_layout()
+        trace_groups = [(*trace_inputs(batch), *rest, prompt_pass_kwargs(self.model)) for batch, *rest in groups]
         request = self.backend.open(self.model, "generation", request_key)
         results = None
         # fmt: off
@@ -133,15 +134,15 @@ class FastGenerationEngine:
             if request.must_submit:
                 with nn.session(**request.session_kwargs()):
                     results = []
-                    for inputs, position_ids, attention_mask, prefix, steer in trace_groups:
-                        with nn.trace(inputs, use_cache=True, logits_to_keep=no_logits):
+                    for inputs, position_ids, attention_mask, prefix, steer, extra in trace_groups:
+                        with nn.trace(inputs, use_cache=True, logits_to_keep=no_logits, **extra):
                             resid = [layers[layer].output[:, prefix:] for layer in range(len(layers))]
                             cache = fast_gen_kernel.output_cache(nn.output)
                             results.append(
                                 fast_gen_kernel.generate(
                                     nn.model, lm_head, resid, cache, prefix, position_ids, attention_mask,
                                     steer, layer_vectors, vector_rows, config_layers, config_strengths, flags, thinking,
-                                    answer_tokens, n_new, force,
+                                    answer_tokens, n_new, force, layout,
                                 )
                             )
                     results = nnsight.save(results)

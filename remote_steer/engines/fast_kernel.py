@@ -11,6 +11,11 @@ remote request (``Backend("simulated-remote")`` proves that in-process). Module
 handles may be nnsight envoys or plain ``torch.nn.Module``\\ s: both are called the
 same way. Attention is never reimplemented: the decoder layers, rotary embedding,
 final norm and ``create_causal_mask`` are transformers' own.
+
+What differs between architectures arrives as ``layout`` (plain data, from
+``models.architectures.kernel_layout``): each layer's attention mask kind (full or
+sliding-window), whether the rotary embedding differs per kind (Gemma 3), and the
+final logit soft-cap (Gemma 2). ``layout=None`` is a plain causal decoder.
 """
 
 from __future__ import annotations
@@ -84,6 +89,46 @@ def _mask(base, embeds, attention_mask, keys, values, position_ids, keyword):
     )
 
 
+_FULL = "full_attention"
+
+
+def layer_kind(layout, index):
+    """Layer ``index``'s attention mask kind (``full_attention`` without a layout)."""
+    return _FULL if layout is None else layout["kinds"][index]
+
+
+def masks(base, embeds, attention_mask, keys, values, position_ids, keyword, layout):
+    """{kind: mask}: transformers' full (and, if any layer slides, sliding-window) mask."""
+    out = {_FULL: _mask(base, embeds, attention_mask, keys, values, position_ids, keyword)}
+    if layout is not None and layout["sliding"]:
+        from transformers import DynamicCache
+        from transformers.masking_utils import create_sliding_window_causal_mask
+
+        sizing = DynamicCache(ddp_cache_data=[(keys[0], values[0])]) if keys else None
+        out["sliding_attention"] = create_sliding_window_causal_mask(
+            config=base.config,
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            **{keyword: sizing},
+        )
+    return out
+
+
+def rotary(base, hidden, position_ids, layout):
+    """{kind: (cos, sin)}: one rotary embedding, or one per attention kind (Gemma 3)."""
+    kinds = sorted(set(layout["kinds"])) if layout is not None else [_FULL]
+    if layout is not None and layout["rotary_per_kind"]:
+        return {kind: base.rotary_emb(hidden, position_ids, kind) for kind in kinds}
+    cos, sin = base.rotary_emb(hidden, position_ids)
+    return {kind: (cos, sin) for kind in kinds}
+
+
+def softcap(logits, cap):
+    """cap · tanh(logits / cap) (Gemma's final logit soft-capping); unchanged without a cap."""
+    return logits if cap is None else torch.tanh(logits / cap) * cap
+
+
 def _run_layer(base, index, hidden, mask, position_ids, cos, sin, kv, keyword):
     layer = base.layers[index]
     dev = _device(layer)
@@ -97,10 +142,11 @@ def _run_layer(base, index, hidden, mask, position_ids, cos, sin, kv, keyword):
     return out[0] if isinstance(out, tuple) else out
 
 
-def answer_diff(base, lm_head, last_hidden, tokens):
+def answer_diff(base, lm_head, last_hidden, tokens, cap=None):
     """logit[tokens[:, 0]] − logit[tokens[:, 1]] from last-layer hidden states [R, hidden].
 
-    Final norm, then only the two answer rows of the output projection.
+    Final norm, then only the two answer rows of the output projection (soft-capped
+    when the model caps its logits: ``cap``).
     """
     normed = base.norm(last_hidden.to(_device(base.norm))[:, None, :])[:, 0]
     weight = lm_head.weight
@@ -110,7 +156,7 @@ def answer_diff(base, lm_head, last_hidden, tokens):
     bias = getattr(lm_head, "bias", None)
     if bias is not None:
         picked = picked + bias[tokens.to(bias.device)]
-    picked = picked.float()
+    picked = softcap(picked, cap).float()
     return (picked[:, 0] - picked[:, 1]).cpu()
 
 
@@ -129,6 +175,7 @@ def sweep(
     config_strengths,
     tokens,
     block_rows,
+    layout=None,
 ):
     """Baseline [G] and steered [G, K] logit diffs of one group of prompts.
 
@@ -148,9 +195,10 @@ def sweep(
     keys, values = cache_tensors(cache, prefix) if prefix > 0 else ([], [])
     window_pos = position_ids[:, prefix:]
     first = resid[0]
-    cos, sin = base.rotary_emb(first, window_pos.to(first.device))
-    mask = _mask(base, first, attention_mask, keys, values, window_pos, keyword)
-    baseline = answer_diff(base, lm_head, resid[-1][:, -1], tokens)
+    cap = None if layout is None else layout["softcap"]
+    rope = rotary(base, first, window_pos.to(first.device), layout)
+    mask = masks(base, first, attention_mask, keys, values, window_pos, keyword, layout)
+    baseline = answer_diff(base, lm_head, resid[-1][:, -1], tokens, cap)
 
     n_configs = len(config_layers)
     steered = torch.zeros(groups, n_configs, dtype=torch.float32)
@@ -164,7 +212,7 @@ def sweep(
         hidden = None
         row_item = torch.empty(0, dtype=torch.long)
         row_config = torch.empty(0, dtype=torch.long)
-        gathered = None
+        row_pos = row_mask = row_rope = None
         for layer in range(min(joining), n_layers):
             new = joining.get(layer, [])
             if new:
@@ -187,18 +235,17 @@ def sweep(
                 hidden = rows if hidden is None else torch.cat([hidden.to(dev), rows])
                 row_item = torch.cat([row_item, items])
                 row_config = torch.cat([row_config, configs])
-                gathered = (
-                    _take(mask, row_item),
-                    _take(window_pos, row_item),
-                    _take(cos, row_item),
-                    _take(sin, row_item),
-                )
+                row_pos = _take(window_pos, row_item)
+                row_mask = {kind: _take(m, row_item) for kind, m in mask.items()}
+                row_rope = {kind: (_take(c, row_item), _take(s, row_item)) for kind, (c, s) in rope.items()}
             if layer + 1 == n_layers or hidden is None:
                 continue
             above = layer + 1
+            kind = layer_kind(layout, above)
             kv = ReadOnlyKV(_take(keys[above], row_item), _take(values[above], row_item)) if keys else None
-            hidden = _run_layer(base, above, hidden, gathered[0], gathered[1], gathered[2], gathered[3], kv, keyword)
-        diffs = answer_diff(base, lm_head, hidden[:, -1], _take(tokens, row_item))
+            cos, sin = row_rope[kind]
+            hidden = _run_layer(base, above, hidden, row_mask[kind], row_pos, cos, sin, kv, keyword)
+        diffs = answer_diff(base, lm_head, hidden[:, -1], _take(tokens, row_item), cap)
         steered[row_item, row_config] = diffs
     return baseline, steered
 
@@ -209,7 +256,7 @@ def masked_norm(hidden, mask):
     return (norms * mask.to(norms.device, norms.dtype)).sum().cpu()
 
 
-def answer_activations(base, cache, answer_ids, rows, position_ids, attention_mask, signs):
+def answer_activations(base, cache, answer_ids, rows, position_ids, attention_mask, signs, layout=None):
     """Signed sum over rows of the decoder-layer output at one appended token, every layer.
 
     Row r appends token ``answer_ids[r]`` to prompt ``rows[r]`` of the prompt pass whose
@@ -224,13 +271,14 @@ def answer_activations(base, cache, answer_ids, rows, position_ids, attention_ma
     embed = base.embed_tokens
     hidden = embed(answer_ids.to(_device(embed)))
     position_ids = position_ids.to(hidden.device)
-    cos, sin = base.rotary_emb(hidden, position_ids)
-    mask = _mask(base, hidden, attention_mask.to(hidden.device), keys, values, position_ids, keyword)
+    rope = rotary(base, hidden, position_ids, layout)
+    mask = masks(base, hidden, attention_mask.to(hidden.device), keys, values, position_ids, keyword, layout)
     sums = []
     for index in range(len(keys)):
-        hidden = _run_layer(
-            base, index, hidden, mask, position_ids, cos, sin, ReadOnlyKV(keys[index], values[index]), keyword
-        )
+        kind = layer_kind(layout, index)
+        cos, sin = rope[kind]
+        kv = ReadOnlyKV(keys[index], values[index])
+        hidden = _run_layer(base, index, hidden, mask[kind], position_ids, cos, sin, kv, keyword)
         answer = hidden[:, -1, :].float()
         weights = signs.to(answer.device, answer.dtype)
         sums.append((weights @ answer).cpu() if weights.dim() == 2 else (weights[:, None] * answer).sum(0).cpu())

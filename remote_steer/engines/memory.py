@@ -42,9 +42,7 @@ class Shape:
         heads = int(text.num_attention_heads)
         head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
         experts = getattr(text, "num_experts", None)
-        inter = (
-            int(text.moe_intermediate_size) * int(text.num_experts_per_tok) if experts else int(text.intermediate_size)
-        )
+        inter = int(expert_size(text)) * int(text.num_experts_per_tok) if experts else int(text.intermediate_size)
         return cls(
             layers=int(text.num_hidden_layers),
             hidden=int(text.hidden_size),
@@ -58,6 +56,11 @@ class Shape:
         )
 
 
+def expert_size(text: Any) -> int:
+    """One expert's MLP width: ``moe_intermediate_size`` (Qwen3-MoE) or ``intermediate_size`` (Mixtral)."""
+    return int(getattr(text, "moe_intermediate_size", None) or text.intermediate_size)
+
+
 def _params(text: Any) -> float:
     h, layers = text.hidden_size, text.num_hidden_layers
     heads = text.num_attention_heads
@@ -65,7 +68,7 @@ def _params(text: Any) -> float:
     kv = getattr(text, "num_key_value_heads", heads)
     attn = h * heads * d * 2 + h * kv * d * 2
     experts = getattr(text, "num_experts", None)
-    mlp = 3 * h * text.moe_intermediate_size * experts + h * experts if experts else 3 * h * text.intermediate_size
+    mlp = 3 * h * expert_size(text) * experts + h * experts if experts else 3 * h * text.intermediate_size
     embed = text.vocab_size * h * (1 if getattr(text, "tie_word_embeddings", False) else 2)
     return layers * (attn + mlp) + embed
 

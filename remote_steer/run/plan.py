@@ -35,6 +35,7 @@ class ModelPlan:
     bytes_received: int | None
     sweep_rows: int | None = None  # item × configuration rows of the sweep, baseline rows included
     control_rows: int | None = None  # steered rows the [controls] vectors add (K × the sweep's steered rows)
+    training: str = "—"  # the registry card's post-training label ("rl", "distilled", ...)
 
 
 def _items_per_concept(spec: ExperimentSpec) -> tuple[dict[str, tuple[int, int]], bool, int]:
@@ -126,6 +127,7 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                     None,
                     None,
                     None,
+                    training=card.training if card is not None else "—",
                 )
             )
             continue
@@ -195,6 +197,7 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                 received,
                 sweep_rows,
                 control_rows,
+                card.training if card is not None else "—",
             )
         )
     return plans, estimated

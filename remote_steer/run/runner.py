@@ -322,6 +322,8 @@ def _run_model(
             loaded = load_model(
                 prepared.source, dtype=prepared.spec.dtype, device=prepared.spec.device, weights=not backend.is_remote
             )
+            if prepared.spec.engine == "fast" and loaded.fast_path_refusal is not None:
+                display.note(f"{name}: plain engines, not the fast path: {loaded.fast_path_refusal}")
         return loaded
 
     configs = rigour.configs_for(spec, prepared)
