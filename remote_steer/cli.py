@@ -316,7 +316,7 @@ def plan(
         "Peak memory (fast engine, ~160-token prompts)",
         ["model", "device", "dtype", "weights", "group", "block", "peak", "free", "fits"],
         memory,
-        "GB. group: prompt K/V cache + window residuals; block: one staircase block's transient "
+        "Sizes in GB. group: prompt K/V cache + window residuals; block: one staircase block's transient "
         "(per-row prefix K/V copies, attention, MLP); free: on the device now ('?' without it); "
         "'smaller blocks': the engine shrinks them to fit",
     )

@@ -235,7 +235,7 @@ def _table(title, columns, rows, caption, compact: bool):
         collapse_padding=compact,
         show_edge=not compact,
         title_justify="left" if compact else "center",
-        caption_justify="left" if compact else "center",
+        caption_justify="left",  # a caption of several lines reads left-aligned
     )
     for column in columns:
         text = column in _TEXT_COLUMNS

@@ -142,3 +142,16 @@ def test_models_command_groups_by_family_and_base():
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if "Qwen2.5-32B" in line]
     assert len(lines) >= 3 and all("Qwen2.5" in line for line in lines)
+
+
+def test_plan_memory_rows_know_the_matched_pair_shapes():
+    """The plan's memory table reads the three 32B models' shapes from their cards (no
+    download): 32.5B parameters at 2 bytes, on the server."""
+    from remote_steer.run.memory_plan import memory_rows
+    from remote_steer.run.spec import load_spec
+
+    rows = memory_rows(load_spec(REPO_ROOT / "experiments" / "matched-pair.toml"))
+    assert len(rows) == 3
+    for row in rows:
+        assert row["device"] == "remote" and row["fits"] == "server"
+        assert 64 < row["weights_gb"] < 67  # 32.8B parameters (64 layers, 27648 MLP, untied 152064 vocab) × 2 bytes

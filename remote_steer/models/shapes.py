@@ -25,6 +25,10 @@ _EXTRA: dict[str, dict[str, Any]] = {
     "Qwen3-8B": {"head_dim": 128, "intermediate_size": 12288},
     "Qwen3-14B": {"head_dim": 128, "intermediate_size": 17408},
     "Qwen3-32B": {"head_dim": 128, "intermediate_size": 25600},
+    # the matched pair (registry.MATCHED_PAIR's comment cites the configs): Qwen2, no head_dim key
+    "Qwen2.5-32B-Instruct": {"head_dim": 128, "intermediate_size": 27648, "vocab_size": 152064},
+    "QwQ-32B": {"head_dim": 128, "intermediate_size": 27648, "vocab_size": 152064},
+    "DeepSeek-R1-Distill-Qwen-32B": {"head_dim": 128, "intermediate_size": 27648, "vocab_size": 152064},
     "Qwen3-30B-A3B": {
         "head_dim": 128,
         "intermediate_size": 6144,
@@ -47,7 +51,7 @@ SHAPE_BUILD_VERSION = 1
 
 def shape_config(name: str, hidden: int | None = None, dtype: str = "float32"):
     """The config of a random-weight model shaped like registry model ``name``."""
-    from transformers import LlamaConfig, Qwen3Config, Qwen3MoeConfig
+    from transformers import LlamaConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig
 
     from remote_steer.models.registry import lookup
 
@@ -90,6 +94,9 @@ def shape_config(name: str, hidden: int | None = None, dtype: str = "float32"):
         eos_token_id=151645,
         pad_token_id=151643,
     )
+    if card.architecture == "qwen2":
+        common.pop("head_dim")  # Qwen2 derives it: hidden / heads
+        return Qwen2Config(**common, **qwen, use_sliding_window=False)
     if card.moe:
         return Qwen3MoeConfig(
             **common,

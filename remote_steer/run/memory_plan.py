@@ -42,7 +42,8 @@ def memory_rows(spec: Any, prompt_tokens: int = 160, window: int = 7) -> list[di
     rows = []
     for model in spec.models:
         config = _config(model.name, model.revision)
-        base = {"model": model.name, "device": model.device, "dtype": model.dtype}
+        remote = model.backend == "remote"
+        base = {"model": model.name, "device": "remote" if remote else model.device, "dtype": model.dtype}
         if config is None:
             rows.append(
                 {
@@ -63,7 +64,6 @@ def memory_rows(spec: Any, prompt_tokens: int = 160, window: int = 7) -> list[di
         group = max(1, block // n_configs)
         win = prompt_tokens if spec.evaluation.positions == "all" else window
         peak = memory.peak_memory(shape, group=group, width=prompt_tokens, window=win, block_rows=block)
-        remote = model.backend == "remote"
         free = (
             None
             if remote
