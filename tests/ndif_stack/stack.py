@@ -61,7 +61,9 @@ SERVICES = ("postgres", "redis", "s3", "ray", "controller", "api")
 # Ray's logical resources: one GPU (ndif's controller manages only nodes that report one)
 # with 16 GiB of logical memory to place models in. Nothing here touches a real GPU.
 LOGICAL_GPU_BYTES = 16 * 1024**3
-RAY_CPUS = 6  # logical: the controller and one per model actor, each num_cpus=1
+# logical: the controller and one per model actor, each num_cpus=1 (the three defaults and
+# the eight architecture toys test_ndif_arch_real.py deploys beside them)
+RAY_CPUS = 16
 RAY_WORKER_PORTS = 48
 
 
@@ -684,6 +686,32 @@ def deploy(stack: Stack, models: list[ModelFiles], env: dict[str, str], timeout_
     _wait(stack, f"/status to show {sorted(m.name for m in models)} RUNNING", lambda: wanted <= running(stack), 180)
     stack.timings["deploy_s"] = round(time.monotonic() - started, 1)
     stack.save()
+
+
+def evict(stack: Stack, names: Iterable[str], env: dict[str, str], timeout_s: float = 120) -> None:
+    """Evict the deployed models ``names`` (ndif's own ``evict``, by model key: the CLI
+    would ask the hub for the key) and wait until /status no longer lists them and their
+    actor processes have exited."""
+    names = [name for name in names if name in stack.models]
+    if not names:
+        return
+    keys = [stack.models[name] for name in names]
+    code = (
+        "import json, sys\n"
+        "from ndif.cli.lib.evict import evict\n"
+        "evict(model_keys=json.loads(sys.argv[1]), ray_address=sys.argv[2], redis_url=sys.argv[3], on_message=print)\n"
+    )
+    argv = [str(SERVER_PYTHON), "-c", code, json.dumps(keys), env["NDIF_RAY_ADDRESS"], env["NDIF_REDIS_URL"]]
+    _run(stack, "evict", argv, env, timeout_s)
+    for name in names:
+        del stack.models[name]
+    stack.save()
+
+    def gone() -> bool:
+        actors = [p for p in stack_processes(stack) if _cmdline(p.pid).startswith("ray::CPUModelActor")]
+        return not set(keys) & running(stack) and len(actors) <= len(stack.models)
+
+    _wait(stack, f"{sorted(names)} to leave /status and their actors to exit", gone, timeout_s)
 
 
 def running(stack: Stack) -> set[str]:
