@@ -26,8 +26,13 @@ MODEL_SETS = {
     1: [TOY],
     2: [("Qwen3-4B", 36, "distilled"), TOY_MOE],  # a real name beside a toy: the banner still shows
     6: TR.STUDY_MODELS,  # the longest names, no toy: no banner
+    3: [  # the matched pair: three 28-character names on one base (a slanted-label, tall-label case)
+        ("Qwen2.5-32B-Instruct", 64, "sft+rlhf"),
+        ("QwQ-32B", 64, "rl"),
+        ("DeepSeek-R1-Distill-Qwen-32B", 64, "distilled"),
+    ],
 }
-GRID = list(itertools.product((1, 2, 6), (1, 2, 6)))  # datasets × models
+GRID = [*itertools.product((1, 2, 6), (1, 2, 6)), (4, 3)]  # datasets × models
 ALL_FIGURES = set(FIGURES) | set(RIGOUR_FIGURES)
 DPI = 40  # extents scale with dpi; overlaps do not
 MIN_PANEL_IN = (1.2, 0.8)  # width, height of every data panel, inches
@@ -39,7 +44,7 @@ def study():
     """The 6 × 6 study once (every model set's models, thin: few items, few layers); each
     grid cell is a subset of it."""
     models = list(dict.fromkeys(m for ms in MODEL_SETS.values() for m in ms))
-    with mock.patch.dict(TR.PLANTED_PEAK, {"random (toy)": 0.5}):
+    with mock.patch.dict(TR.PLANTED_PEAK, {"random (toy)": 0.5, "sft+rlhf": 0.65}):
         logit, generation = TR.synthetic_study(
             models, TR.STUDY_DATASETS, n_items=6, layer_step=6, generation_every=2, seed=3
         )

@@ -252,7 +252,8 @@ def steerability_strips(slopes: pd.DataFrame, models: Sequence[str], datasets: S
         ax.set_xticks(range(len(present)), names, rotation=0 if fits else 90, fontsize=7)
         ax.set_xlim(-0.7, max(len(present), 1) - 0.3)
         ax.set_title(dataset, fontsize=9, pad=14)
-        ax.set_ylabel("slope (logit diff per unit strength)", fontsize=8)
+        # two short lines: one long line outgrows a 2.6-inch panel and runs into the title
+        ax.set_ylabel("slope\n(logit diff / unit strength)", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
     for ax in list(axes.flat)[len(datasets) :]:
         ax.set_visible(False)
