@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -66,7 +66,7 @@ class RetryPolicy:
     # interval (on ndif 0.1.2 here the fixed 2 s wait was most of a small job's time)
     first_poll_s: float = 0.2
 
-    def poll_waits(self):
+    def poll_waits(self) -> Iterator[float]:
         """Seconds to wait before each next status poll of one job."""
         wait = min(self.first_poll_s, self.poll_interval_s)
         while True:
