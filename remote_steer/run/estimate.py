@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 # Effective rate of this project's engines, float32 on 2 idle CPU cores: the reference
-# box the README's times are for. Calibrated on real-small.toml (SmolLM2-135M, six
-# concepts, 14,526 GFLOP) from a fresh clone on an idle 2-core box (load < 1, Intel Xeon):
-# 103.5 s with the model built, 114.8 s building it first; (103.5 − 6 × STEP_SECONDS −
-# ~3 s loading) gives ~205 GFLOP/s, rounded down to keep the estimate on the safe side.
-# Recalibrate from an idle run:
-# CPU_GFLOPS = total GFLOP / (wall seconds − STEP_SECONDS × steps − model loading).
-CPU_GFLOPS = 190.0
-STEP_SECONDS = 5.0  # per model × concept: tracing, Python per layer, writing parts (what dominates on toys)
+# box the README's times are for, calibrated on two runs from a fresh clone on an idle
+# 2-core box (load < 2, Intel Xeon, 2026-12-02): real-small.toml (SmolLM2-135M, six
+# concepts, 14,526 GFLOP) `done in 103.5s` with the model built, and the quickstart (two
+# toys × two concepts, 44 GFLOP) `done in 7.3s`. Solving the two for a rate and a fixed
+# cost per step gives ~160 GFLOP/s and ~1.8 s; the estimates are then 103 s and 8 s.
+# Recalibrate the same way from idle runs of both specs.
+CPU_GFLOPS = 160.0
+STEP_SECONDS = 2.0  # per model × concept: tracing, Python per layer, writing parts (what dominates on toys)
 _WINDOW_TOKENS = 5  # "<|im_start|>assistant\n(" and its neighbours: the steered window of a prompt
 
 
