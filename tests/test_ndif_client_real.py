@@ -112,6 +112,18 @@ def test_default_engine_run_with_generation_equals_local(tmp_path, keyed, local_
     # where the time went, per attempt: client phases and the server's own runtime
     assert all({"serialize_s", "submit_s", "download_s"} <= set(a["client_s"]) for a in attempts)
     assert all(a.get("server", {}).get("runtime", 0) > 0 for a in attempts)
+    # a stage submits every chunk's job before it waits on the first (the server runs them
+    # back to back): per model × concept × stage, the last submission precedes the first result
+    groups: dict[str, list[dict]] = {}
+    for path in sorted((remote.run_dir / "jobs").glob("*.json")):
+        entry = json.loads(path.read_text())  # key: stage/model/concept/items-NNNNN
+        groups.setdefault(entry["key"].rsplit("/", 1)[0], []).extend(entry["attempts"])
+    chunked = {k: v for k, v in groups.items() if len(v) > 1}
+    assert chunked, groups.keys()
+    for group, tries in chunked.items():
+        last_submitted = max(a["submitted_unix"] for a in tries)
+        first_result = min(a["submitted_unix"] + a["seconds"] for a in tries)
+        assert last_submitted <= first_result, (group, tries)
 
 
 def _actor_pids(stack) -> list[int]:

@@ -95,6 +95,9 @@ class Backend:
     on_status: Callable[[str, str], None] | None = None  # (stage, server job state)
     on_note: Callable[[str], None] | None = None  # a line worth telling the user (a job lost, a URL expired)
     traffic: dict[str, Traffic] = field(default_factory=dict)
+    # set while a stage submits every chunk's job before waiting (remote only): a request's
+    # result() then raises ResultDeferred once its job is submitted and journaled
+    defer_results: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in BACKEND_KINDS:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from remote_steer.errors import RemoteSteerError
-from remote_steer.remote.request import Request
+from remote_steer.remote.request import Request, ResultDeferred
 from remote_steer.remote.status import RemoteUnavailable, _status_code
 from remote_steer.run.store import atomic_write, slug, write_json
 
@@ -436,6 +436,8 @@ class RemoteRequest(Request):
             if client.job_id is None:
                 raise RemoteUnavailable(f"{backend.host}: the job for {self.key or self.stage} was not submitted")
             self._new_attempt(how="submitted")  # before waiting: a rerun resumes this job
+        if backend.defer_results and self.key is not None and self.journal is not None:
+            raise ResultDeferred(self.key)  # journaled: the stage's second pass polls it by id
         from nnsight.intervention.backends.remote import RemoteError
 
         deadline = time.monotonic() + policy.job_timeout_s

@@ -10,6 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 
+class ResultDeferred(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a remote request's ``result`` while its backend defers results: the job
+    is submitted and journaled, and a later ``result`` for the same key polls it by id.
+    Lets a stage submit all its chunks' jobs before waiting on the first."""
+
+
 class Request:
     """One group of traces: a session locally, a job remotely."""
 

@@ -40,6 +40,7 @@ from remote_steer.models.loading import (
 from remote_steer.models.registry import layer_depth
 from remote_steer.remote.backend import Backend
 from remote_steer.remote.ndif import journal_dir, journal_traffic, probe_key
+from remote_steer.remote.request import ResultDeferred
 from remote_steer.remote.status import COLD_NOTE, require_hosted
 from remote_steer.run import estimate, extend, rigour
 from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location, validate
@@ -511,13 +512,31 @@ def _chunked_stage(
     pace = f"{name} · {'generated' if label == 'generate' else 'steered'} rows"
     with display.progress(f"{name} · {concept} · {label}", total_rows, "rows", pace=pace) as task:
         backend.on_status = lambda _stage, state: task.state(state)
-        for first, chunk, todo_configs, n_parts in todo:
-            key = f"{label}/{name}/{concept}/items-{first:05d}" + (f".x{n_parts}" if n_parts else "")
+        keys = [f"{label}/{name}/{concept}/items-{first:05d}" + (f".x{n}" if n else "") for first, _, _, n in todo]
+        if backend.is_remote and backend.journal_dir is not None and len(todo) > 1:
+            _submit_ahead(backend, todo, keys, engine, run_chunk)
+        for (first, chunk, todo_configs, n_parts), key in zip(todo, keys, strict=True):
             frame = run_chunk(first, chunk, engine, task.advance, key, todo_configs)
             store.write_part(table, name, concept, first, frame, extension=n_parts)
             counts["computed"] += 1
             if after_part is not None:
                 after_part()
+
+
+def _submit_ahead(backend, todo, keys, engine, run_chunk) -> None:
+    """Remote: submit (and journal) every chunk's job before waiting on the first, so the
+    server runs them back to back; the caller's pass then polls each by id, in order, as
+    a rerun would. A chunk whose job was journaled by an earlier run is not sent again."""
+    backend.defer_results = True
+    try:
+        for (first, chunk, todo_configs, _), key in zip(todo, keys, strict=True):
+            try:
+                run_chunk(first, chunk, engine, lambda _rows: None, key, todo_configs)
+            except ResultDeferred:
+                continue
+            break  # not deferred (no job to journal): the caller's pass computes the rest as usual
+    finally:
+        backend.defer_results = False
 
 
 def _generation_stage(plan, prepared, concept, vectors, model, store, backend, display, counts, after_part) -> None:
