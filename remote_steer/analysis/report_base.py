@@ -12,28 +12,9 @@ import pandas as pd
 from remote_steer.errors import DataError
 from remote_steer.models.registry import lookup
 
-LOGIT_COLUMNS = (
-    "model",
-    "dataset",
-    "item_id",
-    "layer",
-    "layer_fraction",
-    "strength",
-    "logit_diff",
-    "baseline_logit_diff",
-)
-GENERATION_COLUMNS = (
-    "model",
-    "dataset",
-    "item_id",
-    "layer",
-    "layer_fraction",
-    "strength",
-    "valid",
-    "matches_behavior",
-    "baseline_valid",
-    "baseline_matches",
-)
+_CELL = ("model", "dataset", "item_id", "layer", "layer_fraction", "strength")  # one item at one configuration
+LOGIT_COLUMNS = (*_CELL, "logit_diff", "baseline_logit_diff")
+GENERATION_COLUMNS = (*_CELL, "valid", "matches_behavior", "baseline_valid", "baseline_matches")
 
 
 class ResultsError(DataError):

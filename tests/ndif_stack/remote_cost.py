@@ -92,23 +92,24 @@ def main(argv: list[str] | None = None) -> int:
         assert last_remote is not None
         t = _traffic(last_remote)
         in_flight = t.get("server_seconds", 0.0)
-        queued = max(0.0, in_flight - t.get("server_runtime_s", 0.0) - t.get("download_s", 0.0))
         runtime = t.get("server_runtime_s", 0.0)
         download = t.get("download_s", 0.0)
+        queued = max(0.0, in_flight - runtime - download)
         rows = [
             ("jobs", f"{int(t.get('requests', 0))}"),
             ("bytes sent / received", f"{int(t.get('bytes_sent', 0)):,} / {int(t.get('bytes_received', 0)):,}"),
             ("server execution (meta.runtime)", f"{runtime:.2f} s"),
-            (
-                "queue + dispatch (in flight − execution − download)",
-                f"{queued:.2f} s",
-            ),
+            # jobs submitted ahead overlap: a job's wait includes the run's own jobs ahead of it
+            ("queue + dispatch (in flight − execution − download)", f"{queued:.2f} s"),
             ("client serialization", f"{t.get('serialize_s', 0.0):.2f} s"),
             ("submission uploads", f"{t.get('submit_s', 0.0):.2f} s"),
             ("status polls", f"{t.get('poll_s', 0.0):.2f} s over {int(t.get('polls', 0))} polls"),
             ("object-store download + load", f"{download:.2f} s"),
         ]
-        print(f"\nwhere the last remote run's time went (its journal; {in_flight:.2f} s of jobs in flight):")
+        print(
+            f"\nwhere the last remote run's time went (its journal; {in_flight:.2f} s of jobs in flight, "
+            "summed over overlapping jobs):"
+        )
         for label, value in rows:
             print(f"  {label:<52} {value}")
     finally:
