@@ -292,6 +292,9 @@ def plan(
         rows,
         caption,
     )
+    display = RichDisplay()
+    for line in dict.fromkeys(p.host_note for p in plans if p.host_note):
+        display.note(line)
     _plan_controls(load_spec(spec), plans)
     from remote_steer.run.memory_plan import memory_rows  # peak memory per model and device
 
