@@ -73,7 +73,8 @@ def test_served_cold_and_not_served_say_one_line_each_and_nothing_runs(ndif_stac
     ran = CliRunner().invoke(app, ["run", str(spec)], env=env)
     assert ran.exit_code == 2
     refused = [line for line in ran.output.splitlines() if "is not served" in line]
-    assert len(refused) == 1 and refused[0] == f"error: {missing[0]}; " + 'run it with backend = "local" or choose a served model'
+    advice = 'run it with backend = "local" or choose a served model'
+    assert len(refused) == 1 and refused[0] == f"error: {missing[0]}; {advice}"
     assert sum(COLD_NOTE in line for line in ran.output.splitlines()) == 1
     assert "Checking the API key" not in ran.output  # refused before the first job
     assert not (tmp_path / "served").exists()
