@@ -75,7 +75,7 @@ def test_tokenizer_wrapped_by_transformers_still_says_gated(monkeypatch):
         try:
             raise _hub_error("gated")
         except GatedRepoError as error:
-            raise OSError(f"You are trying to access a gated repo.\nMake sure to have access to it at {REPO}.") from error
+            raise OSError(f"You are trying to access a gated repo.\nMake sure to have access to {REPO}.") from error
 
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", gated)
     with pytest.raises(ModelError) as raised:
