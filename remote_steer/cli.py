@@ -412,15 +412,28 @@ def models() -> None:
 
 @app.command(cls=PlainHelpCommand, short_help="List the concepts and whether a source has them.")
 def datasets(
-    source: str = typer.Option("fixtures", "--source", help='"fixtures", "hub", or a local model-written-evals root.'),
+    source: str | None = typer.Option(
+        None, "--source", help='"fixtures" (default), "hub", or a local model-written-evals root.'
+    ),
+    spec: Path | None = typer.Option(
+        None, "--spec", help="Also list the spec's own concepts ([data.files]), from its [data] source."
+    ),
 ) -> None:
-    """List the study's concepts, the files behind them and whether SOURCE has them."""
+    """List the study's concepts, the files behind them and whether SOURCE has them;
+    with --spec, the spec's own concepts too (any name given in [data.files])."""
     from remote_steer.data.concepts import POLARITY
     from remote_steer.data.loading import list_concepts
     from remote_steer.display import RichDisplay
 
+    files: dict[str, tuple[str, ...]] = {}
     try:
-        entries = list_concepts(source)
+        if spec is not None:
+            from remote_steer.run.spec import load_spec
+
+            data = load_spec(spec).data
+            source, files = source or data.source, data.files
+        source = source or "fixtures"
+        entries = list_concepts(source, files)
     except (RemoteSteerError, OSError) as error:
         _fail(error)
         return
@@ -428,7 +441,7 @@ def datasets(
     missing = "no (not cached)" if hub else "no (missing)"
     rows = [
         (
-            e["concept"],
+            e["concept"] + (" (spec)" if e["concept"] in files else ""),
             "yes" if e["available"] else missing,
             e["n_lines"] if e.get("n_lines") is not None else "—",
             "\n".join(str(f) for f in e["files"]),
