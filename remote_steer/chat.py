@@ -98,8 +98,17 @@ class ChatSession:
         ids = tuple(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         start = len(tokenizer(before, add_special_tokens=False)["input_ids"])
         item = EncodedItem("question", self.concept, "A", ids, min(start, len(ids) - 1), 0, 0)
+        from remote_steer.engines.answer_stop import free_answer_rule
+
+        # a free answer: it runs to end of turn or --max-new-tokens, not to the A/B rule's
+        # first ")" or 16 answer tokens (the sweep's generation mode keeps those)
         engine = GenerationEngine(
-            self.loaded, self.backend, batch_rows=32, positions=self.positions, max_new_tokens=self.max_new_tokens
+            self.loaded,
+            self.backend,
+            batch_rows=32,
+            positions=self.positions,
+            max_new_tokens=self.max_new_tokens,
+            stop_rule=free_answer_rule(self.loaded),
         )
         configs = [SteerConfig(self.layer, s) for s in self.strengths]
         result = engine.run([item], self.vector.vectors, configs)

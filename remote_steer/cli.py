@@ -654,7 +654,9 @@ def generate(
         None, "--backend", help='"local", "remote" or "simulated-remote" (default: the run\'s).'
     ),
     host: str | None = typer.Option(None, "--host", help="Remote server URL (default: the run's, then $NDIF_HOST)."),
-    max_new_tokens: int = typer.Option(40, "--max-new-tokens", help="Tokens generated per answer."),
+    max_new_tokens: int = typer.Option(
+        40, "--max-new-tokens", help="Most tokens per answer; an answer ends earlier only at the model's end of turn."
+    ),
     positions: str = typer.Option("assistant", "--positions", help='Prompt positions steered: "assistant" or "all".'),
 ) -> None:
     """Answer QUESTION unsteered and steered, side by side, one row per strength.
