@@ -155,3 +155,16 @@ def test_llama3_chat_template_and_answer_tokens():
         assert encoded.matching_token == ids[item.matching_letter]
         assert encoded.other_token == ids[item.other_letter]
         assert tok.decode([encoded.matching_token]) == f"({item.matching_letter}"
+
+
+def test_models_at_80_columns_is_one_short_table_per_family():
+    result = CliRunner().invoke(app, ["models"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "parts)" not in result.output
+    titles = [line.strip() for line in lines if line.strip().startswith(("Qwen", "Llama", "OLMo", "toy", "Smol"))]
+    assert titles[:4] == ["Qwen3", "Qwen2.5 (all on Qwen2.5-32B)", "Llama 3", "OLMo 3"]
+    row = next(line for line in lines if "Llama-3.1-405B " in line)
+    assert [c.strip() for c in row.split("│")[1:-1]] == ["Llama-3.1-405B", "126", "405.9B", "base", "remote"]
+    wide = CliRunner().invoke(app, ["models"], env={"COLUMNS": "250"}).output
+    assert "meta-llama/Llama-3.1-405B" in wide and "16384" in wide and "128/8" in wide
