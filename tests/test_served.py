@@ -189,7 +189,7 @@ def test_check_remote_stops_at_cold_or_not_served_in_one_line(fake_host, model, 
     assert result.exit_code == 2
     failed = [line for line in result.output.splitlines() if line.startswith("FAIL")]
     assert len(failed) == 1 and says in failed[0], result.output
-    assert "/env" not in calls  # stopped before the version step, and before any job
+    assert calls == {"/status": 1}  # read once; stopped before the version step, and before any job
 
 
 def test_check_remote_stops_at_version_skew(fake_host):
@@ -199,7 +199,7 @@ def test_check_remote_stops_at_version_skew(fake_host):
     assert result.exit_code == 2
     failed = [line for line in result.output.splitlines() if line.startswith("FAIL")]
     assert len(failed) == 1 and failed[0].startswith("FAIL versions:") and "not the server's 3.10" in failed[0]
-    assert calls["/env"] == 1
+    assert calls == {"/status": 1, "/env": 1}
 
 
 def test_require_hosted_raises_one_line():

@@ -44,7 +44,7 @@ def check_remote(host: str | None, model: str | None, engine: str = "fast") -> I
         client_versions,
         cold_line,
         not_served_line,
-        server_models,
+        parse_status,
         server_versions,
         skew_line,
     )
@@ -66,9 +66,9 @@ def check_remote(host: str | None, model: str | None, engine: str = "fast") -> I
     yield Step("reachable", True, f"{url} answered /status in {1000 * (time.perf_counter() - started):.0f} ms")
 
     try:
-        models = server_models(url)
-    except RemoteSteerError as error:
-        yield Step("model hosted", False, str(error))
+        models = parse_status(answer.json())  # the answer above: /status is read once
+    except ValueError:
+        yield Step("model hosted", False, f"{url}: /status did not answer JSON; check --host")
         return
     running = ", ".join(sorted(repo for repo, h in models.items() if h.hosted)) or "none"
     name, repo = _pick_model(model, models)
