@@ -81,6 +81,7 @@ def test_readme_your_own_model_and_data_runs_as_written(tmp_path):
     assert manifest["spec"]["models"][0]["name"] == "./checkpoints/my-model"
     answered = next(out for command, out in outputs if command.startswith("remote-steer generate"))
     assert "my-model · my-concept · layer 6" in answered and "+4" in answered
+    assert (work / "exported" / "my-model__my-concept.safetensors").is_file()
 
 
 def test_local_checkpoints_get_short_labels_and_a_clash_is_one_line():
