@@ -62,7 +62,10 @@ class Run:
 
     @property
     def models(self) -> list[str]:
-        return [m["name"] for m in self.spec.get("models", [])]
+        """The models' labels: names in results, vector folders and every ``--model``."""
+        from remote_steer.run.spec import entry_label
+
+        return [entry_label(m) for m in self.spec.get("models", [])]
 
     @property
     def concepts(self) -> list[str]:

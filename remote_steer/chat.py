@@ -71,12 +71,14 @@ class ChatSession:
             raise RemoteSteerError(f"--layer {layer}: {model} has decoder layers 0..{self.vector.n_layers - 1}")
         if not strengths:
             raise RemoteSteerError("--strength: give at least one strength, e.g. --strength -4 --strength 4")
-        spec_model: dict[str, Any] = next((m for m in run.spec.get("models", []) if m["name"] == model), {})
+        from remote_steer.run.spec import entry_label
+
+        spec_model: dict[str, Any] = next((m for m in run.spec.get("models", []) if entry_label(m) == model), {})
         kind = backend or spec_model.get("backend") or "local"
         # kind: a str from --backend or the run's spec; Backend() validates it
         self.backend = Backend(kind, host=host or spec_model.get("host"))  # type: ignore[arg-type]
         self.loaded = load_model(
-            resolve(model, spec_model.get("revision")),
+            resolve(spec_model.get("name", model), spec_model.get("revision")),
             dtype=spec_model.get("dtype", "auto"),
             device=spec_model.get("device", "cpu"),
             weights=not self.backend.is_remote,
@@ -96,8 +98,17 @@ class ChatSession:
         ids = tuple(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         start = len(tokenizer(before, add_special_tokens=False)["input_ids"])
         item = EncodedItem("question", self.concept, "A", ids, min(start, len(ids) - 1), 0, 0)
+        from remote_steer.engines.answer_stop import free_answer_rule
+
+        # a free answer: it runs to end of turn or --max-new-tokens, not to the A/B rule's
+        # first ")" or 16 answer tokens (the sweep's generation mode keeps those)
         engine = GenerationEngine(
-            self.loaded, self.backend, batch_rows=32, positions=self.positions, max_new_tokens=self.max_new_tokens
+            self.loaded,
+            self.backend,
+            batch_rows=32,
+            positions=self.positions,
+            max_new_tokens=self.max_new_tokens,
+            stop_rule=free_answer_rule(self.loaded),
         )
         configs = [SteerConfig(self.layer, s) for s in self.strengths]
         result = engine.run([item], self.vector.vectors, configs)

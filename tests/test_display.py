@@ -33,7 +33,7 @@ def _console(width: int = 80) -> tuple[Console, io.StringIO]:
 @pytest.mark.parametrize(
     "args, must_contain",
     [
-        (["models"], ["Qwen3-235B-A22B", "embedded (random-weight toy)", "distilled"]),
+        (["models"], ["Qwen3-235B-A22B", "random (toy)", "distilled", "Llama-3.3-70B-Instruct"]),
         (["datasets"], ["coordinate-other-versions", "advanced-ai-risk/human_generated_evals/survival-instinct.jsonl"]),
         (["plan", "experiments/qwen3_family.toml"], ["Qwen3-235B-A22B", "Qwen3-30B-A3B", "forward passes"]),
     ],

@@ -301,7 +301,7 @@ def test_server_down_is_one_line_before_any_file(tmp_path, ndif_server):
 def test_unhosted_model_is_refused_before_any_work(tmp_path, ndif_server):
     ndif_server.configure(hidden=["toy/qwen3-moe"])
     before = ndif_server.submissions
-    with pytest.raises(ModelError, match="not hosted"):
+    with pytest.raises(ModelError, match="not served"):
         run_experiment(_spec(tmp_path, ndif_server))
     assert ndif_server.submissions == before and not (tmp_path / "run").exists()
 

@@ -95,6 +95,13 @@ def make_stop_rule(model: Any, thinking: bool, answer_tokens: int = 16) -> StopR
     return StopRule(token_flags(model.tokenizer, vocab, stop), thinking, answer_tokens)
 
 
+def free_answer_rule(model: Any, thinking: bool = False) -> StopRule:
+    """The rule for a free answer (``remote-steer generate``: a question of the user's, not
+    an A/B item): only end of turn or the token budget stop it; a ``)`` decides nothing."""
+    rule = make_stop_rule(model, thinking)
+    return StopRule(rule.flags & ~DECIDES, thinking, answer_tokens=2**31 - 1)
+
+
 def step(
     rule_flags: torch.Tensor, tokens: torch.Tensor, in_answer: torch.Tensor, count: torch.Tensor, answer_tokens: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

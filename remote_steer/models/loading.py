@@ -85,6 +85,37 @@ def _offline_message(source: ModelSource, error: BaseException) -> str:
     )
 
 
+def _hub_refusal(source: ModelSource, error: BaseException) -> str | None:
+    """One line when the hub answered but refused: a gated repo (the licence not accepted,
+    or no login) or one it does not have (or a private one); None otherwise."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    chain: list[BaseException] = []
+    seen: BaseException | None = error
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = " ".join(str(e) for e in chain).lower()
+    repo = source.location
+    login = "log in with `hf auth login` or set HF_TOKEN"
+    local = "(the client reads config and tokenizer from the hub even when the model runs remotely)"
+    if any(isinstance(e, GatedRepoError) for e in chain) or "gated repo" in text:
+        return (
+            f"model {source.name!r}: {repo} is gated on the Hugging Face hub: accept its licence at "
+            f"https://huggingface.co/{repo}, then {login} {local}"
+        )
+    if any(isinstance(e, RepositoryNotFoundError) for e in chain) or "repository not found" in text:
+        return (
+            f"model {source.name!r}: the Hugging Face hub has no repo {repo} it will show you: check the name "
+            f"(`remote-steer models` lists the registry), or if it is private, {login}"
+        )
+    return None
+
+
+def _hub_message(source: ModelSource, error: BaseException) -> str:
+    return _hub_refusal(source, error) or _offline_message(source, error)
+
+
 _HUB_TIMEOUT_S = 5.0
 
 
@@ -105,7 +136,7 @@ def _check_hub_reachable(source: ModelSource) -> None:
         url = huggingface_hub.hf_hub_url(source.location, "config.json", revision=source.revision)
         huggingface_hub.get_hf_file_metadata(url, timeout=_HUB_TIMEOUT_S)
     except Exception as error:  # noqa: BLE001 - any failure to reach the hub ends here
-        raise ModelError(_offline_message(source, error)) from None
+        raise ModelError(_hub_message(source, error)) from None
 
 
 def load_config(source: ModelSource) -> Any:
@@ -116,7 +147,7 @@ def load_config(source: ModelSource) -> Any:
     try:
         return AutoConfig.from_pretrained(source.location, revision=source.revision)
     except (OSError, ValueError) as error:
-        raise ModelError(_offline_message(source, error)) from None
+        raise ModelError(_hub_message(source, error)) from None
 
 
 def load_tokenizer(source: ModelSource) -> Any:
@@ -125,7 +156,7 @@ def load_tokenizer(source: ModelSource) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.location, revision=source.revision)
     except (OSError, ValueError) as error:
-        raise ModelError(_offline_message(source, error)) from None
+        raise ModelError(_hub_message(source, error)) from None
     # Causal LMs read the last position; left padding keeps it at index -1 for every row.
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
@@ -247,7 +278,7 @@ def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu",
         except (OSError, ValueError) as error:
             if source.is_toy or source.is_local_dir:
                 raise ModelError(f"model {source.name!r}: could not load {source.location}: {error}") from None
-            raise ModelError(_offline_message(source, error)) from None
+            raise ModelError(_hub_message(source, error)) from None
     if weights:
         nn_model._module.eval()
     text_config = getattr(config, "text_config", config)

@@ -35,6 +35,7 @@ class ModelCard:
     about: str = ""  # one line for tables: what this model is
     family: str = "Qwen3"  # the weights' lineage, for grouping (R1-Distill-Qwen is a Qwen2.5 model)
     base: str = ""  # the pre-trained model it was post-trained from ("" : see ``base_model``)
+    chat_template: str = ""  # the chat format its tokenizer applies ("" : the family's usual one)
 
     @property
     def kind(self) -> str:
@@ -268,8 +269,85 @@ REAL_SMALL_MODELS: tuple[ModelCard, ...] = (
     ),
 )
 
+# NDIF's dedicated models (the models NDIF serves to every key; Qwen3 is not among them).
+# Shapes from each model's published config.json on the Hugging Face hub, read here from
+# copies of those configs (the meta-llama repos are gated):
+#   huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json (and -Instruct): LlamaForCausalLM,
+#     32 layers, hidden 4096, 32 query / 8 key-value heads (head 128), intermediate 14336,
+#     vocabulary 128256, untied embeddings, rope_theta 500000;
+#   huggingface.co/meta-llama/Llama-3.1-70B/blob/main/config.json (and -Instruct, and
+#     meta-llama/Llama-3.3-70B-Instruct, the same architecture): 80 layers, hidden 8192,
+#     64 / 8 heads, intermediate 28672, vocabulary 128256, untied;
+#   huggingface.co/meta-llama/Llama-3.1-405B/blob/main/config.json: 126 layers, hidden 16384,
+#     128 / 8 heads, intermediate 53248, vocabulary 128256, untied;
+#   huggingface.co/allenai/Olmo-3-1025-7B/blob/main/config.json: Olmo3ForCausalLM, 32 layers,
+#     hidden 4096, 32 / 32 heads (no grouped-query attention), intermediate 11008, vocabulary
+#     100278, untied, sliding window 4096 on 3 of every 4 layers; 7,298,011,136 parameters.
+# Parameters: 8.03B, 70.6B, 405.9B (Llama 3.1 model card; they follow from the shapes above).
+# Training: Llama 3.1/3.3 Instruct: SFT, rejection sampling and DPO from human preferences
+# (the Llama 3 paper, arXiv:2407.21783 §4; the model card: "SFT and RLHF"), as "sft+rlhf";
+# the pre-trained checkpoints as "base". Llama 3.3 70B's pre-trained model was not released.
+# Chat format: Llama 3's header template (<|start_header_id|>role<|end_header_id|>, turns
+# ended by <|eot_id|>; 3.1/3.3 prepend a system turn with the knowledge-cutoff date).
+# NDIF lists Llama-3.1-8B-Instruct and Olmo-3-1025-7B as pilot models; no 405B instruct model.
+_LLAMA3_CHAT = "Llama 3 headers (<|start_header_id|>…<|eot_id|>)"
+_LLAMA_BASE_CHAT = "none (pre-trained; the Instruct tokenizer's template is borrowed)"
+
+
+def _llama(name: str, layers: int, hidden: int, heads: int, params: float, training: str, base: str) -> ModelCard:
+    instruct = training != "base"
+    return ModelCard(
+        name,
+        f"meta-llama/{name}",
+        layers,
+        hidden,
+        heads,
+        8,
+        params,
+        params,
+        False,
+        training,
+        False,
+        default_backend="remote",
+        architecture="llama",
+        family="Llama 3",
+        base=base,
+        chat_template=_LLAMA3_CHAT if instruct else _LLAMA_BASE_CHAT,
+        about=f"{base} + SFT, rejection sampling and DPO (Meta)" if instruct else f"{name}, pre-trained (Meta)",
+    )
+
+
+NDIF_MODELS: tuple[ModelCard, ...] = (
+    _llama("Llama-3.1-8B", 32, 4096, 32, 8.03, "base", "Llama-3.1-8B"),
+    _llama("Llama-3.1-8B-Instruct", 32, 4096, 32, 8.03, "sft+rlhf", "Llama-3.1-8B"),
+    _llama("Llama-3.1-70B", 80, 8192, 64, 70.6, "base", "Llama-3.1-70B"),
+    _llama("Llama-3.1-70B-Instruct", 80, 8192, 64, 70.6, "sft+rlhf", "Llama-3.1-70B"),
+    _llama("Llama-3.3-70B-Instruct", 80, 8192, 64, 70.6, "sft+rlhf", "Llama-3.3-70B (unreleased)"),
+    _llama("Llama-3.1-405B", 126, 16384, 128, 405.9, "base", "Llama-3.1-405B"),
+    ModelCard(
+        "Olmo-3-1025-7B",
+        "allenai/Olmo-3-1025-7B",
+        32,
+        4096,
+        32,
+        32,
+        7.3,
+        7.3,
+        False,
+        "base",
+        False,
+        default_backend="remote",
+        architecture="olmo3",
+        family="OLMo 3",
+        base="Olmo-3-1025-7B",
+        chat_template="none (pre-trained)",
+        about="OLMo 3 7B pre-trained (AllenAI, fully open); run by the plain engines (olmo3 is not in the "
+        "fast path's table)",
+    ),
+)
+
 _BY_NAME: dict[str, ModelCard] = {}
-for _card in QWEN3_FAMILY + QWEN3_EXTRA + MATCHED_PAIR + TOY_MODELS + ARCH_TOYS + REAL_SMALL_MODELS:
+for _card in QWEN3_FAMILY + QWEN3_EXTRA + MATCHED_PAIR + NDIF_MODELS + TOY_MODELS + ARCH_TOYS + REAL_SMALL_MODELS:
     _BY_NAME[_card.name.lower()] = _card
     if not _card.toy and not _card.embedded:
         _BY_NAME[_card.hub_id.lower()] = _card
@@ -291,7 +369,7 @@ def require_toy(name: str) -> ModelCard:
 
 
 def all_cards() -> tuple[ModelCard, ...]:
-    return QWEN3_FAMILY + QWEN3_EXTRA + MATCHED_PAIR + TOY_MODELS + ARCH_TOYS + REAL_SMALL_MODELS
+    return QWEN3_FAMILY + QWEN3_EXTRA + MATCHED_PAIR + NDIF_MODELS + TOY_MODELS + ARCH_TOYS + REAL_SMALL_MODELS
 
 
 def base_model(card: ModelCard) -> str:

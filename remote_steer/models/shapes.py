@@ -44,6 +44,19 @@ _EXTRA: dict[str, dict[str, Any]] = {
         "num_experts_per_tok": 8,
     },
     "small/smollm2-135m-instruct": {"head_dim": 64, "intermediate_size": 1536, "vocab_size": 49152},
+    # NDIF's dedicated models (registry.NDIF_MODELS's comment cites the configs)
+    **{
+        name: {"head_dim": 128, "intermediate_size": mlp, "vocab_size": 128256}
+        for name, mlp in (
+            ("Llama-3.1-8B", 14336),
+            ("Llama-3.1-8B-Instruct", 14336),
+            ("Llama-3.1-70B", 28672),
+            ("Llama-3.1-70B-Instruct", 28672),
+            ("Llama-3.3-70B-Instruct", 28672),
+            ("Llama-3.1-405B", 53248),
+        )
+    },
+    "Olmo-3-1025-7B": {"head_dim": 128, "intermediate_size": 11008, "vocab_size": 100278},
 }
 SHAPE_SEED = 4321
 SHAPE_BUILD_VERSION = 1
@@ -78,6 +91,10 @@ def shape_config(name: str, hidden: int | None = None, dtype: str = "float32"):
         tie_word_embeddings=card.tied_embeddings,
         dtype=dtype,
     )
+    if card.architecture == "olmo3":
+        from transformers import Olmo3Config
+
+        return Olmo3Config(**common, rms_norm_eps=1e-6, sliding_window=4096, pad_token_id=100277)
     if card.architecture == "llama":
         return LlamaConfig(
             **common,

@@ -125,7 +125,11 @@ def _qwen_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     bpe_ranks = _load_bpe_ranks(_qwen_tiktoken_path())
     if len(bpe_ranks) != QWEN3_NUM_BPE_TOKENS or set(bpe_ranks.values()) != set(range(QWEN3_NUM_BPE_TOKENS)):
         raise ValueError("qwen.tiktoken does not hold the expected 151643 contiguous Qwen BPE ranks")
+    return vocab_and_merges(bpe_ranks)
 
+
+def vocab_and_merges(bpe_ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Byte-level BPE vocab and merges from tiktoken-style ranks (any tiktoken encoding)."""
     # Byte -> printable unicode char table, indexed by byte value (bytes iterate as ints).
     byte_encoder = bytes_to_unicode()
     byte_chars = [byte_encoder[b] for b in range(256)]

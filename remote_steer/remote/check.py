@@ -22,13 +22,6 @@ class Step:
     detail: str
 
 
-def _client_versions() -> dict[str, str]:
-    import platform
-    from importlib import metadata
-
-    return {"python": platform.python_version(), "nnsight": metadata.version("nnsight")}
-
-
 def _pick_model(requested: str | None, hosted: dict[str, Hosting]) -> tuple[str | None, str]:
     """The model to probe: the one asked for, else the first registry model the host runs."""
     from remote_steer.models.loading import remote_id, resolve
@@ -47,7 +40,14 @@ def check_remote(host: str | None, model: str | None, engine: str = "fast") -> I
     import httpx
 
     from remote_steer.remote.ndif import probe_key
-    from remote_steer.remote.status import server_models, server_versions
+    from remote_steer.remote.status import (
+        client_versions,
+        cold_line,
+        not_served_line,
+        parse_status,
+        server_versions,
+        skew_line,
+    )
 
     backend = Backend("remote", host=host)
     url = backend.host
@@ -66,9 +66,9 @@ def check_remote(host: str | None, model: str | None, engine: str = "fast") -> I
     yield Step("reachable", True, f"{url} answered /status in {1000 * (time.perf_counter() - started):.0f} ms")
 
     try:
-        models = server_models(url)
-    except RemoteSteerError as error:
-        yield Step("model hosted", False, str(error))
+        models = parse_status(answer.json())  # the answer above: /status is read once
+    except ValueError:
+        yield Step("model hosted", False, f"{url}: /status did not answer JSON; check --host")
         return
     running = ", ".join(sorted(repo for repo, h in models.items() if h.hosted)) or "none"
     name, repo = _pick_model(model, models)
@@ -77,22 +77,21 @@ def check_remote(host: str | None, model: str | None, engine: str = "fast") -> I
         return
     found = models.get(repo)
     if found is None:
-        yield Step(
-            "model hosted",
-            False,
-            f"{name} ({repo}) is not hosted on {url} (running: {running}); choose one with --model",
-        )
+        yield Step("model hosted", False, not_served_line(url, repo, name, models) + "; choose one with --model")
+        return
+    if found.cold:
+        from remote_steer.models.registry import lookup
+
+        card = lookup(name)
+        line = cold_line(name, url, card.params_total_b if card is not None and not card.toy else None)
+        yield Step("model hosted", False, line + "; nothing sent: rerun once it is deployed, or run to deploy it")
         return
     if not found.hosted:
-        yield Step(
-            "model hosted",
-            False,
-            f"{name} ({repo}) is {found.describe()}; ask the host's operators to deploy it, or accept their defaults",
-        )
+        yield Step("model hosted", False, f"{name} ({repo}) is {found.describe()}; ask the host's operators")
         return
     yield Step("model hosted", True, f"{name} ({repo}): {found.state}")
 
-    client = _client_versions()
+    client = client_versions()
     server = server_versions(url)
     if server is None:
         yield Step(
@@ -102,14 +101,14 @@ def check_remote(host: str | None, model: str | None, engine: str = "fast") -> I
             "the server does not say its versions (/env)",
         )
     else:
-        same_minor = server["python"].split(".")[:2] == client["python"].split(".")[:2]
-        same_nnsight = server["nnsight"].split(".")[:2] == client["nnsight"].split(".")[:2]
         detail = (
             f"client nnsight {client['nnsight']}, python {client['python']}; "
             f"server nnsight {server['nnsight']}, python {server['python']}"
         )
-        if not (same_minor and same_nnsight):
-            detail += "; versions differ: install the server's nnsight/python minor version if requests fail to load"
+        skew = skew_line(url, client, server)
+        if skew:
+            yield Step("versions", False, skew)
+            return
         yield Step("versions", True, detail)
 
     from remote_steer.models.loading import load_model, resolve

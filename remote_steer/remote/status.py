@@ -17,7 +17,9 @@ Only a RUNNING replica is *hosted*. Nothing here sends a key.
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,16 +131,93 @@ def server_versions(host: str, timeout_s: float = 5.0) -> dict[str, str] | None:
     return {"python": str(env.get("python_version", "?")).split()[0], "nnsight": str(packages.get("nnsight", "?"))}
 
 
+def closest_served(remote_id: str, models: dict[str, Hosting], n: int = 3) -> list[str]:
+    """The served repo ids whose names are closest to ``remote_id``, best first: the longest
+    common start (same organisation, family and size), then the most similar overall."""
+    import os
+
+    wanted = remote_id.lower()
+
+    def score(name: str) -> tuple[int, float]:
+        name = name.lower()
+        return len(os.path.commonprefix([wanted, name])), difflib.SequenceMatcher(None, wanted, name).ratio()
+
+    ranked = sorted(models, key=score, reverse=True)
+    return [name for name in ranked if score(name)[1] >= 0.4][:n]
+
+
+def not_served_line(host: str, remote_id: str, model_name: str, models: dict[str, Hosting]) -> str:
+    """One line: the model is not served; the closest served names (with their state)."""
+    shown = model_name if model_name == remote_id else f"{model_name!r} ({remote_id})"
+    closest = closest_served(remote_id, models)
+    if closest:
+        also = ", ".join(f"{name} ({models[name].state})" for name in closest)
+        hint = f"closest served: {also} ({len(models)} in all)"
+    else:
+        hint = "it serves no model" if not models else f"it serves {len(models)} models, none with a close name"
+    return f"model {shown} is not served by {host}; {hint}"
+
+
+#: Bytes a second a server reads weights from its own disk, for the cold-start estimate.
+_LOAD_BYTES_PER_S = 1e9
+
+
+def cold_line(model_name: str, host: str, params_b: float | None = None) -> str:
+    """One line: the model is on the server's disk, not loaded; the first request deploys it
+    and roughly how long that takes (NDIF's /status gives no time for a COLD model: the
+    estimate is its bf16 weights read at about 1 GB/s, plus start-up)."""
+    line = f"{model_name} on {host}: {COLD_NOTE}"
+    if params_b is None:
+        return line + " (the server does not say how long that takes)"
+    seconds = 2 * params_b * 1e9 / _LOAD_BYTES_PER_S + 30
+    when = f"{math.ceil(seconds / 60)} min" if seconds >= 90 else f"{seconds:.0f} s"
+    return line + f", roughly {when} for {2 * params_b:.0f} GB of weights (the server does not say)"
+
+
 def require_hosted(host: str, remote_id: str, model_name: str) -> Hosting:
     """The model's hosting; raises ``ModelError`` when the server does not know it at all.
 
-    A COLD model passes (a request deploys it); the caller says ``COLD_NOTE``."""
+    A COLD model passes (a request deploys it); the caller says ``cold_line``."""
     models = server_models(host)
     found = models.get(remote_id)
     if found is None:
-        listed = ", ".join(f"{repo} ({h.state})" for repo, h in sorted(models.items())) or "none"
         raise ModelError(
-            f"model {model_name!r} ({remote_id}) is not hosted on {host} (it knows: {listed}); "
-            'run it with backend = "local" or choose a hosted model'
+            not_served_line(host, remote_id, model_name, models)
+            + '; run it with backend = "local" or choose a served model'
         )
     return found
+
+
+def client_versions() -> dict[str, str]:
+    import platform
+    from importlib import metadata
+
+    return {"python": platform.python_version(), "nnsight": metadata.version("nnsight")}
+
+
+def skew_line(host: str, client: dict[str, str], server: dict[str, str]) -> str | None:
+    """One line when the client's nnsight is older than the server's, or the Python minor
+    versions differ (the server deserialises what the client serialises); None when they agree."""
+    from packaging.version import InvalidVersion, Version
+
+    problems = []
+    try:
+        if Version(client["nnsight"]) < Version(server["nnsight"]):
+            problems.append(f"your nnsight {client['nnsight']} is older than the server's {server['nnsight']}")
+    except InvalidVersion:
+        pass
+    minor = ".".join(server["python"].split(".")[:2])
+    if client["python"].split(".")[:2] != server["python"].split(".")[:2]:
+        problems.append(f"your Python {client['python']} is not the server's {minor}")
+    if not problems:
+        return None
+    return (
+        f"{host}: {'; '.join(problems)}: jobs may fail to load there "
+        f"(install nnsight=={server['nnsight']} under Python {minor})"
+    )
+
+
+def version_skew(host: str, timeout_s: float = 5.0) -> str | None:
+    """``skew_line`` against the server's open ``/env`` (read once); None where it does not say."""
+    server = server_versions(host, timeout_s)
+    return None if server is None else skew_line(host, client_versions(), server)

@@ -112,7 +112,9 @@ def narrowed_fields(
     """
 
     def label(model: dict[str, Any]) -> str:
-        return str(model.get("display_name") or model.get("name"))
+        from remote_steer.run.spec import entry_label
+
+        return entry_label(model)
 
     out: list[str] = []
 

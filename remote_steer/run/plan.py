@@ -36,6 +36,7 @@ class ModelPlan:
     sweep_rows: int | None = None  # item × configuration rows of the sweep, baseline rows included
     control_rows: int | None = None  # steered rows the [controls] vectors add (K × the sweep's steered rows)
     training: str = "—"  # the registry card's post-training label ("rl", "distilled", ...)
+    host_note: str = ""  # --check-hosts: one line when the model is not served, or cold
 
 
 def _items_per_concept(spec: ExperimentSpec) -> tuple[dict[str, tuple[int, int]], bool, int]:
@@ -83,18 +84,22 @@ def _shape(name: str, revision: str | None) -> tuple[int | None, int | None]:
         return None, None
 
 
-def _hosted(backend, remote_name: str) -> str:
+def _hosted(backend, remote_name: str, model_name: str, params_b: float | None) -> tuple[str, str]:
+    """The host's word on the model (its open /status, read once) and a line to print when
+    it is not served (the closest served names) or cold (the first request deploys it)."""
     from remote_steer.errors import RemoteSteerError
-    from remote_steer.remote.status import server_models
+    from remote_steer.remote.status import cold_line, not_served_line, server_models
 
     try:
         models = server_models(backend.host, timeout_s=3.0)
     except RemoteSteerError as error:
-        return f"unknown ({type(error).__name__})"
+        return f"unknown ({type(error).__name__})", str(error)
     found = models.get(remote_name)
     if found is None:
-        return "no"
-    return "yes" if found.hosted else found.state.lower()
+        return "no", not_served_line(backend.host, remote_name, model_name, models)
+    if found.cold:
+        return "cold", cold_line(model_name, backend.host, params_b)
+    return ("yes" if found.hosted else found.state.lower()), ""
 
 
 def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[list[ModelPlan], bool]:
@@ -111,7 +116,10 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
         layers, hidden = _shape(model.name, model.revision)
         card = lookup(model.name)
         remote_name = card.name if card is not None and card.toy else (card.hub_id if card else model.name)
-        hosted = "—" if not backend.is_remote else (_hosted(backend, remote_name) if check_hosts else "unchecked")
+        hosted, host_note = ("—" if not backend.is_remote else "unchecked"), ""
+        if backend.is_remote and check_hosts:
+            params = card.params_total_b if card is not None else None
+            hosted, host_note = _hosted(backend, remote_name, model.name, params)
         if layers is None or hidden is None:
             plans.append(
                 ModelPlan(
@@ -128,6 +136,7 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                     None,
                     None,
                     training=card.training if card is not None else "—",
+                    host_note=host_note,
                 )
             )
             continue
@@ -198,6 +207,7 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                 sweep_rows,
                 control_rows,
                 card.training if card is not None else "—",
+                host_note,
             )
         )
     return plans, estimated

@@ -41,7 +41,7 @@ from remote_steer.models.registry import layer_depth
 from remote_steer.remote.backend import Backend
 from remote_steer.remote.ndif import journal_dir, journal_traffic, probe_key
 from remote_steer.remote.request import ResultDeferred
-from remote_steer.remote.status import COLD_NOTE, require_hosted
+from remote_steer.remote.status import cold_line, require_hosted, version_skew
 from remote_steer.run import estimate, extend, rigour
 from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location, validate
 from remote_steer.run.store import RunStore
@@ -116,25 +116,36 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
         display.note(split.report.summary())
     models = []
     sources = {}
+    hosts: set[str] = set()
     for model_spec in spec.models:
         _note_toy_build(model_spec.name, display)
         sources[model_spec.name] = source = resolve(model_spec.name, model_spec.revision)
         if model_spec.backend == "remote":
             # Before any work is sent and any file is written: is every remote model
-            # hosted where it is going (the open /status)?
+            # served where it is going (the open /status, once per model)?
             backend = make_backend(model_spec)
             assert backend.host is not None  # a remote Backend resolves its host on construction
             hosting = require_hosted(backend.host, remote_id(source), model_spec.name)
             if hosting.cold:
-                display.note(f"{model_spec.name} on {backend.host}: {COLD_NOTE}")
+                params = source.card.params_total_b if source.card else None
+                display.note(cold_line(model_spec.name, backend.host, params))
+            if backend.host not in hosts:  # and do the versions agree (the open /env, once per host)?
+                hosts.add(backend.host)
+                skew = version_skew(backend.host)
+                if skew:
+                    display.note(skew)
+    said: set[str] = set()
     for model_spec in spec.models:
         source = sources[model_spec.name]
         client_model = None
         if model_spec.backend == "remote":
             # ...and does the server take the key? NDIF checks it only on submission,
-            # so a one-token probe job is the smallest thing that can tell.
+            # so a one-token probe job per model is the smallest thing that can tell
+            # (each model's replica may sit behind its own queue); said once per host.
             backend = make_backend(model_spec)
-            display.note(f"Checking the API key with {backend.host} (a one-token probe job)")
+            if backend.host not in said:
+                said.add(str(backend.host))
+                display.note(f"Checking the API key with {backend.host} (a one-token probe job per remote model)")
             client_model = load_model(source, dtype=model_spec.dtype, device=model_spec.device, weights=False)
             probe_key(backend, client_model)
         config = load_config(source)

@@ -32,6 +32,20 @@ class DataSpec:
     flip: tuple[str, ...] = ()  # concepts whose polarity is reversed (matching ↔ not matching)
 
 
+def short_label(name: str) -> str:
+    """A model's name in results when no ``label`` is set: a local checkpoint path
+    (starting with ".", "/" or "~") by its directory's name; any other name unchanged."""
+    if not name.startswith((".", "/", "~")):
+        return name
+    path = Path(name).expanduser()
+    return path.name if path.name not in ("", ".", "..") else path.resolve().name
+
+
+def entry_label(model: dict[str, Any]) -> str:
+    """``ModelSpec.label`` of a run's recorded spec entry (its manifest's ``models``)."""
+    return str(model.get("display_name") or short_label(str(model.get("name"))))
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str  # toy name, registry name, hub id or local path
@@ -44,12 +58,14 @@ class ModelSpec:
     layers: tuple[int, ...] | None = None  # this model's sweep layers (default: evaluation.layers / the sweep)
     strengths: tuple[float, ...] | None = None  # this model's strengths (default: evaluation.strengths)
     training: str | None = None  # training label for grouping (default: the registry's, else "unknown")
-    display_name: str | None = None  # name in results, tables and the run directory (default: name)
+    # name in results, tables, the run directory and every --model (TOML: label or display_name;
+    # default: the name, or a local checkpoint's directory name)
+    display_name: str | None = None
 
     @property
     def label(self) -> str:
-        """The model's name in results (``display_name`` if set)."""
-        return self.display_name or self.name
+        """The model's name in results (``display_name`` if set, else ``short_label``)."""
+        return self.display_name or short_label(self.name)
 
 
 @dataclass(frozen=True)
@@ -279,6 +295,10 @@ class _Reader:
             raise self.fail(prefix, f"expected a table, got {type(values).__name__}")
         known = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
         kwargs: dict[str, Any] = {}
+        if cls is ModelSpec and "label" in values:  # "label" is display_name's short spelling
+            if "display_name" in values:
+                raise self.fail(f"{prefix}.label", "give label or display_name, not both")
+            values = {("display_name" if k == "label" else k): v for k, v in values.items()}
         for key, value in values.items():
             dotted = f"{prefix}.{key}" if prefix else key
             if key not in known:
@@ -454,7 +474,7 @@ def validate(spec: ExperimentSpec) -> None:
         if labels.count(label) > 1:
             raise SpecError(
                 f"{path or 'spec'}: models: two entries are named {label!r}; "
-                "expected distinct names (set display_name to tell them apart)"
+                "expected distinct names (set label to tell them apart)"
             )
 
 
