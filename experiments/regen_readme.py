@@ -183,6 +183,7 @@ def fresh_clone_steps(check_args: list[str]) -> tuple[Step, Step, Step, Step]:
         again = _timed(["scripts/setup"], clone, env)
         quick = _timed(QUICKSTART, clone, env)
         check = _timed(["scripts/check", *check_args], clone, env)
+        print(f"regen: deleting the clone and its caches ({tmp}) …", flush=True)
     return setup, again, quick, check
 
 
