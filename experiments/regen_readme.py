@@ -2,6 +2,7 @@
 
     python experiments/regen_readme.py            # toys already built (~/.cache/remote-steer)
     python experiments/regen_readme.py --cold     # empty model cache: the toy builds are timed too
+    python experiments/regen_readme.py --fresh-clone   # the README's three commands in a fresh clone
 
 Runs ``remote-steer run experiments/quickstart.toml`` into a temporary directory, exactly as a
 user would (a subprocess, stdout piped, 80 columns), then ``remote-steer report`` on it, and
@@ -15,6 +16,14 @@ writes what they printed and drew into the repository:
   (model, dataset, depth, Glass's delta at the strongest positive strength) stored in the PNG's
   ``remote-steer:points`` text chunk.
 
+With ``--fresh-clone`` it instead clones the repository (its committed HEAD) into a temporary
+directory and times the README's three commands there as a new user runs them, with empty pip
+and model caches: ``scripts/setup`` (and a second, idle run of it), the quickstart, then
+``scripts/check`` (its first run installs the NDIF stack; ``--check-args`` passes pytest
+arguments, e.g. a selection, and the README then names the command as run). It writes the times
+and loads between ``<!-- regen:fresh-clone -->`` and ``<!-- /regen:fresh-clone -->``; the clone
+and its caches are deleted afterwards.
+
 ``tests/test_readme_regen.py`` runs the same quickstart and fails when the README's block or the
 figure's points differ from what the code prints now: rerun this script after changing anything
 that moves them (the depth rule, the sweep's first layer, the tables' layout).
@@ -26,6 +35,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -33,6 +43,7 @@ import textwrap
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "experiments" / "quickstart.toml"
@@ -41,6 +52,8 @@ FIGURE = ROOT / "docs" / "quickstart-depth.png"
 COLUMNS = 80
 CLOSING = ("<!-- regen:closing-table -->", "<!-- /regen:closing-table -->")
 TIMING = ("<!-- regen:quickstart-timing -->", "<!-- /regen:quickstart-timing -->")
+FRESH = ("<!-- regen:fresh-clone -->", "<!-- /regen:fresh-clone -->")
+QUICKSTART = [".venv/bin/remote-steer", "run", "experiments/quickstart.toml"]
 POINTS_KEY = "remote-steer:points"
 FIRST_LINE = "Best steering layer per model"
 
@@ -128,10 +141,91 @@ def readme_block(text: str, markers: tuple[str, str]) -> str:
     return inside.strip("\n")
 
 
+class Step(NamedTuple):
+    wall: float
+    load: tuple[float, float]  # 1-minute load average before, after
+    output: str
+
+    def load_span(self) -> str:
+        return f"load {self.load[0]:.1f}–{self.load[1]:.1f}"
+
+
+def _timed(command: list[str], cwd: Path, env: dict[str, str]) -> Step:
+    """One command in the clone, as a user runs it: its wall time and the load around it."""
+    print(f"regen: {shlex.join(command)} …", flush=True)
+    before, start = os.getloadavg()[0], time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    step = Step(time.perf_counter() - start, (before, os.getloadavg()[0]), done.stdout)
+    if done.returncode != 0:
+        tail = "\n".join(done.stdout.splitlines()[-30:])
+        raise SystemExit(f"{shlex.join(command)} failed (exit {done.returncode}) in the fresh clone:\n{tail}")
+    print(f"regen:   {_duration(step.wall)}, {step.load_span()}", flush=True)
+    return step
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def fresh_clone_steps(check_args: list[str]) -> tuple[Step, Step, Step, Step]:
+    """scripts/setup twice, the quickstart and scripts/check in a fresh clone with empty caches."""
+    with tempfile.TemporaryDirectory(prefix="regen-clone-") as tmp:
+        clone = Path(tmp) / "remote-steer"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        env = dict(os.environ, PIP_CACHE_DIR=f"{tmp}/pip-cache", REMOTE_STEER_CACHE=f"{tmp}/model-cache")
+        env.update(COLUMNS=str(COLUMNS), NO_COLOR="1")
+        for name in ("PYTHONPATH", "VIRTUAL_ENV", "FORCE_COLOR"):
+            env.pop(name, None)
+        setup = _timed(["scripts/setup"], clone, env)
+        again = _timed(["scripts/setup"], clone, env)
+        quick = _timed(QUICKSTART, clone, env)
+        check = _timed(["scripts/check", *check_args], clone, env)
+        print(f"regen: deleting the clone and its caches ({tmp}) …", flush=True)
+    return setup, again, quick, check
+
+
+def fresh_clone_text(steps: tuple[Step, Step, Step, Step], check_args: list[str], day: str) -> str:
+    """The README's paragraph for the three commands' times (one paragraph, unwrapped)."""
+    setup, again, quick, check = steps
+    ndif = re.search(r"ndif stack: installed \S+ in (\d+) s", check.output)
+    tests = [line.strip("= ") for line in check.output.splitlines() if re.search(r"\d+ passed.* in ", line)]
+    stack = f"the NDIF stack's install {_duration(float(ndif.group(1)))}" if ndif else "the NDIF stack already there"
+    ran = f", then {tests[-1]}" if tests else ""
+    return (
+        f"Measured by `python experiments/regen_readme.py --fresh-clone` on {day}, from a fresh clone with "
+        f"empty pip and model caches, on {os.cpu_count()} CPU cores: `scripts/setup` took "
+        f"**{_duration(setup.wall)}** ({setup.load_span()}), and a second run {_duration(again.wall)}; the "
+        f"quickstart **{_duration(quick.wall)}**, the toys built on first use ({quick.load_span()}); "
+        f"`{shlex.join(['scripts/check', *check_args])}` **{_duration(check.wall)}** ({check.load_span()}): "
+        f"{stack}{ran}."
+    )
+
+
+def _write_readme(blocks: dict[tuple[str, str], str]) -> None:
+    """Replace the README's blocks (markers -> body) in one atomic write."""
+    text = README.read_text()
+    for markers, body in blocks.items():
+        text = replace_between(text, markers, body)
+    tmp_readme = README.with_suffix(".md.tmp")
+    tmp_readme.write_text(text)
+    tmp_readme.replace(README)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cold", action="store_true", help="time the run with an empty model cache (toy builds)")
+    parser.add_argument("--fresh-clone", action="store_true", help="time the README's three commands in a clone")
+    parser.add_argument("--check-args", default="", help="pytest arguments for scripts/check (--fresh-clone)")
     args = parser.parse_args()
+    if args.fresh_clone:
+        check_args = shlex.split(args.check_args)
+        paragraph = fresh_clone_text(fresh_clone_steps(check_args), check_args, f"{datetime.now(UTC):%Y-%m-%d}")
+        _write_readme({FRESH: "\n".join(textwrap.wrap(paragraph, 88))})
+        print(f"README.md: the fresh clone's times rewritten\n{paragraph}")
+        return
     with tempfile.TemporaryDirectory(prefix="regen-readme-") as tmp:
         tmp_path = Path(tmp)
         load_before = os.getloadavg()[0]
@@ -149,12 +243,7 @@ def main() -> None:
         f"{datetime.now(UTC):%Y-%m-%d}: the quickstart took **{wall:.0f} s** wall time with {cache}, on "
         f"{cores} CPU cores at load average {load_before:.1f}–{load_after:.1f} (before–after)."
     )
-    text = README.read_text()
-    text = replace_between(text, CLOSING, f"```\n{block}\n```")
-    text = replace_between(text, TIMING, "\n".join(textwrap.wrap(timing, 88)))
-    tmp_readme = README.with_suffix(".md.tmp")
-    tmp_readme.write_text(text)
-    tmp_readme.replace(README)
+    _write_readme({CLOSING: f"```\n{block}\n```", TIMING: "\n".join(textwrap.wrap(timing, 88))})
     print(f"README.md: closing table ({len(block.splitlines())} lines) and timing ({wall:.0f} s) rewritten")
     print(f"{FIGURE.relative_to(ROOT)}: redrawn from the run's report")
     print(block)

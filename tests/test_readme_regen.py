@@ -113,3 +113,60 @@ def test_python_version_agrees():
     required = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert required.startswith(">=")
     assert f"Python ≥ {required[2:]}" in regen.README.read_text()
+
+
+# -- the README's three commands are CI's (issue 28) ---------------------------------------
+
+
+def _setup_block(text: str) -> list[str]:
+    """The commands of the README's first code block under "Set-up", comments dropped."""
+    section = text.split("## Set-up", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_ci_runs_the_readmes_commands_and_nothing_else():
+    """.ci/run is scripts/setup then scripts/check; the README's set-up block is exactly
+    those two around the quickstart, the command the regeneration times."""
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    ci = [line for line in ci if line and not line.startswith("#")]
+    assert ci == ["set -euo pipefail", 'cd "$(dirname "$0")/.."', "scripts/setup", "scripts/check"]
+    commands = _setup_block(regen.README.read_text())
+    assert commands == ["scripts/setup", " ".join(regen.QUICKSTART), "scripts/check"]
+    timed = regen.readme_block(regen.README.read_text(), regen.FRESH)
+    for command in ("scripts/setup", "the quickstart", "scripts/check"):
+        assert command in " ".join(timed.split()), f"the README's fresh-clone times leave out {command}"
+
+
+def test_fresh_clone_paragraph_names_each_time_and_load():
+    def step(wall: float, output: str = "") -> regen.Step:
+        return regen.Step(wall, (1.0, 2.0), output)
+
+    check = (
+        "check: installing NDIF's server stack for the tests into .ndif-venv/ (first run only, 1.7 GB)\n"
+        "ndif stack: installed /somewhere/.ndif-venv in 160 s (1.7G)\n"
+        "============================== 2 passed in 0.67s ===============================\n"
+    )
+    steps = (step(99.2), step(1.46), step(24.0), step(200.7, check))
+    text = regen.fresh_clone_text(steps, ["tests/test_layout.py"], "2026-12-07")
+    assert "`scripts/setup` took **1 min 39 s** (load 1.0–2.0), and a second run 1.5 s;" in text
+    assert "the quickstart **24 s**, the toys built on first use (load 1.0–2.0);" in text
+    assert "`scripts/check tests/test_layout.py` **3 min 21 s** (load 1.0–2.0)" in text
+    assert text.endswith("the NDIF stack's install 2 min 40 s, then 2 passed in 0.67s.")
+    reused = regen.fresh_clone_text((*steps[:3], step(900.0, "555 passed, 11 skipped in 800.1s\n")), [], "x")
+    assert "`scripts/check` **15 min 0 s** (load 1.0–2.0): the NDIF stack already there, then 555 passed" in reused
+
+
+@pytest.mark.parametrize(("args", "code"), [(["--help"], 0), (["--bogus"], 2), (["--torch"], 2)])
+def test_setup_help_and_bad_arguments(args, code):
+    """scripts/setup --help says what it does; a bad argument is one line, exit 2, and
+    nothing is touched (both exit before looking at .venv)."""
+    import subprocess
+
+    done = subprocess.run([str(ROOT / "scripts" / "setup"), *args], capture_output=True, text=True, timeout=30)
+    assert done.returncode == code
+    if code == 0:
+        assert "--torch SPEC" in done.stdout and "REMOTE_STEER_TORCH" in done.stdout
+        assert max(len(line) for line in done.stdout.splitlines()) <= 80
+    else:
+        assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1

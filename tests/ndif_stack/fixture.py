@@ -8,7 +8,7 @@ session). ``NDIF_STACK_KEEP_LOGS=1`` keeps the stack's directory (logs) after it
 
 Where the stack is not installed (``bash tests/ndif_stack/install.sh`` not run) the tests
 that need it skip with one line saying so; under CI (``CI=true``) that is a failure
-instead, since ``.ci/run`` installs it.
+instead, since ``scripts/check`` (which ``.ci/run`` runs) installs it first.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def ndif_stack() -> Iterator[RealStack]:
     missing = _stack.installed()
     if missing:
         if _in_ci():
-            pytest.fail(f"real NDIF stack: {missing}; .ci/run must install it", pytrace=False)
+            pytest.fail(f"real NDIF stack: {missing}; scripts/check installs it before the tests", pytrace=False)
         pytest.skip(f"real NDIF stack: {missing}")
     try:
         # The watchdog ends the stack even if this pytest process is killed before its tear-down.
