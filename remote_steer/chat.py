@@ -72,9 +72,12 @@ class ChatSession:
         if not strengths:
             raise RemoteSteerError("--strength: give at least one strength, e.g. --strength -4 --strength 4")
         spec_model: dict[str, Any] = next((m for m in run.spec.get("models", []) if m["name"] == model), {})
-        kind = backend or spec_model.get("backend") or "local"
-        # kind: a str from --backend or the run's spec; Backend() validates it
-        self.backend = Backend(kind, host=host or spec_model.get("host"))  # type: ignore[arg-type]
+        recorded_kind, recorded_host = run.where(model)
+        kind = backend or recorded_kind or "local"
+        # the host the run recorded, unless told otherwise (or the backend changes)
+        default_host = recorded_host if kind == recorded_kind else None
+        # kind: a str from --backend or the run's record; Backend() validates it
+        self.backend = Backend(kind, host=host or default_host)  # type: ignore[arg-type]
         self.loaded = load_model(
             resolve(model, spec_model.get("revision")),
             dtype=spec_model.get("dtype", "auto"),
