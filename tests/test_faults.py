@@ -187,3 +187,23 @@ def test_two_runs_at_once_one_computes_the_other_refuses(tmp_path):
     done, refused = sorted(runs, key=lambda r: r["exit"])
     assert done["computed"] == 5 and done["skipped"] == 0  # every chunk once, by one process
     assert "being written by process" in refused["line"] and "\n" not in refused["line"]
+
+
+def test_report_during_a_run_reads_the_parts_and_says_so(copy, clean):
+    """A live writer holds the lock: report reads the finished parts (a consistent
+    snapshot: each part is a whole file), writes nothing into results/, and says so."""
+    import socket
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        holder = {"pid": sleeper.pid, "host": socket.gethostname(), "started": None, "command": "remote-steer run"}
+        copy.lock_path.write_text(json.dumps(holder))
+        copy.results_path("logit_diff").unlink()
+        result = runner.invoke(app, ["report", str(copy.root), "--no-figures"])
+        assert result.exit_code == 0, result.output
+        assert not copy.results_path("logit_diff").exists()
+        text = (copy.report_dir / "report.md").read_text()
+        assert f"being written by process {sleeper.pid}" in text
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -253,8 +253,7 @@ def _refuse_relabel(plan: Plan, store: RunDir) -> None:
     for prepared in plan.models:
         name = prepared.spec.label
         held = _computed_on(store, name)
-        backend = make_backend(prepared.spec)
-        asked = Provenance(backend.kind, backend.host).where
+        asked = _provenance(make_backend(prepared.spec), prepared.spec.engine, {}).where
         if held and asked not in held:
             copy = f"{store.root.name}-{prepared.spec.backend}"
             raise SpecError(
@@ -344,9 +343,7 @@ def _run_models(plan, store: RunDir, display: Display, counts, after_part) -> di
         for prepared in plan.models:
             backend = make_backend(prepared.spec, store.root)
             backend.on_note = display.note
-            store.provenance[prepared.spec.label] = Provenance(
-                backend.kind, backend.host, prepared.spec.engine, client=versions
-            )
+            store.provenance[prepared.spec.label] = _provenance(backend, prepared.spec.engine, versions)
             try:
                 info = _run_model(plan, prepared, store, backend, display, counts, after_part)
             finally:
@@ -363,6 +360,11 @@ def _run_models(plan, store: RunDir, display: Display, counts, after_part) -> di
             raise filesystem_error(error, "write") from None
         raise
     return traffic
+
+
+def _provenance(backend: Backend, engine: str, versions: dict[str, str]) -> Provenance:
+    """Where this session computes a model's parts (a host only for a remote backend)."""
+    return Provenance(backend.kind, backend.host if backend.is_remote else None, engine, client=versions)
 
 
 def _model_traffic(backend: Backend, store: RunDir, name: str) -> dict[str, Any]:
@@ -522,7 +524,7 @@ def _run_model(
         "generation_thinking": prepared.thinking if prepared.generation_encoded else None,
         "backend": backend.kind,
         "engine": prepared.spec.engine,
-        "host": backend.host,
+        "host": backend.host if backend.is_remote else None,
         "dtype": prepared.spec.dtype,
         "device": prepared.spec.device,
     }
