@@ -332,6 +332,7 @@ def test_remote_over_a_local_run_relabels_nothing_and_a_named_copy_is_remote(tmp
     rows = RunDir(copy.run_dir).table("logit_diff")
     assert (rows["backend"] == "remote").all() and (rows["host"] == keyed.host).all()
     assert (rows["job_ids"].str.len() > 0).all()
+    assert all(json.loads(s)["nnsight"] not in ("", "?") for s in rows["server"])  # from the server's /env
     assert (RunDir(local.run_dir).table("logit_diff")["backend"] == "local").all()
     _assert_equal(copy.results, local.results)
 

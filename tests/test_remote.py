@@ -395,3 +395,7 @@ def test_damaged_journal_of_a_killed_client_is_set_aside_and_the_job_sent_again(
     _assert_equal_results(outcome.results, local_reference.results)
     assert entry.with_name(entry.name + ".damaged").exists()
     assert [a["state"] for a in json.loads(entry.read_text())["attempts"]] == ["completed"]
+    rows = outcome.results  # provenance: the host, its jobs and the server's versions (its open /env)
+    assert (rows["backend"] == "remote").all() and (rows["host"] == ndif_server.url).all()
+    assert (rows["job_ids"].str.len() > 0).all()
+    assert all(json.loads(s)["nnsight"] for s in rows["server"])

@@ -41,7 +41,7 @@ from remote_steer.models.registry import layer_depth
 from remote_steer.remote.backend import Backend
 from remote_steer.remote.ndif import journal_traffic, probe_key
 from remote_steer.remote.request import ResultDeferred
-from remote_steer.remote.status import COLD_NOTE, require_hosted
+from remote_steer.remote.status import COLD_NOTE, require_hosted, server_versions
 from remote_steer.run import estimate, extend, rigour
 from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location, validate
 from remote_steer.rundir import Provenance, RunDir, package_versions, where_computed
@@ -343,7 +343,7 @@ def _run_models(plan, store: RunDir, display: Display, counts, after_part) -> di
         for prepared in plan.models:
             backend = make_backend(prepared.spec, store.root)
             backend.on_note = display.note
-            store.provenance[prepared.spec.label] = _provenance(backend, prepared.spec.engine, versions)
+            store.provenance[prepared.spec.label] = _provenance(backend, prepared.spec.engine, versions, True)
             try:
                 info = _run_model(plan, prepared, store, backend, display, counts, after_part)
             finally:
@@ -362,9 +362,14 @@ def _run_models(plan, store: RunDir, display: Display, counts, after_part) -> di
     return traffic
 
 
-def _provenance(backend: Backend, engine: str, versions: dict[str, str]) -> Provenance:
-    """Where this session computes a model's parts (a host only for a remote backend)."""
-    return Provenance(backend.kind, backend.host if backend.is_remote else None, engine, client=versions)
+def _provenance(backend: Backend, engine: str, versions: dict[str, str], ask_server: bool = False) -> Provenance:
+    """Where this session computes a model's parts (a host only for a remote backend;
+    with ``ask_server``, the server's python and nnsight from its open ``/env``)."""
+    if not backend.is_remote:
+        return Provenance(backend.kind, None, engine, client=versions)
+    assert backend.host is not None  # a remote Backend resolves its host on construction
+    server = (server_versions(backend.host) or {}) if ask_server else {}
+    return Provenance(backend.kind, backend.host, engine, server=server, client=versions)
 
 
 def _model_traffic(backend: Backend, store: RunDir, name: str) -> dict[str, Any]:
