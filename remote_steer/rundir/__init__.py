@@ -17,7 +17,7 @@ from remote_steer.rundir.files import (
     write_json,
     write_parquet,
 )
-from remote_steer.rundir.layout import RunDir, require_run
+from remote_steer.rundir.layout import RunDir
 from remote_steer.rundir.lock import RunLocked
 from remote_steer.rundir.manifest import SCHEMA_VERSION, Manifest, RunDamaged
 from remote_steer.rundir.parts import PROVENANCE_COLUMNS, Provenance, where_computed
@@ -33,7 +33,6 @@ __all__ = [
     "atomic_write",
     "git_commit",
     "package_versions",
-    "require_run",
     "share",
     "share_tree",
     "slug",

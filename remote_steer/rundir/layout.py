@@ -227,9 +227,6 @@ class RunDir:
             provenance = dataclasses.replace(provenance, job_ids=tuple(journal.job_ids(self.jobs_dir, job_key)))
         return stamp(frame, provenance)
 
-    def has_part(self, table: str, model: str, concept: str, first_item: int) -> bool:
-        return self.part_path(table, model, concept, first_item).exists()
-
     def set_aside_damaged(self, table: str, note: Note | None = None) -> list[Path]:
         """Rename every damaged part of ``table`` to ``<name>.damaged`` (one ``note`` line
         each), so its chunk is computed again. Returns the new names."""
@@ -305,13 +302,3 @@ class RunDir:
 
     def write_summary(self, frame: pd.DataFrame) -> None:
         write_csv(self.summary_path, frame)
-
-
-def require_run(path: Path | str) -> RunDir:
-    """``path`` as a ``RunDir``; one ``RunDamaged`` line if it is not a run directory."""
-    run = RunDir(path)
-    if not run.root.is_dir():
-        raise RunDamaged(f"{run.root}: not a directory; expected a run directory written by `remote-steer run`")
-    if not run.is_run():
-        raise RunDamaged(f"{run.root}: not a run directory (no {MANIFEST}); run `remote-steer run SPEC` first")
-    return run
