@@ -15,7 +15,6 @@ a run started in a terminal opens in a notebook and the other way round.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from remote_steer.errors import RemoteSteerError
+from remote_steer.rundir import Manifest, RunDir
 from remote_steer.vectors import SteeringVector
 
 
@@ -40,25 +40,30 @@ class Run:
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
-        if not (self.path / "manifest.json").is_file():
-            raise RunNotFound(f"{self.path}: not a run directory (no manifest.json); run `remote-steer run SPEC` first")
+        self.dir = RunDir(self.path)
+        if not self.dir.is_run():
+            raise RunNotFound(
+                f"{self.path}: not a run directory (no {self.dir.manifest_path.name}); "
+                "run `remote-steer run SPEC` first"
+            )
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, status={self.status!r}, models={self.models}, concepts={self.concepts})"
 
     @cached_property
-    def manifest(self) -> dict[str, Any]:
-        """manifest.json: spec, versions, model revisions, seed, git commit, status, traffic."""
-        return json.loads((self.path / "manifest.json").read_text())
+    def manifest(self) -> Manifest:
+        """The typed run record: spec, versions, model revisions, seed, git commit,
+        status, traffic (``manifest.get(key)`` reads it as the JSON file has it)."""
+        return self.dir.manifest()
 
     @property
     def status(self) -> str:
-        return str(self.manifest.get("status", "unknown"))
+        return self.manifest.status
 
     @property
     def spec(self) -> dict[str, Any]:
-        """The spec the run was made from, as a dict (``manifest["spec"]``)."""
-        return self.manifest.get("spec", {})
+        """The spec the run was made from, as a dict (``manifest.spec``)."""
+        return self.manifest.spec
 
     @property
     def models(self) -> list[str]:
@@ -72,8 +77,7 @@ class Run:
         return list(self.spec.get("data", {}).get("concepts", []))
 
     def _table(self, name: str) -> pd.DataFrame | None:
-        path = self.path / "results" / f"{name}.parquet"
-        return pd.read_parquet(path) if path.is_file() else None
+        return self.dir.table(name)
 
     @cached_property
     def results(self) -> pd.DataFrame:
@@ -90,18 +94,14 @@ class Run:
     @cached_property
     def summary(self) -> pd.DataFrame:
         """Best layer and Glass's delta per model × dataset (results/summary.csv)."""
-        path = self.path / "results" / "summary.csv"
-        if not path.is_file() or path.stat().st_size == 0:
-            return pd.DataFrame()
-        try:
-            return pd.read_csv(path)
-        except pd.errors.EmptyDataError:
-            return pd.DataFrame()
+        return self.dir.summary()
 
     def vector_path(self, model: str, concept: str) -> Path:
-        from remote_steer.run.store import RunStore
+        return self.dir.vector_path(model, concept)
 
-        return RunStore(self.path).vector_path(model, concept)
+    def where(self, model: str) -> tuple[str | None, str | None]:
+        """(backend, host) the run recorded for ``model``."""
+        return self.manifest.where(model)
 
     def vector(self, model: str, concept: str) -> SteeringVector:
         """The CAA vectors (every layer) of ``model`` × ``concept``."""

@@ -74,9 +74,12 @@ class ChatSession:
         from remote_steer.run.spec import entry_label
 
         spec_model: dict[str, Any] = next((m for m in run.spec.get("models", []) if entry_label(m) == model), {})
-        kind = backend or spec_model.get("backend") or "local"
-        # kind: a str from --backend or the run's spec; Backend() validates it
-        self.backend = Backend(kind, host=host or spec_model.get("host"))  # type: ignore[arg-type]
+        recorded_kind, recorded_host = run.where(model)
+        kind = backend or recorded_kind or "local"
+        # the host the run recorded, unless told otherwise (or the backend changes)
+        default_host = recorded_host if kind == recorded_kind else None
+        # kind: a str from --backend or the run's record; Backend() validates it
+        self.backend = Backend(kind, host=host or default_host)  # type: ignore[arg-type]
         self.loaded = load_model(
             resolve(spec_model.get("name", model), spec_model.get("revision")),
             dtype=spec_model.get("dtype", "auto"),

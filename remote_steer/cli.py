@@ -781,7 +781,7 @@ def _bench_generation(items, layers, hidden, threads, repeats, new_tokens, quick
 
     from remote_steer.bench.generation_bench import GenBenchOptions, markdown, run_generation_bench
     from remote_steer.display import RichDisplay
-    from remote_steer.run.store import atomic_write
+    from remote_steer.rundir import atomic_write
 
     if quick:
         options = GenBenchOptions.quick(threads=threads, output_dir=str(output_dir))

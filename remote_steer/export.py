@@ -74,7 +74,7 @@ def _metadata(vector: SteeringVector) -> dict[str, str]:
 
 
 def _chmod(path: Path) -> None:
-    from remote_steer.run.store import share
+    from remote_steer.rundir import share
 
     share(path)
 
@@ -180,7 +180,7 @@ def _model_hint(run, model: str) -> str:
     loaded checkpoint's config.json when the run recorded a local location."""
     import json
 
-    info = (run.manifest.get("models") or {}).get(model) or {}
+    info = run.manifest.models.get(model) or {}
     location = info.get("location") if isinstance(info, dict) else None
     if location and (Path(location) / "config.json").is_file():
         model_type = json.loads((Path(location) / "config.json").read_text()).get("model_type")
@@ -201,12 +201,12 @@ def export_vectors(
     """Write every (or the chosen) model × concept vector of a run in format ``fmt``."""
     from remote_steer.api import open_run
     from remote_steer.errors import filesystem_errors
-    from remote_steer.run.store import slug, writable_dir
+    from remote_steer.rundir import slug, writable_dir
 
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     run = open_run(run_dir)
-    out_dir = Path(output) if output is not None else run.path / "export" / fmt
+    out_dir = Path(output) if output is not None else run.dir.export_dir(fmt)
     for name, chosen, known in (("--model", models, run.models), ("--concept", concepts, run.concepts)):
         for value in chosen or ():
             if value not in known:

@@ -129,14 +129,11 @@ class SteeringVector:
     @classmethod
     def load(cls, path: str | Path) -> SteeringVector:
         """Read a run's ``vectors/<model>/<concept>.safetensors``."""
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+        from remote_steer.rundir.vectorfile import read_vectors
 
-        with safe_open(str(path), framework="pt") as handle:
-            meta = dict(handle.metadata() or {})
-        tensors = load_file(str(path))
+        vectors, meta = read_vectors(Path(path))
         return cls(
-            tensors["vectors"].float(),
+            vectors.float(),
             model=meta.get("model", ""),
             concept=meta.get("dataset", ""),
             revision=meta.get("revision", ""),

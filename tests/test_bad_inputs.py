@@ -232,7 +232,7 @@ def test_output_dir_under_a_file(tmp_path):
 
 def test_disk_full_mid_run_leaves_whole_files(tmp_path, monkeypatch):
     """ENOSPC on the first result part: one line, and only whole files (no *.tmp)."""
-    import remote_steer.run.store as store
+    import remote_steer.rundir.layout as store
 
     real = store.write_parquet
 

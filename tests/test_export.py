@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from remote_steer.cli import app
 from remote_steer.engines.extraction import SteeringVectors
 from remote_steer.export import load_steering_vectors_file, read_gguf
-from remote_steer.run.store import RunStore
+from remote_steer.rundir import RunDir
 
 runner = CliRunner()
 N_LAYERS, HIDDEN = 12, 128
@@ -22,7 +22,7 @@ N_LAYERS, HIDDEN = 12, 128
 def run_dir(tmp_path):
     """A run directory holding two vectors (as the runner writes them), no model needed."""
     root = tmp_path / "run"
-    store = RunStore(root)
+    store = RunDir(root)
     spec = {"models": [{"name": "toy/qwen3"}], "data": {"concepts": ["corrigibility", "sycophancy"]}}
     store.open_run(spec, 0, {})
     generator = torch.Generator().manual_seed(0)
@@ -33,7 +33,7 @@ def run_dir(tmp_path):
 
 
 def _saved(run_dir, concept="corrigibility"):
-    return SteeringVectors.load(RunStore(run_dir).vector_path("toy/qwen3", concept)).vectors
+    return SteeringVectors.load(RunDir(run_dir).vector_path("toy/qwen3", concept)).vectors
 
 
 def test_gguf_round_trip_is_a_llama_cpp_control_vector(run_dir):

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from remote_steer.cli import app
 from remote_steer.engines.extraction import SteeringVectors
-from remote_steer.run.store import RunStore
+from remote_steer.rundir import RunDir
 
 runner = CliRunner()
 
@@ -17,7 +17,7 @@ runner = CliRunner()
 def run_dir(tmp_path_factory):
     """A run directory with a strong planted toy/qwen3 vector (no extraction needed)."""
     root = tmp_path_factory.mktemp("gen") / "run"
-    store = RunStore(root)
+    store = RunDir(root)
     store.open_run(
         {"models": [{"name": "toy/qwen3", "dtype": "float32"}], "data": {"concepts": ["corrigibility"]}}, 0, {}
     )

@@ -309,3 +309,35 @@ def test_killed_client_rerun_polls_the_same_jobs_and_the_key_is_nowhere(tmp_path
     assert len(written) > 10
     for path in written:
         assert keyed.api_key.encode() not in path.read_bytes(), path
+
+
+def test_remote_over_a_local_run_relabels_nothing_and_a_named_copy_is_remote(tmp_path, keyed, monkeypatch):
+    """Issue 24: the local run, then the same spec with the remote backend over it: nothing
+    is computed or relabelled, and the one line names the way to a remote copy. The copy
+    made that way says backend=remote (and the host and its job ids) on every row, and
+    `generate` on it goes to the host the run recorded, not the default one."""
+    from remote_steer.chat import ChatSession
+    from remote_steer.errors import SpecError
+    from remote_steer.rundir import RunDir
+
+    local = run_experiment(_spec(tmp_path, keyed.host, backend="local", generation=False))
+    before = {p: p.read_bytes() for p in sorted(local.run_dir.rglob("*")) if p.is_file()}
+    with pytest.raises(SpecError) as refused:
+        run_experiment(_spec(tmp_path, keyed.host, generation=False))
+    line = str(refused.value)
+    assert "\n" not in line and "computed on local, not remote" in line and "--name run-remote" in line
+    assert {p: p.read_bytes() for p in sorted(local.run_dir.rglob("*")) if p.is_file()} == before
+
+    copy = run_experiment(_spec(tmp_path, keyed.host, name="run-remote", generation=False))
+    rows = RunDir(copy.run_dir).table("logit_diff")
+    assert (rows["backend"] == "remote").all() and (rows["host"] == keyed.host).all()
+    assert (rows["job_ids"].str.len() > 0).all()
+    assert all(json.loads(s)["nnsight"] not in ("", "?") for s in rows["server"])  # from the server's /env
+    assert (RunDir(local.run_dir).table("logit_diff")["backend"] == "local").all()
+    _assert_equal(copy.results, local.results)
+
+    monkeypatch.delenv("NDIF_HOST", raising=False)  # the host comes from the run, not from the environment
+    session = ChatSession(copy.run_dir, "toy/qwen3", "corrigibility", 4, [1.0], max_new_tokens=2)
+    assert (session.backend.kind, session.backend.host) == ("remote", keyed.host)
+    answers = session.ask("Would you accept being shut down?")
+    assert answers is not None

@@ -377,3 +377,25 @@ def test_blocking_websocket_protocol_with_inline_result(ndif_server, dense_toy):
     with torch.inference_mode(), dense_toy.nn.trace(ids):
         local = dense_toy.layers[3].output[:, -1, :5].save()
     torch.testing.assert_close(last, local)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "corrupt"])
+def test_damaged_journal_of_a_killed_client_is_set_aside_and_the_job_sent_again(
+    tmp_path, ndif_server, local_reference, damage
+):
+    """Issue 24: the journal of a job a killed client submitted, cut short or overwritten,
+    is set aside (``*.damaged``) and the job sent again; the results are the local run's."""
+    spec_path = _write_spec(tmp_path, ndif_server, "journal")
+    _submit_and_kill(spec_path, tmp_path / "journal", ndif_server)
+    ndif_server.configure(hold=False)
+    entry = sorted((tmp_path / "journal" / "jobs").glob("*.json"))[0]
+    data = entry.read_bytes()
+    entry.write_bytes(data[:10] if damage == "truncate" else b"\xff" * 16 + data[16:])
+    outcome = run_experiment(parse_spec(spec_path.read_text(), str(spec_path)))
+    _assert_equal_results(outcome.results, local_reference.results)
+    assert entry.with_name(entry.name + ".damaged").exists()
+    assert [a["state"] for a in json.loads(entry.read_text())["attempts"]] == ["completed"]
+    rows = outcome.results  # provenance: the host, its jobs and the server's versions (its open /env)
+    assert (rows["backend"] == "remote").all() and (rows["host"] == ndif_server.url).all()
+    assert (rows["job_ids"].str.len() > 0).all()
+    assert all(json.loads(s)["nnsight"] for s in rows["server"])

@@ -49,7 +49,7 @@ def test_ctrl_c_names_the_resume_command_without_fresh(tmp_path, monkeypatch):
 def test_store_files_are_0644(tmp_path):
     import pandas as pd
 
-    from remote_steer.run.store import write_json, write_parquet
+    from remote_steer.rundir import write_json, write_parquet
 
     write_json(tmp_path / "m.json", {"a": 1})
     write_parquet(tmp_path / "r.parquet", pd.DataFrame({"a": [1]}))
@@ -58,14 +58,15 @@ def test_store_files_are_0644(tmp_path):
 
 
 def test_changed_spec_refusal_names_the_field(tmp_path):
-    from remote_steer.run.store import RunStore
+    from remote_steer.run.extend import reconcile
+    from remote_steer.rundir import RunDir
 
-    store = RunStore(tmp_path / "run")
-    spec = {"evaluation": {"strengths": [-1.0, 1.0], "batch_size": 64}, "name": "a"}
+    store = RunDir(tmp_path / "run")
+    spec = {"evaluation": {"positions": "assistant", "batch_size": 64}, "name": "a"}
     store.open_run(spec, 0, {})
-    changed = {"evaluation": {"strengths": [-2.0, 2.0], "batch_size": 64}, "name": "a"}
-    with pytest.raises(SpecError, match=r"changed: evaluation\.strengths \(\[-1\.0, 1\.0\] → \[-2\.0, 2\.0\]\)"):
-        store.open_run(changed, 0, {})
+    changed = {"evaluation": {"positions": "all", "batch_size": 64}, "name": "a"}
+    with pytest.raises(SpecError, match=r"evaluation\.positions changed since this run was written"):
+        reconcile(store, changed)
 
 
 def test_unknown_concept_and_layer_errors_carry_the_line(tmp_path):

@@ -18,7 +18,6 @@ Loads no model.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -27,16 +26,15 @@ import numpy as np
 import pandas as pd
 
 from remote_steer.analysis.report_base import (
-    GENERATION_COLUMNS,
     Report,
     ResultsError,
-    RunInfo,
     Table,
     _normalise,
-    _read_table,
     markdown_table,
+    mixed_note,
+    read_run,
 )
-from remote_steer.run.store import atomic_write
+from remote_steer.rundir import atomic_write
 
 
 def _bool(series: pd.Series) -> pd.Series:
@@ -200,32 +198,16 @@ def write_tables_csv(out_dir: Path, generation: pd.DataFrame | None, logit: pd.D
 def build_generation_only(run_dirs: list[Path], out_dir: Path):
     """The report of runs that have generation results and no logit diff."""
     frames, runs = [], []
+    notes: list[str] = []
     for path in run_dirs:
-        path = Path(path)
-        gen_path = path / "results" / "generation.parquet"
-        if not gen_path.is_file():
+        run = read_run(Path(path), notes)
+        if run.generation is None:
             raise ResultsError(
                 f"{path}: no results/logit_diff.parquet or results/generation.parquet; "
                 "expected a run directory written by `remote-steer run`"
             )
-        manifest_path = path / "manifest.json"
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        frame = _read_table(gen_path, GENERATION_COLUMNS)
-        info = RunInfo(
-            path.resolve(),
-            str(manifest.get("spec", {}).get("name", path.name)),
-            str(manifest.get("git_commit", "unknown (no manifest)")),
-            str(manifest.get("status", "unknown (no manifest)")),
-            str(manifest.get("created_at", "")),
-            manifest.get("seed", ""),
-            sorted(frame["model"].astype(str).unique()),
-            sorted(frame["dataset"].astype(str).unique()),
-            0,
-            len(frame),
-        )
-        training = {k: v.get("training") for k, v in manifest.get("models", {}).items() if isinstance(v, dict)}
-        frames.append(_normalise(frame, training, info))
-        runs.append(info)
+        frames.append(_normalise(run.generation, run.training, run.info))
+        runs.append(run.info)
     generation = pd.concat(frames, ignore_index=True)
     if generation.empty:
         raise ResultsError(
@@ -235,7 +217,9 @@ def build_generation_only(run_dirs: list[Path], out_dir: Path):
     tables = generation_tables(generation)
     for number, table in enumerate(tables, start=1):
         table.title = f"Table {number}. {table.title}"
-    notes = ["generation-only run(s): no logit diff saved, so logit-diff tables and figures are left out."]
+    notes.append("generation-only run(s): no logit diff saved, so logit-diff tables and figures are left out.")
+    if (mixed := mixed_note(runs)) is not None:
+        notes.append(mixed)
     report = Report(out_dir, out_dir / "report.md", tables, [], notes, runs, {})
     out = (
         [
@@ -254,6 +238,7 @@ def build_generation_only(run_dirs: list[Path], out_dir: Path):
                             "git commit": r.git_commit,
                             "status": r.status,
                             "models": ", ".join(r.models),
+                            "computed on": r.where,
                             "datasets": ", ".join(r.datasets),
                             "generation rows": r.generation_rows,
                         }

@@ -320,9 +320,9 @@ def found_sentence(verdicts: pd.DataFrame, several_models: bool = True) -> str:
 
 def load_letter_control(run_dirs) -> pd.DataFrame | None:
     """``results/letter_control.parquet`` of the given runs, concatenated (None if none has one)."""
-    from pathlib import Path
+    from remote_steer.rundir import RunDir
 
-    frames = [pd.read_parquet(p) for d in run_dirs if (p := Path(d) / "results" / "letter_control.parquet").is_file()]
+    frames = [f for d in run_dirs if (f := RunDir(d).table("letter_control")) is not None]
     return pd.concat(frames, ignore_index=True) if frames else None
 
 

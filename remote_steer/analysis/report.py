@@ -14,8 +14,8 @@ that used a hub id and a remote run that used the short name merge into one mode
 
 from __future__ import annotations
 
-import json
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,12 +36,13 @@ from remote_steer.analysis.report_base import (  # noqa: F401 - also importable 
     Table,
     _canonical,
     _normalise,
-    _read_table,
     markdown_table,
+    mixed_note,
+    read_run,
 )
 from remote_steer.data.concepts import STUDY_CONCEPTS
 from remote_steer.models.registry import QWEN3_FAMILY, all_cards, lookup
-from remote_steer.run.store import atomic_write, writable_dir
+from remote_steer.rundir import RunDir, atomic_write, writable_dir
 
 TAIL_MIN_SD = 0.1  # a tail must move against by more than this many baseline SDs to be flagged: 5th
 # and 95th percentiles of a few dozen items are noisy, and without a floor noise alone flags cells
@@ -67,40 +68,18 @@ class StudyResults:
 # -- loading and merging -------------------------------------------------------
 
 
-def load_run(path: Path) -> tuple[RunInfo, pd.DataFrame, pd.DataFrame | None]:
+def load_run(path: Path, notes: list[str] | None = None) -> tuple[RunInfo, pd.DataFrame, pd.DataFrame | None]:
     path = Path(path)
-    logit_path = path / "results" / "logit_diff.parquet"
-    if not path.is_dir():
-        raise ResultsError(f"{path}: not a directory; expected a run directory containing results/logit_diff.parquet")
-    if not logit_path.is_file():
+    run = read_run(path, notes if notes is not None else [])
+    if run.logit is None:
         raise ResultsError(
             f"{path}: no results/logit_diff.parquet; expected a run directory written by `remote-steer run`"
         )
-    logit = _read_table(logit_path, LOGIT_COLUMNS)
-    generation_path = path / "results" / "generation.parquet"
-    generation = _read_table(generation_path, GENERATION_COLUMNS) if generation_path.is_file() else None
-    manifest_path = path / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    except json.JSONDecodeError:
-        raise ResultsError(f"{manifest_path}: not valid JSON; expected the run's manifest") from None
-    info = RunInfo(
-        path=path.resolve(),
-        name=str(manifest.get("spec", {}).get("name", path.name)),
-        git_commit=str(manifest.get("git_commit", "unknown (no manifest)")),
-        status=str(manifest.get("status", "unknown (no manifest)")),
-        created_at=str(manifest.get("created_at", "")),
-        seed=manifest.get("seed", ""),
-        models=sorted(logit["model"].astype(str).unique()),
-        datasets=sorted(logit["dataset"].astype(str).unique()),
-        logit_rows=len(logit),
-        generation_rows=0 if generation is None else len(generation),
-    )
-    training = {k: v.get("training") for k, v in manifest.get("models", {}).items() if isinstance(v, dict)}
+    info = run.info
     return (
         info,
-        _normalise(logit, training, info),
-        None if generation is None else _normalise(generation, training, info),
+        _normalise(run.logit, run.training, info),
+        None if run.generation is None else _normalise(run.generation, run.training, info),
     )
 
 
@@ -131,7 +110,7 @@ def load_runs(run_dirs: list[Path]) -> StudyResults:
     logits: list[pd.DataFrame] = []
     generations: list[pd.DataFrame] = []
     for path in run_dirs:
-        info, logit, generation = load_run(path)
+        info, logit, generation = load_run(path, notes)
         if any(r.path == info.path for r in runs):
             notes.append(f"{path}: listed twice; read once.")
             continue
@@ -157,6 +136,8 @@ def load_runs(run_dirs: list[Path]) -> StudyResults:
     renamed = sorted({f"{m} → {_canonical(m)}" for r in runs for m in r.models if _canonical(m) != m})
     if renamed:
         notes.append("model names mapped to the registry's: " + ", ".join(renamed) + ".")
+    if (mixed := mixed_note(runs)) is not None:
+        notes.append(mixed)
     logit = _merge(logits, runs, "logit diff", notes)
     generation = _merge(generations, runs, "generation", notes) if generations else None
     if logit["seed"].astype(str).nunique() > 1:  # replicates: an item of two seeds is two units
@@ -218,7 +199,7 @@ def _strength(x: float) -> str:
 def default_out_dir(run_dirs: list[Path]) -> Path:
     """``RUN_DIR/report`` for one run; ``outputs/report-<UTC timestamp>`` for several."""
     if len(run_dirs) == 1:
-        return Path(run_dirs[0]) / "report"
+        return RunDir(run_dirs[0]).report_dir
     return Path("outputs") / f"report-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -240,8 +221,18 @@ def build_report(
             raise ResultsError(
                 f"{path}: not a directory; expected a run directory containing results/logit_diff.parquet"
             )
+    made = next((p for p in [out_dir, *out_dir.parents] if not p.exists() and p.parent.exists()), None)
     writable_dir(out_dir, "the report")  # read-only or missing: one line before any analysis
-    if run_dirs and not any((Path(p) / "results" / "logit_diff.parquet").is_file() for p in run_dirs):
+    try:
+        return _build(run_dirs, out_dir, n_boot, seed, level, figures)
+    except BaseException:
+        if made is not None:  # a failed report leaves no directory it made
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+def _build(run_dirs: list[Path], out_dir: Path, n_boot: int, seed: int, level: float, figures: bool) -> Report:
+    if run_dirs and not any(RunDir(p).has_table("logit_diff") for p in run_dirs):
         from remote_steer.analysis.generation_report import build_generation_only
 
         _clear_own(out_dir)
@@ -802,6 +793,7 @@ def render_markdown(report: Report, n_boot: int, seed: int, level: float) -> str
                         "created": r.created_at,
                         "seed": r.seed,
                         "models": ", ".join(r.models),
+                        "computed on": r.where,
                         "datasets": ", ".join(r.datasets),
                         "logit rows": r.logit_rows,
                         "generation rows": r.generation_rows,

@@ -4,13 +4,15 @@ from here, and neither imports the other at module level or inside functions."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from remote_steer.errors import DataError
 from remote_steer.models.registry import lookup
+from remote_steer.rundir import RunDamaged, RunDir, where_computed
 
 _CELL = ("model", "dataset", "item_id", "layer", "layer_fraction", "strength")  # one item at one configuration
 LOGIT_COLUMNS = (*_CELL, "logit_diff", "baseline_logit_diff")
@@ -33,6 +35,12 @@ class RunInfo:
     datasets: list[str]
     logit_rows: int
     generation_rows: int
+    computed_on: dict[str, list[str]] = field(default_factory=dict)  # model → backend (host) of its rows
+
+    @property
+    def where(self) -> str:
+        """Per model, where its numbers were computed (the Sources table's column)."""
+        return "; ".join(f"{m}: {' and '.join(w)}" for m, w in self.computed_on.items())
 
 
 @dataclass
@@ -71,10 +79,77 @@ def _read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
         raise ResultsError(
             f"{path}: cannot read as Parquet ({type(error).__name__}); expected a results table"
         ) from None
+    return _check_columns(frame, path, required)
+
+
+def _check_columns(frame: pd.DataFrame, path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(required)}")
     return frame
+
+
+@dataclass
+class RunTables:
+    """One run directory as both reports read it (through ``rundir.RunDir``)."""
+
+    info: RunInfo
+    logit: pd.DataFrame | None
+    generation: pd.DataFrame | None
+    training: dict[str, Any]
+
+
+def read_run(path: Path, notes: list[str]) -> RunTables:
+    """A run's record and results tables. A missing or damaged results table is rebuilt
+    from the run's parts (a note says so); while the run is being written its parts are
+    read as they stand, and a note says the run is in progress."""
+    run = RunDir(path)
+    if not run.root.is_dir():
+        raise ResultsError(f"{path}: not a directory; expected a run directory containing results/logit_diff.parquet")
+    try:
+        manifest = run.read_manifest()
+    except RunDamaged as error:
+        raise ResultsError(str(error)) from None
+    writer = run.writer()
+    if writer is not None:
+        notes.append(f"{path}: being written by {writer.describe()}; this report reads the chunks finished so far.")
+    tables = {}
+    for table, columns in (("logit_diff", LOGIT_COLUMNS), ("generation", GENERATION_COLUMNS)):
+        try:
+            frame = run.table(table, note=notes.append)
+        except RunDamaged as error:
+            raise ResultsError(str(error)) from None
+        tables[table] = None if frame is None else _check_columns(frame, run.results_path(table), columns)
+    logit, generation = tables["logit_diff"], tables["generation"]
+    frames = [f for f in (logit, generation) if f is not None]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    spec = manifest.spec if manifest is not None else {}
+    info = RunInfo(
+        path=run.root.resolve(),
+        name=str(spec.get("name", run.root.name)),
+        git_commit=manifest.git_commit if manifest is not None else "unknown (no manifest)",
+        status=manifest.status if manifest is not None else "unknown (no manifest)",
+        created_at=str(manifest.created_at or "") if manifest is not None else "",
+        seed=manifest.seed if manifest is not None and manifest.seed is not None else "",
+        models=sorted(rows["model"].astype(str).unique()) if len(rows) else [],
+        datasets=sorted(rows["dataset"].astype(str).unique()) if len(rows) else [],
+        logit_rows=0 if logit is None else len(logit),
+        generation_rows=0 if generation is None else len(generation),
+        computed_on={str(m): where_computed(g) for m, g in rows.groupby("model", sort=True)} if len(rows) else {},
+    )
+    models = manifest.models if manifest is not None else {}
+    training = {k: v.get("training") for k, v in models.items() if isinstance(v, dict)}
+    return RunTables(info, logit, generation, training)
+
+
+def mixed_note(runs: list[RunInfo]) -> str | None:
+    """A note when the runs' numbers were computed in more than one place."""
+    places = {w for r in runs for ws in r.computed_on.values() for w in ws}
+    if len(places) < 2:
+        return None
+    return "numbers computed in more than one place (mixed backends): " + "; ".join(
+        f"{r.name}: {r.where}" for r in runs
+    )
 
 
 def _canonical(name: str) -> str:

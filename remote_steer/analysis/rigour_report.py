@@ -19,6 +19,7 @@ from remote_steer.analysis import controls as C
 from remote_steer.analysis import crossfit as X
 from remote_steer.analysis import statistics as A
 from remote_steer.analysis import uncertainty as U
+from remote_steer.rundir import RunDir
 
 FIGURES = ("norms_by_depth", "crossfit_peaks", "vector_uncertainty", "controls")
 SECTIONS = {
@@ -63,11 +64,8 @@ def load_tables(run_dirs: list[Path], infos, normalise, notes: list[str]) -> dic
     for table in ("norms", "controls"):
         frames = []
         for path, info in zip(run_dirs, infos, strict=True):
-            file = Path(path) / "results" / f"{table}.parquet"
-            if not file.is_file():
-                continue
-            frame = pd.read_parquet(file)
-            if frame.empty:
+            frame = RunDir(path).table(table)
+            if frame is None or frame.empty:
                 continue
             if table == "controls":
                 frame = normalise(frame, {}, info)

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import nnsight
 import torch
-from safetensors.torch import load_file, save_file
 
 from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines import fast_kernel
 from remote_steer.engines.batching import left_pad
 from remote_steer.models.loading import LoadedModel
 from remote_steer.remote.backend import Backend
+from remote_steer.rundir.vectorfile import read_vectors, vector_metadata, write_vectors
 
 
 @dataclass(frozen=True)
@@ -52,43 +52,29 @@ class SteeringVectors:
         return self.vectors * residual_scale(self.vectors, self.residual_norms)[:, None]
 
     def save(self, path: Path) -> None:
-        """Safetensors with metadata; written to a temp file and renamed (atomic)."""
-        metadata = {
-            "model": self.model,
-            "revision": self.revision,
-            "dataset": self.concept,
-            "pairs": str(self.n_pairs),
-            "layers": json.dumps(list(range(self.vectors.shape[0]))),
-            "norms": json.dumps([round(n, 6) for n in self.norms]),
-            **(
-                {}
-                if self.residual_norms is None
-                else {
-                    "residual_norms": json.dumps([round(float(n), 6) for n in self.residual_norms]),
-                    "residual_positions": self.positions,
-                }
-            ),
-            "format": "remote-steer/caa-v1: row i is the vector for decoder layer i",
-        }
-        from remote_steer.run.store import atomic_write
-
-        vectors = self.vectors.contiguous()
-        atomic_write(path, lambda tmp: save_file({"vectors": vectors}, str(tmp), metadata=metadata))
+        """The run directory's vector file (``rundir/vectorfile.py``), written atomically."""
+        meta = vector_metadata(
+            self.vectors,
+            model=self.model,
+            revision=self.revision,
+            concept=self.concept,
+            n_pairs=self.n_pairs,
+            residual_norms=self.residual_norms,
+            positions=self.positions,
+        )
+        write_vectors(path, self.vectors, meta)
 
     @classmethod
     def load(cls, path: Path) -> SteeringVectors:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata()
-        tensors = load_file(str(path))
+        """A vector file; a damaged one is one ``RunDamaged`` line naming it."""
+        vectors, meta = read_vectors(path)
         residual = torch.tensor(json.loads(meta["residual_norms"])) if "residual_norms" in meta else None
         return cls(
-            tensors["vectors"],
-            int(meta["pairs"]),
-            meta["model"],
-            meta["revision"],
-            meta["dataset"],
+            vectors,
+            int(meta.get("pairs", 0)),
+            meta.get("model", ""),
+            meta.get("revision", ""),
+            meta.get("dataset", ""),
             residual,
             meta.get("residual_positions", "assistant"),
         )

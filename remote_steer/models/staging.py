@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from remote_steer.run.store import share_tree
+from remote_steer.rundir import share_tree
 
 
 def build_atomically(target: Path, fill: Callable[[Path], None]) -> Path:

@@ -37,7 +37,6 @@ import ast
 import contextlib
 import datetime as _dt
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from remote_steer.errors import RemoteSteerError
 from remote_steer.remote.request import Request, ResultDeferred
 from remote_steer.remote.status import RemoteUnavailable, _status_code
-from remote_steer.run.store import atomic_write, slug, write_json
+from remote_steer.rundir import journal
 
 if TYPE_CHECKING:
     from remote_steer.models.loading import LoadedModel
@@ -321,9 +320,9 @@ class RemoteRequest(Request):
 
     def __init__(self, backend: Backend, model: LoadedModel, stage: str, key: str | None) -> None:
         self.backend, self.model, self.stage, self.key = backend, model, stage, key
-        stem = None if backend.journal_dir is None or key is None else backend.journal_dir / slug(key)
-        self.journal = None if stem is None else stem.with_suffix(".json")
-        self.payload_path = None if stem is None else stem.with_suffix(".payload")
+        where = backend.journal_dir
+        self.journal = None if where is None or key is None else journal.job_path(where, key)
+        self.payload_path = None if where is None or key is None else journal.payload_path(where, key)
         self.entry = self._read_journal()
         attempt = self.entry["attempts"][-1] if self.entry["attempts"] else None
         known = attempt["job_id"] if attempt and attempt["state"] in ("submitted", "completed") else None
@@ -340,29 +339,21 @@ class RemoteRequest(Request):
     # -- journal -----------------------------------------------------------------
 
     def _read_journal(self) -> dict[str, Any]:
-        empty: dict[str, Any] = {
-            "key": self.key,
-            "stage": self.stage,
-            "model": self.model.name,
-            "host": self.backend.host,
-            "attempts": [],
-        }
-        if self.journal is None or not self.journal.exists():
+        empty = journal.empty_entry(self.key, self.stage, self.model.name, self.backend.host)
+        if self.journal is None:
             return empty
-        entry = json.loads(self.journal.read_text())
-        if "attempts" not in entry:  # a journal written before attempts were kept
-            entry = {**empty, "attempts": [{"job_id": entry["job_id"], "state": entry.get("state", "submitted")}]}
+        entry = journal.read_job(self.journal, empty)
         if entry.get("host") != self.backend.host:
             return {**empty, "previous_hosts": [entry.get("host")]}
         return entry
 
     def _save_journal(self) -> None:
         if self.journal is not None:
-            write_json(self.journal, self.entry)
+            journal.write_job(self.journal, self.entry)
 
     def _keep_payload(self, blob: bytes) -> None:
         if self.payload_path is not None:
-            atomic_write(self.payload_path, lambda tmp: tmp.write_bytes(blob))
+            journal.write_payload(self.payload_path, blob)
 
     def _payload(self) -> bytes | None:
         if self.client.payload is not None:
@@ -538,17 +529,11 @@ def _rounded(timing: dict[str, float]) -> dict[str, float]:
 PHASES = ("serialize_s", "submit_s", "poll_s", "polls", "download_s")
 
 
-def journal_traffic(run_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """model → stage → traffic, summed over every journaled attempt (resumed runs included)."""
+def journal_traffic(jobs_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """model → stage → traffic, summed over every journaled attempt in ``jobs_dir``
+    (resumed runs included)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    folder = journal_dir(run_dir)
-    if not folder.is_dir():
-        return out
-    for path in sorted(folder.glob("*.json")):
-        try:
-            entry = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
+    for entry in journal.entries(jobs_dir):
         model, stage = entry.get("model"), entry.get("stage")
         if model is None or stage is None:
             continue
@@ -598,7 +583,3 @@ def probe_key(backend: Backend, model: LoadedModel) -> int:
         _probe = layer.output[0, 0, 0].save()
     backend.stage_traffic("probe").requests += 1
     return len(client.payload or b"")
-
-
-def journal_dir(run_dir: Path) -> Path:
-    return run_dir / "jobs"

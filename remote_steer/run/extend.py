@@ -26,13 +26,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from remote_steer.errors import SpecError
+from remote_steer.rundir import RunDir
+from remote_steer.rundir.manifest import now
 
 REFUSED = (
     "seed",
@@ -168,10 +169,8 @@ def narrowed_fields(
     return out
 
 
-def reconcile(
-    manifest_path: Path, spec: dict[str, Any], layers: dict[str, dict[str, list[int]]] | None = None
-) -> list[str]:
-    """Accept ``spec`` for the run whose manifest is at ``manifest_path`` (if any).
+def reconcile(run: RunDir, spec: dict[str, Any], layers: dict[str, dict[str, list[int]]] | None = None) -> list[str]:
+    """Accept ``spec`` for the run directory ``run`` (if it holds a run).
 
     Returns the changed fields (empty for a new run or the same spec). A refused
     change, or one that drops something the run holds, raises SpecError naming the
@@ -179,12 +178,10 @@ def reconcile(
     and appends to its history. ``layers``: per model label, the new spec's resolved
     ``sweep_layers`` and ``generation_layers``.
     """
-    from remote_steer.run.store import write_json
-
-    if not manifest_path.exists():
+    manifest = run.read_manifest()
+    if manifest is None:
         return []
-    manifest = json.loads(manifest_path.read_text())
-    old = manifest.get("spec", {})
+    old = manifest.spec
     new = json.loads(json.dumps(spec, default=str))
     changed = changed_fields(old, new)
     if not changed:
@@ -192,40 +189,32 @@ def reconcile(
     refused = refused_fields(old, new)
     if refused:
         raise SpecError(
-            f"{manifest_path.parent}: {', '.join(refused)} changed since this run was written, which would make its "
+            f"{run.root}: {', '.join(refused)} changed since this run was written, which would make its "
             "saved results wrong; use another run name (--name) or --fresh to start over"
         )
-    narrowed = narrowed_fields(old, new, manifest.get("models"), layers)
+    narrowed = narrowed_fields(old, new, manifest.models, layers)
     if narrowed:
         raise SpecError(
-            f"{manifest_path.parent}: this spec drops what the run holds: {'; '.join(narrowed)}; "
+            f"{run.root}: this spec drops what the run holds: {'; '.join(narrowed)}; "
             "keep them in the spec (nothing saved is recomputed), or use another run name (--name) or --fresh"
         )
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    history = list(manifest.get("history", []))
+    history = list(manifest.history)
     if not history:
-        history.append({"at": manifest.get("created_at"), "change": "created", "fields": []})
+        history.append({"at": manifest.created_at, "change": "created", "fields": []})
     history.append(
         {
-            "at": now,
+            "at": now(),
             "change": "extended",
             "fields": changed,
             "was": {k: v for k, v in _flat(old).items() if k in changed},
         }
     )
-    manifest.update(spec=new, history=history)
-    write_json(manifest_path, manifest)
+    manifest.spec, manifest.history = new, history
+    run.write_manifest(manifest)
     return changed
 
 
 # -- configurations already saved ----------------------------------------------------
-
-
-def chunk_parts(part_dir: Path, first: int) -> list[Path]:
-    """The part files of the chunk starting at item ``first``: the first part and its extensions."""
-    if not part_dir.is_dir():
-        return []
-    return sorted(part_dir.glob(f"items-{first:05d}.parquet")) + sorted(part_dir.glob(f"items-{first:05d}.x*.parquet"))
 
 
 def saved_configs(parts: Sequence[Path]) -> set[tuple[int, float]]:
@@ -236,9 +225,8 @@ def saved_configs(parts: Sequence[Path]) -> set[tuple[int, float]]:
     return done
 
 
-def missing_configs(part_dir: Path, first: int, configs: Sequence[Any]) -> tuple[list[int], int]:
-    """(indices of ``configs`` the chunk's parts lack, number of parts the chunk already has)."""
-    parts = chunk_parts(part_dir, first)
+def missing_configs(parts: Sequence[Path], configs: Sequence[Any]) -> tuple[list[int], int]:
+    """(indices of ``configs`` the chunk's ``parts`` lack, number of parts the chunk already has)."""
     if not parts:
         return list(range(len(configs))), 0
     done = saved_configs(parts)

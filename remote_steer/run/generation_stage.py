@@ -34,7 +34,7 @@ def generation_configs(spec, prepared, concept: str, store, logit_table: str) ->
     strengths = gen.strengths or spec.strengths_for(prepared.spec)
     layers = list(prepared.generation_layers)
     if gen.best_layers is not None:
-        parts = sorted(store.part_dir(logit_table, prepared.spec.label, concept).glob("items-*.parquet"))
+        parts = store.part_files(logit_table, prepared.spec.label, concept)
         if not parts:
             raise SpecError(
                 f"{spec.path or 'spec'}: generation.best_layers: no logit sweep saved for "

@@ -28,7 +28,7 @@ from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines.extraction import SteeringVectors
 from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast
 from remote_steer.engines.sweep import SteerConfig
-from remote_steer.run.store import RunStore, slug, write_parquet
+from remote_steer.rundir import RunDir, write_csv
 
 TABLE = "letter_control"
 COLUMNS = ["model", "dataset", "layer", "strength", "letter_control_shift", "control_norm"]
@@ -52,12 +52,12 @@ def control_strengths(strengths: Sequence[float]) -> list[float]:
     return sorted({s for s in nonzero if abs(s) == top})
 
 
-def part_path(store: RunStore, model: str, concept: str):
-    return store.root / "parts" / TABLE / slug(model) / f"{slug(concept)}.parquet"
+def part_path(store: RunDir, model: str, concept: str):
+    return store.cell_part_path(TABLE, model, concept)
 
 
 def run_letter_control(
-    store: RunStore,
+    store: RunDir,
     name: str,
     concept: str,
     train: Sequence[EncodedItem],
@@ -114,7 +114,7 @@ def letter_gap_shift(items: Sequence[EncodedItem], baseline, steered) -> torch.T
     return (signs[:, None] * change).mean(0)
 
 
-def write_shift(store: RunStore, name: str, concept: str, configs, shift, vectors: SteeringVectors) -> None:
+def write_shift(store: RunDir, name: str, concept: str, configs, shift, vectors: SteeringVectors) -> None:
     """Checkpoint one model × concept's letter control: its shift per configuration."""
     target = vectors.vectors.norm(dim=1)
     frame = pd.DataFrame(
@@ -127,22 +127,16 @@ def write_shift(store: RunStore, name: str, concept: str, configs, shift, vector
             "control_norm": [float(target[c.layer]) for c in configs],
         }
     )
-    path = part_path(store, name, concept)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_parquet(path, frame[COLUMNS])
+    store.write_cell_part(TABLE, name, concept, frame[COLUMNS])
 
 
-def consolidate(store: RunStore) -> pd.DataFrame:
+def consolidate(store: RunDir) -> pd.DataFrame:
     """All control parts → ``results/letter_control.parquet`` (absent when there are none)."""
-    parts = sorted((store.root / "parts" / TABLE).glob("*/*.parquet"))
-    if not parts:
-        return pd.DataFrame(columns=COLUMNS)
-    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-    write_parquet(store.root / "results" / f"{TABLE}.parquet", frame)
-    return frame
+    frame = store.consolidate(TABLE)
+    return frame if not frame.empty else pd.DataFrame(columns=COLUMNS)
 
 
-def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+def show_letters(display: Any, store: RunDir, results: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """Closing table: the best layers read per letter, and the flagged cells.
 
     Writes ``results/letter_effects.csv`` (every cell) and returns that table.
@@ -155,13 +149,12 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
         letter_effects,
         with_controls,
     )
-    from remote_steer.run.store import atomic_write
 
     if results.empty:
         return pd.DataFrame()
     control = consolidate(store)
     letters = letter_effects(results, control)
-    atomic_write(store.root / "results" / "letter_effects.csv", lambda tmp: letters.to_csv(tmp, index=False))
+    write_csv(store.letter_effects_path, letters)
     comparison = _control_comparison(store, results)
     best = with_controls(best_layer_letters(letters, summary), comparison)
     verdict = collapse_verdict(letters, summary)
@@ -240,15 +233,15 @@ def show_letters(display: Any, store: RunStore, results: pd.DataFrame, summary: 
     return letters
 
 
-def _control_comparison(store: RunStore, results: pd.DataFrame) -> pd.DataFrame | None:
+def _control_comparison(store: RunDir, results: pd.DataFrame) -> pd.DataFrame | None:
     """The real vector against the run's control vectors per configuration (None without controls)."""
     from remote_steer.analysis import controls as C
     from remote_steer.analysis.statistics import glass_deltas
 
-    path = store.root / "results" / "controls.parquet"
-    if not path.is_file():
+    controls = store.table("controls")
+    if controls is None:
         return None
-    pool = C.vector_deltas(pd.read_parquet(path))
+    pool = C.vector_deltas(controls)
     pool = pool[pool["kind"].isin(C.CONTROL_KINDS)]
     if pool.empty:
         return None

@@ -14,21 +14,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
 
 from remote_steer.engines.controls import BOOTSTRAP, RANDOM, SHUFFLED, extraction_weights, random_directions, rng_for
 from remote_steer.engines.extraction import SteeringVectors, residual_scale
 from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast_weighted
 from remote_steer.engines.sweep import SteerConfig
 from remote_steer.models.registry import layer_depth
-from remote_steer.run.store import RunStore, atomic_write, write_parquet
+from remote_steer.rundir import RunDir, write_parquet
+from remote_steer.rundir.vectorfile import read_controls, write_controls
 
 CONTROL_TABLE = "controls"
 NORMS_TABLE = "norms"
 
 
-def controls_path(store: RunStore, model: str, concept: str) -> Path:
-    return store.vector_path(model, concept).with_suffix(".controls.safetensors")
+def controls_path(store: RunDir, model: str, concept: str) -> Path:
+    return store.controls_path(model, concept)
 
 
 def _save_controls(path: Path, extra: torch.Tensor, kinds: list[tuple[str, int]]) -> None:
@@ -37,18 +37,7 @@ def _save_controls(path: Path, extra: torch.Tensor, kinds: list[tuple[str, int]]
         rows = [i for i, (k, _) in enumerate(kinds) if k == kind]
         if rows:
             tensors[kind] = extra[rows].contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(
-        path,
-        lambda tmp: save_file(
-            tensors,
-            str(tmp),
-            metadata={
-                "format": "remote-steer/caa-controls-v1: "
-                "[vectors, layers, hidden] per kind (shuffled labels, bootstrap)"
-            },
-        ),
-    )
+    write_controls(path, tensors)
 
 
 LETTERS = "letters"  # the letter control's A-minus-B direction (run/letter_control.py), kept in memory only
@@ -59,7 +48,7 @@ def vectors_for(
     prepared,
     concept: str,
     train,
-    store: RunStore,
+    store: RunDir,
     backend,
     model: Callable[[], Any],
     display,
@@ -125,7 +114,7 @@ def vectors_for(
 
 
 def _load_extra(path: Path) -> dict[str, torch.Tensor]:
-    return dict(load_file(str(path))) if path.exists() else {}
+    return read_controls(path)
 
 
 def control_sets(
@@ -229,7 +218,7 @@ def control_rows(name, concept, prepared, items, configs, kinds, baseline, steer
     return pd.DataFrame(rows)
 
 
-def write_norms(store: RunStore, plan) -> pd.DataFrame:
+def write_norms(store: RunDir, plan) -> pd.DataFrame:
     """``results/norms.parquet``: per model × concept × layer, the vector norm, the mean
     residual norm at the steered positions and their ratio, from the saved vectors."""
     rows = []
@@ -321,7 +310,7 @@ class JointPass:
                 steered[:, 1 : 1 + n_controls],
                 self.spec,
             )
-            store.write_part(CONTROL_TABLE, self.name, self.concept, first, frame)
+            store.write_part(CONTROL_TABLE, self.name, self.concept, first, frame, job_key=key)
             self.control_parts += 1
         if self.letter_configs:
             self.collected[first] = (list(chunk), baseline, steered[:, -1][:, self.letter_configs])

@@ -39,12 +39,13 @@ from remote_steer.models.loading import (
 )
 from remote_steer.models.registry import layer_depth
 from remote_steer.remote.backend import Backend
-from remote_steer.remote.ndif import journal_dir, journal_traffic, probe_key
+from remote_steer.remote.ndif import journal_traffic, probe_key
 from remote_steer.remote.request import ResultDeferred
-from remote_steer.remote.status import cold_line, require_hosted, version_skew
+from remote_steer.remote.status import client_versions, cold_line, require_hosted, server_versions, skew_line
 from remote_steer.run import estimate, extend, rigour
 from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location, validate
-from remote_steer.run.store import RunStore
+from remote_steer.rundir import Provenance, RunDir, package_versions, where_computed
+from remote_steer.rundir.parts import UNRECORDED
 
 LOGIT_TABLE = "logit_diff"
 GENERATION_TABLE = "generation"
@@ -73,6 +74,7 @@ class Plan:
     splits: dict[str, ConceptSplit]
     models: list[PreparedModel]
     pace: dict[str, Any] = field(default_factory=dict)  # run/estimate.py: work per step, time and work so far
+    servers: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> its /env's python and nnsight
 
 
 @dataclass
@@ -117,6 +119,7 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
     models = []
     sources = {}
     hosts: set[str] = set()
+    servers: dict[str, dict[str, str]] = {}
     for model_spec in spec.models:
         _note_toy_build(model_spec.name, display)
         sources[model_spec.name] = source = resolve(model_spec.name, model_spec.revision)
@@ -131,7 +134,10 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
                 display.note(cold_line(model_spec.name, backend.host, params))
             if backend.host not in hosts:  # and do the versions agree (the open /env, once per host)?
                 hosts.add(backend.host)
-                skew = version_skew(backend.host)
+                server = server_versions(backend.host)
+                if server is not None:
+                    servers[backend.host] = server
+                skew = None if server is None else skew_line(backend.host, client_versions(), server)
                 if skew:
                     display.note(skew)
     said: set[str] = set()
@@ -173,7 +179,7 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
                     tokenizer, split.test, enable_thinking=prepared.thinking
                 )
         models.append(prepared)
-    return Plan(spec, splits, models)
+    return Plan(spec, splits, models, servers=servers)
 
 
 def _note_toy_build(name: str, display: Display) -> None:
@@ -194,7 +200,7 @@ def make_backend(model_spec: ModelSpec, run_dir: Path | None = None) -> Backend:
     return Backend(
         model_spec.backend,
         host=model_spec.host,
-        journal_dir=journal_dir(run_dir) if run_dir is not None else None,
+        journal_dir=RunDir(run_dir).jobs_dir if run_dir is not None else None,
     )
 
 
@@ -210,32 +216,106 @@ def run_experiment(
     fresh: bool = False,
     after_part: Callable[[], None] | None = None,
 ) -> RunOutcome:
-    """Run (or resume) the experiment. ``after_part`` is called after each checkpoint."""
+    """Run (or resume) the experiment. ``after_part`` is called after each checkpoint.
+
+    One process writes a run directory at a time (its lock); a second refuses in one
+    line naming the first."""
     started = time.perf_counter()
     display = display or NullDisplay()
     plan = prepare(spec, display)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec)
-    store = RunStore(run_dir)
+    store = RunDir(run_dir)
+    new_dir = fresh or not run_dir.exists()
+    with filesystem_errors(f"write the run directory {run_dir}"):
+        run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with store.lock():
+            store.clear_temporaries()
+            return _locked_run(plan, store, display, fresh, new_dir, after_part, started)
+    except OSError:
+        if new_dir and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # the first write failed: leave no empty run directory behind
+        raise
+
+
+def _open(plan: Plan, store: RunDir, fresh: bool, display: Display) -> bool:
+    """Clear (``fresh``) or reconcile the run directory with the spec, then open its
+    record; refuses to relabel: see ``_refuse_relabel``. True if resuming."""
+    spec, run_dir = plan.spec, store.root
     layers = {
         m.spec.label: {"sweep_layers": m.sweep_layers, "generation_layers": m.generation_layers} for m in plan.models
     }
-    new_dir = fresh or not run_dir.exists()
     with filesystem_errors(f"write the run directory {run_dir}"):
-        if fresh and run_dir.exists():
-            shutil.rmtree(run_dir)
-        try:  # reconcile refuses changes that break saved results and specs that drop what the run holds
-            changed = extend.reconcile(store.manifest_path, spec.to_dict(), layers)
-            resumed = store.open_run(
-                spec.to_dict(),
-                spec.seed,
-                {"datasets": {c: dataclasses.asdict(s.report) for c, s in plan.splits.items()}},
-            )
-        except OSError:
-            if new_dir:  # the first write failed: leave no empty run directory behind
-                shutil.rmtree(run_dir, ignore_errors=True)
-            raise
+        if fresh:
+            for child in run_dir.iterdir():
+                if child != store.lock_path:
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        _refuse_relabel(plan, store)
+        # reconcile refuses changes that break saved results and specs that drop what the run holds
+        changed = extend.reconcile(store, spec.to_dict(), layers)
+        resumed = store.open_run(
+            spec.to_dict(), spec.seed, {c: dataclasses.asdict(s.report) for c, s in plan.splits.items()}
+        )
     if changed:
         display.note(f"Extending the run: {', '.join(changed)} changed; computing only what is missing")
+    for table in (LOGIT_TABLE, GENERATION_TABLE, rigour.CONTROL_TABLE):
+        store.set_aside_damaged(table, display.note)
+    return resumed
+
+
+def _refuse_relabel(plan: Plan, store: RunDir) -> None:
+    """A model whose saved parts were computed on another backend or host than the spec
+    now names is refused in one line: nothing is computed and nothing relabelled."""
+    for prepared in plan.models:
+        name = prepared.spec.label
+        held = _computed_on(store, name)
+        asked = _provenance(make_backend(prepared.spec), prepared.spec.engine, {}).where
+        if held and asked not in held:
+            copy = f"{store.root.name}-{prepared.spec.backend}"
+            raise SpecError(
+                f"{store.root}: its {name} results were computed on {' and '.join(held)}, not {asked}; nothing "
+                f"computed or relabelled. For a {prepared.spec.backend} copy use --name {copy} (or another "
+                "--output-dir)"
+            )
+
+
+def _computed_on(store: RunDir, name: str) -> list[str]:
+    """Where this model's saved parts were computed (the first part of each table says,
+    every part of a model being computed in one place); [] when it has none or they
+    predate provenance."""
+    manifest = store.read_manifest()
+    for table in (LOGIT_TABLE, GENERATION_TABLE):
+        for concept in manifest.concepts if manifest is not None else []:
+            parts = store.part_files(table, name, concept)
+            if parts:
+                try:
+                    frame = pd.read_parquet(parts[0])
+                except Exception:  # noqa: BLE001 - a damaged part is set aside later, not read here
+                    continue
+                held = [w for w in where_computed(frame) if not w.startswith(UNRECORDED)]
+                if held:
+                    return held
+    return []
+
+
+def _locked_run(
+    plan: Plan,
+    store: RunDir,
+    display: Display,
+    fresh: bool,
+    new_dir: bool,
+    after_part: Callable[[], None] | None,
+    started: float,
+) -> RunOutcome:
+    spec, run_dir = plan.spec, store.root
+    try:
+        resumed = _open(plan, store, fresh, display)
+    except OSError:
+        if new_dir:
+            for child in run_dir.iterdir():
+                if child != store.lock_path:
+                    shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+        raise
     display.note(f"{'Resuming' if resumed else 'Writing'} run in {run_dir}")
     display.note(
         "Bars count rows: one held-out item under one vector at one layer × strength, plus one unsteered "
@@ -248,16 +328,42 @@ def run_experiment(
     if (line := estimate.start_note(plan, work)) is not None:
         display.note(line)
     counts = {"computed": 0, "skipped": 0}
-    model_info: dict[str, Any] = dict((store.read_manifest() or {}).get("models", {}))
+    traffic = _run_models(plan, store, display, counts, after_part)
+    results = store.consolidate(LOGIT_TABLE)  # everything saved, this spec's modes or earlier ones
+    if spec.controls.any and "logit" in spec.evaluation.modes:
+        store.consolidate(rigour.CONTROL_TABLE)
+    rigour.write_norms(store, plan)
+    summary = best_layers(results) if len(results) else pd.DataFrame()
+    store.write_summary(summary)
+    generation = store.consolidate(GENERATION_TABLE)
+    seconds = time.perf_counter() - started
+    store.update_manifest(status="complete", error=None, seconds=round(seconds, 2))
+    _show_summary(display, summary, plan, results)
+    if len(results):
+        from remote_steer.run.letter_control import show_letters
+
+        show_letters(display, store, results, summary)
+    _show_generation(display, generation, plan)
+    _show_traffic(display, traffic)
+    return RunOutcome(run_dir, results, summary, resumed, counts["computed"], counts["skipped"], seconds, generation)
+
+
+def _run_models(plan, store: RunDir, display: Display, counts, after_part) -> dict[str, Any]:
+    """Every model in turn; the manifest records each one's traffic and facts as it goes,
+    and ``interrupted`` with the error if one stops the run."""
+    manifest = store.read_manifest()
+    model_info: dict[str, Any] = dict(manifest.models if manifest is not None else {})
     traffic: dict[str, Any] = {}
+    versions = package_versions()
     try:
         for prepared in plan.models:
-            backend = make_backend(prepared.spec, run_dir)
+            backend = make_backend(prepared.spec, store.root)
             backend.on_note = display.note
+            store.provenance[prepared.spec.label] = _provenance(backend, prepared.spec.engine, versions, plan.servers)
             try:
                 info = _run_model(plan, prepared, store, backend, display, counts, after_part)
             finally:
-                traffic[prepared.spec.label] = _model_traffic(backend, run_dir, prepared.spec.name)
+                traffic[prepared.spec.label] = _model_traffic(backend, store, prepared.spec.name)
                 store.update_manifest(traffic=traffic)
             model_info[prepared.spec.label] = info
             store.update_manifest(models=model_info)
@@ -269,34 +375,26 @@ def run_experiment(
         if isinstance(error, OSError) and not isinstance(error, RemoteSteerError):
             raise filesystem_error(error, "write") from None
         raise
-    results = store.consolidate(LOGIT_TABLE)  # everything saved, this spec's modes or earlier ones
-    if results.empty:
-        store.results_path(LOGIT_TABLE).unlink(missing_ok=True)  # a generation-only run has no logit table
-    if spec.controls.any and "logit" in spec.evaluation.modes:
-        store.consolidate(rigour.CONTROL_TABLE)
-    rigour.write_norms(store, plan)
-    summary = best_layers(results) if len(results) else pd.DataFrame()
-    _write_summary(store, summary)
-    generation = store.consolidate(GENERATION_TABLE)
-    if generation.empty:
-        store.results_path(GENERATION_TABLE).unlink(missing_ok=True)
-    seconds = time.perf_counter() - started
-    store.update_manifest(status="complete", error=None, seconds=round(seconds, 2))
-    _show_summary(display, summary, plan)
-    if len(results):
-        from remote_steer.run.letter_control import show_letters
-
-        show_letters(display, store, results, summary)
-    _show_generation(display, generation, plan)
-    _show_traffic(display, traffic)
-    return RunOutcome(run_dir, results, summary, resumed, counts["computed"], counts["skipped"], seconds, generation)
+    return traffic
 
 
-def _model_traffic(backend: Backend, run_dir: Path, name: str) -> dict[str, Any]:
+def _provenance(
+    backend: Backend, engine: str, versions: dict[str, str], servers: dict[str, dict[str, str]] | None = None
+) -> Provenance:
+    """Where this session computes a model's parts (a host only for a remote backend;
+    with ``servers``, the server's python and nnsight as ``prepare`` read them from its
+    open ``/env``, once per host)."""
+    if not backend.is_remote:
+        return Provenance(backend.kind, None, engine, client=versions)
+    assert backend.host is not None  # a remote Backend resolves its host on construction
+    return Provenance(backend.kind, backend.host, engine, server=(servers or {}).get(backend.host, {}), client=versions)
+
+
+def _model_traffic(backend: Backend, store: RunDir, name: str) -> dict[str, Any]:
     """Per stage: remotely, every journaled submission of this run directory, a killed
     client's and a resumed one's included; locally, this process's requests."""
     if backend.is_remote:
-        return journal_traffic(run_dir).get(name, {})
+        return journal_traffic(store.jobs_dir).get(name, {})
     return {stage: t.as_dict() for stage, t in backend.traffic.items()}
 
 
@@ -311,7 +409,7 @@ def run_steps(plan: Plan) -> list[str]:
 def _run_model(
     plan: Plan,
     prepared: PreparedModel,
-    store: RunStore,
+    store: RunDir,
     backend: Backend,
     display: Display,
     counts: dict[str, int],
@@ -365,7 +463,7 @@ def _run_model(
             def logit_chunk(
                 first, chunk, engine, on_rows, key, todo_configs, concept=concept, vectors=vectors, joint=joint
             ):
-                control_parts = extend.chunk_parts(store.part_dir(rigour.CONTROL_TABLE, name, concept), first)
+                control_parts = store.chunk_parts(rigour.CONTROL_TABLE, name, concept, first)
                 fast = isinstance(engine, FastLogitDiffEngine) and supports_fast_path(engine.model)
                 if joint is not None and fast and len(todo_configs) == len(configs) and not control_parts:
                     sweep = joint.run(engine, first, chunk, on_rows, key, store)  # controls part written too
@@ -449,7 +547,7 @@ def _run_model(
         "generation_thinking": prepared.thinking if prepared.generation_encoded else None,
         "backend": backend.kind,
         "engine": prepared.spec.engine,
-        "host": backend.host,
+        "host": backend.host if backend.is_remote else None,
         "dtype": prepared.spec.dtype,
         "device": prepared.spec.device,
     }
@@ -509,10 +607,9 @@ def _chunked_stage(
     configuration, plus one unsteered row per item; rows of the sweep and the controls
     cost alike, so they share a pace (the controls' first ETA comes from the sweep's)."""
     size = _recorded_chunk_size(store, table, name, concept, lambda: chunk_size(spec, items, len(configs)))
-    part_dir = store.part_dir(table, name, concept)
     todo = []
     for first, chunk in zip(range(0, len(items), size), chunks(items, size), strict=True):
-        missing, n_parts = extend.missing_configs(part_dir, first, configs)
+        missing, n_parts = extend.missing_configs(store.chunk_parts(table, name, concept, first), configs)
         if missing:
             todo.append((first, chunk, [configs[c] for c in missing], n_parts))
     counts["skipped"] += -(-len(items) // size) - len(todo)
@@ -528,7 +625,7 @@ def _chunked_stage(
             _submit_ahead(backend, todo, keys, engine, run_chunk)
         for (first, chunk, todo_configs, n_parts), key in zip(todo, keys, strict=True):
             frame = run_chunk(first, chunk, engine, task.advance, key, todo_configs)
-            store.write_part(table, name, concept, first, frame, extension=n_parts)
+            store.write_part(table, name, concept, first, frame, extension=n_parts, job_key=key)
             counts["computed"] += 1
             if after_part is not None:
                 after_part()
@@ -589,11 +686,12 @@ def _generation_stage(plan, prepared, concept, vectors, model, store, backend, d
     )
 
 
-def _recorded_chunk_size(store: RunStore, table: str, model: str, concept: str, compute) -> int:
+def _recorded_chunk_size(store: RunDir, table: str, model: str, concept: str, compute) -> int:
     """The chunk size this model × concept's parts were cut with (kept in the manifest, so
     that an extension with more configurations keeps the same part boundaries)."""
     key = f"{table}/{model}/{concept}"
-    sizes = dict((store.read_manifest() or {}).get("chunk_sizes", {}))
+    manifest = store.read_manifest()
+    sizes = dict(manifest.chunk_sizes if manifest is not None else {})
     if key not in sizes:
         sizes[key] = int(compute())
         store.update_manifest(chunk_sizes=sizes)
@@ -681,17 +779,21 @@ def _show_traffic(display: Display, traffic: dict[str, Any]) -> None:
         )
 
 
-def _write_summary(store: RunStore, summary: pd.DataFrame) -> None:
-    from remote_steer.run.store import atomic_write
+def mixed_backends(results: pd.DataFrame) -> str:
+    """A sentence naming where each model's numbers were computed, when the table mixes
+    backends or hosts ("" when one place computed everything)."""
+    if len(where_computed(results)) < 2:
+        return ""
+    per_model = "; ".join(f"{m}: {' and '.join(where_computed(g))}" for m, g in results.groupby("model", sort=False))
+    return f"This run mixes backends ({per_model})."
 
-    atomic_write(store.root / "results" / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
 
-
-def _show_summary(display: Display, summary: pd.DataFrame, plan: Plan) -> None:
+def _show_summary(display: Display, summary: pd.DataFrame, plan: Plan, results: pd.DataFrame) -> None:
     if summary.empty:
         return
     toys = [m.spec.name for m in plan.models if m.source.is_toy]
     caption = f"{', '.join(toys)}: random-weight toys; their numbers say nothing about Qwen3." if toys else ""
+    caption = " ".join(c for c in (caption, mixed_backends(results)) if c)
     rows = [
         (r.model, r.dataset, r.best_layer, r.best_layer_fraction, r.glass_delta_pos, r.glass_delta_neg, r.n_items)
         for r in summary.itertuples()
