@@ -101,6 +101,11 @@ def run(
         "--engine",
         help='Engine for every model: "fast" (default) or "plain" (for a host that refuses registered code).',
     ),
+    allow_large_strengths: bool = typer.Option(
+        False,
+        "--allow-large-strengths",
+        help="Run strengths whose added vector exceeds 10× the residual norm (refused otherwise).",
+    ),
 ) -> None:
     """Extract CAA vectors and run the layer × strength logit-diff sweep of SPEC
     (and, with the generation mode, the steered model's free answers).
@@ -125,6 +130,7 @@ def run(
             backend=backend,
             host=host,
             engine=engine,
+            allow_large_strengths=allow_large_strengths,
         )
         display = NullDisplay() if quiet else RichDisplay()
         outcome = run_experiment(experiment, display=display, fresh=fresh)
@@ -132,7 +138,7 @@ def run(
         _fail(error)
         return
     except KeyboardInterrupt:
-        command = resume_command(spec, name, output_dir, backend, host, modes, engine)
+        command = resume_command(spec, name, output_dir, backend, host, modes, engine, allow_large_strengths)
         hint = " (without --fresh, which would delete them)" if fresh else ""
         typer.echo(f"interrupted: finished chunks are saved; resume with{hint}:\n  {command}", err=True)
         raise typer.Exit(code=130) from None
@@ -144,7 +150,7 @@ def run(
         typer.echo(f"next: remote-steer report {shlex.quote(str(outcome.run_dir))}")
 
 
-def resume_command(spec, name, output_dir, backend, host, modes, engine=None) -> str:
+def resume_command(spec, name, output_dir, backend, host, modes, engine=None, allow_large_strengths=False) -> str:
     """The command that resumes an interrupted run: the same options, never --fresh
     (which would delete the chunks already saved)."""
     import shlex
@@ -160,6 +166,8 @@ def resume_command(spec, name, output_dir, backend, host, modes, engine=None) ->
     ):
         if value:
             parts += [flag, str(value)]
+    if allow_large_strengths:
+        parts.append("--allow-large-strengths")
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -293,6 +301,9 @@ def plan(
         caption,
     )
     _plan_controls(load_spec(spec), plans)
+    from remote_steer.run.strength_check import plan_note
+
+    RichDisplay().note(plan_note(load_spec(spec)))
     from remote_steer.run.memory_plan import memory_rows  # peak memory per model and device
 
     def gb(v: float | None) -> str:

@@ -42,7 +42,7 @@ from remote_steer.remote.backend import Backend
 from remote_steer.remote.ndif import journal_dir, journal_traffic, probe_key
 from remote_steer.remote.request import ResultDeferred
 from remote_steer.remote.status import COLD_NOTE, require_hosted
-from remote_steer.run import estimate, extend, rigour
+from remote_steer.run import estimate, extend, rigour, strength_check
 from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location, validate
 from remote_steer.run.store import RunStore
 
@@ -212,6 +212,8 @@ def run_experiment(
     with filesystem_errors(f"write the run directory {run_dir}"):
         if fresh and run_dir.exists():
             shutil.rmtree(run_dir)
+        before = store.manifest_path.read_bytes() if store.manifest_path.exists() else None
+        made = strength_check.first_missing(run_dir)  # what a refused strength takes away again
         try:  # reconcile refuses changes that break saved results and specs that drop what the run holds
             changed = extend.reconcile(store.manifest_path, spec.to_dict(), layers)
             resumed = store.open_run(
@@ -250,6 +252,9 @@ def run_experiment(
                 store.update_manifest(traffic=traffic)
             model_info[prepared.spec.label] = info
             store.update_manifest(models=model_info)
+    except strength_check.StrengthRefused:  # the spec never ran: the run is as it was
+        strength_check.undo_open(made, store.manifest_path, before)
+        raise
     except BaseException as error:
         try:
             store.update_manifest(status="interrupted", error=f"{type(error).__name__}: {error}")
@@ -263,7 +268,7 @@ def run_experiment(
         store.results_path(LOGIT_TABLE).unlink(missing_ok=True)  # a generation-only run has no logit table
     if spec.controls.any and "logit" in spec.evaluation.modes:
         store.consolidate(rigour.CONTROL_TABLE)
-    rigour.write_norms(store, plan)
+    norms = rigour.write_norms(store, plan)
     summary = best_layers(results) if len(results) else pd.DataFrame()
     _write_summary(store, summary)
     generation = store.consolidate(GENERATION_TABLE)
@@ -271,7 +276,7 @@ def run_experiment(
         store.results_path(GENERATION_TABLE).unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     store.update_manifest(status="complete", error=None, seconds=round(seconds, 2))
-    _show_summary(display, summary, plan)
+    _show_summary(display, summary, plan, norms)
     if len(results):
         from remote_steer.run.letter_control import show_letters
 
@@ -343,6 +348,7 @@ def _run_model(
         )
         letters = extra.pop(rigour.LETTERS, None)
         revision = vectors.revision
+        strength_check.check(spec, prepared, concept, vectors)  # before the sweep computes anything
         if sweeping:
             joint = _joint_pass(spec, prepared, name, concept, vectors, extra, letters, configs, store, test)
             sweep_engine = FastLogitDiffEngine if prepared.spec.engine == "fast" else LogitDiffEngine
@@ -676,11 +682,15 @@ def _write_summary(store: RunStore, summary: pd.DataFrame) -> None:
     atomic_write(store.root / "results" / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
 
 
-def _show_summary(display: Display, summary: pd.DataFrame, plan: Plan) -> None:
+def _show_summary(display: Display, summary: pd.DataFrame, plan: Plan, norms: pd.DataFrame) -> None:
     if summary.empty:
         return
     toys = [m.spec.name for m in plan.models if m.source.is_toy]
     caption = f"{', '.join(toys)}: random-weight toys; their numbers say nothing about Qwen3." if toys else ""
+    if plan.spec.evaluation.strength_unit == "raw":
+        layers = {m.spec.label: m.sweep_layers for m in plan.models}
+        line = strength_check.equivalents(norms, layers, float(summary["pos_strength"].abs().max()))
+        caption = " ".join(filter(None, [caption, line]))
     rows = [
         (r.model, r.dataset, r.best_layer, r.best_layer_fraction, r.glass_delta_pos, r.glass_delta_neg, r.n_items)
         for r in summary.itertuples()

@@ -70,6 +70,7 @@ class EvaluationSpec:
     strength_unit: str = (
         "raw"  # "raw": s × the vector; "residual": s × the layer's mean residual norm, in the vector's direction
     )
+    allow_large_strengths: bool = False  # run strengths whose vector exceeds 10× the residual norm (docs/rigour.md)
 
 
 @dataclass(frozen=True)
@@ -330,7 +331,7 @@ class _Reader:
                 return parse_modes(tuple(self.strings(value, key)), key)
             except SpecError as error:
                 raise self.fail(key, str(error).split(": ", 1)[1]) from None
-        if name == "thinking":
+        if name in ("thinking", "allow_large_strengths"):
             if not isinstance(value, bool):
                 raise self.fail(key, f"expected true or false, got {value!r}")
             return value
@@ -467,16 +468,22 @@ def apply_overrides(
     backend: str | None = None,
     host: str | None = None,
     engine: str | None = None,
+    allow_large_strengths: bool = False,
 ) -> ExperimentSpec:
     """The spec with ``run``'s command-line options applied; a bad value names its flag."""
     changes: dict[str, Any] = {}
+    evaluation = spec.evaluation
+    if allow_large_strengths:
+        evaluation = dataclasses.replace(evaluation, allow_large_strengths=True)
     if name:
         changes["name"] = name
     if output_dir:
         changes["output_dir"] = str(output_dir)
     if modes:
         parsed = parse_modes(tuple(m.strip() for m in modes.split(",")), "--modes")
-        changes["evaluation"] = dataclasses.replace(spec.evaluation, modes=parsed)
+        evaluation = dataclasses.replace(evaluation, modes=parsed)
+    if evaluation != spec.evaluation:
+        changes["evaluation"] = evaluation
     if backend is not None and backend not in BACKEND_KINDS:
         raise SpecError(f"--backend {backend!r}: expected one of {', '.join(BACKEND_KINDS)}")
     if engine is not None and engine not in ENGINES:
