@@ -101,6 +101,11 @@ def run(
         "--engine",
         help='Engine for every model: "fast" (default) or "plain" (for a host that refuses registered code).',
     ),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        help="torch CPU threads for local runs (default: the CPUs free; OMP_NUM_THREADS/MKL_NUM_THREADS win).",
+    ),
     allow_large_strengths: bool = typer.Option(
         False,
         "--allow-large-strengths",
@@ -130,6 +135,7 @@ def run(
             backend=backend,
             host=host,
             engine=engine,
+            threads=threads,
             allow_large_strengths=allow_large_strengths,
         )
         display = NullDisplay() if quiet else RichDisplay()
@@ -138,7 +144,7 @@ def run(
         _fail(error)
         return
     except KeyboardInterrupt:
-        command = resume_command(spec, name, output_dir, backend, host, modes, engine, allow_large_strengths)
+        command = resume_command(spec, name, output_dir, backend, host, modes, engine, threads, allow_large_strengths)
         hint = " (without --fresh, which would delete them)" if fresh else ""
         typer.echo(f"interrupted: finished chunks are saved; resume with{hint}:\n  {command}", err=True)
         raise typer.Exit(code=130) from None
@@ -146,11 +152,15 @@ def run(
         f"done in {outcome.seconds:.1f}s: {outcome.computed_parts} chunks computed, "
         f"{outcome.skipped_parts} already done → {outcome.run_dir}"
     )
+    if outcome.slow:
+        typer.echo(f"slow: {outcome.slow}")
     if not quiet:
         typer.echo(f"next: remote-steer report {shlex.quote(str(outcome.run_dir))}")
 
 
-def resume_command(spec, name, output_dir, backend, host, modes, engine=None, allow_large_strengths=False) -> str:
+def resume_command(
+    spec, name, output_dir, backend, host, modes, engine=None, threads=None, allow_large_strengths=False
+) -> str:
     """The command that resumes an interrupted run: the same options, never --fresh
     (which would delete the chunks already saved)."""
     import shlex
@@ -163,6 +173,7 @@ def resume_command(spec, name, output_dir, backend, host, modes, engine=None, al
         ("--host", host),
         ("--modes", modes),
         ("--engine", engine),
+        ("--threads", threads),
     ):
         if value:
             parts += [flag, str(value)]

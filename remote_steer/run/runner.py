@@ -42,7 +42,7 @@ from remote_steer.remote.backend import Backend
 from remote_steer.remote.ndif import journal_dir, journal_traffic, probe_key
 from remote_steer.remote.request import ResultDeferred
 from remote_steer.remote.status import COLD_NOTE, require_hosted
-from remote_steer.run import estimate, extend, rigour, strength_check
+from remote_steer.run import estimate, extend, rigour, strength_check, threads
 from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location, validate
 from remote_steer.run.store import RunStore
 
@@ -85,6 +85,7 @@ class RunOutcome:
     skipped_parts: int
     seconds: float
     generation: pd.DataFrame = field(default_factory=pd.DataFrame)
+    slow: str | None = None  # why the run took far longer than its estimate (run/threads.py)
 
 
 def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
@@ -228,6 +229,7 @@ def run_experiment(
     if changed:
         display.note(f"Extending the run: {', '.join(changed)} changed; computing only what is missing")
     display.note(f"{'Resuming' if resumed else 'Writing'} run in {run_dir}")
+    cpu_threads = _set_threads(plan, display)
     display.note(
         "Bars count rows: one held-out item under one vector at one layer × strength, plus one unsteered "
         "row per item (extraction bars count training pairs)."
@@ -235,9 +237,10 @@ def run_experiment(
     if hasattr(display, "plan_steps"):
         display.plan_steps(run_steps(plan))
     work = estimate.plan_work(plan)
-    plan.pace.update(work=work, done=0, seconds=0.0, gflop=0.0)
+    plan.pace.update(work=work, done=0, seconds=0.0, gflop=0.0, steps=0)
     if (line := estimate.start_note(plan, work)) is not None:
         display.note(line)
+    estimated = line is not None  # local CPU runs: a slow one says why when it ends
     counts = {"computed": 0, "skipped": 0}
     model_info: dict[str, Any] = dict((store.read_manifest() or {}).get("models", {}))
     traffic: dict[str, Any] = {}
@@ -263,6 +266,9 @@ def run_experiment(
         if isinstance(error, OSError) and not isinstance(error, RemoteSteerError):
             raise filesystem_error(error, "write") from None
         raise
+    finally:
+        if cpu_threads is not None:  # torch's threads are the caller's again
+            threads.restore(cpu_threads)
     results = store.consolidate(LOGIT_TABLE)  # everything saved, this spec's modes or earlier ones
     if results.empty:
         store.results_path(LOGIT_TABLE).unlink(missing_ok=True)  # a generation-only run has no logit table
@@ -283,7 +289,29 @@ def run_experiment(
         show_letters(display, store, results, summary)
     _show_generation(display, generation, plan)
     _show_traffic(display, traffic)
-    return RunOutcome(run_dir, results, summary, resumed, counts["computed"], counts["skipped"], seconds, generation)
+    outcome = RunOutcome(run_dir, results, summary, resumed, counts["computed"], counts["skipped"], seconds, generation)
+    if estimated and cpu_threads is not None and plan.pace.get("gflop"):
+        expected = estimate.seconds_for(plan.pace["gflop"], plan.pace["steps"])
+        outcome.slow = threads.slow_note(
+            plan.pace["seconds"], expected, cpu_threads.threads, cpu_threads.cpus, threads.load_average()
+        )
+    return outcome
+
+
+def _set_threads(plan: Plan, display: Display) -> threads.ThreadChoice | None:
+    """Local CPU runs: torch's thread count from the CPUs free (run/threads.py), said in
+    the header. None when every model runs elsewhere."""
+    if not any(m.spec.backend == "local" and m.spec.device == "cpu" for m in plan.models):
+        return None
+    import torch
+
+    choice = threads.choose(
+        plan.spec.threads, "threads setting", load=threads.load_average(), running=threads.running_others()
+    )
+    choice = dataclasses.replace(choice, previous=torch.get_num_threads())
+    torch.set_num_threads(choice.threads)
+    display.note(choice.header())
+    return choice
 
 
 def _model_traffic(backend: Backend, run_dir: Path, name: str) -> dict[str, Any]:
@@ -459,6 +487,7 @@ def _step_done(plan: Plan, display: Display, seconds: float, computed: bool) -> 
     if computed:
         pace["seconds"] += seconds
         pace["gflop"] += pace["work"][pace["done"] - 1].gflop
+        pace["steps"] += 1
     line = estimate.progress_note(pace["work"], pace["done"], pace["seconds"], pace["gflop"])
     if line is not None:
         display.note(line)

@@ -125,6 +125,7 @@ class ExperimentSpec:
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     generation: GenerationSpec = field(default_factory=GenerationSpec)
     controls: ControlsSpec = field(default_factory=ControlsSpec)
+    threads: int | None = None  # local runs: torch's CPU threads (default: the CPUs free; env vars win)
     path: str | None = field(default=None, compare=False)  # where it was read from
 
     def to_dict(self) -> dict[str, Any]:
@@ -348,6 +349,7 @@ class _Reader:
             "max_new_tokens",
             "best_layers",
             "answer_tokens",
+            "threads",
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
                 raise self.fail(key, f"expected a positive integer, got {value!r}")
@@ -468,10 +470,15 @@ def apply_overrides(
     backend: str | None = None,
     host: str | None = None,
     engine: str | None = None,
+    threads: int | None = None,
     allow_large_strengths: bool = False,
 ) -> ExperimentSpec:
     """The spec with ``run``'s command-line options applied; a bad value names its flag."""
     changes: dict[str, Any] = {}
+    if threads is not None:
+        if threads < 1:
+            raise SpecError(f"--threads {threads}: expected a positive integer")
+        changes["threads"] = threads
     evaluation = spec.evaluation
     if allow_large_strengths:
         evaluation = dataclasses.replace(evaluation, allow_large_strengths=True)
