@@ -152,8 +152,10 @@ def run(
         f"done in {outcome.seconds:.1f}s: {outcome.computed_parts} chunks computed, "
         f"{outcome.skipped_parts} already done → {outcome.run_dir}"
     )
-    if outcome.slow:
-        typer.echo(f"slow: {outcome.slow}")
+    if outcome.slow:  # 80 columns, piped or not
+        import textwrap
+
+        typer.echo(textwrap.fill(f"slow: {outcome.slow}", 80, subsequent_indent="  "))
     if not quiet:
         typer.echo(f"next: remote-steer report {shlex.quote(str(outcome.run_dir))}")
 
