@@ -32,7 +32,7 @@ def _write(root, name, text):
 def test_cgroup_quota_from_fake_files(tmp_path, files, expected):
     for name, text in files.items():
         _write(tmp_path, name, text)
-    assert threads.cgroup_cpus(tmp_path) == expected
+    assert threads.cgroup_cpus(tmp_path, tmp_path / "no-proc") == expected
 
 
 def test_available_cpus_is_the_affinity_capped_by_the_quota_rounded_up():
@@ -150,3 +150,17 @@ def test_threads_setting_is_checked(tmp_path):
     assert apply_overrides(spec, threads=3).threads == 3
     with pytest.raises(SpecError, match=r"--threads 0: expected a positive integer"):
         apply_overrides(spec, threads=0)
+
+
+def test_cgroup_quota_of_a_nested_cgroup_is_the_smallest_on_its_way_up(tmp_path):
+    proc = tmp_path / "self-cgroup"
+    proc.write_text("0::/user.slice/run.scope\n")
+    _write(tmp_path, "cg/user.slice/cpu.max", "300000 100000\n")
+    _write(tmp_path, "cg/user.slice/run.scope/cpu.max", "max 100000\n")
+    assert threads.cgroup_cpus(tmp_path / "cg", proc) == 3.0
+    _write(tmp_path, "cg/user.slice/run.scope/cpu.max", "100000 100000\n")
+    assert threads.cgroup_cpus(tmp_path / "cg", proc) == 1.0
+    proc.write_text("4:memory:/x\n3:cpu,cpuacct:/docker/abc\n0::/\n")  # v1 beside an empty v2
+    _write(tmp_path, "v1/cpu,cpuacct/docker/abc/cpu.cfs_quota_us", "250000\n")
+    _write(tmp_path, "v1/cpu,cpuacct/docker/abc/cpu.cfs_period_us", "100000\n")
+    assert threads.cgroup_cpus(tmp_path / "v1", proc) == 2.5

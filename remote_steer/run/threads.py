@@ -24,22 +24,56 @@ SLOW_FACTOR = 3.0  # a run this many times slower than its estimate says why
 _CGROUP = Path("/sys/fs/cgroup")
 
 
-def cgroup_cpus(root: Path = _CGROUP) -> float | None:
-    """The CPU quota of this process's cgroup, in CPUs (None: no limit or no cgroup).
-    v2: ``cpu.max`` = "QUOTA PERIOD" or "max PERIOD"; v1: ``cpu/cpu.cfs_quota_us``
-    (-1: none) over ``cpu/cpu.cfs_period_us``."""
+def _own_cgroups(proc: Path) -> dict[str, str]:
+    """/proc/self/cgroup as {controller: path}: "" for v2's single hierarchy."""
+    out = {}
     try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
+        for line in proc.read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                out[controller] = path.strip("/")
     except (OSError, ValueError):
         pass
-    for folder in ("cpu", "cpu,cpuacct"):
+    return out
+
+
+def _quota(folders: list[Path], v2: bool) -> float | None:
+    """The smallest CPU quota over these cgroup folders (the process's and its ancestors)."""
+    quotas = []
+    for folder in folders:
         try:
-            quota_us = int((root / folder / "cpu.cfs_quota_us").read_text())
-            period_us = int((root / folder / "cpu.cfs_period_us").read_text())
+            if v2:
+                quota, period = (folder / "cpu.max").read_text().split()[:2]
+                if quota != "max":
+                    quotas.append(int(quota) / int(period))
+            else:
+                quota_us = int((folder / "cpu.cfs_quota_us").read_text())
+                period_us = int((folder / "cpu.cfs_period_us").read_text())
+                if quota_us > 0 and period_us > 0:
+                    quotas.append(quota_us / period_us)
         except (OSError, ValueError):
             continue
-        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+    return min(quotas) if quotas else None
+
+
+def cgroup_cpus(root: Path = _CGROUP, proc: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The CPU quota of this process's cgroup, in CPUs (None: no limit or no cgroup), the
+    smallest over its cgroup and the ones above it. v2: ``cpu.max`` = "QUOTA PERIOD" or
+    "max PERIOD"; v1: ``cpu.cfs_quota_us`` (-1: none) over ``cpu.cfs_period_us`` under
+    ``cpu/`` (or ``cpu,cpuacct/``)."""
+    own = _own_cgroups(proc)
+
+    def chain(base: Path, relative: str) -> list[Path]:
+        parts = [p for p in relative.split("/") if p]
+        return [base.joinpath(*parts[:n]) for n in range(len(parts), -1, -1)]
+
+    v2 = _quota(chain(root, own.get("", "")), v2=True)
+    if v2 is not None:
+        return v2
+    for folder in ("cpu", "cpu,cpuacct"):
+        v1 = _quota(chain(root / folder, own.get("cpu", "")), v2=False)
+        if v1 is not None:
+            return v1
     return None
 
 
