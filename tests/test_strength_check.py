@@ -59,6 +59,7 @@ def test_huge_strengths_are_refused_in_one_line_then_run_with_the_flag(tmp_path)
     )
     assert found, message
     assert not (tmp_path / "out").exists(), "nothing computed, nothing left behind"
+    assert "measured by the extraction" in strength_check.plan_note(parse_spec(spec.read_text(), str(spec)))
 
     allowed = runner.invoke(app, ["run", str(spec), "--quiet", "--allow-large-strengths"])
     assert allowed.exit_code == 0, allowed.output
@@ -71,6 +72,12 @@ def test_huge_strengths_are_refused_in_one_line_then_run_with_the_flag(tmp_path)
     per_layer = [_hand_multiple(vector_file, [layer], 1e6) for layer in layers]
     assert int(found.group(2)) == layers[per_layer.index(max(per_layer))]
     assert expected > 1e4  # the toys' vectors are ~0.03-0.1 × the residual norm
+    # plan gives the residual-unit equivalent from the saved vectors: the range over the sweep layers
+    note = " ".join(strength_check.plan_note(parse_spec(spec.read_text(), str(spec))).split())
+    shown = re.search(r"raw strength ±1e\+06 is toy/qwen3 (\d+)–(\d+)× the residual norm", note)
+    assert shown, note
+    assert float(shown.group(1)) == pytest.approx(min(per_layer), abs=1)
+    assert float(shown.group(2)) == pytest.approx(max(per_layer), abs=1)
 
 
 def test_a_refused_strength_leaves_an_existing_run_as_it_was(tmp_path):
