@@ -101,6 +101,16 @@ def run(
         "--engine",
         help='Engine for every model: "fast" (default) or "plain" (for a host that refuses registered code).',
     ),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        help="torch CPU threads for local runs (default: the CPUs free; OMP_NUM_THREADS/MKL_NUM_THREADS win).",
+    ),
+    allow_large_strengths: bool = typer.Option(
+        False,
+        "--allow-large-strengths",
+        help="Run strengths whose added vector exceeds 10× the residual norm (refused otherwise).",
+    ),
 ) -> None:
     """Extract CAA vectors and run the layer × strength logit-diff sweep of SPEC
     (and, with the generation mode, the steered model's free answers).
@@ -125,6 +135,8 @@ def run(
             backend=backend,
             host=host,
             engine=engine,
+            threads=threads,
+            allow_large_strengths=allow_large_strengths,
         )
         display = NullDisplay() if quiet else RichDisplay()
         outcome = run_experiment(experiment, display=display, fresh=fresh)
@@ -132,7 +144,7 @@ def run(
         _fail(error)
         return
     except KeyboardInterrupt:
-        command = resume_command(spec, name, output_dir, backend, host, modes, engine)
+        command = resume_command(spec, name, output_dir, backend, host, modes, engine, threads, allow_large_strengths)
         hint = " (without --fresh, which would delete them)" if fresh else ""
         typer.echo(f"interrupted: finished chunks are saved; resume with{hint}:\n  {command}", err=True)
         raise typer.Exit(code=130) from None
@@ -140,11 +152,17 @@ def run(
         f"done in {outcome.seconds:.1f}s: {outcome.computed_parts} chunks computed, "
         f"{outcome.skipped_parts} already done → {outcome.run_dir}"
     )
+    if outcome.slow:  # 80 columns, piped or not
+        import textwrap
+
+        typer.echo(textwrap.fill(f"slow: {outcome.slow}", 80, subsequent_indent="  "))
     if not quiet:
         typer.echo(f"next: remote-steer report {shlex.quote(str(outcome.run_dir))}")
 
 
-def resume_command(spec, name, output_dir, backend, host, modes, engine=None) -> str:
+def resume_command(
+    spec, name, output_dir, backend, host, modes, engine=None, threads=None, allow_large_strengths=False
+) -> str:
     """The command that resumes an interrupted run: the same options, never --fresh
     (which would delete the chunks already saved)."""
     import shlex
@@ -157,9 +175,12 @@ def resume_command(spec, name, output_dir, backend, host, modes, engine=None) ->
         ("--host", host),
         ("--modes", modes),
         ("--engine", engine),
+        ("--threads", threads),
     ):
         if value:
             parts += [flag, str(value)]
+    if allow_large_strengths:
+        parts.append("--allow-large-strengths")
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -296,6 +317,9 @@ def plan(
     for line in dict.fromkeys(p.host_note for p in plans if p.host_note):
         display.note(line)
     _plan_controls(load_spec(spec), plans)
+    from remote_steer.run.strength_check import plan_note
+
+    RichDisplay().note(plan_note(load_spec(spec)))
     from remote_steer.run.memory_plan import memory_rows  # peak memory per model and device
 
     def gb(v: float | None) -> str:

@@ -87,13 +87,18 @@ def clock(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def seconds_for(gflop: float, steps: int) -> float:
+    """The estimate for ``gflop`` of work in ``steps`` model × concept steps."""
+    return gflop / CPU_GFLOPS + STEP_SECONDS * steps
+
+
 def start_note(plan: Any, work: list[Work]) -> str | None:
     """The line a local CPU run prints when it starts (None on GPUs and remote hosts,
     where the reference rate says nothing)."""
     if not work or any(m.spec.backend != "local" or m.spec.device != "cpu" for m in plan.models):
         return None
     total = sum(w.gflop for w in work)
-    seconds = total / CPU_GFLOPS + STEP_SECONDS * len(work)
+    seconds = seconds_for(total, len(work))
     return (
         f"Estimated time: about {clock(seconds)} on 2 idle CPU cores for {len(work)} model × concept "
         f"step(s) ({total:,.0f} GFLOP; less for what is already saved); refined after each step."

@@ -42,7 +42,7 @@ from remote_steer.remote.backend import Backend
 from remote_steer.remote.ndif import journal_traffic, probe_key
 from remote_steer.remote.request import ResultDeferred
 from remote_steer.remote.status import client_versions, cold_line, require_hosted, server_versions, skew_line
-from remote_steer.run import estimate, extend, rigour
+from remote_steer.run import estimate, extend, rigour, strength_check, threads
 from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location, validate
 from remote_steer.rundir import Provenance, RunDir, package_versions, where_computed
 from remote_steer.rundir.parts import UNRECORDED
@@ -87,6 +87,7 @@ class RunOutcome:
     skipped_parts: int
     seconds: float
     generation: pd.DataFrame = field(default_factory=pd.DataFrame)
+    slow: str | None = None  # why the run took far longer than its estimate (run/threads.py)
 
 
 def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
@@ -226,12 +227,21 @@ def run_experiment(
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec)
     store = RunDir(run_dir)
     new_dir = fresh or not run_dir.exists()
+    made = strength_check.first_missing(run_dir)  # what a refused strength takes away again
     with filesystem_errors(f"write the run directory {run_dir}"):
         run_dir.mkdir(parents=True, exist_ok=True)
     try:
         with store.lock():
             store.clear_temporaries()
-            return _locked_run(plan, store, display, fresh, new_dir, after_part, started)
+            before = store.manifest_path.read_bytes() if store.manifest_path.exists() else None
+            try:
+                return _locked_run(plan, store, display, fresh, new_dir, after_part, started)
+            except strength_check.StrengthRefused:  # an existing run gets its record back
+                strength_check.undo_open(None, store.manifest_path, before)
+                raise
+    except strength_check.StrengthRefused:  # and a run directory this run made goes, its lock released
+        strength_check.undo_open(made, store.manifest_path, None)
+        raise
     except OSError:
         if new_dir and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # the first write failed: leave no empty run directory behind
@@ -317,6 +327,7 @@ def _locked_run(
                     shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
         raise
     display.note(f"{'Resuming' if resumed else 'Writing'} run in {run_dir}")
+    cpu_threads = _set_threads(plan, display)
     display.note(
         "Bars count rows: one held-out item under one vector at one layer × strength, plus one unsteered "
         "row per item (extraction bars count training pairs)."
@@ -324,28 +335,39 @@ def _locked_run(
     if hasattr(display, "plan_steps"):
         display.plan_steps(run_steps(plan))
     work = estimate.plan_work(plan)
-    plan.pace.update(work=work, done=0, seconds=0.0, gflop=0.0)
+    plan.pace.update(work=work, done=0, seconds=0.0, gflop=0.0, steps=0)
     if (line := estimate.start_note(plan, work)) is not None:
         display.note(line)
+    estimated = line is not None  # local CPU runs: a slow one says why when it ends
     counts = {"computed": 0, "skipped": 0}
-    traffic = _run_models(plan, store, display, counts, after_part)
+    try:
+        traffic = _run_models(plan, store, display, counts, after_part)
+    finally:
+        if cpu_threads is not None:  # torch's threads are the caller's again
+            threads.restore(cpu_threads)
     results = store.consolidate(LOGIT_TABLE)  # everything saved, this spec's modes or earlier ones
     if spec.controls.any and "logit" in spec.evaluation.modes:
         store.consolidate(rigour.CONTROL_TABLE)
-    rigour.write_norms(store, plan)
+    norms = rigour.write_norms(store, plan)
     summary = best_layers(results) if len(results) else pd.DataFrame()
     store.write_summary(summary)
     generation = store.consolidate(GENERATION_TABLE)
     seconds = time.perf_counter() - started
     store.update_manifest(status="complete", error=None, seconds=round(seconds, 2))
-    _show_summary(display, summary, plan, results)
+    _show_summary(display, summary, plan, results, norms)
     if len(results):
         from remote_steer.run.letter_control import show_letters
 
         show_letters(display, store, results, summary)
     _show_generation(display, generation, plan)
     _show_traffic(display, traffic)
-    return RunOutcome(run_dir, results, summary, resumed, counts["computed"], counts["skipped"], seconds, generation)
+    outcome = RunOutcome(run_dir, results, summary, resumed, counts["computed"], counts["skipped"], seconds, generation)
+    if estimated and cpu_threads is not None and plan.pace.get("gflop"):
+        expected = estimate.seconds_for(plan.pace["gflop"], plan.pace["steps"])
+        outcome.slow = threads.slow_note(
+            plan.pace["seconds"], expected, cpu_threads.threads, cpu_threads.cpus, threads.load_average()
+        )
+    return outcome
 
 
 def _run_models(plan, store: RunDir, display: Display, counts, after_part) -> dict[str, Any]:
@@ -367,6 +389,8 @@ def _run_models(plan, store: RunDir, display: Display, counts, after_part) -> di
                 store.update_manifest(traffic=traffic)
             model_info[prepared.spec.label] = info
             store.update_manifest(models=model_info)
+    except strength_check.StrengthRefused:  # the spec never ran: run_experiment puts the run back as it was
+        raise
     except BaseException as error:
         try:
             store.update_manifest(status="interrupted", error=f"{type(error).__name__}: {error}")
@@ -376,6 +400,22 @@ def _run_models(plan, store: RunDir, display: Display, counts, after_part) -> di
             raise filesystem_error(error, "write") from None
         raise
     return traffic
+
+
+def _set_threads(plan: Plan, display: Display) -> threads.ThreadChoice | None:
+    """Local CPU runs: torch's thread count from the CPUs free (run/threads.py), said in
+    the header. None when every model runs elsewhere."""
+    if not any(m.spec.backend == "local" and m.spec.device == "cpu" for m in plan.models):
+        return None
+    import torch
+
+    choice = threads.choose(
+        plan.spec.threads, "threads setting", load=threads.load_average(), running=threads.running_others()
+    )
+    choice = dataclasses.replace(choice, previous=torch.get_num_threads())
+    torch.set_num_threads(choice.threads)
+    display.note(choice.header())
+    return choice
 
 
 def _provenance(
@@ -452,6 +492,7 @@ def _run_model(
         )
         letters = extra.pop(rigour.LETTERS, None)
         revision = vectors.revision
+        strength_check.check(spec, prepared, concept, vectors)  # before the sweep computes anything
         if sweeping:
             joint = _joint_pass(spec, prepared, name, concept, vectors, extra, letters, configs, store, test)
             sweep_engine = FastLogitDiffEngine if prepared.spec.engine == "fast" else LogitDiffEngine
@@ -562,6 +603,7 @@ def _step_done(plan: Plan, display: Display, seconds: float, computed: bool) -> 
     if computed:
         pace["seconds"] += seconds
         pace["gflop"] += pace["work"][pace["done"] - 1].gflop
+        pace["steps"] += 1
     line = estimate.progress_note(pace["work"], pace["done"], pace["seconds"], pace["gflop"])
     if line is not None:
         display.note(line)
@@ -788,12 +830,18 @@ def mixed_backends(results: pd.DataFrame) -> str:
     return f"This run mixes backends ({per_model})."
 
 
-def _show_summary(display: Display, summary: pd.DataFrame, plan: Plan, results: pd.DataFrame) -> None:
+def _show_summary(
+    display: Display, summary: pd.DataFrame, plan: Plan, results: pd.DataFrame, norms: pd.DataFrame
+) -> None:
     if summary.empty:
         return
     toys = [m.spec.name for m in plan.models if m.source.is_toy]
     caption = f"{', '.join(toys)}: random-weight toys; their numbers say nothing about Qwen3." if toys else ""
     caption = " ".join(c for c in (caption, mixed_backends(results)) if c)
+    if plan.spec.evaluation.strength_unit == "raw":
+        layers = {m.spec.label: m.sweep_layers for m in plan.models}
+        line = strength_check.equivalents(norms, layers, float(summary["pos_strength"].abs().max()))
+        caption = " ".join(filter(None, [caption, line]))
     rows = [
         (r.model, r.dataset, r.best_layer, r.best_layer_fraction, r.glass_delta_pos, r.glass_delta_neg, r.n_items)
         for r in summary.itertuples()

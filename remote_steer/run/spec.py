@@ -86,6 +86,7 @@ class EvaluationSpec:
     strength_unit: str = (
         "raw"  # "raw": s × the vector; "residual": s × the layer's mean residual norm, in the vector's direction
     )
+    allow_large_strengths: bool = False  # run strengths whose vector exceeds 10× the residual norm (docs/rigour.md)
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class ExperimentSpec:
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     generation: GenerationSpec = field(default_factory=GenerationSpec)
     controls: ControlsSpec = field(default_factory=ControlsSpec)
+    threads: int | None = None  # local runs: torch's CPU threads (default: the CPUs free; env vars win)
     path: str | None = field(default=None, compare=False)  # where it was read from
 
     def to_dict(self) -> dict[str, Any]:
@@ -350,7 +352,7 @@ class _Reader:
                 return parse_modes(tuple(self.strings(value, key)), key)
             except SpecError as error:
                 raise self.fail(key, str(error).split(": ", 1)[1]) from None
-        if name == "thinking":
+        if name in ("thinking", "allow_large_strengths"):
             if not isinstance(value, bool):
                 raise self.fail(key, f"expected true or false, got {value!r}")
             return value
@@ -367,6 +369,7 @@ class _Reader:
             "max_new_tokens",
             "best_layers",
             "answer_tokens",
+            "threads",
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
                 raise self.fail(key, f"expected a positive integer, got {value!r}")
@@ -487,16 +490,27 @@ def apply_overrides(
     backend: str | None = None,
     host: str | None = None,
     engine: str | None = None,
+    threads: int | None = None,
+    allow_large_strengths: bool = False,
 ) -> ExperimentSpec:
     """The spec with ``run``'s command-line options applied; a bad value names its flag."""
     changes: dict[str, Any] = {}
+    if threads is not None:
+        if threads < 1:
+            raise SpecError(f"--threads {threads}: expected a positive integer")
+        changes["threads"] = threads
+    evaluation = spec.evaluation
+    if allow_large_strengths:
+        evaluation = dataclasses.replace(evaluation, allow_large_strengths=True)
     if name:
         changes["name"] = name
     if output_dir:
         changes["output_dir"] = str(output_dir)
     if modes:
         parsed = parse_modes(tuple(m.strip() for m in modes.split(",")), "--modes")
-        changes["evaluation"] = dataclasses.replace(spec.evaluation, modes=parsed)
+        evaluation = dataclasses.replace(evaluation, modes=parsed)
+    if evaluation != spec.evaluation:
+        changes["evaluation"] = evaluation
     if backend is not None and backend not in BACKEND_KINDS:
         raise SpecError(f"--backend {backend!r}: expected one of {', '.join(BACKEND_KINDS)}")
     if engine is not None and engine not in ENGINES:
