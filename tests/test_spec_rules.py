@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from remote_steer.errors import SpecError
-from remote_steer.run.spec import ExperimentSpec, apply_overrides, load_spec, validate
+from remote_steer.run import spec as spec_module
+from remote_steer.run.spec import ExperimentSpec, Rule, apply_overrides, load_spec, validate
 
 BASE = """name = "x"
 seed = 1
@@ -215,6 +216,11 @@ BAD = [
         "modes_bad",
         sub("layers = [1, 2]", 'layers = [1, 2]\nmodes = ["logits"]'),
         ':14: evaluation.modes: unknown mode \'logits\'; expected "logit" and/or "generation"',
+    ),
+    (
+        "modes_int",
+        sub("layers = [1, 2]", "layers = [1, 2]\nmodes = 3"),
+        ":14: evaluation.modes: expected a string or a non-empty list of strings",
     ),
     (
         "thinking_bad",
@@ -529,3 +535,22 @@ def test_a_bad_override_names_its_flag(tmp_path, option, expected):
     with pytest.raises(SpecError) as error:
         apply_overrides(_spec(tmp_path), **option)
     assert str(error.value) == expected
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [
+        ExperimentSpec,
+        spec_module.DataSpec,
+        spec_module.ModelSpec,
+        spec_module.ExtractionSpec,
+        spec_module.EvaluationSpec,
+        spec_module.GenerationSpec,
+        spec_module.ControlsSpec,
+    ],
+)
+def test_every_spec_field_carries_its_rule(cls):
+    """The reader and the validator know a field only by its rule (``metadata=``)."""
+    for fld in dataclasses.fields(cls):
+        if fld.name != "path":  # where the spec was read from, not a TOML field
+            assert isinstance(fld.metadata.get("rule"), Rule), f"{cls.__name__}.{fld.name} has no rule"
