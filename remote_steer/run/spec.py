@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from remote_steer.data.prompts import POSITIONS
 from remote_steer.errors import SpecError
 from remote_steer.remote.backend import BACKEND_KINDS, BackendKind
 
@@ -28,11 +29,10 @@ if TYPE_CHECKING:
     from remote_steer.data.prompts import SteerPositions
 
 # The allowed values, one source each (the fields' rules, the validator and the
-# command-line overrides all read these).
+# command-line overrides all read these; POSITIONS and BACKEND_KINDS are their types' values).
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 ENGINES = ("fast", "plain")
 MODES = ("logit", "generation")
-POSITIONS = ("assistant", "all")
 STRENGTH_UNITS = ("raw", "residual")
 
 
@@ -171,8 +171,9 @@ def one_of(choices: tuple[str, ...]) -> Mapping[str, Rule]:
     return rule(read, check)
 
 
-def _quoted(choice: str) -> str:
-    return f'"{choice}"'
+def either(choices: tuple[str, ...], joiner: str = "or") -> str:
+    """``choices`` quoted for a message: ``"fast" or "plain"``."""
+    return f" {joiner} ".join(f'"{choice}"' for choice in choices)
 
 
 def mode_problem(modes: tuple[str, ...]) -> str | None:
@@ -180,7 +181,7 @@ def mode_problem(modes: tuple[str, ...]) -> str | None:
     bad = [m for m in modes if m not in MODES]
     if modes and not bad:
         return None
-    return f"unknown mode {bad[0] if modes else ''!r}; expected {' and/or '.join(map(_quoted, MODES))}"
+    return f"unknown mode {bad[0] if modes else ''!r}; expected {either(MODES, 'and/or')}"
 
 
 def _check_modes(modes: Any, key: str, spec: ExperimentSpec | None = None) -> None:
@@ -618,7 +619,7 @@ def apply_overrides(
     if backend is not None and backend not in BACKEND_KINDS:
         raise SpecError(f"--backend {backend!r}: expected one of {', '.join(BACKEND_KINDS)}")
     if engine is not None and engine not in ENGINES:
-        raise SpecError(f"--engine {engine!r}: expected {' or '.join(map(_quoted, ENGINES))}")
+        raise SpecError(f"--engine {engine!r}: expected {either(ENGINES)}")
     if backend or host or engine:
         changes["models"] = tuple(
             dataclasses.replace(
