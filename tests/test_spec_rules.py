@@ -554,3 +554,10 @@ def test_every_spec_field_carries_its_rule(cls):
     for fld in dataclasses.fields(cls):
         if fld.name != "path":  # where the spec was read from, not a TOML field
             assert isinstance(fld.metadata.get("rule"), Rule), f"{cls.__name__}.{fld.name} has no rule"
+
+
+def test_the_spec_and_the_vectors_know_the_same_strength_units():
+    """``vectors.py`` imports torch, which the spec does not: the two lists are kept equal here."""
+    from remote_steer.vectors import UNITS
+
+    assert spec_module.STRENGTH_UNITS == UNITS

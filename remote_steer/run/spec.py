@@ -7,6 +7,19 @@ Each field carries its rule beside its definition (``metadata=`` one of the rule
 below): how its TOML value is read, and what is checked once the spec is whole.
 A rule raises ``FieldError`` (the dotted field and what was expected); the one
 ``FieldError.spec_error`` turns it into the ``file:line: field: message`` line.
+
+Adding a field is one line in its dataclass, naming its rule:
+
+    threads: int | None = field(default=None, metadata=POSITIVE)  # what it is for
+
+Use a shared rule (TEXT, FLAG, STRINGS, POSITIVE, COUNT, LAYERS, STRENGTHS, ...,
+``one_of(CHOICES)`` with the choices as one constant here) or ``rule(read, check)``:
+``read(value, key)`` returns the TOML value typed or raises ``FieldError(key, ...)``;
+the optional ``check(value, key, spec)`` runs in ``validate`` with the whole spec (a
+flag that relaxes another field's check is read there). The reader, the validator
+and the unknown-field hint pick the field up; tests/test_spec_rules.py lists the
+messages. A check across several fields that cites no line goes beside
+``_check_generation``.
 """
 
 from __future__ import annotations
