@@ -166,16 +166,12 @@ def _files(value: Any, key: str) -> dict[str, tuple[str, ...]]:
     return {concept: _strings(paths, f"{key}.{concept}") for concept, paths in value.items()}
 
 
-def _not_one_of(value: Any, key: str, choices: tuple[str, ...]) -> FieldError:
-    return FieldError(key, f"{value!r} is not one of {', '.join(choices)}")
-
-
 def one_of(choices: tuple[str, ...]) -> Mapping[str, Rule]:
     """One of ``choices``: checked when read and again in the whole spec."""
 
     def read(value: Any, key: str) -> Any:
         if value not in choices:
-            raise _not_one_of(value, key, choices)
+            raise FieldError(key, f"{value!r} is not one of {', '.join(choices)}")
         return value
 
     def check(value: Any, key: str, spec: ExperimentSpec) -> None:
@@ -189,7 +185,7 @@ def either(choices: tuple[str, ...], joiner: str = "or") -> str:
     return f" {joiner} ".join(f'"{choice}"' for choice in choices)
 
 
-def mode_problem(modes: tuple[str, ...]) -> str | None:
+def _mode_problem(modes: tuple[str, ...]) -> str | None:
     """What is wrong with ``modes`` (None: nothing)."""
     bad = [m for m in modes if m not in MODES]
     if modes and not bad:
@@ -198,7 +194,7 @@ def mode_problem(modes: tuple[str, ...]) -> str | None:
 
 
 def _check_modes(modes: Any, key: str, spec: ExperimentSpec | None = None) -> None:
-    if (problem := mode_problem(modes)) is not None:
+    if (problem := _mode_problem(modes)) is not None:
         raise FieldError(key, problem)
 
 
@@ -605,7 +601,7 @@ def validate(spec: ExperimentSpec) -> None:
 
 def parse_modes(modes: tuple[str, ...], where: str) -> tuple[str, ...]:
     """``modes`` if each is known, else a ``SpecError`` starting with ``where`` (a flag, an argument)."""
-    if (problem := mode_problem(modes)) is not None:
+    if (problem := _mode_problem(modes)) is not None:
         raise SpecError(f"{where}: {problem}")
     return modes
 
