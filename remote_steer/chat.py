@@ -54,16 +54,18 @@ class ChatSession:
         positions: str = "assistant",
     ) -> None:
         from remote_steer.api import open_run
+        from remote_steer.data.prompts import POSITIONS
         from remote_steer.models.loading import load_model, resolve
         from remote_steer.remote.backend import Backend
+        from remote_steer.run.spec import either
 
         run = open_run(run_dir)
         if model not in run.models:
             raise RemoteSteerError(f"--model {model!r}: not in {run.path} (it has: {', '.join(run.models)})")
         if concept not in run.concepts:
             raise RemoteSteerError(f"--concept {concept!r}: not in {run.path} (it has: {', '.join(run.concepts)})")
-        if positions not in ("assistant", "all"):
-            raise RemoteSteerError(f'--positions {positions!r}: expected "assistant" or "all"')
+        if positions not in POSITIONS:
+            raise RemoteSteerError(f"--positions {positions!r}: expected {either(POSITIONS)}")
         if max_new_tokens < 1:
             raise RemoteSteerError(f"--max-new-tokens {max_new_tokens}: expected at least 1")
         self.vector = run.vector(model, concept)

@@ -368,9 +368,10 @@ def check_remote(
     tiny trace (one item, baseline and one steered configuration) with its round-trip
     time and bytes. Each failure is one line saying what to do; exit code 2."""
     from remote_steer.remote.check import check_remote as run_checks
+    from remote_steer.run.spec import ENGINES, either
 
-    if engine not in ("fast", "plain"):
-        _fail(RemoteSteerError(f'--engine {engine!r}: expected "fast" or "plain"'))
+    if engine not in ENGINES:
+        _fail(RemoteSteerError(f"--engine {engine!r}: expected {either(ENGINES)}"))
     failed = False
     try:
         for step in run_checks(host, model, engine):
@@ -639,10 +640,12 @@ def bench(
         _bench_generation(items, layers, hidden or 128, threads, repeats, new_tokens, quick, output_dir, plain_configs)
         return
     from remote_steer.bench.bench import BenchOptions, run_bench, show, write_result
+    from remote_steer.data.prompts import POSITIONS
     from remote_steer.display import RichDisplay
+    from remote_steer.run.spec import either
 
-    if positions not in ("assistant", "all"):
-        _fail(RemoteSteerError(f'--positions {positions!r}: expected "assistant" or "all"'))
+    if positions not in POSITIONS:
+        _fail(RemoteSteerError(f"--positions {positions!r}: expected {either(POSITIONS)}"))
         return
     if device != "cpu":
         _fail(

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from remote_steer.data.preprocess import ABItem
 from remote_steer.errors import DataError
 
 SteerPositions = Literal["assistant", "all"]
+POSITIONS: tuple[str, ...] = get_args(SteerPositions)
 
 
 @dataclass(frozen=True)

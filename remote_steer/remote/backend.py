@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from remote_steer.errors import SpecError
 from remote_steer.remote.request import Request
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from remote_steer.models.loading import LoadedModel
 
 BackendKind = Literal["local", "simulated-remote", "remote"]
-BACKEND_KINDS: tuple[str, ...] = ("local", "simulated-remote", "remote")
+BACKEND_KINDS: tuple[str, ...] = get_args(BackendKind)
 
 
 @dataclass
