@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 import typer.core
@@ -18,6 +19,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from remote_steer.errors import RemoteSteerError
+
+if TYPE_CHECKING:
+    from remote_steer.bench.generation_bench import GenBenchOptions
 
 
 def _metavar(param) -> str:
@@ -83,7 +87,7 @@ def _fail(error: Exception) -> None:
 
 
 @app.command(cls=PlainHelpCommand, short_help="Extract vectors and sweep layers × strengths for a spec.")
-def run(
+def run(  # noqa: PLR0913 - typer: one parameter per command-line option
     spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/quickstart.toml."),
     name: str | None = typer.Option(None, "--name", help="Run name (directory under the spec's output_dir)."),
     output_dir: Path | None = typer.Option(None, "--output-dir", help="Override the spec's output_dir."),
@@ -502,7 +506,7 @@ def report(
 
 
 @app.command(cls=PlainHelpCommand, short_help="Time the sweep against steering-vectors and the floor.")
-def bench(
+def bench(  # noqa: PLR0913 - typer: one parameter per command-line option
     items: int = typer.Option(64, "--items", help="Held-out items swept (as many training items train the vector)."),
     layers: int = typer.Option(24, "--layers", help="Decoder layers of the benchmark toy."),
     hidden: int | None = typer.Option(
@@ -564,7 +568,22 @@ def bench(
     README's Benchmark section.
     """
     if generation:
-        _bench_generation(items, layers, hidden or 128, threads, repeats, new_tokens, quick, output_dir, plain_configs)
+        from remote_steer.bench.generation_bench import GenBenchOptions
+
+        if quick:
+            gen_options = GenBenchOptions.quick(threads=threads, output_dir=str(output_dir))
+        else:
+            gen_options = GenBenchOptions(
+                items=items,
+                layers=layers,
+                hidden=hidden or 128,
+                threads=threads,
+                repeats=repeats,
+                new_tokens=new_tokens,
+                output_dir=str(output_dir),
+                plain_configs=plain_configs,
+            )
+        _bench_generation(gen_options)
         return
     from remote_steer.bench.bench import BenchOptions, run_bench, show, write_result
     from remote_steer.display import RichDisplay
@@ -624,7 +643,7 @@ def bench(
 
 
 @app.command(cls=PlainHelpCommand, short_help="Ask a question; see baseline and steered answers.")
-def generate(
+def generate(  # noqa: PLR0913 - typer: one parameter per command-line option
     run_dir: Path = typer.Argument(..., help="A run directory (holds vectors/)."),
     question: str | None = typer.Argument(None, help="The question to ask (omit with --chat)."),
     model: str = typer.Option(..., "--model", "-m", help="Model of the run, e.g. toy/qwen3."),
@@ -725,27 +744,15 @@ def export(
         typer.echo("note: layer 0 is left out of GGUF files (llama.cpp cannot steer it)")
 
 
-def _bench_generation(items, layers, hidden, threads, repeats, new_tokens, quick, output_dir, plain_configs) -> None:
+def _bench_generation(options: GenBenchOptions) -> None:
     import json
     from dataclasses import asdict
 
-    from remote_steer.bench.generation_bench import GenBenchOptions, markdown, run_generation_bench
+    from remote_steer.bench.generation_bench import markdown, run_generation_bench
     from remote_steer.display import RichDisplay
     from remote_steer.run.store import atomic_write
 
-    if quick:
-        options = GenBenchOptions.quick(threads=threads, output_dir=str(output_dir))
-    else:
-        options = GenBenchOptions(
-            items=items,
-            layers=layers,
-            hidden=hidden,
-            threads=threads,
-            repeats=repeats,
-            new_tokens=new_tokens,
-            output_dir=str(output_dir),
-            plain_configs=plain_configs,
-        )
+    output_dir = options.output_dir
     display = RichDisplay()
     result = run_generation_bench(options, display)
     command = "remote-steer bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "remote-steer bench --generation"

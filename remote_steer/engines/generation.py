@@ -254,7 +254,6 @@ def generation_rows(
     items: Sequence[Any],
     configs: Sequence[SteerConfig],
     result: GenerationResult,
-    tokenizer: Any = None,
     thinking: bool = False,
 ):
     """One row per item × configuration: generated text, parsed letter, validity.
@@ -263,24 +262,20 @@ def generation_rows(
     ``matching_letter``, ``choice_a`` and ``choice_b``) aligned with the
     ``EncodedItem`` list given to ``GenerationEngine.run``. ``thinking`` must say
     whether the prompts were encoded with thinking on (the parser then requires and
-    reads past a closed ``<think>`` block). ``tokenizer`` is optional: when given,
-    texts are decoded again from the ids (the result already carries them).
+    reads past a closed ``<think>`` block).
     """
     import pandas as pd
 
     if len(items) != len(result.baseline_ids):
         raise ValueError(f"{len(items)} items but the result has {len(result.baseline_ids)}")
 
-    def text_of(ids: tuple[int, ...], text: str) -> str:
-        return decode_generated(tokenizer, ids) if tokenizer is not None else text
-
     records = []
     for i, item in enumerate(items):
-        base_text = text_of(result.baseline_ids[i], result.baseline_text[i])
+        base_text = result.baseline_text[i]
         base = parse_answer(base_text, item.choice_a, item.choice_b, thinking=thinking)
         base_matches = base.valid and base.letter == item.matching_letter
         for c, config in enumerate(configs):
-            text = text_of(result.steered_ids[i][c], result.steered_text[i][c])
+            text = result.steered_text[i][c]
             parsed = parse_answer(text, item.choice_a, item.choice_b, thinking=thinking)
             records.append(
                 {
