@@ -344,7 +344,7 @@ def check_remote(
     host the model, which nnsight and python it runs, does it take the API key, and one
     tiny trace (one item, baseline and one steered configuration) with its round-trip
     time and bytes. Each failure is one line saying what to do; exit code 2."""
-    from remote_steer.remote.check import check_remote as run_checks
+    from remote_steer.run.check_remote import check_remote as run_checks
 
     if engine not in ("fast", "plain"):
         _fail(RemoteSteerError(f'--engine {engine!r}: expected "fast" or "plain"'))
