@@ -95,8 +95,8 @@ class ChatSession:
 
     def ask(self, question: str) -> SteeredAnswers:
         from remote_steer.data.prompts import EncodedItem, chat_text
-        from remote_steer.engines.generation import GenerationEngine
-        from remote_steer.engines.sweep import SteerConfig
+        from remote_steer.engines.generation_plain import GenerationEngine
+        from remote_steer.engines.sweep_plain import SteerConfig
 
         tokenizer = self.loaded.tokenizer
         before, prompt = chat_text(tokenizer, question)

@@ -157,9 +157,9 @@ def test_planted_thinking_model_generation_and_logit_disagree(tmp_path, monkeypa
     diff +3 on every item), but when it thinks first it writes the other letter after
     ``</think>``. The report must show the two measures disagree."""
     from remote_steer.analysis.report import build_report
-    from remote_steer.engines import fast_engine
-    from remote_steer.engines.generation import GenerationResult
-    from remote_steer.engines.sweep import SweepResult
+    from remote_steer.engines import sweep_fast
+    from remote_steer.engines.generation_plain import GenerationResult
+    from remote_steer.engines.sweep_plain import SweepResult
     from remote_steer.run import generation_stage
 
     def planted_logits(self, items, vectors, configs, on_rows=None, request_key=None):
@@ -181,7 +181,7 @@ def test_planted_thinking_model_generation_and_logit_disagree(tmp_path, monkeypa
                 tuple(tuple(t for _ in configs) for t in texts),
             )
 
-    monkeypatch.setattr(fast_engine.FastLogitDiffEngine, "run", planted_logits)
+    monkeypatch.setattr(sweep_fast.FastLogitDiffEngine, "run", planted_logits)
     monkeypatch.setattr(generation_stage, "make_generation_engine", lambda *a, **k: PlantedThinker())
     run = run_experiment(_spec(tmp_path, '["logit", "generation"]'))
     assert run.generation["valid"].all() and not run.generation["matches_behavior"].any()

@@ -430,7 +430,7 @@ result = CliRunner().invoke(app, ["report", str(run), "--n-boot", "20", "-q"])
 assert result.exit_code == 0, result.output
 assert (run / "report" / "figures" / "glass_delta_heatmap.png").exists()
 heavy = sorted(m for m in ("torch", "transformers", "nnsight", "safetensors", "remote_steer.models.loading",
-                           "remote_steer.run.runner", "remote_steer.engines.sweep", "remote_steer.models.toy")
+                           "remote_steer.run.runner", "remote_steer.engines.sweep_plain", "remote_steer.models.toy")
                if m in sys.modules)
 print("HEAVY", heavy)
 assert not heavy, heavy

@@ -175,7 +175,7 @@ def _setup(spec):
     import torch
 
     from remote_steer.data.prompts import EncodedItem
-    from remote_steer.engines.sweep import SteerConfig
+    from remote_steer.engines.sweep_plain import SteerConfig
     from remote_steer.models.loading import load_model, resolve
 
     torch.set_num_threads(spec["threads"])
@@ -192,7 +192,7 @@ def _setup(spec):
 
 
 def _run_a(model, items, vectors, configs, spec, n_new):
-    from remote_steer.engines.fast_generation import FastGenerationEngine
+    from remote_steer.engines.generation_fast import FastGenerationEngine
     from remote_steer.remote.backend import Backend
 
     engine = FastGenerationEngine(model, Backend(), spec["batch_rows"], "assistant", n_new, True, force_length=True)

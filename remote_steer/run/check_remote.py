@@ -136,8 +136,8 @@ def _tiny_trace(backend: Backend, loaded, engine: str) -> Step:
     from remote_steer.data.loading import load_concept
     from remote_steer.data.preprocess import preprocess
     from remote_steer.data.prompts import encode_items
-    from remote_steer.engines.fast_engine import FastLogitDiffEngine
-    from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+    from remote_steer.engines.sweep_fast import FastLogitDiffEngine
+    from remote_steer.engines.sweep_plain import LogitDiffEngine, SteerConfig
 
     split = preprocess(
         load_concept("corrigibility", "fixtures"), "corrigibility", seed=0, test_fraction=0.5, max_items=4

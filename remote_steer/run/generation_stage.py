@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from remote_steer.engines.sweep import SteerConfig
+from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.errors import SpecError
 
 
@@ -48,12 +48,12 @@ def generation_configs(spec, prepared, concept: str, store, logit_table: str) ->
 def make_generation_engine(spec, prepared, model: Any, backend: Any):
     """The fast engine where the model's layout allows it and the spec asks for it
     (``engine = "fast"``, the default), else the plain one."""
-    from remote_steer.engines.generation import GenerationEngine
+    from remote_steer.engines.generation_plain import GenerationEngine
 
     gen = spec.generation
     try:
-        from remote_steer.engines.fast_engine import supports_fast_path
-        from remote_steer.engines.fast_generation import FastGenerationEngine
+        from remote_steer.engines.generation_fast import FastGenerationEngine
+        from remote_steer.engines.sweep_fast import supports_fast_path
     except ImportError:  # pragma: no cover
         fast_available = False
     else:

@@ -24,9 +24,9 @@ from remote_steer.data.preprocess import ConceptSplit, preprocess
 from remote_steer.data.prompts import EncodedItem, encode_generation_items, encode_items, supports_thinking
 from remote_steer.display import Display, NullDisplay
 from remote_steer.engines.batching import chunks
-from remote_steer.engines.fast_engine import FastLogitDiffEngine, supports_fast_path
-from remote_steer.engines.generation import generation_rows, generation_summary
-from remote_steer.engines.sweep import LogitDiffEngine
+from remote_steer.engines.generation_plain import generation_rows, generation_summary
+from remote_steer.engines.sweep_fast import FastLogitDiffEngine, supports_fast_path
+from remote_steer.engines.sweep_plain import LogitDiffEngine
 from remote_steer.errors import DataError, RemoteSteerError, SpecError, filesystem_error, filesystem_errors
 from remote_steer.models.loading import (
     LoadedModel,

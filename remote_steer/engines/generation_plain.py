@@ -20,7 +20,7 @@ never with tokens the two answers share (SmolLM2's ``"("``). Rows are cut with
 that closes a letter, after ``</think>`` when thinking), the same rule every
 engine uses.
 
-As in ``evaluation.py``, rows of one batch are (item, configuration) pairs, each
+As in ``sweep_plain.py``, rows of one batch are (item, configuration) pairs, each
 steered at its own layer and strength, left-padded together; the baseline is one
 row per item. The trace body is tensors only, and only the generated token ids
 leave it. All batches of one ``run`` call go in one request (a session locally, one
@@ -54,7 +54,7 @@ from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines import answer_stop
 from remote_steer.engines.batching import chunks, left_pad
 from remote_steer.engines.parsing import parse_answer
-from remote_steer.engines.sweep import SteerConfig, item_config_rows, row_steering
+from remote_steer.engines.sweep_plain import SteerConfig, item_config_rows, row_steering
 from remote_steer.models.loading import LoadedModel
 from remote_steer.remote.backend import Backend
 
@@ -155,7 +155,7 @@ class GenerationEngine:
         """
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens {self.max_new_tokens}: expected at least 1")
-        # Row r = (item index, configuration index or BASELINE), as in evaluation.py.
+        # Row r = (item index, configuration index or BASELINE), as in sweep_plain.py.
         rows = item_config_rows(len(items), len(configs))
         if not rows:
             return GenerationResult((), (), (), ())

@@ -1,6 +1,6 @@
 """Near-floor logit-diff sweeps and CAA extraction, numerically equal to the plain engines.
 
-``FastLogitDiffEngine`` returns what ``evaluation.LogitDiffEngine`` returns and
+``FastLogitDiffEngine`` returns what ``sweep_plain.LogitDiffEngine`` returns and
 ``extract_caa_fast`` what ``extraction.extract_caa`` returns (to float rounding; the
 tests hold them to 1e-4), with far less work. Each shortcut follows from two facts:
 attention is causal, and the steering edit is added to the *output* of layer L at
@@ -50,7 +50,7 @@ from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines import fast_kernel
 from remote_steer.engines.batching import TokenBatch, left_pad, trace_inputs
 from remote_steer.engines.extraction import SteeringVectors, extract_caa_weighted, item_weights
-from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig, SweepResult
+from remote_steer.engines.sweep_plain import LogitDiffEngine, SteerConfig, SweepResult
 from remote_steer.models.loading import LoadedModel
 from remote_steer.remote.backend import Backend
 
