@@ -50,6 +50,7 @@ from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines import fast_kernel
 from remote_steer.engines.batching import TokenBatch, left_pad, trace_inputs
 from remote_steer.engines.extraction import SteeringVectors, extract_caa_weighted, item_weights
+from remote_steer.engines.protocol import fast_path
 from remote_steer.engines.sweep_plain import LogitDiffEngine, SteerConfig, SweepResult
 from remote_steer.models.loading import LoadedModel
 from remote_steer.remote.backend import Backend
@@ -59,8 +60,8 @@ nnsight.register(fast_kernel)  # remote requests carry the kernel's source
 
 def supports_fast_path(model: LoadedModel) -> bool:
     """The model's architecture is in ``models.architectures``' table and laid out as it says
-    (``LoadedModel.fast_path_refusal`` says why not, in one line)."""
-    return model.fast_path_refusal is None
+    (``protocol.fast_path`` says why not, in one line)."""
+    return fast_path(model)[0]
 
 
 def prompt_pass_kwargs(model: LoadedModel) -> dict:

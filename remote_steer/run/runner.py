@@ -24,9 +24,10 @@ from remote_steer.data.preprocess import ConceptSplit, preprocess
 from remote_steer.data.prompts import EncodedItem, encode_generation_items, encode_items, supports_thinking
 from remote_steer.display import Display, NullDisplay
 from remote_steer.engines.batching import chunks
+from remote_steer.engines.choice import sweep_engine
 from remote_steer.engines.generation_plain import generation_rows, generation_summary
-from remote_steer.engines.sweep_fast import FastLogitDiffEngine, supports_fast_path
-from remote_steer.engines.sweep_plain import LogitDiffEngine
+from remote_steer.engines.protocol import fast_path
+from remote_steer.engines.sweep_fast import FastLogitDiffEngine
 from remote_steer.errors import DataError, RemoteSteerError, SpecError, filesystem_error, filesystem_errors
 from remote_steer.models.loading import (
     LoadedModel,
@@ -323,8 +324,8 @@ def _run_model(
             loaded = load_model(
                 prepared.source, dtype=prepared.spec.dtype, device=prepared.spec.device, weights=not backend.is_remote
             )
-            if prepared.spec.engine == "fast" and loaded.fast_path_refusal is not None:
-                display.note(f"{name}: plain engines, not the fast path: {loaded.fast_path_refusal}")
+            if prepared.spec.engine == "fast" and not fast_path(loaded)[0]:
+                display.note(f"{name}: {fast_path(loaded)[1]}")
         return loaded
 
     configs = rigour.configs_for(spec, prepared)
@@ -345,17 +346,16 @@ def _run_model(
         revision = vectors.revision
         if sweeping:
             joint = _joint_pass(spec, prepared, name, concept, vectors, extra, letters, configs, store, test)
-            sweep_engine = FastLogitDiffEngine if prepared.spec.engine == "fast" else LogitDiffEngine
 
-            def engine(sweep_engine=sweep_engine, joint=joint):  # built only if a chunk is left
+            def engine(joint=joint):  # built only if a chunk is left
                 rows = joint.batch_rows() if joint is not None else spec.evaluation.batch_size
-                return sweep_engine(model(), backend, rows, spec.evaluation.positions)
+                return sweep_engine(model(), backend, rows, spec.evaluation.positions, prepared.spec.engine).engine
 
             def logit_chunk(
                 first, chunk, engine, on_rows, key, todo_configs, concept=concept, vectors=vectors, joint=joint
             ):
                 control_parts = extend.chunk_parts(store.part_dir(rigour.CONTROL_TABLE, name, concept), first)
-                fast = isinstance(engine, FastLogitDiffEngine) and supports_fast_path(engine.model)
+                fast = isinstance(engine, FastLogitDiffEngine)  # chosen by engines.choice
                 if joint is not None and fast and len(todo_configs) == len(configs) and not control_parts:
                     sweep = joint.run(engine, first, chunk, on_rows, key, store)  # controls part written too
                 else:
