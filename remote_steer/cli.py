@@ -477,8 +477,8 @@ def report(
     are concatenated, and a (model, dataset, item, layer, strength) that two runs
     both hold is taken from the first run listed (report.md notes it).
     """
-    from remote_steer.analysis.report import build_report
     from remote_steer.display import RichDisplay
+    from remote_steer.report.build import build_report
 
     try:
         written = build_report(run_dirs, output, n_boot=n_boot, seed=seed, figures=not no_figures)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from remote_steer.analysis.report_base import (
+from remote_steer.report.base import (
     GENERATION_COLUMNS,
     Report,
     ResultsError,

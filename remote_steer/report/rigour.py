@@ -51,7 +51,7 @@ def _pct(x) -> str:
 
 
 def _plots():
-    from remote_steer.analysis import rigour_plots  # matplotlib only when drawing
+    from remote_steer.report import rigour_plots  # matplotlib only when drawing
 
     return rigour_plots
 

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from remote_steer.analysis import rigour_report as R
 from remote_steer.analysis import statistics as A
-from remote_steer.analysis.report_base import (  # noqa: F401 - also importable from here, as before
+from remote_steer.data.concepts import STUDY_CONCEPTS
+from remote_steer.models.registry import QWEN3_FAMILY, all_cards, lookup
+from remote_steer.report import rigour as R
+from remote_steer.report.base import (  # noqa: F401 - also importable from here, as before
     GENERATION_COLUMNS,
     LOGIT_COLUMNS,
     Figure,
@@ -39,8 +41,6 @@ from remote_steer.analysis.report_base import (  # noqa: F401 - also importable 
     _read_table,
     markdown_table,
 )
-from remote_steer.data.concepts import STUDY_CONCEPTS
-from remote_steer.models.registry import QWEN3_FAMILY, all_cards, lookup
 from remote_steer.run.store import atomic_write, writable_dir
 
 TAIL_MIN_SD = 0.1  # a tail must move against by more than this many baseline SDs to be flagged: 5th
@@ -242,7 +242,7 @@ def build_report(
             )
     writable_dir(out_dir, "the report")  # read-only or missing: one line before any analysis
     if run_dirs and not any((Path(p) / "results" / "logit_diff.parquet").is_file() for p in run_dirs):
-        from remote_steer.analysis.generation_report import build_generation_only
+        from remote_steer.report.generation import build_generation_only
 
         _clear_own(out_dir)
         return build_generation_only([Path(p) for p in run_dirs], out_dir)  # a generation-only run
@@ -297,7 +297,7 @@ def build_report(
     if (letter_table := report_table(numeric["letter_effects"], best)) is not None:
         tables.append(Table(*letter_table))
     if study.generation is not None:
-        from remote_steer.analysis.generation_report import generation_tables, write_tables_csv
+        from remote_steer.report.generation import generation_tables, write_tables_csv
 
         tables += generation_tables(study.generation, logit)
         write_tables_csv(out_dir, study.generation, logit)
@@ -383,7 +383,7 @@ def build_report(
 
 
 def _p():
-    from remote_steer.analysis import plots  # matplotlib loads only when a figure is drawn
+    from remote_steer.report import plots  # matplotlib loads only when a figure is drawn
 
     return plots
 

@@ -1,5 +1,5 @@
 """What both reports share: the results tables' columns, the report's parts, and
-reading a run's tables. ``report`` (logit diff) and ``generation_report`` both import
+reading a run's tables. ``build`` (logit diff) and ``generation`` both import
 from here, and neither imports the other at module level or inside functions."""
 
 from __future__ import annotations
