@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from remote_steer.analysis import statistics as A
+from remote_steer.analysis import statistics
 from remote_steer.data.concepts import STUDY_CONCEPTS
 from remote_steer.models.registry import QWEN3_FAMILY, all_cards, lookup
-from remote_steer.report import rigour as R
+from remote_steer.report import rigour
 from remote_steer.report.base import (  # noqa: F401 - also importable from here, as before
     GENERATION_COLUMNS,
     LOGIT_COLUMNS,
@@ -106,7 +106,7 @@ def load_run(path: Path) -> tuple[RunInfo, pd.DataFrame, pd.DataFrame | None]:
 
 def _merge(frames: list[pd.DataFrame], runs: list[RunInfo], what: str, notes: list[str]) -> pd.DataFrame:
     merged = pd.concat(frames, ignore_index=True)
-    dup = merged.duplicated(A.ITEM_KEY + ["seed"], keep="first")
+    dup = merged.duplicated(statistics.ITEM_KEY + ["seed"], keep="first")
     if dup.any():
         for run, count in merged.loc[dup, "run"].value_counts(sort=False).items():
             notes.append(
@@ -114,7 +114,7 @@ def _merge(frames: list[pd.DataFrame], runs: list[RunInfo], what: str, notes: li
                 "already read from an earlier run and were dropped (the first run listed wins)."
             )
         merged = merged.loc[~dup].reset_index(drop=True)
-    mixed = merged.groupby(A.CELL)["run"].nunique()
+    mixed = merged.groupby(statistics.CELL)["run"].nunique()
     for (model, dataset), n in mixed[mixed > 1].items():
         notes.append(f"{what}: {model} × {dataset} combines rows from {n} runs.")
     return merged
@@ -247,7 +247,7 @@ def build_report(
         _clear_own(out_dir)
         return build_generation_only([Path(p) for p in run_dirs], out_dir)  # a generation-only run
     study = load_runs([Path(p) for p in run_dirs])
-    extra = R.load_tables([r.path for r in study.runs], study.runs, _normalise, study.notes)
+    extra = rigour.load_tables([r.path for r in study.runs], study.runs, _normalise, study.notes)
     controls = extra.get("controls")
     if controls is not None and logit_seeds(study.logit) > 1:
         extra["controls"] = controls.assign(item_id="seed" + controls["seed"].astype(str) + ":" + controls["item_id"])
@@ -257,37 +257,39 @@ def build_report(
     training = logit.groupby("model")["training"].first().to_dict()
     _coverage_notes(logit, models, datasets, training, notes)
 
-    boot = A.bootstrap_cells(logit, n_boot, seed)
-    deltas = A.glass_deltas_ci(logit, boot=boot, level=level)
-    best = A.best_layers_ci(logit, boot=boot, level=level, deltas=deltas)
+    boot = statistics.bootstrap_cells(logit, n_boot, seed)
+    deltas = statistics.glass_deltas_ci(logit, boot=boot, level=level)
+    best = statistics.best_layers_ci(logit, boot=boot, level=level, deltas=deltas)
     best = _ordered(best, models, datasets)
-    per_model = A.model_summary(logit, best, boot, level, deltas=deltas)
-    slopes = A.item_slopes(logit)
-    steer = A.steerability(logit, slopes)
-    tails = A.tail_shifts(logit, min_shift_sd=TAIL_MIN_SD)
+    per_model = statistics.model_summary(logit, best, boot, level, deltas=deltas)
+    slopes = statistics.item_slopes(logit)
+    steer = statistics.steerability(logit, slopes)
+    tails = statistics.tail_shifts(logit, min_shift_sd=TAIL_MIN_SD)
     numeric: dict[str, pd.DataFrame] = dict(
         glass_deltas=deltas, best_layers=best, model_summary=per_model, steerability=steer, tail_shifts=tails
     )
     tables = [_table_logit(per_model, level), _table_delta(per_model, level), _table_best(best, level)]
     texts: dict[str, str] = {}
-    rigour = R.sections(logit, best, deltas, extra, models, datasets, seed, level)
-    numeric.update(rigour.numeric)
+    rigour_section = rigour.sections(logit, best, deltas, extra, models, datasets, seed, level)
+    numeric.update(rigour_section.numeric)
     n_layers = logit.groupby("model")["n_layers"].first().to_dict() if "n_layers" in logit else {}
-    tables += _tables_depth(R.crossfit_depths(best, rigour.numeric["crossfit"]), training, texts, numeric, n_layers)
-    at_best = best[A.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"})
-    tables.append(_table_steer(steer.merge(at_best, on=A.CELL + ["layer"]), models, datasets))
+    tables += _tables_depth(
+        rigour.crossfit_depths(best, rigour_section.numeric["crossfit"]), training, texts, numeric, n_layers
+    )
+    at_best = best[statistics.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"})
+    tables.append(_table_steer(steer.merge(at_best, on=statistics.CELL + ["layer"]), models, datasets))
     tables.append(_table_tails(tails, best, texts))
     rates = joined = None
     if study.generation is not None:
-        rates = A.generation_rates(study.generation)
-        joined = A.logit_vs_generation(deltas, rates)
-        per_cell, per_dataset = A.effect_agreement(joined, best, rates)
+        rates = statistics.generation_rates(study.generation)
+        joined = statistics.logit_vs_generation(deltas, rates)
+        per_cell, per_dataset = statistics.effect_agreement(joined, best, rates)
         numeric.update(
             generation_rates=rates, logit_vs_generation=joined, effect_by_cell=per_cell, effect_by_dataset=per_dataset
         )
         tables += _tables_generation(per_cell, per_dataset, datasets)
-    tables += [Table(key, title, frame, caption) for key, title, frame, caption in rigour.tables]
-    texts.update({f"after:{k}": v for k, v in rigour.texts.items()})
+    tables += [Table(key, title, frame, caption) for key, title, frame, caption in rigour_section.tables]
+    texts.update({f"after:{k}": v for k, v in rigour_section.texts.items()})
     from remote_steer.analysis.letters import letter_effects, load_letter_control, report_table
 
     control = load_letter_control([r.path for r in study.runs])
@@ -306,7 +308,7 @@ def build_report(
         table.title = f"Table {number}. {table.title}"
     figures_dir = out_dir / "figures"
     _clear_own(out_dir)
-    item_slopes_best = slopes.merge(at_best, on=A.CELL + ["layer"])
+    item_slopes_best = slopes.merge(at_best, on=statistics.CELL + ["layer"])
     draw: list[tuple[str, str, Callable[[Path], list[Path]] | None, str]] = [
         (
             "logit_diff_violins",
@@ -357,13 +359,13 @@ def build_report(
         (
             "validity_by_size",
             "Generation validity by model size and strength",
-            (lambda s: _p().validity_by_size(A.validity_by_model(rates), _sizes(rates["model"]), s))
+            (lambda s: _p().validity_by_size(statistics.validity_by_model(rates), _sizes(rates["model"]), s))
             if rates is not None
             else None,
             no_gen,
         )
     )
-    draw += rigour.draws
+    draw += rigour_section.draws
     drawn = []
     for key, title, fn, why in draw:
         if not figures:
@@ -390,7 +392,7 @@ def _p():
 
 def _clear_own(out_dir: Path) -> None:
     """Remove figures a previous report wrote here, so a skipped figure cannot go stale."""
-    for key in FIGURES + R.FIGURES:
+    for key in FIGURES + rigour.FIGURES:
         for suffix in (".png", ".svg"):
             (out_dir / "figures" / f"{key}{suffix}").unlink(missing_ok=True)
 
@@ -407,7 +409,7 @@ def _sizes(models) -> dict[str, float | None]:
 
 
 def _coverage_notes(logit: pd.DataFrame, models, datasets, training, notes: list[str]) -> None:
-    present = set(map(tuple, logit[A.CELL].drop_duplicates().to_numpy()))
+    present = set(map(tuple, logit[statistics.CELL].drop_duplicates().to_numpy()))
     missing = [f"{m} × {d}" for m in models for d in datasets if (m, d) not in present]
     if missing:
         notes.append("no results for: " + ", ".join(missing) + ".")
@@ -555,7 +557,7 @@ def _table_matched(
     )
     paired["difference"] = paired["rl_fraction"] - paired["distilled_fraction"]
     paired["layer_difference"] = paired["difference"] * n_layers  # one axis: depth × the shared layer count
-    test = A.sign_flip_test(paired["difference"])
+    test = statistics.sign_flip_test(paired["difference"])
     numeric.update(matched_pair=paired, paired_test=pd.DataFrame([test.__dict__]))
     rl = ", ".join(sorted(m for m, t in training.items() if t == "rl"))
     distilled = ", ".join(sorted(m for m, t in training.items() if t == "distilled"))
@@ -598,8 +600,8 @@ def _tables_depth(
     n_layers: dict[str, int] | None = None,
 ) -> list[Table]:
     series = pd.Series(training)
-    by_model = A.depth_by_model(best, series)
-    by_dataset = A.depth_by_dataset(best, series)
+    by_model = statistics.depth_by_model(best, series)
+    by_dataset = statistics.depth_by_dataset(best, series)
     order = {d: i for i, d in enumerate(dict.fromkeys(best["dataset"]))}  # best is in report order
     by_dataset = by_dataset.sort_values("dataset", key=lambda s: s.map(order)).reset_index(drop=True)
     numeric.update(depth_by_model=by_model, depth_by_dataset=by_dataset)
@@ -630,7 +632,7 @@ def _tables_depth(
         depth = next(n for m, n in (n_layers or {}).items() if training.get(m) in ("rl", "distilled"))
         tables.append(_table_matched(best, training, base, int(depth), texts, numeric))
     elif {"rl", "distilled"} <= groups:
-        test = A.permutation_test(by_model["mean_best_fraction"], by_model["training"], "rl", "distilled")
+        test = statistics.permutation_test(by_model["mean_best_fraction"], by_model["training"], "rl", "distilled")
         numeric["permutation_test"] = pd.DataFrame([test.__dict__])
         diff = by_dataset["difference"].dropna()
         rows = [
@@ -696,7 +698,9 @@ def _table_steer(steer_best: pd.DataFrame, models, datasets) -> Table:
 
 
 def _table_tails(tails: pd.DataFrame, best: pd.DataFrame, texts: dict[str, str]) -> Table:
-    at_best = tails.merge(best[A.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"}), on=A.CELL + ["layer"])
+    at_best = tails.merge(
+        best[statistics.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"}), on=statistics.CELL + ["layer"]
+    )
     at_best = _ordered(at_best, list(dict.fromkeys(best["model"])), list(dict.fromkeys(best["dataset"])))
     rows = [
         {
@@ -817,7 +821,7 @@ def render_markdown(report: Report, n_boot: int, seed: int, level: float) -> str
         "depth_by_model": "## Where steering peaks: RL versus distilled",
         "steerability": "## Beyond the means: steerability and tails",
         "logit_vs_generation": "## Logit diff versus generation",
-        **R.SECTIONS,
+        **rigour.SECTIONS,
     }
     out += ["## Logit diff and Glass's delta", ""]
     for table in report.tables:

@@ -15,10 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from remote_steer.analysis import controls as C
-from remote_steer.analysis import crossfit as X
-from remote_steer.analysis import statistics as A
-from remote_steer.analysis import uncertainty as U
+from remote_steer.analysis import controls, crossfit, statistics, uncertainty
 
 FIGURES = ("norms_by_depth", "crossfit_peaks", "vector_uncertainty", "controls")
 SECTIONS = {
@@ -27,7 +24,7 @@ SECTIONS = {
     "vector_uncertainty": "## Vector uncertainty: bootstrap vectors",
     "controls": "## Controls: random directions and shuffled labels",
 }
-CONTROL_KEY = A.ITEM_KEY + ["seed", "kind", "vector"]
+CONTROL_KEY = statistics.ITEM_KEY + ["seed", "kind", "vector"]
 
 
 @dataclass
@@ -106,8 +103,8 @@ def sections(
     out = Section()
     _norms(out, extra.get("norms"), best, logit, models, datasets)
     _crossfit(out, logit, models, datasets, seed)
-    controls = extra.get("controls")
-    vector = C.vector_deltas(controls) if controls is not None else None
+    control_vectors = extra.get("controls")
+    vector = controls.vector_deltas(control_vectors) if control_vectors is not None else None
     _uncertainty(out, logit, best, deltas, vector, models, datasets, level)
     _controls(out, deltas, best, vector, models, datasets)
     return out
@@ -126,8 +123,8 @@ def _order(frame: pd.DataFrame, models, datasets) -> pd.DataFrame:
 
 
 def _norms(out: Section, norms: pd.DataFrame | None, best, logit, models, datasets) -> None:
-    peaks = X.peak_by_strength(logit)
-    consistency = X.peak_consistency(peaks)
+    peaks = crossfit.peak_by_strength(logit)
+    consistency = crossfit.peak_consistency(peaks)
     out.numeric.update(peak_by_strength=peaks, peak_consistency=consistency)
     multi = consistency[consistency["n_strengths"] > 1] if len(consistency) else consistency
     if len(multi):
@@ -174,10 +171,12 @@ def _norms(out: Section, norms: pd.DataFrame | None, best, logit, models, datase
         )
         return
     out.numeric["norms"] = norms
-    at_best = norms.merge(best[A.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"}), on=A.CELL + ["layer"])
-    at_best = at_best.drop_duplicates(A.CELL + ["layer"])
-    spread = norms.groupby(A.CELL).agg(ratio_min=("ratio", "min"), ratio_max=("ratio", "max")).reset_index()
-    table = _order(at_best.merge(spread, on=A.CELL), models, datasets)
+    at_best = norms.merge(
+        best[statistics.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"}), on=statistics.CELL + ["layer"]
+    )
+    at_best = at_best.drop_duplicates(statistics.CELL + ["layer"])
+    spread = norms.groupby(statistics.CELL).agg(ratio_min=("ratio", "min"), ratio_max=("ratio", "max")).reset_index()
+    table = _order(at_best.merge(spread, on=statistics.CELL), models, datasets)
     rows = [
         {
             "model": r.model,
@@ -216,7 +215,7 @@ def _norms(out: Section, norms: pd.DataFrame | None, best, logit, models, datase
 
 
 def _crossfit(out: Section, logit, models, datasets, seed: int) -> None:
-    cf = _order(X.crossfit_best_layers(logit, seed), models, datasets)
+    cf = _order(crossfit.crossfit_best_layers(logit, seed), models, datasets)
     out.numeric["crossfit"] = cf
     rows = []
     for r in cf.itertuples():
@@ -267,7 +266,7 @@ def _int(x) -> str:
 
 def crossfit_depths(best: pd.DataFrame, cf: pd.DataFrame) -> pd.DataFrame:
     """``best`` with ``best_layer_fraction`` replaced by the cross-fitted depth where there is one."""
-    merged = best.merge(cf[A.CELL + ["crossfit_fraction"]], on=A.CELL, how="left")
+    merged = best.merge(cf[statistics.CELL + ["crossfit_fraction"]], on=statistics.CELL, how="left")
     merged["best_layer_fraction"] = merged["crossfit_fraction"].fillna(merged["best_layer_fraction"])
     return merged.drop(columns="crossfit_fraction")
 
@@ -276,11 +275,11 @@ def crossfit_depths(best: pd.DataFrame, cf: pd.DataFrame) -> pd.DataFrame:
 
 
 def _uncertainty(out: Section, logit, best, deltas, vector, models, datasets, level) -> None:
-    by_seed = U.best_by_seed(logit)
+    by_seed = uncertainty.best_by_seed(logit)
     if len(by_seed):
         out.numeric["best_by_seed"] = by_seed
         spread = (
-            by_seed.groupby(A.CELL)
+            by_seed.groupby(statistics.CELL)
             .agg(
                 n=("seed", "nunique"),
                 lo=("best_layer_fraction", "min"),
@@ -310,7 +309,7 @@ def _uncertainty(out: Section, logit, best, deltas, vector, models, datasets, le
             )
         )
         return
-    spread = _order(U.bootstrap_spread(best, boot, level), models, datasets)
+    spread = _order(uncertainty.bootstrap_spread(best, boot, level), models, datasets)
     out.numeric["vector_uncertainty"] = spread
     rows = [
         {
@@ -354,7 +353,7 @@ def _uncertainty(out: Section, logit, best, deltas, vector, models, datasets, le
 
 
 def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
-    pool = vector[vector["kind"].isin(C.CONTROL_KINDS)] if vector is not None else None
+    pool = vector[vector["kind"].isin(controls.CONTROL_KINDS)] if vector is not None else None
     if pool is None or pool.empty:
         out.draws.append(
             (
@@ -365,10 +364,10 @@ def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
             )
         )
         return
-    comparison = C.compare(deltas, pool)
+    comparison = controls.compare(deltas, pool)
     out.numeric["controls"] = comparison
     at_best = comparison.merge(
-        best[A.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"}), on=A.CELL + ["layer"]
+        best[statistics.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"}), on=statistics.CELL + ["layer"]
     )
     at_best = _order(at_best, models, datasets)
     rows = [
@@ -382,14 +381,14 @@ def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
             "shuffled range": f"{_g(r.shuffled_min, 2)}–{_g(r.shuffled_max, 2)}",
             "controls": r.n_controls,
             "p": _g(r.p_value, 2),
-            "smallest p": _g(C.p_floor(r.n_controls), 2),
+            "smallest p": _g(controls.p_floor(r.n_controls), 2),
             "within controls": "yes" if r.within else "no",
         }
         for r in at_best.itertuples()
     ]
-    counts = C.summary(comparison)
+    counts = controls.summary(comparison)
     n_controls = int(comparison["n_controls"].max()) if len(comparison) else 0
-    head = at_best[at_best["strength"] == at_best.groupby(A.CELL)["strength"].transform("max")]
+    head = at_best[at_best["strength"] == at_best.groupby(statistics.CELL)["strength"].transform("max")]
     inside = [f"{r.model} × {r.dataset}" for r in head.itertuples() if r.within is True or r.within == 1.0]
     outside = [
         f"{r.model} × {r.dataset} (p = {_g(r.p_value, 2)})"
@@ -408,11 +407,11 @@ def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
     verdict += (
         f"Over all layers and strengths: within the controls' range in {counts['within']} of {counts['n']} "
         f"configurations. With {n_controls} control vectors the smallest possible p-value is "
-        f"{C.p_floor(n_controls):.2g}, and even a null vector lands beyond all of them with probability "
+        f"{controls.p_floor(n_controls):.2g}, and even a null vector lands beyond all of them with probability "
         f"1/{1 + n_controls} per configuration; "
         + (
-            f"a p of 0.05 needs at least {C.controls_needed(0.05)} controls."
-            if n_controls < C.controls_needed(0.05)
+            f"a p of 0.05 needs at least {controls.controls_needed(0.05)} controls."
+            if n_controls < controls.controls_needed(0.05)
             else "add controls for finer p-values."
         )
     )
@@ -426,7 +425,7 @@ def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
             "shuffled labels (matching letter permuted within the training set), on the same held-out items "
             "and configurations. p = (1 + controls at least as far in the strength's direction) / "
             "(1 + controls), one-sided; smallest p = 1 / (1 + controls), what this many controls can show at "
-            f"best (a p of 0.05 needs {C.controls_needed(0.05)}); within = the real delta does not go further "
+            f"best (a p of 0.05 needs {controls.controls_needed(0.05)}); within = the real delta does not go further "
             "in the strength's "
             "direction than every control. Every configuration is in tables/controls.csv.",
         )
