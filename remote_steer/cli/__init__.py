@@ -766,7 +766,3 @@ def _bench_generation(options: GenBenchOptions) -> None:
 
 def main() -> None:  # pragma: no cover - console entry
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
