@@ -77,3 +77,20 @@ def fail(error: Exception) -> None:
             error = RemoteSteerError(f"{type(error).__name__}: {error}")
     typer.echo(f"error: {' '.join(str(error).split())}", err=True)
     raise typer.Exit(code=2)
+
+
+def command(name: str | None = None, *, short_help: str):
+    """Register a command on ``app``: plain ``--help``, and a ``RemoteSteerError`` or
+    ``OSError`` it raises becomes one line on stderr, exit 2 (``fail``)."""
+
+    def register(function):
+        @functools.wraps(function)
+        def guarded(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except (RemoteSteerError, OSError) as error:
+                fail(error)
+
+        return app.command(name, cls=PlainHelpCommand, short_help=short_help)(guarded)
+
+    return register

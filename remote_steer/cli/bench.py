@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from remote_steer.cli.app import PlainHelpCommand, app, fail
+from remote_steer.cli.app import command, fail
 from remote_steer.errors import RemoteSteerError
 
 if TYPE_CHECKING:
     from remote_steer.bench.generation_bench import GenBenchOptions
 
 
-@app.command(cls=PlainHelpCommand, short_help="Time the sweep against steering-vectors and the floor.")
+@command(short_help="Time the sweep against steering-vectors and the floor.")
 def bench(  # noqa: PLR0913 - typer: one parameter per command-line option
     items: int = typer.Option(64, "--items", help="Held-out items swept (as many training items train the vector)."),
     layers: int = typer.Option(24, "--layers", help="Decoder layers of the benchmark toy."),
@@ -142,11 +142,7 @@ def bench(  # noqa: PLR0913 - typer: one parameter per command-line option
 
         options = apply_quick(options)
     display = RichDisplay()
-    try:
-        result = run_bench(options, display)
-    except (RemoteSteerError, OSError) as error:
-        fail(error)
-        return
+    result = run_bench(options, display)
     json_path, md_path = write_result(result, output_dir)
     show(result, display)
     typer.echo(f"bench: {json_path} and {md_path}")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from remote_steer.cli.app import PlainHelpCommand, app, fail
-from remote_steer.errors import RemoteSteerError
+from remote_steer.cli.app import command
 
 
-@app.command(cls=PlainHelpCommand, short_help="List the study's models and the random-weight toys.")
+@command(short_help="List the study's models and the random-weight toys.")
 def models() -> None:
     """List the registry's models grouped by family and base model: the Qwen3 study, the
     Qwen2.5-32B matched pair, the embedded real model and the random-weight toys."""
@@ -60,7 +59,7 @@ def models() -> None:
     )
 
 
-@app.command(cls=PlainHelpCommand, short_help="List the concepts and whether a source has them.")
+@command(short_help="List the concepts and whether a source has them.")
 def datasets(
     source: str = typer.Option("fixtures", "--source", help='"fixtures", "hub", or a local model-written-evals root.'),
 ) -> None:
@@ -69,11 +68,7 @@ def datasets(
     from remote_steer.data.loading import list_concepts
     from remote_steer.display import RichDisplay
 
-    try:
-        entries = list_concepts(source)
-    except (RemoteSteerError, OSError) as error:
-        fail(error)
-        return
+    entries = list_concepts(source)
     hub = source == "hub"
     missing = "no (not cached)" if hub else "no (missing)"
     rows = [

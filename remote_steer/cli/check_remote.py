@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from remote_steer.cli.app import PlainHelpCommand, app, fail
+from remote_steer.cli.app import command, fail
 from remote_steer.errors import RemoteSteerError
 
 
-@app.command(
-    "check-remote", cls=PlainHelpCommand, short_help="Try a remote host: reachable, hosted, key, one tiny trace."
-)
+@command("check-remote", short_help="Try a remote host: reachable, hosted, key, one tiny trace.")
 def check_remote(
     host: str | None = typer.Option(
         None, "--host", help="Server URL (default: $NDIF_HOST, then nnsight's configured host)."
@@ -29,11 +27,8 @@ def check_remote(
     if engine not in ("fast", "plain"):
         fail(RemoteSteerError(f'--engine {engine!r}: expected "fast" or "plain"'))
     failed = False
-    try:
-        for step in run_checks(host, model, engine):
-            typer.echo(f"{'ok  ' if step.ok else 'FAIL'} {step.name}: {step.detail}")
-            failed = failed or not step.ok
-    except (RemoteSteerError, OSError) as error:
-        fail(error)
+    for step in run_checks(host, model, engine):
+        typer.echo(f"{'ok  ' if step.ok else 'FAIL'} {step.name}: {step.detail}")
+        failed = failed or not step.ok
     if failed:
         raise typer.Exit(code=2)

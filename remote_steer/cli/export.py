@@ -7,11 +7,10 @@ from pathlib import Path
 
 import typer
 
-from remote_steer.cli.app import PlainHelpCommand, app, fail
-from remote_steer.errors import RemoteSteerError
+from remote_steer.cli.app import command
 
 
-@app.command(cls=PlainHelpCommand, short_help="Write vectors as GGUF, safetensors or steering-vectors.")
+@command(short_help="Write vectors as GGUF, safetensors or steering-vectors.")
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory (holds vectors/)."),
     fmt: str = typer.Option(..., "--format", "-f", help='"gguf" (llama.cpp), "safetensors" or "steering-vectors".'),
@@ -39,11 +38,7 @@ def export(
     """
     from remote_steer.export import export_vectors
 
-    try:
-        written = export_vectors(run_dir, fmt, output=output, models=model, concepts=concept, layers=layer)
-    except (RemoteSteerError, OSError) as error:
-        fail(error)
-        return
+    written = export_vectors(run_dir, fmt, output=output, models=model, concepts=concept, layers=layer)
     width = shutil.get_terminal_size().columns  # COLUMNS when piped, else 80
     for item in written:
         layers = f"layers {item.layers[0]}..{item.layers[-1]}" if len(item.layers) > 1 else f"layer {item.layers[0]}"

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
-from remote_steer.cli.app import PlainHelpCommand, app, fail
+from remote_steer.cli.app import command, fail
 from remote_steer.errors import RemoteSteerError
 
 
-@app.command(cls=PlainHelpCommand, short_help="Ask a question; see baseline and steered answers.")
+@command(short_help="Ask a question; see baseline and steered answers.")
 def generate(  # noqa: PLR0913 - typer: one parameter per command-line option
     run_dir: Path = typer.Argument(..., help="A run directory (holds vectors/)."),
     question: str | None = typer.Argument(None, help="The question to ask (omit with --chat)."),
@@ -62,7 +62,5 @@ def generate(  # noqa: PLR0913 - typer: one parameter per command-line option
             if not line:
                 break
             show_answers(display, session.ask(line))
-    except (RemoteSteerError, OSError) as error:
-        fail(error)
     except KeyboardInterrupt:
         raise typer.Exit(code=130) from None

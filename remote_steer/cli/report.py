@@ -6,11 +6,10 @@ from pathlib import Path
 
 import typer
 
-from remote_steer.cli.app import PlainHelpCommand, app, fail
-from remote_steer.errors import RemoteSteerError
+from remote_steer.cli.app import command
 
 
-@app.command(cls=PlainHelpCommand, short_help="Build tables and figures from saved runs.")
+@command(short_help="Build tables and figures from saved runs.")
 def report(
     run_dirs: list[Path] = typer.Argument(
         ..., help="One or more run directories (each with results/logit_diff.parquet)."
@@ -36,11 +35,7 @@ def report(
     from remote_steer.display import RichDisplay
     from remote_steer.report.build import build_report
 
-    try:
-        written = build_report(run_dirs, output, n_boot=n_boot, seed=seed, figures=not no_figures)
-    except (RemoteSteerError, OSError) as error:
-        fail(error)
-        return
+    written = build_report(run_dirs, output, n_boot=n_boot, seed=seed, figures=not no_figures)
     if not quiet:
         display = RichDisplay()
         for table in (t for t in written.tables if t.main):

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import typer
 
-from remote_steer.cli.app import PlainHelpCommand, app, fail
-from remote_steer.errors import RemoteSteerError
+from remote_steer.cli.app import command
 
 
-@app.command(cls=PlainHelpCommand, short_help="Extract vectors and sweep layers × strengths for a spec.")
+@command(short_help="Extract vectors and sweep layers × strengths for a spec.")
 def run(  # noqa: PLR0913 - typer: one parameter per command-line option
     spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/quickstart.toml."),
     name: str | None = typer.Option(None, "--name", help="Run name (directory under the spec's output_dir)."),
@@ -56,13 +55,10 @@ def run(  # noqa: PLR0913 - typer: one parameter per command-line option
         )
         display = NullDisplay() if quiet else RichDisplay()
         outcome = run_experiment(experiment, display=display, fresh=fresh)
-    except (RemoteSteerError, OSError) as error:
-        fail(error)
-        return
     except KeyboardInterrupt:
-        command = resume_command(spec, name, output_dir, backend, host, modes, engine)
+        resume = resume_command(spec, name, output_dir, backend, host, modes, engine)
         hint = " (without --fresh, which would delete them)" if fresh else ""
-        typer.echo(f"interrupted: finished chunks are saved; resume with{hint}:\n  {command}", err=True)
+        typer.echo(f"interrupted: finished chunks are saved; resume with{hint}:\n  {resume}", err=True)
         raise typer.Exit(code=130) from None
     typer.echo(
         f"done in {outcome.seconds:.1f}s: {outcome.computed_parts} chunks computed, "
