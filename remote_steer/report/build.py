@@ -15,7 +15,6 @@ that used a hub id and a remote run that used the short name merge into one mode
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +40,7 @@ from remote_steer.report.base import (  # noqa: F401 - also importable from here
     _read_table,
     markdown_table,
 )
+from remote_steer.report.formats import ci, fixed, num, pct, signed
 from remote_steer.run.store import atomic_write, writable_dir
 
 TAIL_MIN_SD = 0.1  # a tail must move against by more than this many baseline SDs to be flagged: 5th
@@ -186,30 +186,8 @@ def _dataset_order(datasets) -> list[str]:
     return sorted(set(datasets), key=lambda d: (d not in rank, rank.get(d, 0), d))
 
 
-def _g(x: float, digits: int = 3) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
-
-
-def _ci(est: float, low: float, high: float) -> str:
-    if math.isnan(est):
-        return "—"
-    return f"{_g(est)} [{_g(low, 2)}, {_g(high, 2)}]" if not math.isnan(low) else _g(est)
-
-
 def logit_seeds(logit: pd.DataFrame) -> int:
     return int(logit["seed"].astype(str).nunique()) if "seed" in logit.columns else 1
-
-
-def _pct(x: float) -> str:
-    return "—" if x is None or math.isnan(x) else f"{x:.0%}"
-
-
-def _frac(x: float) -> str:
-    return "—" if x is None or math.isnan(x) else f"{x:.2f}"
-
-
-def _strength(x: float) -> str:
-    return "—" if math.isnan(x) else f"{x:+g}"
 
 
 # -- building ------------------------------------------------------------------
@@ -433,10 +411,10 @@ def _table_logit(per_model: pd.DataFrame, level: float) -> Table:
             "model": r.model,
             "training": r.training,
             "datasets": r.n_datasets,
-            "strength": _strength(r.strength_pos),
-            "baseline logit diff": _g(r.baseline_mean_pos),
-            "steered logit diff": _g(r.steered_mean_pos),
-            "change": _g(r.logit_diff_change_pos),
+            "strength": signed(r.strength_pos),
+            "baseline logit diff": num(r.baseline_mean_pos),
+            "steered logit diff": num(r.steered_mean_pos),
+            "change": num(r.logit_diff_change_pos),
         }
         for r in per_model.itertuples()
     ]
@@ -456,10 +434,10 @@ def _table_delta(per_model: pd.DataFrame, level: float) -> Table:
             "model": r.model,
             "training": r.training,
             "datasets": r.n_datasets,
-            f"Δ at {_strength(r.strength_pos)}": _ci(
+            f"Δ at {signed(r.strength_pos)}": ci(
                 r.glass_delta_pos, r.glass_delta_pos_ci_low, r.glass_delta_pos_ci_high
             ),
-            f"Δ at {_strength(r.strength_neg)}": _ci(
+            f"Δ at {signed(r.strength_neg)}": ci(
                 r.glass_delta_neg, r.glass_delta_neg_ci_low, r.glass_delta_neg_ci_high
             ),
         }
@@ -483,14 +461,14 @@ def _table_best(best: pd.DataFrame, level: float) -> Table:
             "model": r.model,
             "dataset": r.dataset,
             "best layer": r.best_layer,
-            "depth": _frac(r.best_layer_fraction),
-            "depth CI": f"[{_frac(r.best_fraction_ci_low)}, {_frac(r.best_fraction_ci_high)}]",
-            "stability": _pct(r.best_layer_stability),
+            "depth": fixed(r.best_layer_fraction),
+            "depth CI": f"[{fixed(r.best_fraction_ci_low)}, {fixed(r.best_fraction_ci_high)}]",
+            "stability": pct(r.best_layer_stability),
             "mode": r.best_layer_mode,
-            f"Δ at {_strength(r.pos_strength)}": _ci(
+            f"Δ at {signed(r.pos_strength)}": ci(
                 r.glass_delta_pos, r.glass_delta_pos_ci_low, r.glass_delta_pos_ci_high
             ),
-            f"Δ at {_strength(r.neg_strength)}": _ci(
+            f"Δ at {signed(r.neg_strength)}": ci(
                 r.glass_delta_neg, r.glass_delta_neg_ci_low, r.glass_delta_neg_ci_high
             ),
             "items": r.n_items,
@@ -578,9 +556,9 @@ def _table_matched(
             [
                 {
                     "dataset": r.dataset,
-                    "RL depth": _frac(r.rl_fraction),
-                    "distilled depth": _frac(r.distilled_fraction),
-                    "RL − distilled": _frac(r.difference),
+                    "RL depth": fixed(r.rl_fraction),
+                    "distilled depth": fixed(r.distilled_fraction),
+                    "RL − distilled": fixed(r.difference),
                     "RL − distilled (layers)": f"{r.layer_difference:+.1f}",
                 }
                 for r in paired.itertuples()
@@ -610,9 +588,9 @@ def _tables_depth(
             "model": r.model,
             "training": r.training,
             "datasets": r.n_datasets,
-            "mean best depth": _frac(r.mean_best_fraction),
-            "SD across datasets": _frac(r.sd_best_fraction),
-            "range": f"{_frac(r.min_best_fraction)}–{_frac(r.max_best_fraction)}",
+            "mean best depth": fixed(r.mean_best_fraction),
+            "SD across datasets": fixed(r.sd_best_fraction),
+            "range": f"{fixed(r.min_best_fraction)}–{fixed(r.max_best_fraction)}",
         }
         for r in by_model.itertuples()
     ]
@@ -638,9 +616,9 @@ def _tables_depth(
         rows = [
             {
                 "dataset": r.dataset,
-                "RL mean depth": _frac(r.rl_mean_fraction),
-                "distilled mean depth": _frac(r.distilled_mean_fraction),
-                "RL − distilled": _frac(r.difference),
+                "RL mean depth": fixed(r.rl_mean_fraction),
+                "distilled mean depth": fixed(r.distilled_mean_fraction),
+                "RL − distilled": fixed(r.difference),
             }
             for r in by_dataset.itertuples()
         ]
@@ -650,7 +628,7 @@ def _tables_depth(
                 "RL versus distilled: best-layer depth per dataset",
                 pd.DataFrame(rows),
                 "Spread across datasets of the RL − distilled difference: "
-                f"mean {_frac(diff.mean())}, SD {_frac(diff.std(ddof=1) if len(diff) > 1 else float('nan'))}, "
+                f"mean {fixed(diff.mean())}, SD {fixed(diff.std(ddof=1) if len(diff) > 1 else float('nan'))}, "
                 f"RL deeper in {int((diff > 0).sum())} of {len(diff)} datasets.",
                 main=True,
             )
@@ -682,9 +660,9 @@ def _table_steer(steer_best: pd.DataFrame, models, datasets) -> Table:
             "dataset": r.dataset,
             "layer": r.layer,
             "items": r.n_items,
-            "mean slope": _g(r.mean_slope),
-            "median slope": _g(r.median_slope),
-            "anti-steerable": f"{r.n_anti_steerable} ({_pct(r.anti_steerable_fraction)})",
+            "mean slope": num(r.mean_slope),
+            "median slope": num(r.median_slope),
+            "anti-steerable": f"{r.n_anti_steerable} ({pct(r.anti_steerable_fraction)})",
         }
         for r in frame.itertuples()
     ]
@@ -707,10 +685,10 @@ def _table_tails(tails: pd.DataFrame, best: pd.DataFrame, texts: dict[str, str])
             "model": r.model,
             "dataset": r.dataset,
             "layer": r.layer,
-            "strength": _strength(r.strength),
-            "mean shift": _g(r.mean_shift),
-            "p5 shift": _g(r.p5_shift),
-            "p95 shift": _g(r.p95_shift),
+            "strength": signed(r.strength),
+            "mean shift": num(r.mean_shift),
+            "p5 shift": num(r.p5_shift),
+            "p95 shift": num(r.p95_shift),
             "flag": f"⚠ {r.tail_against} against" if r.flagged else "",
         }
         for r in at_best.itertuples()
@@ -738,11 +716,11 @@ def _tables_generation(per_cell: pd.DataFrame, per_dataset: pd.DataFrame, datase
         {
             "dataset": r.dataset,
             "models": r.n_models,
-            "Δ logit (+)": _g(r.glass_delta_pos),
-            "behaviour change (+)": _g(r.behavior_change_pos),
-            "behaviour change (−)": _g(r.behavior_change_neg),
-            "r (+)": _g(r.pearson_pos, 2),
-            "ρ (+)": _g(r.spearman_pos, 2),
+            "Δ logit (+)": num(r.glass_delta_pos),
+            "behaviour change (+)": num(r.behavior_change_pos),
+            "behaviour change (−)": num(r.behavior_change_neg),
+            "r (+)": num(r.pearson_pos, 2),
+            "ρ (+)": num(r.spearman_pos, 2),
             "points (+)": r.n_points_pos,
         }
         for r in per_dataset.itertuples()
@@ -753,12 +731,12 @@ def _tables_generation(per_cell: pd.DataFrame, per_dataset: pd.DataFrame, datase
             "dataset": r.dataset,
             "best layer": r.best_layer,
             "gen. layer": r.generation_layer,
-            "Δ logit (+)": _g(r.glass_delta_pos),
-            "baseline rate": _pct(r.baseline_behavior_rate),
-            "change (+)": _g(r.behavior_change_pos),
-            "change (−)": _g(r.behavior_change_neg),
-            "valid (+)": _pct(r.valid_rate_pos),
-            "valid (−)": _pct(r.valid_rate_neg),
+            "Δ logit (+)": num(r.glass_delta_pos),
+            "baseline rate": pct(r.baseline_behavior_rate),
+            "change (+)": num(r.behavior_change_pos),
+            "change (−)": num(r.behavior_change_neg),
+            "valid (+)": pct(r.valid_rate_pos),
+            "valid (−)": pct(r.valid_rate_neg),
         }
         for r in per_cell.itertuples()
     ]

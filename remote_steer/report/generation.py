@@ -36,19 +36,12 @@ from remote_steer.report.base import (
     _read_table,
     markdown_table,
 )
+from remote_steer.report.formats import pct, percentage_points
 from remote_steer.run.store import atomic_write
 
 
 def _bool(series: pd.Series) -> pd.Series:
     return series.fillna(False).astype(bool)
-
-
-def _pct(x: float) -> str:
-    return "—" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.0f}%"
-
-
-def _signed(x: float) -> str:
-    return "—" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:+.0f} pp"
 
 
 def rates(generation: pd.DataFrame) -> pd.DataFrame:
@@ -135,13 +128,13 @@ def generation_tables(generation: pd.DataFrame | None, logit: pd.DataFrame | Non
             "layer": int(x.layer),
             "strength": f"{x.strength:+g}",
             "items": int(x.n_items),
-            "valid": _pct(x.valid_rate),
-            "behaviour (among valid)": _pct(x.behavior_rate_valid),
-            "behaviour (invalid = no)": _pct(x.behavior_rate_all),
-            "baseline (among valid)": _pct(x.baseline_behavior_rate_valid),
-            "baseline (invalid = no)": _pct(x.baseline_behavior_rate_all),
-            "change (among valid)": _signed(x.change_valid),
-            "change (invalid = no)": _signed(x.change_all),
+            "valid": pct(x.valid_rate),
+            "behaviour (among valid)": pct(x.behavior_rate_valid),
+            "behaviour (invalid = no)": pct(x.behavior_rate_all),
+            "baseline (among valid)": pct(x.baseline_behavior_rate_valid),
+            "baseline (invalid = no)": pct(x.baseline_behavior_rate_all),
+            "change (among valid)": percentage_points(x.change_valid),
+            "change (invalid = no)": percentage_points(x.change_all),
         }
         for x in r.itertuples()
     ]
@@ -164,10 +157,10 @@ def generation_tables(generation: pd.DataFrame | None, logit: pd.DataFrame | Non
                     "dataset": x.dataset,
                     "condition": x.condition,
                     "items": int(x.n_items),
-                    "answer slot prefers behaviour": _pct(x.slot_prefers_behavior),
-                    "generated: valid": _pct(x.generation_valid),
-                    "generated: behaviour (among valid)": _pct(x.generation_behavior_valid),
-                    "agreement (valid answers)": _pct(x.agreement),
+                    "answer slot prefers behaviour": pct(x.slot_prefers_behavior),
+                    "generated: valid": pct(x.generation_valid),
+                    "generated: behaviour (among valid)": pct(x.generation_behavior_valid),
+                    "agreement (valid answers)": pct(x.agreement),
                 }
                 for x in agree.itertuples()
             ]

@@ -8,7 +8,6 @@ and on the merged logit-diff results. Imports no model code.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from remote_steer.analysis import controls, crossfit, statistics, uncertainty
+from remote_steer.report.formats import fixed, integer, num, pct
 
 FIGURES = ("norms_by_depth", "crossfit_peaks", "vector_uncertainty", "controls")
 SECTIONS = {
@@ -33,18 +33,6 @@ class Section:
     texts: dict[str, str] = field(default_factory=dict)  # table key -> text printed after it
     numeric: dict[str, pd.DataFrame] = field(default_factory=dict)
     draws: list[tuple[str, str, Callable[[Path], list[Path]] | None, str]] = field(default_factory=list)
-
-
-def _g(x, digits: int = 3) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
-
-
-def _f(x) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
-
-
-def _pct(x) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.0%}"
 
 
 def _plots():
@@ -134,8 +122,8 @@ def _norms(out: Section, norms: pd.DataFrame | None, best, logit, models, datase
                 "dataset": r.dataset,
                 "sign": r.sign,
                 "strengths": r.n_strengths,
-                "peak depth range": f"{_f(r.min_fraction)}–{_f(r.max_fraction)}",
-                "holds": "yes" if r.spread <= 0.1 else f"no (moves {_f(r.spread)})",
+                "peak depth range": f"{fixed(r.min_fraction)}–{fixed(r.max_fraction)}",
+                "holds": "yes" if r.spread <= 0.1 else f"no (moves {fixed(r.spread)})",
             }
             for r in _order(multi, models, datasets).itertuples()
         ]
@@ -182,11 +170,11 @@ def _norms(out: Section, norms: pd.DataFrame | None, best, logit, models, datase
             "model": r.model,
             "dataset": r.dataset,
             "best layer": r.layer,
-            "depth": _f(r.layer_fraction),
-            "vector norm": _g(r.vector_norm),
-            "residual norm": _g(r.residual_norm),
-            "vector / residual": _g(r.ratio),
-            "ratio over layers": f"{_g(r.ratio_min, 2)}–{_g(r.ratio_max, 2)}",
+            "depth": fixed(r.layer_fraction),
+            "vector norm": num(r.vector_norm),
+            "residual norm": num(r.residual_norm),
+            "vector / residual": num(r.ratio),
+            "ratio over layers": f"{num(r.ratio_min, 2)}–{num(r.ratio_max, 2)}",
         }
         for r in table.itertuples()
     ]
@@ -224,11 +212,11 @@ def _crossfit(out: Section, logit, models, datasets, seed: int) -> None:
                 "model": r.model,
                 "dataset": r.dataset,
                 "in-sample layer": r.best_layer,
-                "in-sample depth": _f(r.best_layer_fraction),
-                "in-sample Δ": _g(r.glass_delta_pos),
-                "half-1 / half-2 layer": f"{_int(r.layer_half_1)} / {_int(r.layer_half_2)}",
-                "cross-fitted depth": _f(r.crossfit_fraction),
-                "cross-fitted Δ": _g(r.crossfit_glass_delta_pos),
+                "in-sample depth": fixed(r.best_layer_fraction),
+                "in-sample Δ": num(r.glass_delta_pos),
+                "half-1 / half-2 layer": f"{integer(r.layer_half_1)} / {integer(r.layer_half_2)}",
+                "cross-fitted depth": fixed(r.crossfit_fraction),
+                "cross-fitted Δ": num(r.crossfit_glass_delta_pos),
             }
         )
     out.tables.append(
@@ -260,10 +248,6 @@ def _crossfit(out: Section, logit, models, datasets, seed: int) -> None:
     )
 
 
-def _int(x) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else str(int(x))
-
-
 def crossfit_depths(best: pd.DataFrame, cf: pd.DataFrame) -> pd.DataFrame:
     """``best`` with ``best_layer_fraction`` replaced by the cross-fitted depth where there is one."""
     merged = best.merge(cf[statistics.CELL + ["crossfit_fraction"]], on=statistics.CELL, how="left")
@@ -293,7 +277,7 @@ def _uncertainty(out: Section, logit, best, deltas, vector, models, datasets, le
             "Runs with different seeds pooled as replicates; per model × dataset the seeds' best "
             "depths span: "
             + "; ".join(
-                f"{r.model} × {r.dataset}: {_f(r.lo)}–{_f(r.hi)} (Δ {_g(r.dlo)}–{_g(r.dhi)}, {r.n} seeds)"
+                f"{r.model} × {r.dataset}: {fixed(r.lo)}–{fixed(r.hi)} (Δ {num(r.dlo)}–{num(r.dhi)}, {r.n} seeds)"
                 for r in spread.itertuples()
             )
             + "."
@@ -317,12 +301,12 @@ def _uncertainty(out: Section, logit, best, deltas, vector, models, datasets, le
             "dataset": r.dataset,
             "vectors": r.n_vectors,
             "best layer": r.best_layer,
-            "same layer": _pct(r.share_same_layer),
+            "same layer": pct(r.share_same_layer),
             "mode": r.mode_layer,
-            f"depth {level:.0%}": f"{_f(r.fraction_low)}–{_f(r.fraction_high)}",
-            "Δ (real vector)": _g(r.glass_delta),
-            f"Δ at best layer {level:.0%}": f"{_g(r.delta_at_best_low)}–{_g(r.delta_at_best_high)}",
-            f"Δ at own best {level:.0%}": f"{_g(r.delta_own_low)}–{_g(r.delta_own_high)}",
+            f"depth {level:.0%}": f"{fixed(r.fraction_low)}–{fixed(r.fraction_high)}",
+            "Δ (real vector)": num(r.glass_delta),
+            f"Δ at best layer {level:.0%}": f"{num(r.delta_at_best_low)}–{num(r.delta_at_best_high)}",
+            f"Δ at own best {level:.0%}": f"{num(r.delta_own_low)}–{num(r.delta_own_high)}",
         }
         for r in spread.itertuples()
     ]
@@ -376,12 +360,12 @@ def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
             "dataset": r.dataset,
             "layer": r.layer,
             "strength": f"{r.strength:+g}",
-            "Δ real": _g(r.glass_delta),
-            "random range": f"{_g(r.random_min, 2)}–{_g(r.random_max, 2)}",
-            "shuffled range": f"{_g(r.shuffled_min, 2)}–{_g(r.shuffled_max, 2)}",
+            "Δ real": num(r.glass_delta),
+            "random range": f"{num(r.random_min, 2)}–{num(r.random_max, 2)}",
+            "shuffled range": f"{num(r.shuffled_min, 2)}–{num(r.shuffled_max, 2)}",
             "controls": r.n_controls,
-            "p": _g(r.p_value, 2),
-            "smallest p": _g(controls.p_floor(r.n_controls), 2),
+            "p": num(r.p_value, 2),
+            "smallest p": num(controls.p_floor(r.n_controls), 2),
             "within controls": "yes" if r.within else "no",
         }
         for r in at_best.itertuples()
@@ -391,7 +375,7 @@ def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
     head = at_best[at_best["strength"] == at_best.groupby(statistics.CELL)["strength"].transform("max")]
     inside = [f"{r.model} × {r.dataset}" for r in head.itertuples() if r.within is True or r.within == 1.0]
     outside = [
-        f"{r.model} × {r.dataset} (p = {_g(r.p_value, 2)})"
+        f"{r.model} × {r.dataset} (p = {num(r.p_value, 2)})"
         for r in head.itertuples()
         if not (r.within is True or r.within == 1.0)
     ]
