@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from remote_steer.cli.app import command, fail
-from remote_steer.errors import RemoteSteerError
+from remote_steer.cli.app import command
 
 if TYPE_CHECKING:
     from remote_steer.bench.generation_bench import GenBenchOptions
@@ -95,30 +94,11 @@ def bench(  # noqa: PLR0913 - typer: one parameter per command-line option
             )
         _bench_generation(gen_options)
         return
-    from remote_steer.bench.bench import BenchOptions, run_bench, show, write_result
+    from remote_steer.bench.bench import BenchOptions, check_options, run_bench, shape_width, show, write_result
     from remote_steer.display import RichDisplay
 
-    if positions not in ("assistant", "all"):
-        fail(RemoteSteerError(f'--positions {positions!r}: expected "assistant" or "all"'))
-        return
-    if device != "cpu":
-        fail(
-            RemoteSteerError(
-                f"--device {device!r}: the bench's CPU protocol runs on the CPU; on a GPU run "
-                "`python tests/gpu_check.py` (Qwen3-4B and Qwen3-30B-A3B shapes at full size, bf16)"
-            )
-        )
-        return
-    shape_hidden = hidden if shape else None
-    if shape and width_scale is not None:
-        from remote_steer.models.registry import lookup
-
-        card = lookup(shape)
-        if card is None:
-            fail(RemoteSteerError(f"--shape {shape!r}: not a registry model (see `remote-steer models`)"))
-            return
-        step = 2 * card.n_heads
-        shape_hidden = max(step, int(round(card.hidden_size * width_scale / step)) * step)
+    check_options(positions, device)
+    shape_hidden = shape_width(shape, width_scale, hidden)
     options = BenchOptions(
         items=items,
         layers=layers,
@@ -149,20 +129,11 @@ def bench(  # noqa: PLR0913 - typer: one parameter per command-line option
 
 
 def _bench_generation(options: GenBenchOptions) -> None:
-    import json
-    from dataclasses import asdict
-
-    from remote_steer.bench.generation_bench import markdown, run_generation_bench
+    from remote_steer.bench.generation_bench import run_generation_bench, write_generation_result
     from remote_steer.display import RichDisplay
-    from remote_steer.run.store import atomic_write
 
-    output_dir = options.output_dir
-    display = RichDisplay()
-    result = run_generation_bench(options, display)
+    result = run_generation_bench(options, RichDisplay())
     command = "remote-steer bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "remote-steer bench --generation"
-    text = markdown(result, command)
-    json_path, md_path = Path(output_dir) / "generation_bench.json", Path(output_dir) / "generation_bench.md"
-    atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(asdict(result), indent=2) + "\n"))
-    atomic_write(md_path, lambda tmp: tmp.write_text(text))
+    json_path, md_path, text = write_generation_result(result, Path(options.output_dir), command)
     typer.echo(text)
     typer.echo(f"bench: {json_path} and {md_path}")
