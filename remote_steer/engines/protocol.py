@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from remote_steer.engines.sweep_plain import SteerConfig
     from remote_steer.models.loading import LoadedModel
 
+    Items = Sequence[EncodedItem]
+    Configs = Sequence[SteerConfig]
+    OnRows = Callable[[int], None] | None
+
 ResultT_co = TypeVar("ResultT_co", covariant=True)
 
 
@@ -40,10 +44,10 @@ class Engine(Protocol[ResultT_co]):
 
     def run(
         self,
-        items: Sequence[EncodedItem],
+        items: Items,
         vectors: torch.Tensor,
-        configs: Sequence[SteerConfig],
-        on_rows: Callable[[int], None] | None = None,
+        configs: Configs,
+        on_rows: OnRows = None,
         request_key: str | None = None,
     ) -> ResultT_co: ...
 
