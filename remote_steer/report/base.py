@@ -4,7 +4,8 @@ from here, and neither imports the other at module level or inside functions."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -43,6 +44,17 @@ class Table:
     caption: str = ""
     main: bool = False  # printed by the CLI
     terminal: pd.DataFrame | None = None  # a narrower version for the terminal, where the full one is wide
+    after: str = ""  # a finding printed after the table in report.md
+
+
+@dataclass(frozen=True)
+class FigurePlan:
+    """A figure to draw: ``draw(stem)`` writes it and returns its files; None with the reason it is left out."""
+
+    key: str
+    title: str
+    draw: Callable[[Path], list[Path]] | None
+    skipped: str = ""  # why it is not drawn (when draw is None)
 
 
 @dataclass
@@ -62,6 +74,7 @@ class Report:
     notes: list[str]
     runs: list[RunInfo]
     texts: dict[str, str]  # free-text findings, e.g. the permutation test
+    closing: list[str] = field(default_factory=list)  # findings printed after all tables
 
 
 def _read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:

@@ -15,7 +15,6 @@ that used a hub id and a remote run that used the short name merge into one mode
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -31,6 +30,7 @@ from remote_steer.report.base import (  # noqa: F401 - also importable from here
     GENERATION_COLUMNS,
     LOGIT_COLUMNS,
     Figure,
+    FigurePlan,
     Report,
     ResultsError,
     RunInfo,
@@ -266,8 +266,7 @@ def build_report(
             generation_rates=rates, logit_vs_generation=joined, effect_by_cell=per_cell, effect_by_dataset=per_dataset
         )
         tables += _tables_generation(per_cell, per_dataset, datasets)
-    tables += [Table(key, title, frame, caption) for key, title, frame, caption in rigour_section.tables]
-    texts.update({f"after:{k}": v for k, v in rigour_section.texts.items()})
+    tables += rigour_section.tables
     from remote_steer.analysis.letters import letter_effects, load_letter_control, report_table
 
     control = load_letter_control([r.path for r in study.runs])
@@ -287,26 +286,26 @@ def build_report(
     figures_dir = out_dir / "figures"
     _clear_own(out_dir)
     item_slopes_best = slopes.merge(at_best, on=statistics.CELL + ["layer"])
-    draw: list[tuple[str, str, Callable[[Path], list[Path]] | None, str]] = [
-        (
+    draw: list[FigurePlan] = [
+        FigurePlan(
             "logit_diff_violins",
             "Per-item logit diff at baseline, positive and negative strength",
             lambda s: _p().logit_diff_violins(logit, best, models, datasets, s),
             "",
         ),
-        (
+        FigurePlan(
             "glass_delta_heatmap",
             "Glass's delta heatmap, model × dataset",
             lambda s: _p().delta_heatmap(best, models, datasets, s),
             "",
         ),
-        (
+        FigurePlan(
             "glass_delta_by_depth",
             "Glass's delta against layer depth, by training method",
             lambda s: _p().delta_by_depth(deltas, training, models, datasets, s),
             "",
         ),
-        (
+        FigurePlan(
             "steerability",
             "Per-item steerability and anti-steerable items at the best layer",
             lambda s: _p().steerability_strips(item_slopes_best, models, datasets, s),
@@ -315,7 +314,7 @@ def build_report(
     ]
     no_gen = "no generation results in these runs"
     draw.append(
-        (
+        FigurePlan(
             "generation_vs_logit_layers",
             "Generation vs logit-diff layer curves",
             (lambda s: _p().generation_vs_logit_layers(deltas, rates, models, datasets, s))
@@ -326,7 +325,7 @@ def build_report(
     )
     scatter_ok = joined is not None and joined[["glass_delta", "behavior_change"]].notna().all(axis=1).any()
     draw.append(
-        (
+        FigurePlan(
             "logit_vs_generation_scatter",
             "Logit-diff effect vs generation effect",
             (lambda s: _p().effect_scatter(joined, datasets, s)) if scatter_ok else None,
@@ -334,7 +333,7 @@ def build_report(
         )
     )
     draw.append(
-        (
+        FigurePlan(
             "validity_by_size",
             "Generation validity by model size and strength",
             (lambda s: _p().validity_by_size(statistics.validity_by_model(rates), _sizes(rates["model"]), s))
@@ -343,20 +342,19 @@ def build_report(
             no_gen,
         )
     )
-    draw += rigour_section.draws
+    draw += rigour_section.figures
     drawn = []
-    for key, title, fn, why in draw:
-        if not figures:
-            fn, why = None, "figures turned off"
+    for plan in draw:
+        fn, why = (plan.draw, plan.skipped) if figures else (None, "figures turned off")
         if fn is None:
-            drawn.append(Figure(key, title, [], why))
+            drawn.append(Figure(plan.key, plan.title, [], why))
             continue
-        drawn.append(Figure(key, title, fn(figures_dir / key)))
+        drawn.append(Figure(plan.key, plan.title, fn(figures_dir / plan.key)))
 
     for name, frame in numeric.items():
         path = out_dir / "tables" / f"{name}.csv"
         atomic_write(path, partial(frame.to_csv, index=False))
-    report = Report(out_dir, out_dir / "report.md", tables, drawn, notes, study.runs, texts)
+    report = Report(out_dir, out_dir / "report.md", tables, drawn, notes, study.runs, texts, rigour_section.closing)
     text = render_markdown(report, n_boot=n_boot, seed=seed, level=level)
     atomic_write(report.path, lambda tmp: tmp.write_text(text))
     return report
@@ -814,11 +812,10 @@ def render_markdown(report: Report, n_boot: int, seed: int, level: float) -> str
             out += [report.texts.get("permutation", ""), ""]
         if table.key == "tail_shifts":
             out += [report.texts.get("tails", ""), ""]
-        if f"after:{table.key}" in report.texts:
-            out += [report.texts[f"after:{table.key}"], ""]
-    for key in ("norms_note", "seeds"):
-        if f"after:{key}" in report.texts:
-            out += [report.texts[f"after:{key}"], ""]
+        if table.after:
+            out += [table.after, ""]
+    for text in report.closing:
+        out += [text, ""]
     out += ["## Figures", ""]
     for figure in report.figures:
         if figure.skipped:

@@ -8,13 +8,13 @@ and on the merged logit-diff results. Imports no model code.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from remote_steer.analysis import controls, crossfit, statistics, uncertainty
+from remote_steer.report.base import FigurePlan, Table
 from remote_steer.report.formats import fixed, integer, num, pct
 
 FIGURES = ("norms_by_depth", "crossfit_peaks", "vector_uncertainty", "controls")
@@ -29,10 +29,10 @@ CONTROL_KEY = statistics.ITEM_KEY + ["seed", "kind", "vector"]
 
 @dataclass
 class Section:
-    tables: list[tuple[str, str, pd.DataFrame, str]] = field(default_factory=list)  # key, title, frame, caption
-    texts: dict[str, str] = field(default_factory=dict)  # table key -> text printed after it
+    tables: list[Table] = field(default_factory=list)
+    closing: list[str] = field(default_factory=list)  # findings printed after all tables
     numeric: dict[str, pd.DataFrame] = field(default_factory=dict)
-    draws: list[tuple[str, str, Callable[[Path], list[Path]] | None, str]] = field(default_factory=list)
+    figures: list[FigurePlan] = field(default_factory=list)
 
 
 def _plots():
@@ -132,7 +132,7 @@ def _norms(out: Section, norms: pd.DataFrame | None, best, logit, models, datase
             f"{int((multi['spread'] <= 0.1).sum())} of {len(multi)} model × dataset × sign cells."
         )
         out.tables.append(
-            (
+            Table(
                 "peak_by_strength",
                 "Does the peak depth hold across strengths?",
                 pd.DataFrame(rows),
@@ -141,16 +141,16 @@ def _norms(out: Section, norms: pd.DataFrame | None, best, logit, models, datase
                 "tables/peak_by_strength.csv.",
             )
         )
-        out.texts["peak_by_strength"] = peak_text
+        out.tables[-1].after = peak_text
     else:
-        out.texts["norms_note"] = (
+        out.closing.append(
             "One strength per sign: whether the peak depth holds across strengths cannot be "
             'checked (sweep several strengths per sign, e.g. strength_unit = "residual" with '
             "strengths [-0.5, -0.25, 0.25, 0.5])."
         )
     if norms is None:
-        out.draws.append(
-            (
+        out.figures.append(
+            FigurePlan(
                 "norms_by_depth",
                 "Vector and residual norms by depth",
                 None,
@@ -179,7 +179,7 @@ def _norms(out: Section, norms: pd.DataFrame | None, best, logit, models, datase
         for r in table.itertuples()
     ]
     out.tables.append(
-        (
+        Table(
             "norms",
             "Vector and residual-stream norms at the best layer",
             pd.DataFrame(rows),
@@ -189,8 +189,8 @@ def _norms(out: Section, norms: pd.DataFrame | None, best, logit, models, datase
             "residual stream's size; every layer is in tables/norms.csv.",
         )
     )
-    out.draws.append(
-        (
+    out.figures.append(
+        FigurePlan(
             "norms_by_depth",
             "Vector and residual norms by depth",
             lambda s: _plots().norms_by_depth(norms, models, datasets, s),
@@ -220,7 +220,7 @@ def _crossfit(out: Section, logit, models, datasets, seed: int) -> None:
             }
         )
     out.tables.append(
-        (
+        Table(
             "crossfit",
             "Cross-fitted best layer and Glass's delta, beside in-sample",
             pd.DataFrame(rows),
@@ -233,13 +233,13 @@ def _crossfit(out: Section, logit, models, datasets, seed: int) -> None:
     valid = cf.dropna(subset=["crossfit_glass_delta_pos"]) if "crossfit_glass_delta_pos" in cf else cf.iloc[0:0]
     if len(valid):
         gap = (valid["glass_delta_pos"] - valid["crossfit_glass_delta_pos"]).mean()
-        out.texts["crossfit"] = (
+        out.tables[-1].after = (
             f"Mean in-sample minus cross-fitted Glass's delta: {gap:+.3g} over {len(valid)} "
             f"model × dataset cells; the halves pick the same layer in "
             f"{int(valid['halves_agree'].astype(bool).sum())} of them."
         )
-    out.draws.append(
-        (
+    out.figures.append(
+        FigurePlan(
             "crossfit_peaks",
             "In-sample versus cross-fitted Glass's delta at the best layer",
             (lambda s: _plots().crossfit_dumbbell(cf, s)) if len(valid) else None,
@@ -273,7 +273,7 @@ def _uncertainty(out: Section, logit, best, deltas, vector, models, datasets, le
             )
             .reset_index()
         )
-        out.texts["seeds"] = (
+        out.closing.append(
             "Runs with different seeds pooled as replicates; per model × dataset the seeds' best "
             "depths span: "
             + "; ".join(
@@ -284,8 +284,8 @@ def _uncertainty(out: Section, logit, best, deltas, vector, models, datasets, le
         )
     boot = vector[vector["kind"] == "bootstrap"] if vector is not None else None
     if boot is None or boot.empty:
-        out.draws.append(
-            (
+        out.figures.append(
+            FigurePlan(
                 "vector_uncertainty",
                 "Glass's delta by depth for bootstrap vectors",
                 None,
@@ -311,7 +311,7 @@ def _uncertainty(out: Section, logit, best, deltas, vector, models, datasets, le
         for r in spread.itertuples()
     ]
     out.tables.append(
-        (
+        Table(
             "vector_uncertainty",
             "Vector uncertainty: best layer and Glass's delta over bootstrap vectors",
             pd.DataFrame(rows),
@@ -323,8 +323,8 @@ def _uncertainty(out: Section, logit, best, deltas, vector, models, datasets, le
         )
     )
     real = deltas
-    out.draws.append(
-        (
+    out.figures.append(
+        FigurePlan(
             "vector_uncertainty",
             "Glass's delta by depth for bootstrap vectors",
             lambda s: _plots().bootstrap_curves(real, boot, best, models, datasets, s),
@@ -339,8 +339,8 @@ def _uncertainty(out: Section, logit, best, deltas, vector, models, datasets, le
 def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
     pool = vector[vector["kind"].isin(controls.CONTROL_KINDS)] if vector is not None else None
     if pool is None or pool.empty:
-        out.draws.append(
-            (
+        out.figures.append(
+            FigurePlan(
                 "controls",
                 "Real vector against control vectors",
                 None,
@@ -399,9 +399,8 @@ def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
             else "add controls for finer p-values."
         )
     )
-    out.texts["controls"] = verdict
     out.tables.append(
-        (
+        Table(
             "controls",
             "Real vector against control vectors at the best layer",
             pd.DataFrame(rows),
@@ -412,10 +411,11 @@ def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
             f"best (a p of 0.05 needs {controls.controls_needed(0.05)}); within = the real delta does not go further "
             "in the strength's "
             "direction than every control. Every configuration is in tables/controls.csv.",
+            after=verdict,
         )
     )
-    out.draws.append(
-        (
+    out.figures.append(
+        FigurePlan(
             "controls",
             "Real vector against control vectors",
             lambda s: _plots().controls_by_depth(comparison, pool, models, datasets, s, real=deltas),
