@@ -41,19 +41,28 @@ class PlainHelpCommand(typer.core.TyperCommand):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.argument_usage: dict[str, str] = {}  # argument name -> its name on the usage line
         for param in self.params:
             if isinstance(param, typer.core.TyperArgument):
                 name = (param.metavar or param.name or "").upper()
                 usage = name if param.required else f"[{name}]"
                 dots = "..." if param.nargs != 1 else ""
                 param.metavar = name + dots
-                param._usage_display_name = functools.partial(str, usage + dots)  # type: ignore[method-assign]
+                self.argument_usage[param.name or ""] = usage + dots
                 param.display_type_rich = _no_type  # type: ignore[method-assign]
             elif isinstance(param, typer.core.TyperOption) and not (param.is_flag or param.count):
                 if param.metavar is None:
                     param.metavar = _metavar(param)
                 if getattr(param, "multiple", False) and "repeat" not in (param.help or "").lower():
                     param.help = f"{param.help or ''} Repeat for several.".strip()
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        """The usage line, arguments by their plain names (click's hook, not typer's)."""
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            plain = self.argument_usage.get(param.name or "")
+            pieces += [plain] if plain is not None else param.get_usage_pieces(ctx)
+        return pieces
 
 
 app = typer.Typer(
