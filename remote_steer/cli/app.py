@@ -14,7 +14,7 @@ import typer.core
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from remote_steer.errors import RemoteSteerError  # noqa: E402 - after the environment above
+from remote_steer.errors import RemoteSteerError
 
 
 def _metavar(param) -> str:
