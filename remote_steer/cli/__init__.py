@@ -8,7 +8,7 @@ from __future__ import annotations
 
 # isort: off
 from remote_steer.cli.app import app
-from remote_steer.cli import run, plan, check_remote, catalog, report, bench, generate, export  # noqa: F401
+from remote_steer.cli import run, plan, check_remote, catalog, report, bench, generate, export  # noqa: F401 - registers them
 # isort: on
 
 __all__ = ["app", "main"]
