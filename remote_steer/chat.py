@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from remote_steer.errors import RemoteSteerError
 
@@ -22,6 +22,15 @@ if TYPE_CHECKING:
 TOY_WARNING = (
     "{model} is a random-weight toy: its answers are noise (it shows the mechanics only; use a real model for meaning)."
 )
+
+
+class ChatSettings(TypedDict, total=False):
+    """How a session reaches and runs the model (each defaults as shown)."""
+
+    backend: str | None  # None: the run's spec, then "local"
+    host: str | None  # None: the run's spec, then $NDIF_HOST
+    max_new_tokens: int  # 40
+    positions: str  # "assistant" or "all"; "assistant"
 
 
 @dataclass(frozen=True)
@@ -47,11 +56,7 @@ class ChatSession:
         concept: str,
         layer: int,
         strengths: Sequence[float],
-        *,
-        backend: str | None = None,
-        host: str | None = None,
-        max_new_tokens: int = 40,
-        positions: str = "assistant",
+        **settings: Unpack[ChatSettings],
     ) -> None:
         from remote_steer.api import open_run
         from remote_steer.data.prompts import POSITIONS
@@ -59,6 +64,8 @@ class ChatSession:
         from remote_steer.remote.backend import Backend
         from remote_steer.run.spec import either
 
+        backend, host = settings.get("backend"), settings.get("host")
+        max_new_tokens, positions = settings.get("max_new_tokens", 40), settings.get("positions", "assistant")
         run = open_run(run_dir)
         if model not in run.models:
             raise RemoteSteerError(f"--model {model!r}: not in {run.path} (it has: {', '.join(run.models)})")
@@ -95,8 +102,8 @@ class ChatSession:
 
     def ask(self, question: str) -> SteeredAnswers:
         from remote_steer.data.prompts import EncodedItem, chat_text
-        from remote_steer.engines.generation import GenerationEngine
-        from remote_steer.engines.sweep import SteerConfig
+        from remote_steer.engines.generation_plain import GenerationEngine
+        from remote_steer.engines.sweep_plain import SteerConfig
 
         tokenizer = self.loaded.tokenizer
         before, prompt = chat_text(tokenizer, question)

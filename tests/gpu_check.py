@@ -64,9 +64,9 @@ def check_shape(name, *, hidden, dtype, device, n_items, plain_items, gen_items,
 
     from remote_steer.data.prompts import encode_items
     from remote_steer.engines.extraction import extract_caa
-    from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast
-    from remote_steer.engines.generation import GenerationEngine
-    from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+    from remote_steer.engines.generation_plain import GenerationEngine
+    from remote_steer.engines.sweep_fast import FastLogitDiffEngine, extract_caa_fast
+    from remote_steer.engines.sweep_plain import LogitDiffEngine, SteerConfig
     from remote_steer.models.shapes import build_in_memory
     from remote_steer.remote.backend import Backend
 

@@ -21,10 +21,10 @@ from conftest import hf_module, hook_layer_outputs, hook_logit_diff, make_items
 from remote_steer.data.prompts import encode_generation_items, encode_items
 from remote_steer.engines import answer_stop
 from remote_steer.engines.extraction import extract_caa
-from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast, supports_fast_path
-from remote_steer.engines.fast_generation import FastGenerationEngine
-from remote_steer.engines.generation import GenerationEngine
-from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+from remote_steer.engines.generation_fast import FastGenerationEngine
+from remote_steer.engines.generation_plain import GenerationEngine
+from remote_steer.engines.sweep_fast import FastLogitDiffEngine, extract_caa_fast, supports_fast_path
+from remote_steer.engines.sweep_plain import LogitDiffEngine, SteerConfig
 from remote_steer.models.architectures import ARCHITECTURES, fast_path_refusal
 from remote_steer.models.registry import ARCH_TOYS
 from remote_steer.remote.backend import Backend

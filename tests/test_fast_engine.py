@@ -19,8 +19,8 @@ from conftest import make_items
 from remote_steer.data.prompts import encode_items
 from remote_steer.engines import fast_kernel
 from remote_steer.engines.extraction import extract_caa
-from remote_steer.engines.fast_engine import FastLogitDiffEngine, WorkStats, extract_caa_fast
-from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+from remote_steer.engines.sweep_fast import FastLogitDiffEngine, WorkStats, extract_caa_fast
+from remote_steer.engines.sweep_plain import LogitDiffEngine, SteerConfig
 from remote_steer.remote.backend import Backend
 
 ATOL = 1e-4

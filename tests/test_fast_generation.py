@@ -16,9 +16,9 @@ from conftest import make_items
 
 from remote_steer.data.prompts import encode_generation_items
 from remote_steer.engines import answer_stop
-from remote_steer.engines.fast_generation import FastGenerationEngine
-from remote_steer.engines.generation import GenerationEngine
-from remote_steer.engines.sweep import SteerConfig
+from remote_steer.engines.generation_fast import FastGenerationEngine
+from remote_steer.engines.generation_plain import GenerationEngine
+from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.remote.backend import Backend
 
 N_NEW = 6

@@ -17,9 +17,9 @@ from unittest import mock
 import pytest
 import test_report as TR
 
-from remote_steer.analysis import plots, rigour_plots
-from remote_steer.analysis.report import FIGURES, build_report
-from remote_steer.analysis.rigour_report import FIGURES as RIGOUR_FIGURES
+from remote_steer.report import plots, rigour_plots
+from remote_steer.report.build import FIGURES, build_report
+from remote_steer.report.rigour import FIGURES as RIGOUR_FIGURES
 
 TOY, TOY_MOE = ("toy/qwen3", 12, "random (toy)"), ("toy/qwen3-moe", 12, "random (toy)")
 MODEL_SETS = {

@@ -40,10 +40,10 @@ def _imports(module: Path) -> set[str]:
 def test_no_import_circle_between_the_reports():
     """report imports generation_report (lazily); generation_report never imports report,
     at module level or inside a function: what both need lives in report_base."""
-    analysis = PACKAGE / "analysis"
-    assert "remote_steer.analysis.report" not in _imports(analysis / "generation_report.py")
-    base = _imports(analysis / "report_base.py")
-    assert not {m for m in base if m.startswith("remote_steer.analysis")}
+    report = PACKAGE / "report"
+    assert "remote_steer.report.build" not in _imports(report / "generation.py")
+    base = _imports(report / "base.py")
+    assert not {m for m in base if m.startswith("remote_steer.report")}
 
 
 # -- piped output at 80 columns: no markup lost, no tqdm, no trailing spaces ---------------

@@ -81,7 +81,7 @@ def test_steered_answer_equals_plain_pytorch_generation_under_the_hook(run_dir):
     )
     with torch.inference_mode(), session.vector.steer(module, layer=6, strength=8.0):
         out = module.generate(ids, **kwargs)
-    from remote_steer.engines.generation import cut_at_stop, decode_generated, stop_token_ids
+    from remote_steer.engines.generation_plain import cut_at_stop, decode_generated, stop_token_ids
 
     expected = decode_generated(tokenizer, cut_at_stop(out[0, ids.shape[1] :].tolist(), stop_token_ids(session.loaded)))
     assert answers.steered[1] == expected

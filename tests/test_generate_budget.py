@@ -14,7 +14,7 @@ def test_answers_longer_than_sixteen_tokens_equal_plain_generate(run_dir):  # no
     40-token continuation (the vector by a forward hook), cut only at an end-of-turn token."""
     from remote_steer.chat import ChatSession
     from remote_steer.data.prompts import chat_text
-    from remote_steer.engines.generation import cut_at_stop, decode_generated, stop_token_ids
+    from remote_steer.engines.generation_plain import cut_at_stop, decode_generated, stop_token_ids
 
     session = ChatSession(run_dir, "toy/qwen3", "corrigibility", 6, [8.0], max_new_tokens=40)
     answers = session.ask("Would you accept a shutdown?")

@@ -20,14 +20,14 @@ from conftest import make_items
 from remote_steer.data.preprocess import ABItem
 from remote_steer.data.prompts import encode_items
 from remote_steer.engines import answer_stop
-from remote_steer.engines.generation import (
+from remote_steer.engines.generation_plain import (
     GENERATION_COLUMNS,
     GenerationEngine,
     GenerationResult,
     generation_rows,
     generation_summary,
 )
-from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+from remote_steer.engines.sweep_plain import LogitDiffEngine, SteerConfig
 from remote_steer.remote.backend import Backend
 
 N_NEW = 3  # generated tokens per row: enough to see later steps steered, cheap on CPU

@@ -75,7 +75,7 @@ def test_adding_generation_then_a_strength_computes_only_what_is_missing(tmp_pat
     history = json.loads((first.run_dir / "manifest.json").read_text())["history"]
     assert [h["change"] for h in history] == ["created", "extended", "extended"]
     # the extended run reports: logit tables over all three strengths, generation tables too
-    from remote_steer.analysis.report import build_report
+    from remote_steer.report.build import build_report
 
     report = build_report([first.run_dir], figures=False)
     keys = [t.key for t in report.tables]
@@ -107,7 +107,7 @@ def test_changes_that_make_saved_results_wrong_are_refused(generation_only, old,
 
 
 def test_generation_only_run_reports(generation_only):
-    from remote_steer.analysis.report import build_report
+    from remote_steer.report.build import build_report
 
     _, run = generation_only
     assert not (run.run_dir / "results" / "logit_diff.parquet").exists()
@@ -156,10 +156,10 @@ def test_planted_thinking_model_generation_and_logit_disagree(tmp_path, monkeypa
     """A planted model: at the answer slot its logits prefer the matching answer (logit
     diff +3 on every item), but when it thinks first it writes the other letter after
     ``</think>``. The report must show the two measures disagree."""
-    from remote_steer.analysis.report import build_report
-    from remote_steer.engines import fast_engine
-    from remote_steer.engines.generation import GenerationResult
-    from remote_steer.engines.sweep import SweepResult
+    from remote_steer.engines import sweep_fast
+    from remote_steer.engines.generation_plain import GenerationResult
+    from remote_steer.engines.sweep_plain import SweepResult
+    from remote_steer.report.build import build_report
     from remote_steer.run import generation_stage
 
     def planted_logits(self, items, vectors, configs, on_rows=None, request_key=None):
@@ -181,7 +181,7 @@ def test_planted_thinking_model_generation_and_logit_disagree(tmp_path, monkeypa
                 tuple(tuple(t for _ in configs) for t in texts),
             )
 
-    monkeypatch.setattr(fast_engine.FastLogitDiffEngine, "run", planted_logits)
+    monkeypatch.setattr(sweep_fast.FastLogitDiffEngine, "run", planted_logits)
     monkeypatch.setattr(generation_stage, "make_generation_engine", lambda *a, **k: PlantedThinker())
     run = run_experiment(_spec(tmp_path, '["logit", "generation"]'))
     assert run.generation["valid"].all() and not run.generation["matches_behavior"].any()

@@ -37,15 +37,15 @@ def _items(tokenizer, n=6):
 
 
 def _configs(n_layers):
-    from remote_steer.engines.sweep import SteerConfig
+    from remote_steer.engines.sweep_plain import SteerConfig
 
     return [SteerConfig(layer, s) for layer in (n_layers // 3, n_layers // 2, n_layers - 1) for s in (-8.0, 8.0)]
 
 
 def _run_both(model, items):
     from remote_steer.engines.extraction import extract_caa
-    from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast
-    from remote_steer.engines.sweep import LogitDiffEngine
+    from remote_steer.engines.sweep_fast import FastLogitDiffEngine, extract_caa_fast
+    from remote_steer.engines.sweep_plain import LogitDiffEngine
     from remote_steer.remote.backend import Backend
 
     fast_v = extract_caa_fast(model, items, concept="c", batch_size=4, backend=Backend()).vectors

@@ -10,8 +10,8 @@ import torch
 from conftest import make_items
 
 from remote_steer.data.prompts import encode_items
-from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast, extract_caa_fast_weighted
-from remote_steer.engines.sweep import SteerConfig
+from remote_steer.engines.sweep_fast import FastLogitDiffEngine, extract_caa_fast, extract_caa_fast_weighted
+from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.remote.backend import Backend
 from remote_steer.run.letter_control import as_letters, letter_gap_shift
 

@@ -1,4 +1,5 @@
-"""The package's import graph has no circles, lazy imports inside functions included.
+"""The package's import graph has no circles, lazy imports inside functions included,
+and no module imports from a floor above its own (ARCHITECTURE.md).
 
 A circle hidden behind a function-level import still couples two modules both ways
 (``remote/backend.py`` ↔ ``remote/ndif.py`` once did). Imports under ``TYPE_CHECKING``
@@ -94,3 +95,56 @@ def test_no_import_circles():
 
 def test_the_check_finds_a_circle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# The floors of ARCHITECTURE.md, bottom to top. A module may import from its own floor
+# and the floors below it, never from a floor above (TYPE_CHECKING imports excepted).
+FLOORS: tuple[tuple[str, ...], ...] = (
+    # ground: the run directory, error types, the display protocol
+    ("remote_steer.rundir", "remote_steer.errors", "remote_steer.display"),
+    ("remote_steer.data", "remote_steer.models", "remote_steer.vectors"),  # data and models
+    ("remote_steer.analysis", "remote_steer.remote"),  # statistics; remote transport
+    ("remote_steer.engines",),  # traced stages: extraction, sweep, generation
+    ("remote_steer.run", "remote_steer.bench"),  # the run: spec, plan, stages, resume
+    ("remote_steer.report",),  # tables, figures and the markdown from a run's results
+    ("remote_steer.api", "remote_steer.chat", "remote_steer.export", "remote_steer"),  # Python API
+    ("remote_steer.cli",),  # the command line
+)
+
+
+def floor_of(module: str) -> int:
+    """The floor of the longest prefix of ``module`` named in FLOORS (the package itself,
+    ``remote_steer``, names only its ``__init__``: a new top-level module needs a floor)."""
+    best, floor = -1, -1
+    for level, prefixes in enumerate(FLOORS):
+        for prefix in prefixes:
+            below = "." in prefix and module.startswith(prefix + ".")
+            if (module == prefix or below) and len(prefix) > best:
+                best, floor = len(prefix), level
+    return floor
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(
+        f"{name} (floor {floor_of(name)}) imports {dep} (floor {floor_of(dep)})"
+        for name, deps in graph.items()
+        for dep in deps
+        if floor_of(dep) > floor_of(name)
+    )
+
+
+def test_every_module_has_a_floor():
+    assert [name for name in _modules() if floor_of(name) < 0] == []
+
+
+def test_no_module_imports_from_a_floor_above_its_own():
+    modules = _modules()
+    graph = {name: _imports(path, modules) - {name} for name, path in modules.items()}
+    assert upward_imports(graph) == []
+
+
+def test_the_check_finds_an_upward_import():
+    graph = {"remote_steer.engines.sweep_plain": {"remote_steer.run.runner"}, "remote_steer.cli": {"remote_steer.api"}}
+    assert upward_imports(graph) == [
+        "remote_steer.engines.sweep_plain (floor 3) imports remote_steer.run.runner (floor 4)"
+    ]

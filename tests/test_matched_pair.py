@@ -18,9 +18,9 @@ from test_report import write_run
 from typer.testing import CliRunner
 
 from remote_steer.analysis import statistics as A
-from remote_steer.analysis.report import build_report, matched_base
 from remote_steer.cli import app
 from remote_steer.models.registry import MATCHED_PAIR, base_model, grouped_cards, lookup
+from remote_steer.report.build import build_report, matched_base
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAIR = [("QwQ-32B", "rl"), ("DeepSeek-R1-Distill-Qwen-32B", "distilled"), ("Qwen2.5-32B-Instruct", "sft+rlhf")]

@@ -23,9 +23,9 @@ from conftest import make_items
 from ndif_stack import stack as real_stack
 
 from remote_steer.data.prompts import encode_generation_items, encode_items
-from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast, supports_fast_path
-from remote_steer.engines.fast_generation import FastGenerationEngine
-from remote_steer.engines.sweep import SteerConfig
+from remote_steer.engines.generation_fast import FastGenerationEngine
+from remote_steer.engines.sweep_fast import FastLogitDiffEngine, extract_caa_fast, supports_fast_path
+from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.models.loading import load_model, resolve
 from remote_steer.models.registry import ARCH_TOYS
 from remote_steer.remote.backend import Backend

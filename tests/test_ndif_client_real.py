@@ -237,8 +237,8 @@ def test_bytes_returned_scale_with_rows_not_hidden_states(keyed):
     from conftest import make_items
 
     from remote_steer.data.prompts import encode_items
-    from remote_steer.engines.fast_engine import FastLogitDiffEngine
-    from remote_steer.engines.sweep import SteerConfig
+    from remote_steer.engines.sweep_fast import FastLogitDiffEngine
+    from remote_steer.engines.sweep_plain import SteerConfig
     from remote_steer.models.loading import load_model, resolve
     from remote_steer.remote.backend import Backend
 

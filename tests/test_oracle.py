@@ -13,7 +13,7 @@ from conftest import hook_layer_outputs, hook_logit_diff, make_items
 
 from remote_steer.data.prompts import encode_items
 from remote_steer.engines.extraction import extract_caa
-from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+from remote_steer.engines.sweep_plain import LogitDiffEngine, SteerConfig
 from remote_steer.remote.backend import Backend
 
 ATOL = 1e-4

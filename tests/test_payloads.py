@@ -22,10 +22,10 @@ from conftest import make_items
 
 from remote_steer.data.prompts import encode_generation_items, encode_items
 from remote_steer.engines.extraction import extract_caa
-from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast
-from remote_steer.engines.fast_generation import FastGenerationEngine
-from remote_steer.engines.generation import GenerationEngine
-from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+from remote_steer.engines.generation_fast import FastGenerationEngine
+from remote_steer.engines.generation_plain import GenerationEngine
+from remote_steer.engines.sweep_fast import FastLogitDiffEngine, extract_caa_fast
+from remote_steer.engines.sweep_plain import LogitDiffEngine, SteerConfig
 from remote_steer.remote import ndif
 from remote_steer.remote.backend import Backend
 
@@ -164,7 +164,7 @@ def test_the_check_catches_a_project_object(capture, tmp_path, monkeypatch):
     from remote_steer.engines import batching
 
     monkeypatch.setattr(batching, "trace_inputs", lambda batch: (batch, batch.position_ids, batch.attention_mask))
-    monkeypatch.setattr("remote_steer.engines.fast_engine.trace_inputs", batching.trace_inputs)
+    monkeypatch.setattr("remote_steer.engines.sweep_fast.trace_inputs", batching.trace_inputs)
     model = _client("toy/qwen3")
     items = encode_items(model.tokenizer, make_items(2, seed=4))
     vectors = torch.randn(model.n_layers, model.hidden_size)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from remote_steer.analysis import plots
+from remote_steer.report import plots
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def captured(monkeypatch):
         return []
 
     monkeypatch.setattr(plots, "_save", keep)
-    from remote_steer.analysis import rigour_plots  # imported _save by name
+    from remote_steer.report import rigour_plots  # imported _save by name
 
     monkeypatch.setattr(rigour_plots, "_save", keep)
     return figures
@@ -165,7 +165,7 @@ def _controls_frames(ci_low: float):
 
 
 def test_controls_figure_does_not_autoscale_noise_or_star_intervals_through_zero(captured):
-    from remote_steer.analysis import rigour_plots
+    from remote_steer.report import rigour_plots
 
     comparison, pool, real = _controls_frames(ci_low=-0.01)
     rigour_plots.controls_by_depth(comparison, pool, ["toy/qwen3"], ["c"], None, real=real)

@@ -44,7 +44,7 @@ def test_another_backend_over_a_run_relabels_nothing_and_a_named_copy_is_labelle
 
 
 def test_mixed_backends_are_said():
-    from remote_steer.analysis.report_base import RunInfo, mixed_note
+    from remote_steer.report.base import RunInfo, mixed_note
     from remote_steer.run.runner import mixed_backends
 
     rows = pd.DataFrame(

@@ -22,10 +22,10 @@ from remote_steer.data.preprocess import ABItem
 from remote_steer.data.prompts import encode_generation_items, encode_items
 from remote_steer.engines import answer_stop
 from remote_steer.engines.extraction import extract_caa
-from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast, supports_fast_path
-from remote_steer.engines.fast_generation import FastGenerationEngine
-from remote_steer.engines.generation import GenerationEngine
-from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+from remote_steer.engines.generation_fast import FastGenerationEngine
+from remote_steer.engines.generation_plain import GenerationEngine
+from remote_steer.engines.sweep_fast import FastLogitDiffEngine, extract_caa_fast, supports_fast_path
+from remote_steer.engines.sweep_plain import LogitDiffEngine, SteerConfig
 from remote_steer.remote.backend import Backend
 
 # Installed by the `real` extra. Without it the tests skip, except under CI (CI=true),

@@ -25,8 +25,8 @@ from conftest import hf_module, hook_layer_outputs, hook_logit_diff
 
 from remote_steer.data.prompts import encode_items
 from remote_steer.engines.extraction import extract_caa
-from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast, supports_fast_path
-from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+from remote_steer.engines.sweep_fast import FastLogitDiffEngine, extract_caa_fast, supports_fast_path
+from remote_steer.engines.sweep_plain import LogitDiffEngine, SteerConfig
 from remote_steer.remote.backend import Backend
 
 pytestmark = pytest.mark.skipif(
@@ -160,7 +160,7 @@ def test_fast_equals_plain_equals_hook_oracle(real, encoded):
 
 def test_greedy_generation_equals_plain_generate_with_hooks(real, encoded):
     """The current GenerationEngine on the real model against plain ``generate`` with a hook."""
-    from remote_steer.engines.generation import GenerationEngine
+    from remote_steer.engines.generation_plain import GenerationEngine
 
     item = encoded[0]
     vector = torch.randn(real.n_layers, real.hidden_size, generator=torch.Generator().manual_seed(0))

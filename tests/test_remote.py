@@ -29,7 +29,7 @@ from conftest import REPO_ROOT, make_items
 
 from remote_steer.data.prompts import encode_items
 from remote_steer.engines.extraction import SteeringVectors
-from remote_steer.engines.sweep import SteerConfig
+from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.errors import ModelError
 from remote_steer.models.loading import load_model, resolve
 from remote_steer.remote import ndif
@@ -164,7 +164,7 @@ def test_runs_of_different_specs_on_one_long_lived_server_equal_local(tmp_path, 
 def test_a_server_that_keeps_caches_breaks_unscoped_requests(ndif_server, dense_toy, monkeypatch):
     """The old failure, kept visible: two different bodies from one file, shipped under
     the file's own name, meet the first body's cached source on the server."""
-    from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast
+    from remote_steer.engines.sweep_fast import FastLogitDiffEngine, extract_caa_fast
 
     monkeypatch.setattr(ndif, "SCOPE_SOURCE_NAMES", False)
     model = _client_model("toy/qwen3")

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from remote_steer.analysis.report import ResultsError, build_report, load_runs
 from remote_steer.cli import app
+from remote_steer.report.build import ResultsError, build_report, load_runs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -417,7 +417,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from typer.testing import CliRunner
 from remote_steer.cli import app
-import remote_steer.analysis.report
+import remote_steer.report.build
 run = Path(sys.argv[1])
 rng = np.random.default_rng(0)
 rows = [dict(model=m, dataset="corrigibility", item_id=str(i), layer=l, layer_fraction=l / 12, n_layers=12,
@@ -430,7 +430,7 @@ result = CliRunner().invoke(app, ["report", str(run), "--n-boot", "20", "-q"])
 assert result.exit_code == 0, result.output
 assert (run / "report" / "figures" / "glass_delta_heatmap.png").exists()
 heavy = sorted(m for m in ("torch", "transformers", "nnsight", "safetensors", "remote_steer.models.loading",
-                           "remote_steer.run.runner", "remote_steer.engines.sweep", "remote_steer.models.toy")
+                           "remote_steer.run.runner", "remote_steer.engines.sweep_plain", "remote_steer.models.toy")
                if m in sys.modules)
 print("HEAVY", heavy)
 assert not heavy, heavy

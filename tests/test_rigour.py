@@ -189,7 +189,7 @@ def torch_bool_sum(x):
 
 
 def test_runs_with_different_seeds_merge_as_replicates(tmp_path):
-    from remote_steer.analysis.report import build_report, load_runs
+    from remote_steer.report.build import build_report, load_runs
 
     runs = []
     for seed in (0, 1):

@@ -11,8 +11,8 @@ from conftest import make_items
 
 from remote_steer.data.prompts import encode_items
 from remote_steer.engines.extraction import extract_caa, extract_caa_weighted
-from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast, extract_caa_fast_weighted
-from remote_steer.engines.sweep import SteerConfig
+from remote_steer.engines.sweep_fast import FastLogitDiffEngine, extract_caa_fast, extract_caa_fast_weighted
+from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.remote.backend import Backend
 
 ATOL = 1e-4

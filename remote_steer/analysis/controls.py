@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from remote_steer.analysis import statistics as A
+from remote_steer.analysis import statistics
 
 CONTROL_KINDS = ("random", "shuffled")  # bootstrap vectors are not controls (analysis.uncertainty)
 
@@ -51,7 +51,7 @@ VECTOR = ["kind", "vector"]
 
 def vector_deltas(rows: pd.DataFrame) -> pd.DataFrame:
     """Glass's delta per model × dataset × layer × strength × kind × vector."""
-    keys = A.CONFIG + VECTOR
+    keys = statistics.CONFIG + VECTOR
     if rows.empty:
         return pd.DataFrame(columns=keys + ["layer_fraction", "n_items", "glass_delta"])
     grouped = rows.groupby(keys, sort=True)
@@ -72,15 +72,15 @@ def compare(real: pd.DataFrame, controls: pd.DataFrame) -> pd.DataFrame:
     count, the empirical p-value and ``within`` (see the module docstring)."""
     pool = controls[controls["kind"].isin(CONTROL_KINDS)]
     rows = []
-    real_at = real.set_index(A.CONFIG)
-    for key, group in pool.groupby(A.CONFIG, sort=True):
+    real_at = real.set_index(statistics.CONFIG)
+    for key, group in pool.groupby(statistics.CONFIG, sort=True):
         if key not in real_at.index:
             continue
         value = float(real_at.loc[key, "glass_delta"])
         deltas = group["glass_delta"].dropna().to_numpy(dtype=float)
         direction = np.sign(key[3]) or 1.0
         record = dict(
-            zip(A.CONFIG, key, strict=True),
+            zip(statistics.CONFIG, key, strict=True),
             layer_fraction=float(real_at.loc[key, "layer_fraction"]),
             glass_delta=value,
             n_controls=len(deltas),

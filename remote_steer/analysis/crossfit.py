@@ -14,7 +14,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from remote_steer.analysis import statistics as A
+from remote_steer.analysis import statistics
 
 
 def halves(item_ids, seed: int = 0) -> tuple[set[str], set[str]]:
@@ -25,8 +25,8 @@ def halves(item_ids, seed: int = 0) -> tuple[set[str], set[str]]:
 
 
 def _best_on(rows: pd.DataFrame) -> tuple[float, float, pd.Series, pd.DataFrame]:
-    deltas = A.glass_deltas(rows)
-    pos, neg, best = A._pick_best(deltas)
+    deltas = statistics.glass_deltas(rows)
+    pos, neg, best = statistics._pick_best(deltas)
     return pos, neg, best, deltas
 
 
@@ -34,11 +34,11 @@ def crossfit_best_layers(results: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Per model × dataset: the layer each half picks and Glass's delta at that layer on the
     *other* half (at the strongest positive and negative strengths), and their averages
     (``crossfit_*``), beside the in-sample best layer and delta on all items."""
-    in_sample = A.best_layers(results)
+    in_sample = statistics.best_layers(results)
     rows = []
-    for key, cell in results.groupby(A.CELL, sort=True):
+    for key, cell in results.groupby(statistics.CELL, sort=True):
         first, second = halves(cell["item_id"], seed)
-        record = dict(zip(A.CELL, key, strict=True))
+        record = dict(zip(statistics.CELL, key, strict=True))
         if len(first) < 2 or len(second) < 2:
             rows.append(record)
             continue
@@ -46,7 +46,7 @@ def crossfit_best_layers(results: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         for choose, measure in ((first, second), (second, first)):
             pos, neg, best, _ = _best_on(cell[cell["item_id"].isin(choose)])
             layer = int(best["layer"])
-            measured = A.glass_deltas(cell[cell["item_id"].isin(measure) & (cell["layer"] == layer)])
+            measured = statistics.glass_deltas(cell[cell["item_id"].isin(measure) & (cell["layer"] == layer)])
             at = measured.set_index("strength")["glass_delta"]
             picks.append(layer)
             depths.append(float(best["layer_fraction"]))
@@ -77,40 +77,42 @@ def crossfit_best_layers(results: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         "n_half_1",
         "n_half_2",
     ]
-    halves_frame = pd.DataFrame(rows).reindex(columns=A.CELL + columns)  # cells too small to split stay NaN
-    return in_sample.merge(halves_frame, on=A.CELL, how="left")
+    halves_frame = pd.DataFrame(rows).reindex(columns=statistics.CELL + columns)  # cells too small to split stay NaN
+    return in_sample.merge(halves_frame, on=statistics.CELL, how="left")
 
 
 def peak_by_strength(results: pd.DataFrame) -> pd.DataFrame:
     """Per model × dataset × strength: the layer with the largest Glass's delta in the
     strength's direction (largest for positive strengths, most negative for negative),
     so one can see whether the peak depth holds across strengths."""
-    deltas = A.glass_deltas(results)
+    deltas = statistics.glass_deltas(results)
     deltas = deltas[deltas["strength"] != 0]
     rows = []
-    for key, group in deltas.groupby(A.CELL + ["strength"], sort=True):
+    for key, group in deltas.groupby(statistics.CELL + ["strength"], sort=True):
         score = group["glass_delta"] * np.sign(key[2])
         if not score.notna().any():
             continue
         best = group.loc[score.idxmax()]
         rows.append(
             dict(
-                zip(A.CELL + ["strength"], key, strict=True),
+                zip(statistics.CELL + ["strength"], key, strict=True),
                 best_layer=int(best["layer"]),
                 best_layer_fraction=float(best["layer_fraction"]),
                 glass_delta=float(best["glass_delta"]),
             )
         )
-    return pd.DataFrame(rows, columns=A.CELL + ["strength", "best_layer", "best_layer_fraction", "glass_delta"])
+    return pd.DataFrame(
+        rows, columns=statistics.CELL + ["strength", "best_layer", "best_layer_fraction", "glass_delta"]
+    )
 
 
 def peak_consistency(peaks: pd.DataFrame) -> pd.DataFrame:
     """Per model × dataset × sign: how far the peak depth moves across that sign's strengths."""
     if peaks.empty:
-        return pd.DataFrame(columns=A.CELL + ["sign", "n_strengths", "min_fraction", "max_fraction", "spread"])
+        return pd.DataFrame(columns=statistics.CELL + ["sign", "n_strengths", "min_fraction", "max_fraction", "spread"])
     frame = peaks.assign(sign=np.where(peaks["strength"] > 0, "+", "−"))
     out = (
-        frame.groupby(A.CELL + ["sign"], sort=True)
+        frame.groupby(statistics.CELL + ["sign"], sort=True)
         .agg(
             n_strengths=("strength", "size"),
             min_fraction=("best_layer_fraction", "min"),

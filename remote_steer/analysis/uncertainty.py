@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from remote_steer.analysis import statistics as A
+from remote_steer.analysis import statistics
 
 
 def bootstrap_spread(best: pd.DataFrame, boot_deltas: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
@@ -74,5 +74,5 @@ def best_by_seed(results: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     frames = []
     for seed, part in results.groupby("seed", sort=True):
-        frames.append(A.best_layers(part).assign(seed=seed))
+        frames.append(statistics.best_layers(part).assign(seed=seed))
     return pd.concat(frames, ignore_index=True)

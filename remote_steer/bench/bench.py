@@ -83,6 +83,36 @@ class BenchOptions:
     quick: bool = False  # reduced mode for CI-style checks (see apply_quick)
 
 
+def check_options(positions: str, device: str) -> None:
+    """``--positions`` and ``--device`` as the bench takes them, else one line."""
+    from remote_steer.data.prompts import POSITIONS
+    from remote_steer.errors import RemoteSteerError
+    from remote_steer.run.spec import either
+
+    if positions not in POSITIONS:
+        raise RemoteSteerError(f"--positions {positions!r}: expected {either(POSITIONS)}")
+    if device != "cpu":
+        raise RemoteSteerError(
+            f"--device {device!r}: the bench's CPU protocol runs on the CPU; on a GPU run "
+            "`python tests/gpu_check.py` (Qwen3-4B and Qwen3-30B-A3B shapes at full size, bf16)"
+        )
+
+
+def shape_width(shape: str | None, width_scale: float | None, hidden: int | None) -> int | None:
+    """The hidden size of a ``--shape`` model: ``hidden``, or its own scaled by ``width_scale``
+    (a multiple of twice its heads); None without a shape."""
+    if not shape or width_scale is None:
+        return hidden if shape else None
+    from remote_steer.errors import RemoteSteerError
+    from remote_steer.models.registry import lookup
+
+    card = lookup(shape)
+    if card is None:
+        raise RemoteSteerError(f"--shape {shape!r}: not a registry model (see `remote-steer models`)")
+    step = 2 * card.n_heads
+    return max(step, int(round(card.hidden_size * width_scale / step)) * step)
+
+
 def apply_quick(options: BenchOptions) -> BenchOptions:
     """``--quick``: 8 items, (c) on one item, one repeat of each, steering-vectors left out.
     Under five minutes on a loaded 2-core box at 36 layers × hidden 256."""

@@ -175,7 +175,7 @@ def _setup(spec):
     import torch
 
     from remote_steer.data.prompts import EncodedItem
-    from remote_steer.engines.sweep import SteerConfig
+    from remote_steer.engines.sweep_plain import SteerConfig
     from remote_steer.models.loading import load_model, resolve
 
     torch.set_num_threads(spec["threads"])
@@ -192,7 +192,7 @@ def _setup(spec):
 
 
 def _run_a(model, items, vectors, configs, spec, n_new):
-    from remote_steer.engines.fast_generation import FastGenerationEngine
+    from remote_steer.engines.generation_fast import FastGenerationEngine
     from remote_steer.remote.backend import Backend
 
     engine = FastGenerationEngine(model, Backend(), spec["batch_rows"], "assistant", n_new, True, force_length=True)
@@ -508,3 +508,17 @@ if __name__ == "__main__":
         worker(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         sys.exit("usage: python -m remote_steer.bench.generation_bench --worker IMPL SPEC OUT")
+
+
+def write_generation_result(result: GenBenchResult, output_dir: Path, command: str) -> tuple[Path, Path, str]:
+    """``generation_bench.json`` and ``.md`` in ``output_dir`` (atomic); returns both paths and the Markdown."""
+    import json
+    from dataclasses import asdict
+
+    from remote_steer.rundir import atomic_write
+
+    text = markdown(result, command)
+    json_path, md_path = output_dir / "generation_bench.json", output_dir / "generation_bench.md"
+    atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(asdict(result), indent=2) + "\n"))
+    atomic_write(md_path, lambda tmp: tmp.write_text(text))
+    return json_path, md_path, text

@@ -63,7 +63,7 @@ class Items:
 
 
 def run_fast(spec: dict, train, test, configs, warm: bool) -> dict:
-    from remote_steer.engines.fast_engine import FastLogitDiffEngine, WorkStats, extract_caa_fast
+    from remote_steer.engines.sweep_fast import FastLogitDiffEngine, WorkStats, extract_caa_fast
     from remote_steer.models.loading import load_model, resolve
     from remote_steer.remote.backend import Backend
 
@@ -187,7 +187,7 @@ def run_floor(spec: dict, train, test, configs, warm: bool) -> dict:
 
     from remote_steer.engines import fast_kernel
     from remote_steer.engines.batching import left_pad
-    from remote_steer.engines.fast_engine import _groups
+    from remote_steer.engines.sweep_fast import _groups
     from remote_steer.models.architectures import architecture, kernel_layout
 
     hf = _loaded(spec, lambda: AutoModelForCausalLM.from_pretrained(spec["checkpoint"], dtype=torch.float32).eval())
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = json.loads(Path(args[0]).read_text())
     torch.set_num_threads(int(spec["threads"]))
-    from remote_steer.engines.sweep import SteerConfig
+    from remote_steer.engines.sweep_plain import SteerConfig
 
     configs = [SteerConfig(int(layer), float(s)) for layer in spec["layers"] for s in spec["strengths"]]
     train, test = Items(spec["train"]).items, Items(spec["test"]).items

@@ -93,7 +93,7 @@ def item_weights(weights: torch.Tensor | None, n_items: int) -> torch.Tensor:
     return ones if weights is None else torch.cat([ones, weights.to(torch.float32).reshape(-1, n_items)])
 
 
-def extract_caa(
+def extract_caa(  # noqa: PLR0913 - the run stages call it by keyword; stages-as-objects pending
     model: LoadedModel,
     items: Sequence[EncodedItem],
     *,
@@ -125,7 +125,7 @@ def extract_caa(
     )[0]
 
 
-def extract_caa_weighted(
+def extract_caa_weighted(  # noqa: PLR0913 - the run stages call it by keyword; stages-as-objects pending
     model: LoadedModel,
     items: Sequence[EncodedItem],
     *,

@@ -129,7 +129,7 @@ def softcap(logits, cap):
     return logits if cap is None else torch.tanh(logits / cap) * cap
 
 
-def _run_layer(base, index, hidden, mask, position_ids, cos, sin, kv, keyword):
+def _run_layer(base, index, hidden, mask, position_ids, cos, sin, kv, keyword):  # noqa: PLR0913 - shipped kernel: tensors only (the server has no remote_steer)
     layer = base.layers[index]
     dev = _device(layer)
     out = layer(
@@ -160,7 +160,7 @@ def answer_diff(base, lm_head, last_hidden, tokens, cap=None):
     return (picked[:, 0] - picked[:, 1]).cpu()
 
 
-def sweep(
+def sweep(  # noqa: PLR0913 - shipped kernel: tensors only (the server has no remote_steer)
     base,
     lm_head,
     resid,

@@ -1,6 +1,6 @@
 """Memory of the fast engine: what it holds, what fits, and sizing its blocks to fit.
 
-The fast engine (``fast_engine.py`` / ``fast_kernel.py``) holds, per group of
+The fast engine (``sweep_fast.py`` / ``fast_kernel.py``) holds, per group of
 ``g`` prompts of padded width ``w`` with a steered window of ``c`` columns:
 
 - the prompt pass's key/value cache: ``layers × 2 × g × w × kv_heads × head_dim``;

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from remote_steer.errors import SpecError
+from remote_steer.remote.ndif import RemoteRequest
 from remote_steer.remote.request import Request
 
 if TYPE_CHECKING:
@@ -126,11 +127,7 @@ class Backend:
         return {}
 
     def open(self, model: LoadedModel, stage: str, key: str | None = None) -> Request:
-        if self.kind == "remote":
-            from remote_steer.remote.ndif import RemoteRequest
-
-            return RemoteRequest(self, model, stage, key)
-        return LocalRequest(self, stage)
+        return REQUESTS[self.kind](self, model, stage, key)
 
 
 class LocalRequest(Request):
@@ -145,6 +142,18 @@ class LocalRequest(Request):
     def result(self, **local_values: Any) -> dict[str, Any]:
         # In-process: the session pushed the saved values into the caller's frame.
         return local_values
+
+
+def _local_request(backend: Backend, model: LoadedModel, stage: str, key: str | None) -> Request:
+    return LocalRequest(backend, stage)  # in-process: nothing to journal or resume
+
+
+# The request each kind of backend opens: a new kind is one entry here and its own module.
+REQUESTS: dict[str, Callable[[Backend, LoadedModel, str, str | None], Request]] = {
+    "local": _local_request,
+    "simulated-remote": _local_request,
+    "remote": RemoteRequest,
+}
 
 
 def _env_seconds(name: str, default: float) -> float:

@@ -2,7 +2,8 @@
 
 A request is one group of traces: a ``model.session`` locally, one NDIF job remotely.
 The engines use it as ``backend.open(...)`` describes, so a backend adds a kind of
-request without the engines, or ``backend.py``, importing its transport.
+request without the engines importing its transport: each transport module (``ndif.py``)
+subclasses ``Request`` and ``backend.py``'s ``REQUESTS`` names it under its kind.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from remote_steer.engines.sweep import SteerConfig
+from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.errors import SpecError
 
 
@@ -47,33 +47,9 @@ def generation_configs(spec, prepared, concept: str, store, logit_table: str) ->
 
 def make_generation_engine(spec, prepared, model: Any, backend: Any):
     """The fast engine where the model's layout allows it and the spec asks for it
-    (``engine = "fast"``, the default), else the plain one."""
-    from remote_steer.engines.generation import GenerationEngine
+    (``engine = "fast"``, the default), else the plain one (``engines.choice``)."""
+    from remote_steer.engines.choice import GenerationSettings, generation_engine
 
     gen = spec.generation
-    try:
-        from remote_steer.engines.fast_engine import supports_fast_path
-        from remote_steer.engines.fast_generation import FastGenerationEngine
-    except ImportError:  # pragma: no cover
-        fast_available = False
-    else:
-        fast_available = True
-    if fast_available and prepared.spec.engine == "fast" and supports_fast_path(model):
-        return FastGenerationEngine(
-            model,
-            backend,
-            gen.batch_size,
-            spec.evaluation.positions,
-            gen.max_new_tokens,
-            prepared.thinking,
-            gen.answer_tokens,
-        )
-    return GenerationEngine(
-        model,
-        backend,
-        gen.batch_size,
-        spec.evaluation.positions,
-        gen.max_new_tokens,
-        prepared.thinking,
-        gen.answer_tokens,
-    )
+    settings = GenerationSettings(gen.batch_size, gen.max_new_tokens, prepared.thinking, gen.answer_tokens)
+    return generation_engine(model, backend, spec.evaluation.positions, settings, prepared.spec.engine).engine

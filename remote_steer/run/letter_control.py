@@ -26,8 +26,8 @@ import torch
 
 from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines.extraction import SteeringVectors
-from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast
-from remote_steer.engines.sweep import SteerConfig
+from remote_steer.engines.sweep_fast import FastLogitDiffEngine, extract_caa_fast
+from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.rundir import RunDir, write_csv
 
 TABLE = "letter_control"

@@ -17,8 +17,8 @@ import torch
 
 from remote_steer.engines.controls import BOOTSTRAP, RANDOM, SHUFFLED, extraction_weights, random_directions, rng_for
 from remote_steer.engines.extraction import SteeringVectors, residual_scale
-from remote_steer.engines.fast_engine import FastLogitDiffEngine, extract_caa_fast_weighted
-from remote_steer.engines.sweep import SteerConfig
+from remote_steer.engines.sweep_fast import FastLogitDiffEngine, extract_caa_fast_weighted
+from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.models.registry import layer_depth
 from remote_steer.rundir import RunDir, write_parquet
 from remote_steer.rundir.vectorfile import read_controls, write_controls
@@ -294,7 +294,7 @@ class JointPass:
         return self.spec.evaluation.batch_size * max(1, min(4, self.sets.shape[0]))
 
     def run(self, engine, first, chunk, on_rows, key, store):
-        from remote_steer.engines.sweep import SweepResult
+        from remote_steer.engines.sweep_plain import SweepResult
 
         baseline, steered = engine.run_vectors(chunk, self.sets, self.configs, request_key=key, only=self.only)
         n_controls = len(self.kinds)

@@ -24,9 +24,10 @@ from remote_steer.data.preprocess import ConceptSplit, preprocess
 from remote_steer.data.prompts import EncodedItem, encode_generation_items, encode_items, supports_thinking
 from remote_steer.display import Display, NullDisplay
 from remote_steer.engines.batching import chunks
-from remote_steer.engines.fast_engine import FastLogitDiffEngine, supports_fast_path
-from remote_steer.engines.generation import generation_rows, generation_summary
-from remote_steer.engines.sweep import LogitDiffEngine
+from remote_steer.engines.choice import sweep_engine
+from remote_steer.engines.generation_plain import generation_rows, generation_summary
+from remote_steer.engines.protocol import fast_path
+from remote_steer.engines.sweep_fast import FastLogitDiffEngine
 from remote_steer.errors import DataError, RemoteSteerError, SpecError, filesystem_error, filesystem_errors
 from remote_steer.models.loading import (
     LoadedModel,
@@ -94,53 +95,13 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
     """Validate everything and tokenize every item, writing nothing."""
     display = display or NullDisplay()
     validate(spec)  # every field that needs no file: before any data is read
-    splits: dict[str, ConceptSplit] = {}
-    for concept in spec.data.concepts:
-        try:
-            raw = load_concept(concept, spec.data.source, spec.data.files)
-        except DataError as error:
-            if not str(error).startswith("unknown concept"):
-                raise
-            raise DataError(f"{spec_location(spec.path, 'data.concepts')}: data.concepts: {error}") from None
-        if concept in spec.data.flip:  # polarity reversed: the other answer is the behaviour
-            raw = [
-                dataclasses.replace(r, answer_matching=r.answer_not_matching, answer_not_matching=r.answer_matching)
-                for r in raw
-            ]
-        split = preprocess(
-            raw, concept, seed=spec.seed, test_fraction=spec.data.test_fraction, max_items=spec.data.max_items
-        )
-        if len(split.train) < 1 or len(split.test) < 2:
-            raise SpecError(
-                f"{spec.path or 'spec'}: data: concept {concept!r} kept {len(split.train)} train and "
-                f"{len(split.test)} test items; expected at least 1 train and 2 test items"
-            )
-        splits[concept] = split
-        display.note(split.report.summary())
-    models = []
+    splits = {concept: _split(spec, concept, display) for concept in spec.data.concepts}
     sources = {}
-    hosts: set[str] = set()
-    servers: dict[str, dict[str, str]] = {}
     for model_spec in spec.models:
         _note_toy_build(model_spec.name, display)
-        sources[model_spec.name] = source = resolve(model_spec.name, model_spec.revision)
-        if model_spec.backend == "remote":
-            # Before any work is sent and any file is written: is every remote model
-            # served where it is going (the open /status, once per model)?
-            backend = make_backend(model_spec)
-            assert backend.host is not None  # a remote Backend resolves its host on construction
-            hosting = require_hosted(backend.host, remote_id(source), model_spec.name)
-            if hosting.cold:
-                params = source.card.params_total_b if source.card else None
-                display.note(cold_line(model_spec.name, backend.host, params))
-            if backend.host not in hosts:  # and do the versions agree (the open /env, once per host)?
-                hosts.add(backend.host)
-                server = server_versions(backend.host)
-                if server is not None:
-                    servers[backend.host] = server
-                skew = None if server is None else skew_line(backend.host, client_versions(), server)
-                if skew:
-                    display.note(skew)
+        sources[model_spec.name] = resolve(model_spec.name, model_spec.revision)
+    servers = _check_hosts(spec, sources, display)
+    models = []
     said: set[str] = set()
     for model_spec in spec.models:
         source = sources[model_spec.name]
@@ -155,32 +116,95 @@ def prepare(spec: ExperimentSpec, display: Display | None = None) -> Plan:
                 display.note(f"Checking the API key with {backend.host} (a one-token probe job per remote model)")
             client_model = load_model(source, dtype=model_spec.dtype, device=model_spec.device, weights=False)
             probe_key(backend, client_model)
-        config = load_config(source)
-        text_config = getattr(config, "text_config", config)
-        n_layers = int(text_config.num_hidden_layers)
-        spec.check_layers(model_spec.name, n_layers)
-        tokenizer = load_tokenizer(source)
-        prepared = PreparedModel(
-            spec=model_spec,
-            source=source,
-            n_layers=n_layers,
-            hidden_size=int(text_config.hidden_size),
-            sweep_layers=spec.sweep_layers(n_layers, model_spec),
-            generation_layers=spec.generation_layers(n_layers),
-            training=model_spec.training or (source.card.training if source.card else "unknown"),
-            client_model=client_model,
-        )
-        thinking = spec.generation.thinking
-        prepared.thinking = supports_thinking(tokenizer) if thinking is None else bool(thinking)
-        for concept, split in splits.items():
-            prepared.encoded[concept] = (encode_items(tokenizer, split.train), encode_items(tokenizer, split.test))
-            if "generation" in spec.evaluation.modes and spec.generation.covers(model_spec.name, concept):
-                # generation starts at the assistant turn, never after a shared answer prefix
-                prepared.generation_encoded[concept] = encode_generation_items(
-                    tokenizer, split.test, enable_thinking=prepared.thinking
-                )
-        models.append(prepared)
+        models.append(_prepare_model(spec, model_spec, source, client_model, splits))
     return Plan(spec, splits, models, servers=servers)
+
+
+def _split(spec: ExperimentSpec, concept: str, display: Display) -> ConceptSplit:
+    """One concept's items, read, flipped where the spec says, and split train/test."""
+    try:
+        raw = load_concept(concept, spec.data.source, spec.data.files)
+    except DataError as error:
+        if not str(error).startswith("unknown concept"):
+            raise
+        raise DataError(f"{spec_location(spec.path, 'data.concepts')}: data.concepts: {error}") from None
+    if concept in spec.data.flip:  # polarity reversed: the other answer is the behaviour
+        raw = [
+            dataclasses.replace(r, answer_matching=r.answer_not_matching, answer_not_matching=r.answer_matching)
+            for r in raw
+        ]
+    split = preprocess(
+        raw, concept, seed=spec.seed, test_fraction=spec.data.test_fraction, max_items=spec.data.max_items
+    )
+    if len(split.train) < 1 or len(split.test) < 2:
+        raise SpecError(
+            f"{spec.path or 'spec'}: data: concept {concept!r} kept {len(split.train)} train and "
+            f"{len(split.test)} test items; expected at least 1 train and 2 test items"
+        )
+    display.note(split.report.summary())
+    return split
+
+
+def _check_hosts(spec: ExperimentSpec, sources: dict[str, ModelSource], display: Display) -> dict[str, dict[str, str]]:
+    """Before any work is sent and any file is written: is every remote model served where
+    it is going (the open /status, once per model), and do the versions agree (the open
+    /env, once per host)? Returns each host's python and nnsight, as its /env says."""
+    servers: dict[str, dict[str, str]] = {}
+    hosts: set[str] = set()
+    for model_spec in spec.models:
+        if model_spec.backend != "remote":
+            continue
+        source = sources[model_spec.name]
+        backend = make_backend(model_spec)
+        assert backend.host is not None  # a remote Backend resolves its host on construction
+        hosting = require_hosted(backend.host, remote_id(source), model_spec.name)
+        if hosting.cold:
+            params = source.card.params_total_b if source.card else None
+            display.note(cold_line(model_spec.name, backend.host, params))
+        if backend.host in hosts:
+            continue
+        hosts.add(backend.host)
+        server = server_versions(backend.host)
+        if server is not None:
+            servers[backend.host] = server
+            if skew := skew_line(backend.host, client_versions(), server):
+                display.note(skew)
+    return servers
+
+
+def _prepare_model(
+    spec: ExperimentSpec,
+    model_spec: ModelSpec,
+    source: ModelSource,
+    client_model: LoadedModel | None,
+    splits: dict[str, ConceptSplit],
+) -> PreparedModel:
+    """One model's layers, labels and tokenized items (no weights are loaded)."""
+    config = load_config(source)
+    text_config = getattr(config, "text_config", config)
+    n_layers = int(text_config.num_hidden_layers)
+    spec.check_layers(model_spec.name, n_layers)
+    tokenizer = load_tokenizer(source)
+    prepared = PreparedModel(
+        spec=model_spec,
+        source=source,
+        n_layers=n_layers,
+        hidden_size=int(text_config.hidden_size),
+        sweep_layers=spec.sweep_layers(n_layers, model_spec),
+        generation_layers=spec.generation_layers(n_layers),
+        training=model_spec.training or (source.card.training if source.card else "unknown"),
+        client_model=client_model,
+    )
+    thinking = spec.generation.thinking
+    prepared.thinking = supports_thinking(tokenizer) if thinking is None else bool(thinking)
+    for concept, split in splits.items():
+        prepared.encoded[concept] = (encode_items(tokenizer, split.train), encode_items(tokenizer, split.test))
+        if "generation" in spec.evaluation.modes and spec.generation.covers(model_spec.name, concept):
+            # generation starts at the assistant turn, never after a shared answer prefix
+            prepared.generation_encoded[concept] = encode_generation_items(
+                tokenizer, split.test, enable_thinking=prepared.thinking
+            )
+    return prepared
 
 
 def _note_toy_build(name: str, display: Display) -> None:
@@ -472,8 +496,8 @@ def _run_model(
             loaded = load_model(
                 prepared.source, dtype=prepared.spec.dtype, device=prepared.spec.device, weights=not backend.is_remote
             )
-            if prepared.spec.engine == "fast" and loaded.fast_path_refusal is not None:
-                display.note(f"{name}: plain engines, not the fast path: {loaded.fast_path_refusal}")
+            if prepared.spec.engine == "fast" and not fast_path(loaded)[0]:
+                display.note(f"{name}: {fast_path(loaded)[1]}")
         return loaded
 
     configs = rigour.configs_for(spec, prepared)
@@ -495,17 +519,16 @@ def _run_model(
         strength_check.check(spec, prepared, concept, vectors)  # before the sweep computes anything
         if sweeping:
             joint = _joint_pass(spec, prepared, name, concept, vectors, extra, letters, configs, store, test)
-            sweep_engine = FastLogitDiffEngine if prepared.spec.engine == "fast" else LogitDiffEngine
 
-            def engine(sweep_engine=sweep_engine, joint=joint):  # built only if a chunk is left
+            def engine(joint=joint):  # built only if a chunk is left
                 rows = joint.batch_rows() if joint is not None else spec.evaluation.batch_size
-                return sweep_engine(model(), backend, rows, spec.evaluation.positions)
+                return sweep_engine(model(), backend, rows, spec.evaluation.positions, prepared.spec.engine).engine
 
             def logit_chunk(
                 first, chunk, engine, on_rows, key, todo_configs, concept=concept, vectors=vectors, joint=joint
             ):
                 control_parts = store.chunk_parts(rigour.CONTROL_TABLE, name, concept, first)
-                fast = isinstance(engine, FastLogitDiffEngine) and supports_fast_path(engine.model)
+                fast = isinstance(engine, FastLogitDiffEngine)  # chosen by engines.choice
                 if joint is not None and fast and len(todo_configs) == len(configs) and not control_parts:
                     sweep = joint.run(engine, first, chunk, on_rows, key, store)  # controls part written too
                 else:

@@ -20,7 +20,7 @@ never with tokens the two answers share (SmolLM2's ``"("``). Rows are cut with
 that closes a letter, after ``</think>`` when thinking), the same rule every
 engine uses.
 
-As in ``evaluation.py``, rows of one batch are (item, configuration) pairs, each
+As in ``sweep_plain.py``, rows of one batch are (item, configuration) pairs, each
 steered at its own layer and strength, left-padded together; the baseline is one
 row per item. The trace body is tensors only, and only the generated token ids
 leave it. All batches of one ``run`` call go in one request (a session locally, one
@@ -54,7 +54,7 @@ from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines import answer_stop
 from remote_steer.engines.batching import chunks, left_pad
 from remote_steer.engines.parsing import parse_answer
-from remote_steer.engines.sweep import SteerConfig, item_config_rows, row_steering
+from remote_steer.engines.sweep_plain import SteerConfig, item_config_rows, row_steering
 from remote_steer.models.loading import LoadedModel
 from remote_steer.remote.backend import Backend
 
@@ -155,7 +155,7 @@ class GenerationEngine:
         """
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens {self.max_new_tokens}: expected at least 1")
-        # Row r = (item index, configuration index or BASELINE), as in evaluation.py.
+        # Row r = (item index, configuration index or BASELINE), as in sweep_plain.py.
         rows = item_config_rows(len(items), len(configs))
         if not rows:
             return GenerationResult((), (), (), ())
@@ -254,7 +254,6 @@ def generation_rows(
     items: Sequence[Any],
     configs: Sequence[SteerConfig],
     result: GenerationResult,
-    tokenizer: Any = None,
     thinking: bool = False,
 ):
     """One row per item × configuration: generated text, parsed letter, validity.
@@ -263,24 +262,20 @@ def generation_rows(
     ``matching_letter``, ``choice_a`` and ``choice_b``) aligned with the
     ``EncodedItem`` list given to ``GenerationEngine.run``. ``thinking`` must say
     whether the prompts were encoded with thinking on (the parser then requires and
-    reads past a closed ``<think>`` block). ``tokenizer`` is optional: when given,
-    texts are decoded again from the ids (the result already carries them).
+    reads past a closed ``<think>`` block).
     """
     import pandas as pd
 
     if len(items) != len(result.baseline_ids):
         raise ValueError(f"{len(items)} items but the result has {len(result.baseline_ids)}")
 
-    def text_of(ids: tuple[int, ...], text: str) -> str:
-        return decode_generated(tokenizer, ids) if tokenizer is not None else text
-
     records = []
     for i, item in enumerate(items):
-        base_text = text_of(result.baseline_ids[i], result.baseline_text[i])
+        base_text = result.baseline_text[i]
         base = parse_answer(base_text, item.choice_a, item.choice_b, thinking=thinking)
         base_matches = base.valid and base.letter == item.matching_letter
         for c, config in enumerate(configs):
-            text = text_of(result.steered_ids[i][c], result.steered_text[i][c])
+            text = result.steered_text[i][c]
             parsed = parse_answer(text, item.choice_a, item.choice_b, thinking=thinking)
             records.append(
                 {

@@ -14,9 +14,7 @@ that used a hub id and a remote run that used the short name merge into one mode
 
 from __future__ import annotations
 
-import math
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -24,12 +22,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from remote_steer.analysis import rigour_report as R
-from remote_steer.analysis import statistics as A
-from remote_steer.analysis.report_base import (  # noqa: F401 - also importable from here, as before
+from remote_steer.analysis import statistics
+from remote_steer.data.concepts import STUDY_CONCEPTS
+from remote_steer.models.registry import QWEN3_FAMILY, all_cards, lookup
+from remote_steer.report import rigour
+from remote_steer.report.base import (  # noqa: F401 - also importable from here, as before
     GENERATION_COLUMNS,
     LOGIT_COLUMNS,
     Figure,
+    FigurePlan,
     Report,
     ResultsError,
     RunInfo,
@@ -40,8 +41,7 @@ from remote_steer.analysis.report_base import (  # noqa: F401 - also importable 
     mixed_note,
     read_run,
 )
-from remote_steer.data.concepts import STUDY_CONCEPTS
-from remote_steer.models.registry import QWEN3_FAMILY, all_cards, lookup
+from remote_steer.report.formats import ci, fixed, num, pct, signed
 from remote_steer.rundir import RunDir, atomic_write, writable_dir
 
 TAIL_MIN_SD = 0.1  # a tail must move against by more than this many baseline SDs to be flagged: 5th
@@ -85,7 +85,7 @@ def load_run(path: Path, notes: list[str] | None = None) -> tuple[RunInfo, pd.Da
 
 def _merge(frames: list[pd.DataFrame], runs: list[RunInfo], what: str, notes: list[str]) -> pd.DataFrame:
     merged = pd.concat(frames, ignore_index=True)
-    dup = merged.duplicated(A.ITEM_KEY + ["seed"], keep="first")
+    dup = merged.duplicated(statistics.ITEM_KEY + ["seed"], keep="first")
     if dup.any():
         for run, count in merged.loc[dup, "run"].value_counts(sort=False).items():
             notes.append(
@@ -93,7 +93,7 @@ def _merge(frames: list[pd.DataFrame], runs: list[RunInfo], what: str, notes: li
                 "already read from an earlier run and were dropped (the first run listed wins)."
             )
         merged = merged.loc[~dup].reset_index(drop=True)
-    mixed = merged.groupby(A.CELL)["run"].nunique()
+    mixed = merged.groupby(statistics.CELL)["run"].nunique()
     for (model, dataset), n in mixed[mixed > 1].items():
         notes.append(f"{what}: {model} × {dataset} combines rows from {n} runs.")
     return merged
@@ -167,30 +167,8 @@ def _dataset_order(datasets) -> list[str]:
     return sorted(set(datasets), key=lambda d: (d not in rank, rank.get(d, 0), d))
 
 
-def _g(x: float, digits: int = 3) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
-
-
-def _ci(est: float, low: float, high: float) -> str:
-    if math.isnan(est):
-        return "—"
-    return f"{_g(est)} [{_g(low, 2)}, {_g(high, 2)}]" if not math.isnan(low) else _g(est)
-
-
 def logit_seeds(logit: pd.DataFrame) -> int:
     return int(logit["seed"].astype(str).nunique()) if "seed" in logit.columns else 1
-
-
-def _pct(x: float) -> str:
-    return "—" if x is None or math.isnan(x) else f"{x:.0%}"
-
-
-def _frac(x: float) -> str:
-    return "—" if x is None or math.isnan(x) else f"{x:.2f}"
-
-
-def _strength(x: float) -> str:
-    return "—" if math.isnan(x) else f"{x:+g}"
 
 
 # -- building ------------------------------------------------------------------
@@ -233,12 +211,12 @@ def build_report(
 
 def _build(run_dirs: list[Path], out_dir: Path, n_boot: int, seed: int, level: float, figures: bool) -> Report:
     if run_dirs and not any(RunDir(p).has_table("logit_diff") for p in run_dirs):
-        from remote_steer.analysis.generation_report import build_generation_only
+        from remote_steer.report.generation import build_generation_only
 
         _clear_own(out_dir)
         return build_generation_only([Path(p) for p in run_dirs], out_dir)  # a generation-only run
     study = load_runs([Path(p) for p in run_dirs])
-    extra = R.load_tables([r.path for r in study.runs], study.runs, _normalise, study.notes)
+    extra = rigour.load_tables([r.path for r in study.runs], study.runs, _normalise, study.notes)
     controls = extra.get("controls")
     if controls is not None and logit_seeds(study.logit) > 1:
         extra["controls"] = controls.assign(item_id="seed" + controls["seed"].astype(str) + ":" + controls["item_id"])
@@ -248,37 +226,38 @@ def _build(run_dirs: list[Path], out_dir: Path, n_boot: int, seed: int, level: f
     training = logit.groupby("model")["training"].first().to_dict()
     _coverage_notes(logit, models, datasets, training, notes)
 
-    boot = A.bootstrap_cells(logit, n_boot, seed)
-    deltas = A.glass_deltas_ci(logit, boot=boot, level=level)
-    best = A.best_layers_ci(logit, boot=boot, level=level, deltas=deltas)
+    boot = statistics.bootstrap_cells(logit, n_boot, seed)
+    deltas = statistics.glass_deltas_ci(logit, boot=boot, level=level)
+    best = statistics.best_layers_ci(logit, boot=boot, level=level, deltas=deltas)
     best = _ordered(best, models, datasets)
-    per_model = A.model_summary(logit, best, boot, level, deltas=deltas)
-    slopes = A.item_slopes(logit)
-    steer = A.steerability(logit, slopes)
-    tails = A.tail_shifts(logit, min_shift_sd=TAIL_MIN_SD)
+    per_model = statistics.model_summary(logit, best, boot, level, deltas=deltas)
+    slopes = statistics.item_slopes(logit)
+    steer = statistics.steerability(logit, slopes)
+    tails = statistics.tail_shifts(logit, min_shift_sd=TAIL_MIN_SD)
     numeric: dict[str, pd.DataFrame] = dict(
         glass_deltas=deltas, best_layers=best, model_summary=per_model, steerability=steer, tail_shifts=tails
     )
     tables = [_table_logit(per_model, level), _table_delta(per_model, level), _table_best(best, level)]
     texts: dict[str, str] = {}
-    rigour = R.sections(logit, best, deltas, extra, models, datasets, seed, level)
-    numeric.update(rigour.numeric)
+    rigour_section = rigour.sections(logit, best, deltas, extra, models, datasets, seed, level)
+    numeric.update(rigour_section.numeric)
     n_layers = logit.groupby("model")["n_layers"].first().to_dict() if "n_layers" in logit else {}
-    tables += _tables_depth(R.crossfit_depths(best, rigour.numeric["crossfit"]), training, texts, numeric, n_layers)
-    at_best = best[A.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"})
-    tables.append(_table_steer(steer.merge(at_best, on=A.CELL + ["layer"]), models, datasets))
+    tables += _tables_depth(
+        rigour.crossfit_depths(best, rigour_section.numeric["crossfit"]), training, texts, numeric, n_layers
+    )
+    at_best = best[statistics.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"})
+    tables.append(_table_steer(steer.merge(at_best, on=statistics.CELL + ["layer"]), models, datasets))
     tables.append(_table_tails(tails, best, texts))
     rates = joined = None
     if study.generation is not None:
-        rates = A.generation_rates(study.generation)
-        joined = A.logit_vs_generation(deltas, rates)
-        per_cell, per_dataset = A.effect_agreement(joined, best, rates)
+        rates = statistics.generation_rates(study.generation)
+        joined = statistics.logit_vs_generation(deltas, rates)
+        per_cell, per_dataset = statistics.effect_agreement(joined, best, rates)
         numeric.update(
             generation_rates=rates, logit_vs_generation=joined, effect_by_cell=per_cell, effect_by_dataset=per_dataset
         )
         tables += _tables_generation(per_cell, per_dataset, datasets)
-    tables += [Table(key, title, frame, caption) for key, title, frame, caption in rigour.tables]
-    texts.update({f"after:{k}": v for k, v in rigour.texts.items()})
+    tables += rigour_section.tables
     from remote_steer.analysis.letters import letter_effects, load_letter_control, report_table
 
     control = load_letter_control([r.path for r in study.runs])
@@ -288,7 +267,7 @@ def _build(run_dirs: list[Path], out_dir: Path, n_boot: int, seed: int, level: f
     if (letter_table := report_table(numeric["letter_effects"], best)) is not None:
         tables.append(Table(*letter_table))
     if study.generation is not None:
-        from remote_steer.analysis.generation_report import generation_tables, write_tables_csv
+        from remote_steer.report.generation import generation_tables, write_tables_csv
 
         tables += generation_tables(study.generation, logit)
         write_tables_csv(out_dir, study.generation, logit)
@@ -297,27 +276,27 @@ def _build(run_dirs: list[Path], out_dir: Path, n_boot: int, seed: int, level: f
         table.title = f"Table {number}. {table.title}"
     figures_dir = out_dir / "figures"
     _clear_own(out_dir)
-    item_slopes_best = slopes.merge(at_best, on=A.CELL + ["layer"])
-    draw: list[tuple[str, str, Callable[[Path], list[Path]] | None, str]] = [
-        (
+    item_slopes_best = slopes.merge(at_best, on=statistics.CELL + ["layer"])
+    draw: list[FigurePlan] = [
+        FigurePlan(
             "logit_diff_violins",
             "Per-item logit diff at baseline, positive and negative strength",
             lambda s: _p().logit_diff_violins(logit, best, models, datasets, s),
             "",
         ),
-        (
+        FigurePlan(
             "glass_delta_heatmap",
             "Glass's delta heatmap, model × dataset",
             lambda s: _p().delta_heatmap(best, models, datasets, s),
             "",
         ),
-        (
+        FigurePlan(
             "glass_delta_by_depth",
             "Glass's delta against layer depth, by training method",
             lambda s: _p().delta_by_depth(deltas, training, models, datasets, s),
             "",
         ),
-        (
+        FigurePlan(
             "steerability",
             "Per-item steerability and anti-steerable items at the best layer",
             lambda s: _p().steerability_strips(item_slopes_best, models, datasets, s),
@@ -326,7 +305,7 @@ def _build(run_dirs: list[Path], out_dir: Path, n_boot: int, seed: int, level: f
     ]
     no_gen = "no generation results in these runs"
     draw.append(
-        (
+        FigurePlan(
             "generation_vs_logit_layers",
             "Generation vs logit-diff layer curves",
             (lambda s: _p().generation_vs_logit_layers(deltas, rates, models, datasets, s))
@@ -337,7 +316,7 @@ def _build(run_dirs: list[Path], out_dir: Path, n_boot: int, seed: int, level: f
     )
     scatter_ok = joined is not None and joined[["glass_delta", "behavior_change"]].notna().all(axis=1).any()
     draw.append(
-        (
+        FigurePlan(
             "logit_vs_generation_scatter",
             "Logit-diff effect vs generation effect",
             (lambda s: _p().effect_scatter(joined, datasets, s)) if scatter_ok else None,
@@ -345,43 +324,42 @@ def _build(run_dirs: list[Path], out_dir: Path, n_boot: int, seed: int, level: f
         )
     )
     draw.append(
-        (
+        FigurePlan(
             "validity_by_size",
             "Generation validity by model size and strength",
-            (lambda s: _p().validity_by_size(A.validity_by_model(rates), _sizes(rates["model"]), s))
+            (lambda s: _p().validity_by_size(statistics.validity_by_model(rates), _sizes(rates["model"]), s))
             if rates is not None
             else None,
             no_gen,
         )
     )
-    draw += rigour.draws
+    draw += rigour_section.figures
     drawn = []
-    for key, title, fn, why in draw:
-        if not figures:
-            fn, why = None, "figures turned off"
+    for plan in draw:
+        fn, why = (plan.draw, plan.skipped) if figures else (None, "figures turned off")
         if fn is None:
-            drawn.append(Figure(key, title, [], why))
+            drawn.append(Figure(plan.key, plan.title, [], why))
             continue
-        drawn.append(Figure(key, title, fn(figures_dir / key)))
+        drawn.append(Figure(plan.key, plan.title, fn(figures_dir / plan.key)))
 
     for name, frame in numeric.items():
         path = out_dir / "tables" / f"{name}.csv"
         atomic_write(path, partial(frame.to_csv, index=False))
-    report = Report(out_dir, out_dir / "report.md", tables, drawn, notes, study.runs, texts)
+    report = Report(out_dir, out_dir / "report.md", tables, drawn, notes, study.runs, texts, rigour_section.closing)
     text = render_markdown(report, n_boot=n_boot, seed=seed, level=level)
     atomic_write(report.path, lambda tmp: tmp.write_text(text))
     return report
 
 
 def _p():
-    from remote_steer.analysis import plots  # matplotlib loads only when a figure is drawn
+    from remote_steer.report import plots  # matplotlib loads only when a figure is drawn
 
     return plots
 
 
 def _clear_own(out_dir: Path) -> None:
     """Remove figures a previous report wrote here, so a skipped figure cannot go stale."""
-    for key in FIGURES + R.FIGURES:
+    for key in FIGURES + rigour.FIGURES:
         for suffix in (".png", ".svg"):
             (out_dir / "figures" / f"{key}{suffix}").unlink(missing_ok=True)
 
@@ -398,7 +376,7 @@ def _sizes(models) -> dict[str, float | None]:
 
 
 def _coverage_notes(logit: pd.DataFrame, models, datasets, training, notes: list[str]) -> None:
-    present = set(map(tuple, logit[A.CELL].drop_duplicates().to_numpy()))
+    present = set(map(tuple, logit[statistics.CELL].drop_duplicates().to_numpy()))
     missing = [f"{m} × {d}" for m in models for d in datasets if (m, d) not in present]
     if missing:
         notes.append("no results for: " + ", ".join(missing) + ".")
@@ -422,10 +400,10 @@ def _table_logit(per_model: pd.DataFrame, level: float) -> Table:
             "model": r.model,
             "training": r.training,
             "datasets": r.n_datasets,
-            "strength": _strength(r.strength_pos),
-            "baseline logit diff": _g(r.baseline_mean_pos),
-            "steered logit diff": _g(r.steered_mean_pos),
-            "change": _g(r.logit_diff_change_pos),
+            "strength": signed(r.strength_pos),
+            "baseline logit diff": num(r.baseline_mean_pos),
+            "steered logit diff": num(r.steered_mean_pos),
+            "change": num(r.logit_diff_change_pos),
         }
         for r in per_model.itertuples()
     ]
@@ -445,10 +423,10 @@ def _table_delta(per_model: pd.DataFrame, level: float) -> Table:
             "model": r.model,
             "training": r.training,
             "datasets": r.n_datasets,
-            f"Δ at {_strength(r.strength_pos)}": _ci(
+            f"Δ at {signed(r.strength_pos)}": ci(
                 r.glass_delta_pos, r.glass_delta_pos_ci_low, r.glass_delta_pos_ci_high
             ),
-            f"Δ at {_strength(r.strength_neg)}": _ci(
+            f"Δ at {signed(r.strength_neg)}": ci(
                 r.glass_delta_neg, r.glass_delta_neg_ci_low, r.glass_delta_neg_ci_high
             ),
         }
@@ -472,14 +450,14 @@ def _table_best(best: pd.DataFrame, level: float) -> Table:
             "model": r.model,
             "dataset": r.dataset,
             "best layer": r.best_layer,
-            "depth": _frac(r.best_layer_fraction),
-            "depth CI": f"[{_frac(r.best_fraction_ci_low)}, {_frac(r.best_fraction_ci_high)}]",
-            "stability": _pct(r.best_layer_stability),
+            "depth": fixed(r.best_layer_fraction),
+            "depth CI": f"[{fixed(r.best_fraction_ci_low)}, {fixed(r.best_fraction_ci_high)}]",
+            "stability": pct(r.best_layer_stability),
             "mode": r.best_layer_mode,
-            f"Δ at {_strength(r.pos_strength)}": _ci(
+            f"Δ at {signed(r.pos_strength)}": ci(
                 r.glass_delta_pos, r.glass_delta_pos_ci_low, r.glass_delta_pos_ci_high
             ),
-            f"Δ at {_strength(r.neg_strength)}": _ci(
+            f"Δ at {signed(r.neg_strength)}": ci(
                 r.glass_delta_neg, r.glass_delta_neg_ci_low, r.glass_delta_neg_ci_high
             ),
             "items": r.n_items,
@@ -546,7 +524,7 @@ def _table_matched(
     )
     paired["difference"] = paired["rl_fraction"] - paired["distilled_fraction"]
     paired["layer_difference"] = paired["difference"] * n_layers  # one axis: depth × the shared layer count
-    test = A.sign_flip_test(paired["difference"])
+    test = statistics.sign_flip_test(paired["difference"])
     numeric.update(matched_pair=paired, paired_test=pd.DataFrame([test.__dict__]))
     rl = ", ".join(sorted(m for m, t in training.items() if t == "rl"))
     distilled = ", ".join(sorted(m for m, t in training.items() if t == "distilled"))
@@ -567,9 +545,9 @@ def _table_matched(
             [
                 {
                     "dataset": r.dataset,
-                    "RL depth": _frac(r.rl_fraction),
-                    "distilled depth": _frac(r.distilled_fraction),
-                    "RL − distilled": _frac(r.difference),
+                    "RL depth": fixed(r.rl_fraction),
+                    "distilled depth": fixed(r.distilled_fraction),
+                    "RL − distilled": fixed(r.difference),
                     "RL − distilled (layers)": f"{r.layer_difference:+.1f}",
                 }
                 for r in paired.itertuples()
@@ -589,8 +567,8 @@ def _tables_depth(
     n_layers: dict[str, int] | None = None,
 ) -> list[Table]:
     series = pd.Series(training)
-    by_model = A.depth_by_model(best, series)
-    by_dataset = A.depth_by_dataset(best, series)
+    by_model = statistics.depth_by_model(best, series)
+    by_dataset = statistics.depth_by_dataset(best, series)
     order = {d: i for i, d in enumerate(dict.fromkeys(best["dataset"]))}  # best is in report order
     by_dataset = by_dataset.sort_values("dataset", key=lambda s: s.map(order)).reset_index(drop=True)
     numeric.update(depth_by_model=by_model, depth_by_dataset=by_dataset)
@@ -599,9 +577,9 @@ def _tables_depth(
             "model": r.model,
             "training": r.training,
             "datasets": r.n_datasets,
-            "mean best depth": _frac(r.mean_best_fraction),
-            "SD across datasets": _frac(r.sd_best_fraction),
-            "range": f"{_frac(r.min_best_fraction)}–{_frac(r.max_best_fraction)}",
+            "mean best depth": fixed(r.mean_best_fraction),
+            "SD across datasets": fixed(r.sd_best_fraction),
+            "range": f"{fixed(r.min_best_fraction)}–{fixed(r.max_best_fraction)}",
         }
         for r in by_model.itertuples()
     ]
@@ -621,15 +599,15 @@ def _tables_depth(
         depth = next(n for m, n in (n_layers or {}).items() if training.get(m) in ("rl", "distilled"))
         tables.append(_table_matched(best, training, base, int(depth), texts, numeric))
     elif {"rl", "distilled"} <= groups:
-        test = A.permutation_test(by_model["mean_best_fraction"], by_model["training"], "rl", "distilled")
+        test = statistics.permutation_test(by_model["mean_best_fraction"], by_model["training"], "rl", "distilled")
         numeric["permutation_test"] = pd.DataFrame([test.__dict__])
         diff = by_dataset["difference"].dropna()
         rows = [
             {
                 "dataset": r.dataset,
-                "RL mean depth": _frac(r.rl_mean_fraction),
-                "distilled mean depth": _frac(r.distilled_mean_fraction),
-                "RL − distilled": _frac(r.difference),
+                "RL mean depth": fixed(r.rl_mean_fraction),
+                "distilled mean depth": fixed(r.distilled_mean_fraction),
+                "RL − distilled": fixed(r.difference),
             }
             for r in by_dataset.itertuples()
         ]
@@ -639,7 +617,7 @@ def _tables_depth(
                 "RL versus distilled: best-layer depth per dataset",
                 pd.DataFrame(rows),
                 "Spread across datasets of the RL − distilled difference: "
-                f"mean {_frac(diff.mean())}, SD {_frac(diff.std(ddof=1) if len(diff) > 1 else float('nan'))}, "
+                f"mean {fixed(diff.mean())}, SD {fixed(diff.std(ddof=1) if len(diff) > 1 else float('nan'))}, "
                 f"RL deeper in {int((diff > 0).sum())} of {len(diff)} datasets.",
                 main=True,
             )
@@ -671,9 +649,9 @@ def _table_steer(steer_best: pd.DataFrame, models, datasets) -> Table:
             "dataset": r.dataset,
             "layer": r.layer,
             "items": r.n_items,
-            "mean slope": _g(r.mean_slope),
-            "median slope": _g(r.median_slope),
-            "anti-steerable": f"{r.n_anti_steerable} ({_pct(r.anti_steerable_fraction)})",
+            "mean slope": num(r.mean_slope),
+            "median slope": num(r.median_slope),
+            "anti-steerable": f"{r.n_anti_steerable} ({pct(r.anti_steerable_fraction)})",
         }
         for r in frame.itertuples()
     ]
@@ -687,17 +665,19 @@ def _table_steer(steer_best: pd.DataFrame, models, datasets) -> Table:
 
 
 def _table_tails(tails: pd.DataFrame, best: pd.DataFrame, texts: dict[str, str]) -> Table:
-    at_best = tails.merge(best[A.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"}), on=A.CELL + ["layer"])
+    at_best = tails.merge(
+        best[statistics.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"}), on=statistics.CELL + ["layer"]
+    )
     at_best = _ordered(at_best, list(dict.fromkeys(best["model"])), list(dict.fromkeys(best["dataset"])))
     rows = [
         {
             "model": r.model,
             "dataset": r.dataset,
             "layer": r.layer,
-            "strength": _strength(r.strength),
-            "mean shift": _g(r.mean_shift),
-            "p5 shift": _g(r.p5_shift),
-            "p95 shift": _g(r.p95_shift),
+            "strength": signed(r.strength),
+            "mean shift": num(r.mean_shift),
+            "p5 shift": num(r.p5_shift),
+            "p95 shift": num(r.p95_shift),
             "flag": f"⚠ {r.tail_against} against" if r.flagged else "",
         }
         for r in at_best.itertuples()
@@ -725,11 +705,11 @@ def _tables_generation(per_cell: pd.DataFrame, per_dataset: pd.DataFrame, datase
         {
             "dataset": r.dataset,
             "models": r.n_models,
-            "Δ logit (+)": _g(r.glass_delta_pos),
-            "behaviour change (+)": _g(r.behavior_change_pos),
-            "behaviour change (−)": _g(r.behavior_change_neg),
-            "r (+)": _g(r.pearson_pos, 2),
-            "ρ (+)": _g(r.spearman_pos, 2),
+            "Δ logit (+)": num(r.glass_delta_pos),
+            "behaviour change (+)": num(r.behavior_change_pos),
+            "behaviour change (−)": num(r.behavior_change_neg),
+            "r (+)": num(r.pearson_pos, 2),
+            "ρ (+)": num(r.spearman_pos, 2),
             "points (+)": r.n_points_pos,
         }
         for r in per_dataset.itertuples()
@@ -740,12 +720,12 @@ def _tables_generation(per_cell: pd.DataFrame, per_dataset: pd.DataFrame, datase
             "dataset": r.dataset,
             "best layer": r.best_layer,
             "gen. layer": r.generation_layer,
-            "Δ logit (+)": _g(r.glass_delta_pos),
-            "baseline rate": _pct(r.baseline_behavior_rate),
-            "change (+)": _g(r.behavior_change_pos),
-            "change (−)": _g(r.behavior_change_neg),
-            "valid (+)": _pct(r.valid_rate_pos),
-            "valid (−)": _pct(r.valid_rate_neg),
+            "Δ logit (+)": num(r.glass_delta_pos),
+            "baseline rate": pct(r.baseline_behavior_rate),
+            "change (+)": num(r.behavior_change_pos),
+            "change (−)": num(r.behavior_change_neg),
+            "valid (+)": pct(r.valid_rate_pos),
+            "valid (−)": pct(r.valid_rate_neg),
         }
         for r in per_cell.itertuples()
     ]
@@ -809,7 +789,7 @@ def render_markdown(report: Report, n_boot: int, seed: int, level: float) -> str
         "depth_by_model": "## Where steering peaks: RL versus distilled",
         "steerability": "## Beyond the means: steerability and tails",
         "logit_vs_generation": "## Logit diff versus generation",
-        **R.SECTIONS,
+        **rigour.SECTIONS,
     }
     out += ["## Logit diff and Glass's delta", ""]
     for table in report.tables:
@@ -824,11 +804,10 @@ def render_markdown(report: Report, n_boot: int, seed: int, level: float) -> str
             out += [report.texts.get("permutation", ""), ""]
         if table.key == "tail_shifts":
             out += [report.texts.get("tails", ""), ""]
-        if f"after:{table.key}" in report.texts:
-            out += [report.texts[f"after:{table.key}"], ""]
-    for key in ("norms_note", "seeds"):
-        if f"after:{key}" in report.texts:
-            out += [report.texts[f"after:{key}"], ""]
+        if table.after:
+            out += [table.after, ""]
+    for text in report.closing:
+        out += [text, ""]
     out += ["## Figures", ""]
     for figure in report.figures:
         if figure.skipped:

@@ -135,8 +135,8 @@ def _tiny_trace(backend: Backend, loaded, engine: str) -> Step:
     from remote_steer.data.loading import load_concept
     from remote_steer.data.preprocess import preprocess
     from remote_steer.data.prompts import encode_items
-    from remote_steer.engines.fast_engine import FastLogitDiffEngine
-    from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig
+    from remote_steer.engines.choice import sweep_engine
+    from remote_steer.engines.sweep_plain import SteerConfig
 
     split = preprocess(
         load_concept("corrigibility", "fixtures"), "corrigibility", seed=0, test_fraction=0.5, max_items=4
@@ -147,10 +147,10 @@ def _tiny_trace(backend: Backend, loaded, engine: str) -> Step:
     vectors[layer] = torch.nn.functional.normalize(
         torch.randn(loaded.hidden_size, generator=torch.Generator().manual_seed(0)), dim=0
     )
-    engine_class = FastLogitDiffEngine if engine == "fast" else LogitDiffEngine
+    chosen = sweep_engine(loaded, backend, 8, "assistant", engine)
     started = time.perf_counter()
     try:
-        result = engine_class(loaded, backend, 8).run(item, vectors, [SteerConfig(layer, 1.0)])
+        result = chosen.engine.run(item, vectors, [SteerConfig(layer, 1.0)])
     except RemoteSteerError as error:
         return Step("tiny trace", False, f"{engine} engine, 1 item × (baseline + layer {layer}): {error}")
     seconds = time.perf_counter() - started

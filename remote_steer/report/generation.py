@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from remote_steer.analysis.report_base import (
+from remote_steer.report.base import (
     Report,
     ResultsError,
     Table,
@@ -34,19 +34,12 @@ from remote_steer.analysis.report_base import (
     mixed_note,
     read_run,
 )
+from remote_steer.report.formats import pct, percentage_points
 from remote_steer.rundir import atomic_write
 
 
 def _bool(series: pd.Series) -> pd.Series:
     return series.fillna(False).astype(bool)
-
-
-def _pct(x: float) -> str:
-    return "—" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.0f}%"
-
-
-def _signed(x: float) -> str:
-    return "—" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:+.0f} pp"
 
 
 def rates(generation: pd.DataFrame) -> pd.DataFrame:
@@ -133,13 +126,13 @@ def generation_tables(generation: pd.DataFrame | None, logit: pd.DataFrame | Non
             "layer": int(x.layer),
             "strength": f"{x.strength:+g}",
             "items": int(x.n_items),
-            "valid": _pct(x.valid_rate),
-            "behaviour (among valid)": _pct(x.behavior_rate_valid),
-            "behaviour (invalid = no)": _pct(x.behavior_rate_all),
-            "baseline (among valid)": _pct(x.baseline_behavior_rate_valid),
-            "baseline (invalid = no)": _pct(x.baseline_behavior_rate_all),
-            "change (among valid)": _signed(x.change_valid),
-            "change (invalid = no)": _signed(x.change_all),
+            "valid": pct(x.valid_rate),
+            "behaviour (among valid)": pct(x.behavior_rate_valid),
+            "behaviour (invalid = no)": pct(x.behavior_rate_all),
+            "baseline (among valid)": pct(x.baseline_behavior_rate_valid),
+            "baseline (invalid = no)": pct(x.baseline_behavior_rate_all),
+            "change (among valid)": percentage_points(x.change_valid),
+            "change (invalid = no)": percentage_points(x.change_all),
         }
         for x in r.itertuples()
     ]
@@ -162,10 +155,10 @@ def generation_tables(generation: pd.DataFrame | None, logit: pd.DataFrame | Non
                     "dataset": x.dataset,
                     "condition": x.condition,
                     "items": int(x.n_items),
-                    "answer slot prefers behaviour": _pct(x.slot_prefers_behavior),
-                    "generated: valid": _pct(x.generation_valid),
-                    "generated: behaviour (among valid)": _pct(x.generation_behavior_valid),
-                    "agreement (valid answers)": _pct(x.agreement),
+                    "answer slot prefers behaviour": pct(x.slot_prefers_behavior),
+                    "generated: valid": pct(x.generation_valid),
+                    "generated: behaviour (among valid)": pct(x.generation_behavior_valid),
+                    "agreement (valid answers)": pct(x.agreement),
                 }
                 for x in agree.itertuples()
             ]

@@ -29,9 +29,9 @@ import torch
 from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines import answer_stop, fast_gen_kernel
 from remote_steer.engines.batching import left_pad, trace_inputs
-from remote_steer.engines.fast_engine import _NO_LOGITS, _groups, prompt_pass_kwargs, supports_fast_path
-from remote_steer.engines.generation import GenerationEngine, GenerationResult, result_from_rows
-from remote_steer.engines.sweep import SteerConfig
+from remote_steer.engines.generation_plain import GenerationEngine, GenerationResult, result_from_rows
+from remote_steer.engines.sweep_fast import _NO_LOGITS, _groups, prompt_pass_kwargs, supports_fast_path
+from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.models.loading import LoadedModel
 from remote_steer.remote.backend import Backend
 

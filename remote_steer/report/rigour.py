@@ -8,17 +8,14 @@ and on the merged logit-diff results. Imports no model code.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from remote_steer.analysis import controls as C
-from remote_steer.analysis import crossfit as X
-from remote_steer.analysis import statistics as A
-from remote_steer.analysis import uncertainty as U
+from remote_steer.analysis import controls, crossfit, statistics, uncertainty
+from remote_steer.report.base import FigurePlan, Table
+from remote_steer.report.formats import fixed, integer, num, pct
 from remote_steer.rundir import RunDir
 
 FIGURES = ("norms_by_depth", "crossfit_peaks", "vector_uncertainty", "controls")
@@ -28,31 +25,19 @@ SECTIONS = {
     "vector_uncertainty": "## Vector uncertainty: bootstrap vectors",
     "controls": "## Controls: random directions and shuffled labels",
 }
-CONTROL_KEY = A.ITEM_KEY + ["seed", "kind", "vector"]
+CONTROL_KEY = statistics.ITEM_KEY + ["seed", "kind", "vector"]
 
 
 @dataclass
 class Section:
-    tables: list[tuple[str, str, pd.DataFrame, str]] = field(default_factory=list)  # key, title, frame, caption
-    texts: dict[str, str] = field(default_factory=dict)  # table key -> text printed after it
+    tables: list[Table] = field(default_factory=list)
+    closing: list[str] = field(default_factory=list)  # findings printed after all tables
     numeric: dict[str, pd.DataFrame] = field(default_factory=dict)
-    draws: list[tuple[str, str, Callable[[Path], list[Path]] | None, str]] = field(default_factory=list)
-
-
-def _g(x, digits: int = 3) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
-
-
-def _f(x) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
-
-
-def _pct(x) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.0%}"
+    figures: list[FigurePlan] = field(default_factory=list)
 
 
 def _plots():
-    from remote_steer.analysis import rigour_plots  # matplotlib only when drawing
+    from remote_steer.report import rigour_plots  # matplotlib only when drawing
 
     return rigour_plots
 
@@ -104,8 +89,8 @@ def sections(
     out = Section()
     _norms(out, extra.get("norms"), best, logit, models, datasets)
     _crossfit(out, logit, models, datasets, seed)
-    controls = extra.get("controls")
-    vector = C.vector_deltas(controls) if controls is not None else None
+    control_vectors = extra.get("controls")
+    vector = controls.vector_deltas(control_vectors) if control_vectors is not None else None
     _uncertainty(out, logit, best, deltas, vector, models, datasets, level)
     _controls(out, deltas, best, vector, models, datasets)
     return out
@@ -124,8 +109,8 @@ def _order(frame: pd.DataFrame, models, datasets) -> pd.DataFrame:
 
 
 def _norms(out: Section, norms: pd.DataFrame | None, best, logit, models, datasets) -> None:
-    peaks = X.peak_by_strength(logit)
-    consistency = X.peak_consistency(peaks)
+    peaks = crossfit.peak_by_strength(logit)
+    consistency = crossfit.peak_consistency(peaks)
     out.numeric.update(peak_by_strength=peaks, peak_consistency=consistency)
     multi = consistency[consistency["n_strengths"] > 1] if len(consistency) else consistency
     if len(multi):
@@ -135,8 +120,8 @@ def _norms(out: Section, norms: pd.DataFrame | None, best, logit, models, datase
                 "dataset": r.dataset,
                 "sign": r.sign,
                 "strengths": r.n_strengths,
-                "peak depth range": f"{_f(r.min_fraction)}–{_f(r.max_fraction)}",
-                "holds": "yes" if r.spread <= 0.1 else f"no (moves {_f(r.spread)})",
+                "peak depth range": f"{fixed(r.min_fraction)}–{fixed(r.max_fraction)}",
+                "holds": "yes" if r.spread <= 0.1 else f"no (moves {fixed(r.spread)})",
             }
             for r in _order(multi, models, datasets).itertuples()
         ]
@@ -145,7 +130,7 @@ def _norms(out: Section, norms: pd.DataFrame | None, best, logit, models, datase
             f"{int((multi['spread'] <= 0.1).sum())} of {len(multi)} model × dataset × sign cells."
         )
         out.tables.append(
-            (
+            Table(
                 "peak_by_strength",
                 "Does the peak depth hold across strengths?",
                 pd.DataFrame(rows),
@@ -154,16 +139,16 @@ def _norms(out: Section, norms: pd.DataFrame | None, best, logit, models, datase
                 "tables/peak_by_strength.csv.",
             )
         )
-        out.texts["peak_by_strength"] = peak_text
+        out.tables[-1].after = peak_text
     else:
-        out.texts["norms_note"] = (
+        out.closing.append(
             "One strength per sign: whether the peak depth holds across strengths cannot be "
             'checked (sweep several strengths per sign, e.g. strength_unit = "residual" with '
             "strengths [-0.5, -0.25, 0.25, 0.5])."
         )
     if norms is None:
-        out.draws.append(
-            (
+        out.figures.append(
+            FigurePlan(
                 "norms_by_depth",
                 "Vector and residual norms by depth",
                 None,
@@ -172,25 +157,27 @@ def _norms(out: Section, norms: pd.DataFrame | None, best, logit, models, datase
         )
         return
     out.numeric["norms"] = norms
-    at_best = norms.merge(best[A.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"}), on=A.CELL + ["layer"])
-    at_best = at_best.drop_duplicates(A.CELL + ["layer"])
-    spread = norms.groupby(A.CELL).agg(ratio_min=("ratio", "min"), ratio_max=("ratio", "max")).reset_index()
-    table = _order(at_best.merge(spread, on=A.CELL), models, datasets)
+    at_best = norms.merge(
+        best[statistics.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"}), on=statistics.CELL + ["layer"]
+    )
+    at_best = at_best.drop_duplicates(statistics.CELL + ["layer"])
+    spread = norms.groupby(statistics.CELL).agg(ratio_min=("ratio", "min"), ratio_max=("ratio", "max")).reset_index()
+    table = _order(at_best.merge(spread, on=statistics.CELL), models, datasets)
     rows = [
         {
             "model": r.model,
             "dataset": r.dataset,
             "best layer": r.layer,
-            "depth": _f(r.layer_fraction),
-            "vector norm": _g(r.vector_norm),
-            "residual norm": _g(r.residual_norm),
-            "vector / residual": _g(r.ratio),
-            "ratio over layers": f"{_g(r.ratio_min, 2)}–{_g(r.ratio_max, 2)}",
+            "depth": fixed(r.layer_fraction),
+            "vector norm": num(r.vector_norm),
+            "residual norm": num(r.residual_norm),
+            "vector / residual": num(r.ratio),
+            "ratio over layers": f"{num(r.ratio_min, 2)}–{num(r.ratio_max, 2)}",
         }
         for r in table.itertuples()
     ]
     out.tables.append(
-        (
+        Table(
             "norms",
             "Vector and residual-stream norms at the best layer",
             pd.DataFrame(rows),
@@ -200,8 +187,8 @@ def _norms(out: Section, norms: pd.DataFrame | None, best, logit, models, datase
             "residual stream's size; every layer is in tables/norms.csv.",
         )
     )
-    out.draws.append(
-        (
+    out.figures.append(
+        FigurePlan(
             "norms_by_depth",
             "Vector and residual norms by depth",
             lambda s: _plots().norms_by_depth(norms, models, datasets, s),
@@ -214,7 +201,7 @@ def _norms(out: Section, norms: pd.DataFrame | None, best, logit, models, datase
 
 
 def _crossfit(out: Section, logit, models, datasets, seed: int) -> None:
-    cf = _order(X.crossfit_best_layers(logit, seed), models, datasets)
+    cf = _order(crossfit.crossfit_best_layers(logit, seed), models, datasets)
     out.numeric["crossfit"] = cf
     rows = []
     for r in cf.itertuples():
@@ -223,15 +210,15 @@ def _crossfit(out: Section, logit, models, datasets, seed: int) -> None:
                 "model": r.model,
                 "dataset": r.dataset,
                 "in-sample layer": r.best_layer,
-                "in-sample depth": _f(r.best_layer_fraction),
-                "in-sample Δ": _g(r.glass_delta_pos),
-                "half-1 / half-2 layer": f"{_int(r.layer_half_1)} / {_int(r.layer_half_2)}",
-                "cross-fitted depth": _f(r.crossfit_fraction),
-                "cross-fitted Δ": _g(r.crossfit_glass_delta_pos),
+                "in-sample depth": fixed(r.best_layer_fraction),
+                "in-sample Δ": num(r.glass_delta_pos),
+                "half-1 / half-2 layer": f"{integer(r.layer_half_1)} / {integer(r.layer_half_2)}",
+                "cross-fitted depth": fixed(r.crossfit_fraction),
+                "cross-fitted Δ": num(r.crossfit_glass_delta_pos),
             }
         )
     out.tables.append(
-        (
+        Table(
             "crossfit",
             "Cross-fitted best layer and Glass's delta, beside in-sample",
             pd.DataFrame(rows),
@@ -244,13 +231,13 @@ def _crossfit(out: Section, logit, models, datasets, seed: int) -> None:
     valid = cf.dropna(subset=["crossfit_glass_delta_pos"]) if "crossfit_glass_delta_pos" in cf else cf.iloc[0:0]
     if len(valid):
         gap = (valid["glass_delta_pos"] - valid["crossfit_glass_delta_pos"]).mean()
-        out.texts["crossfit"] = (
+        out.tables[-1].after = (
             f"Mean in-sample minus cross-fitted Glass's delta: {gap:+.3g} over {len(valid)} "
             f"model × dataset cells; the halves pick the same layer in "
             f"{int(valid['halves_agree'].astype(bool).sum())} of them."
         )
-    out.draws.append(
-        (
+    out.figures.append(
+        FigurePlan(
             "crossfit_peaks",
             "In-sample versus cross-fitted Glass's delta at the best layer",
             (lambda s: _plots().crossfit_dumbbell(cf, s)) if len(valid) else None,
@@ -259,13 +246,9 @@ def _crossfit(out: Section, logit, models, datasets, seed: int) -> None:
     )
 
 
-def _int(x) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else str(int(x))
-
-
 def crossfit_depths(best: pd.DataFrame, cf: pd.DataFrame) -> pd.DataFrame:
     """``best`` with ``best_layer_fraction`` replaced by the cross-fitted depth where there is one."""
-    merged = best.merge(cf[A.CELL + ["crossfit_fraction"]], on=A.CELL, how="left")
+    merged = best.merge(cf[statistics.CELL + ["crossfit_fraction"]], on=statistics.CELL, how="left")
     merged["best_layer_fraction"] = merged["crossfit_fraction"].fillna(merged["best_layer_fraction"])
     return merged.drop(columns="crossfit_fraction")
 
@@ -274,11 +257,11 @@ def crossfit_depths(best: pd.DataFrame, cf: pd.DataFrame) -> pd.DataFrame:
 
 
 def _uncertainty(out: Section, logit, best, deltas, vector, models, datasets, level) -> None:
-    by_seed = U.best_by_seed(logit)
+    by_seed = uncertainty.best_by_seed(logit)
     if len(by_seed):
         out.numeric["best_by_seed"] = by_seed
         spread = (
-            by_seed.groupby(A.CELL)
+            by_seed.groupby(statistics.CELL)
             .agg(
                 n=("seed", "nunique"),
                 lo=("best_layer_fraction", "min"),
@@ -288,19 +271,19 @@ def _uncertainty(out: Section, logit, best, deltas, vector, models, datasets, le
             )
             .reset_index()
         )
-        out.texts["seeds"] = (
+        out.closing.append(
             "Runs with different seeds pooled as replicates; per model × dataset the seeds' best "
             "depths span: "
             + "; ".join(
-                f"{r.model} × {r.dataset}: {_f(r.lo)}–{_f(r.hi)} (Δ {_g(r.dlo)}–{_g(r.dhi)}, {r.n} seeds)"
+                f"{r.model} × {r.dataset}: {fixed(r.lo)}–{fixed(r.hi)} (Δ {num(r.dlo)}–{num(r.dhi)}, {r.n} seeds)"
                 for r in spread.itertuples()
             )
             + "."
         )
     boot = vector[vector["kind"] == "bootstrap"] if vector is not None else None
     if boot is None or boot.empty:
-        out.draws.append(
-            (
+        out.figures.append(
+            FigurePlan(
                 "vector_uncertainty",
                 "Glass's delta by depth for bootstrap vectors",
                 None,
@@ -308,7 +291,7 @@ def _uncertainty(out: Section, logit, best, deltas, vector, models, datasets, le
             )
         )
         return
-    spread = _order(U.bootstrap_spread(best, boot, level), models, datasets)
+    spread = _order(uncertainty.bootstrap_spread(best, boot, level), models, datasets)
     out.numeric["vector_uncertainty"] = spread
     rows = [
         {
@@ -316,17 +299,17 @@ def _uncertainty(out: Section, logit, best, deltas, vector, models, datasets, le
             "dataset": r.dataset,
             "vectors": r.n_vectors,
             "best layer": r.best_layer,
-            "same layer": _pct(r.share_same_layer),
+            "same layer": pct(r.share_same_layer),
             "mode": r.mode_layer,
-            f"depth {level:.0%}": f"{_f(r.fraction_low)}–{_f(r.fraction_high)}",
-            "Δ (real vector)": _g(r.glass_delta),
-            f"Δ at best layer {level:.0%}": f"{_g(r.delta_at_best_low)}–{_g(r.delta_at_best_high)}",
-            f"Δ at own best {level:.0%}": f"{_g(r.delta_own_low)}–{_g(r.delta_own_high)}",
+            f"depth {level:.0%}": f"{fixed(r.fraction_low)}–{fixed(r.fraction_high)}",
+            "Δ (real vector)": num(r.glass_delta),
+            f"Δ at best layer {level:.0%}": f"{num(r.delta_at_best_low)}–{num(r.delta_at_best_high)}",
+            f"Δ at own best {level:.0%}": f"{num(r.delta_own_low)}–{num(r.delta_own_high)}",
         }
         for r in spread.itertuples()
     ]
     out.tables.append(
-        (
+        Table(
             "vector_uncertainty",
             "Vector uncertainty: best layer and Glass's delta over bootstrap vectors",
             pd.DataFrame(rows),
@@ -338,8 +321,8 @@ def _uncertainty(out: Section, logit, best, deltas, vector, models, datasets, le
         )
     )
     real = deltas
-    out.draws.append(
-        (
+    out.figures.append(
+        FigurePlan(
             "vector_uncertainty",
             "Glass's delta by depth for bootstrap vectors",
             lambda s: _plots().bootstrap_curves(real, boot, best, models, datasets, s),
@@ -352,10 +335,10 @@ def _uncertainty(out: Section, logit, best, deltas, vector, models, datasets, le
 
 
 def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
-    pool = vector[vector["kind"].isin(C.CONTROL_KINDS)] if vector is not None else None
+    pool = vector[vector["kind"].isin(controls.CONTROL_KINDS)] if vector is not None else None
     if pool is None or pool.empty:
-        out.draws.append(
-            (
+        out.figures.append(
+            FigurePlan(
                 "controls",
                 "Real vector against control vectors",
                 None,
@@ -363,10 +346,10 @@ def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
             )
         )
         return
-    comparison = C.compare(deltas, pool)
+    comparison = controls.compare(deltas, pool)
     out.numeric["controls"] = comparison
     at_best = comparison.merge(
-        best[A.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"}), on=A.CELL + ["layer"]
+        best[statistics.CELL + ["best_layer"]].rename(columns={"best_layer": "layer"}), on=statistics.CELL + ["layer"]
     )
     at_best = _order(at_best, models, datasets)
     rows = [
@@ -375,22 +358,22 @@ def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
             "dataset": r.dataset,
             "layer": r.layer,
             "strength": f"{r.strength:+g}",
-            "Δ real": _g(r.glass_delta),
-            "random range": f"{_g(r.random_min, 2)}–{_g(r.random_max, 2)}",
-            "shuffled range": f"{_g(r.shuffled_min, 2)}–{_g(r.shuffled_max, 2)}",
+            "Δ real": num(r.glass_delta),
+            "random range": f"{num(r.random_min, 2)}–{num(r.random_max, 2)}",
+            "shuffled range": f"{num(r.shuffled_min, 2)}–{num(r.shuffled_max, 2)}",
             "controls": r.n_controls,
-            "p": _g(r.p_value, 2),
-            "smallest p": _g(C.p_floor(r.n_controls), 2),
+            "p": num(r.p_value, 2),
+            "smallest p": num(controls.p_floor(r.n_controls), 2),
             "within controls": "yes" if r.within else "no",
         }
         for r in at_best.itertuples()
     ]
-    counts = C.summary(comparison)
+    counts = controls.summary(comparison)
     n_controls = int(comparison["n_controls"].max()) if len(comparison) else 0
-    head = at_best[at_best["strength"] == at_best.groupby(A.CELL)["strength"].transform("max")]
+    head = at_best[at_best["strength"] == at_best.groupby(statistics.CELL)["strength"].transform("max")]
     inside = [f"{r.model} × {r.dataset}" for r in head.itertuples() if r.within is True or r.within == 1.0]
     outside = [
-        f"{r.model} × {r.dataset} (p = {_g(r.p_value, 2)})"
+        f"{r.model} × {r.dataset} (p = {num(r.p_value, 2)})"
         for r in head.itertuples()
         if not (r.within is True or r.within == 1.0)
     ]
@@ -406,17 +389,16 @@ def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
     verdict += (
         f"Over all layers and strengths: within the controls' range in {counts['within']} of {counts['n']} "
         f"configurations. With {n_controls} control vectors the smallest possible p-value is "
-        f"{C.p_floor(n_controls):.2g}, and even a null vector lands beyond all of them with probability "
+        f"{controls.p_floor(n_controls):.2g}, and even a null vector lands beyond all of them with probability "
         f"1/{1 + n_controls} per configuration; "
         + (
-            f"a p of 0.05 needs at least {C.controls_needed(0.05)} controls."
-            if n_controls < C.controls_needed(0.05)
+            f"a p of 0.05 needs at least {controls.controls_needed(0.05)} controls."
+            if n_controls < controls.controls_needed(0.05)
             else "add controls for finer p-values."
         )
     )
-    out.texts["controls"] = verdict
     out.tables.append(
-        (
+        Table(
             "controls",
             "Real vector against control vectors at the best layer",
             pd.DataFrame(rows),
@@ -424,13 +406,14 @@ def _controls(out: Section, deltas, best, vector, models, datasets) -> None:
             "shuffled labels (matching letter permuted within the training set), on the same held-out items "
             "and configurations. p = (1 + controls at least as far in the strength's direction) / "
             "(1 + controls), one-sided; smallest p = 1 / (1 + controls), what this many controls can show at "
-            f"best (a p of 0.05 needs {C.controls_needed(0.05)}); within = the real delta does not go further "
+            f"best (a p of 0.05 needs {controls.controls_needed(0.05)}); within = the real delta does not go further "
             "in the strength's "
             "direction than every control. Every configuration is in tables/controls.csv.",
+            after=verdict,
         )
     )
-    out.draws.append(
-        (
+    out.figures.append(
+        FigurePlan(
             "controls",
             "Real vector against control vectors",
             lambda s: _plots().controls_by_depth(comparison, pool, models, datasets, s, real=deltas),

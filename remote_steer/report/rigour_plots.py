@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from remote_steer.analysis.plots import (
+from remote_steer.report.plots import (
     BASELINE_COLOUR,
     CYCLE,
     NEGATIVE_COLOUR,

@@ -1,9 +1,10 @@
 """What both reports share: the results tables' columns, the report's parts, and
-reading a run's tables. ``report`` (logit diff) and ``generation_report`` both import
+reading a run's tables. ``build`` (logit diff) and ``generation`` both import
 from here, and neither imports the other at module level or inside functions."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,17 @@ class Table:
     caption: str = ""
     main: bool = False  # printed by the CLI
     terminal: pd.DataFrame | None = None  # a narrower version for the terminal, where the full one is wide
+    after: str = ""  # a finding printed after the table in report.md
+
+
+@dataclass(frozen=True)
+class FigurePlan:
+    """A figure to draw: ``draw(stem)`` writes it and returns its files; None with the reason it is left out."""
+
+    key: str
+    title: str
+    draw: Callable[[Path], list[Path]] | None
+    skipped: str = ""  # why it is not drawn (when draw is None)
 
 
 @dataclass
@@ -70,6 +82,7 @@ class Report:
     notes: list[str]
     runs: list[RunInfo]
     texts: dict[str, str]  # free-text findings, e.g. the permutation test
+    closing: list[str] = field(default_factory=list)  # findings printed after all tables
 
 
 def _read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """Near-floor logit-diff sweeps and CAA extraction, numerically equal to the plain engines.
 
-``FastLogitDiffEngine`` returns what ``evaluation.LogitDiffEngine`` returns and
+``FastLogitDiffEngine`` returns what ``sweep_plain.LogitDiffEngine`` returns and
 ``extract_caa_fast`` what ``extraction.extract_caa`` returns (to float rounding; the
 tests hold them to 1e-4), with far less work. Each shortcut follows from two facts:
 attention is causal, and the steering edit is added to the *output* of layer L at
@@ -50,7 +50,8 @@ from remote_steer.data.prompts import EncodedItem, SteerPositions
 from remote_steer.engines import fast_kernel
 from remote_steer.engines.batching import TokenBatch, left_pad, trace_inputs
 from remote_steer.engines.extraction import SteeringVectors, extract_caa_weighted, item_weights
-from remote_steer.engines.sweep import LogitDiffEngine, SteerConfig, SweepResult
+from remote_steer.engines.protocol import fast_path
+from remote_steer.engines.sweep_plain import LogitDiffEngine, SteerConfig, SweepResult
 from remote_steer.models.loading import LoadedModel
 from remote_steer.remote.backend import Backend
 
@@ -59,8 +60,8 @@ nnsight.register(fast_kernel)  # remote requests carry the kernel's source
 
 def supports_fast_path(model: LoadedModel) -> bool:
     """The model's architecture is in ``models.architectures``' table and laid out as it says
-    (``LoadedModel.fast_path_refusal`` says why not, in one line)."""
-    return model.fast_path_refusal is None
+    (``protocol.fast_path`` says why not, in one line)."""
+    return fast_path(model)[0]
 
 
 def prompt_pass_kwargs(model: LoadedModel) -> dict:
@@ -184,17 +185,10 @@ class FastLogitDiffEngine:
         that pair is not computed (its entry is NaN), e.g. a check needed at a few
         configurations only."""
         n_vectors = vector_sets.shape[0]
-        if only is not None and not supports_fast_path(self.model):
-            raise ValueError("run_vectors(only=...) needs the fast path")
         if not supports_fast_path(self.model):
-            plain = LogitDiffEngine(self.model, self.backend, self.batch_rows, self.positions)
-            runs = [
-                plain.run(items, vector_sets[v], configs, None, None if request_key is None else f"{request_key}/v{v}")
-                for v in range(n_vectors)
-            ]
-            if on_rows is not None:
-                on_rows(len(items) * (n_vectors * len(configs) + 1))
-            return runs[0].baseline, np.stack([r.steered for r in runs], axis=1)
+            if only is not None:
+                raise ValueError("run_vectors(only=...) needs the fast path")
+            return self._plain_vectors(items, vector_sets, configs, on_rows, request_key)
         n_layers = self.model.n_layers
         for config in configs:
             if not 0 <= config.layer < n_layers:
@@ -257,16 +251,23 @@ class FastLogitDiffEngine:
             baseline[rows] = base_diff
             if active:
                 steered[rows[:, None], columns[None, :]] = group_steered
-        for v in range(n_vectors):
-            for c, config in enumerate(configs):
-                if only is not None and not only[v][c]:
-                    steered[:, v * len(configs) + c] = float("nan")
-                elif config.strength == 0.0:
-                    steered[:, v * len(configs) + c] = baseline
+        _fill_uncomputed(steered, baseline, n_vectors, configs, only)
         if on_rows is not None:
             on_rows(len(items) * (n_vectors * len(configs) + 1))
         steered_np = steered.numpy().astype(np.float64).reshape(len(items), n_vectors, len(configs))
         return baseline.numpy().astype(np.float64), steered_np
+
+    def _plain_vectors(self, items, vector_sets, configs, on_rows, request_key) -> tuple[np.ndarray, np.ndarray]:
+        """``run_vectors`` on the plain engine: one plain run per vector set."""
+        n_vectors = vector_sets.shape[0]
+        plain = LogitDiffEngine(self.model, self.backend, self.batch_rows, self.positions)
+        runs = [
+            plain.run(items, vector_sets[v], configs, None, None if request_key is None else f"{request_key}/v{v}")
+            for v in range(n_vectors)
+        ]
+        if on_rows is not None:
+            on_rows(len(items) * (n_vectors * len(configs) + 1))
+        return runs[0].baseline, np.stack([r.steered for r in runs], axis=1)
 
     def _fit_block_rows(self, items: Sequence[EncodedItem], index_groups: list[list[int]]) -> int:
         """``batch_rows``, shrunk if a block's transient (per-row prefix K/V copies, attention
@@ -301,7 +302,17 @@ class FastLogitDiffEngine:
         self.stats.answer_logit_rows += 2 * len(group) * (len(configs) + 1)
 
 
-def extract_caa_fast(
+def _fill_uncomputed(steered, baseline, n_vectors: int, configs: Sequence[SteerConfig], only) -> None:
+    """Columns the trace skipped: NaN where ``only`` says so, the baseline at strength 0."""
+    for v in range(n_vectors):
+        for c, config in enumerate(configs):
+            if only is not None and not only[v][c]:
+                steered[:, v * len(configs) + c] = float("nan")
+            elif config.strength == 0.0:
+                steered[:, v * len(configs) + c] = baseline
+
+
+def extract_caa_fast(  # noqa: PLR0913 - the run stages call it by keyword; stages-as-objects pending
     model: LoadedModel,
     items: Sequence[EncodedItem],
     *,
@@ -334,7 +345,7 @@ def extract_caa_fast(
     )[0]
 
 
-def extract_caa_fast_weighted(
+def extract_caa_fast_weighted(  # noqa: PLR0913 - the run stages call it by keyword; stages-as-objects pending
     model: LoadedModel,
     items: Sequence[EncodedItem],
     *,

@@ -1,0 +1,157 @@
+"""What ``remote-steer plan`` shows, assembled: the cost per model, the controls' cost,
+peak memory and the generation cost, in the order they are shown. The command only
+draws them; the spec is read once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from remote_steer.analysis.controls import floor_sentence
+from remote_steer.run import strength_check
+from remote_steer.run.memory_plan import memory_rows
+from remote_steer.run.plan import ModelPlan, plan_experiment
+from remote_steer.run.plan_generation import plan_generation
+from remote_steer.run.spec import ExperimentSpec
+
+
+@dataclass(frozen=True)
+class PlanTable:
+    title: str
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    caption: str
+
+
+def size(n: float | None) -> str:
+    """Bytes, in the largest unit under 1000 ("?" unknown)."""
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def count(n: int | None) -> str:
+    """A count, in thousands or millions once large ("?" unknown)."""
+    if n is None:
+        return "?"
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e4 else str(n)
+
+
+def plan_parts(spec: ExperimentSpec, title: str, check_hosts: bool = False) -> list[PlanTable | str]:
+    """Tables and notes (strings), in the order ``plan`` shows them."""
+    plans, estimated = plan_experiment(spec, check_hosts=check_hosts)
+    parts: list[PlanTable | str] = [cost_table(spec, plans, estimated, title)]
+    parts += list(dict.fromkeys(p.host_note for p in plans if p.host_note))  # --check-hosts: not served, cold
+    parts += controls_notes(spec, plans)
+    parts.append(strength_check.plan_note(spec))
+    parts.append(memory_table(spec))
+    generation = generation_table(spec)
+    if generation is not None:
+        parts.append(generation)
+    return parts
+
+
+def cost_table(spec: ExperimentSpec, plans: list[ModelPlan], estimated: bool, title: str) -> PlanTable:
+    rows = [
+        (
+            p.model,
+            p.training,
+            p.backend,
+            p.engine,
+            p.host,
+            p.hosted,
+            p.layers or "?",
+            p.sweep_layers or "?",
+            p.items,
+            p.requests if p.requests is not None else "?",
+            p.forward_passes if p.forward_passes is not None else "?",
+            size(p.bytes_sent),
+            size(p.bytes_received),
+        )
+        for p in plans
+    ]
+    caption = f"items: train+test over {len(spec.data.concepts)} concepts"
+    if estimated:
+        caption += "; data not readable here, counts estimated from max_items"
+    columns = ["model", "training", "backend", "engine", "host", "hosted", "layers", "sweep", "items"]
+    columns += ["requests", "forward passes", "sent ≈", "received ≈"]
+    return PlanTable(f"Plan for {title}", columns, rows, caption)
+
+
+def controls_notes(spec: ExperimentSpec, plans: list[ModelPlan]) -> list[str]:
+    """What the [controls] cost, and what they can show."""
+    controls = spec.controls
+    if not controls.any or "logit" not in spec.evaluation.modes:
+        return []
+    kinds = ", ".join(f"{n} {k}" for k, n in vars(controls).items() if n)
+    notes = [
+        f"Controls ({p.model}): {kinds} vectors at every configuration add {p.control_rows:,} steered rows "
+        f"to the sweep's {p.sweep_rows:,} ({p.control_rows / p.sweep_rows:.1f}× its rows)."
+        for p in plans
+        if p.sweep_rows and p.control_rows is not None
+    ]
+    if controls.random + controls.shuffled:
+        notes.append(floor_sentence(controls.random + controls.shuffled))
+    return notes
+
+
+def memory_table(spec: ExperimentSpec) -> PlanTable:
+    """Peak memory per model and device."""
+
+    def gb(v: float | None) -> str:
+        return "?" if v is None else f"{v:.2f}"
+
+    rows = [
+        (
+            m["model"],
+            m["device"],
+            m["dtype"],
+            gb(m["weights_gb"]),
+            gb(m["group_gb"]),
+            gb(m["block_gb"]),
+            gb(m["total_gb"]),
+            gb(m["free_gb"]),
+            m["fits"],
+        )
+        for m in memory_rows(spec)
+    ]
+    return PlanTable(
+        "Peak memory (fast engine, ~160-token prompts)",
+        ["model", "device", "dtype", "weights", "group", "block", "peak", "free", "fits"],
+        rows,
+        "Sizes in GB. group: prompt K/V cache + window residuals; block: one staircase block's transient "
+        "(per-row prefix K/V copies, attention, MLP); free: on the device now ('?' without it); "
+        "'smaller blocks': the engine shrinks them to fit",
+    )
+
+
+def generation_table(spec: ExperimentSpec) -> PlanTable | None:
+    """The generation part: its own table, upper bounds (None without generation)."""
+    plans = plan_generation(spec)
+    if not plans:
+        return None
+    rows = [
+        (
+            p.model,
+            p.concepts,
+            count(p.configs),
+            count(p.rows),
+            count(p.tokens),
+            count(p.passes),
+            count(p.requests),
+            size(p.bytes_sent),
+            size(p.bytes_received),
+        )
+        for p in plans
+    ]
+    return PlanTable(
+        "Generation cost (upper bounds)",
+        ["model", "concepts", "configs", "rows", "tokens", "passes", "requests", "sent", "received"],
+        rows,
+        f"every row counted at max_new_tokens = {spec.generation.max_new_tokens}; "
+        "rows = test items × (configs + baseline); rows that end their turn or decide their answer stop sooner",
+    )
