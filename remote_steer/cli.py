@@ -223,6 +223,28 @@ def _plan_controls(spec_obj, plans) -> None:
         display.note(floor_sentence(controls.random + controls.shuffled))
 
 
+def _plan_depth(spec_obj, plans, size) -> None:
+    """What decodability by depth brings back (docs/depth.md), and at the 32B shape."""
+    from remote_steer.analysis.decodability import REMOTE_DIMS, readout_bytes
+    from remote_steer.display import RichDisplay
+
+    display = RichDisplay()
+    concepts = max(1, len(spec_obj.data.concepts))
+    for p in plans:
+        if p.depth_dims is None or p.depth_bytes is None:
+            continue
+        where = "comes back" if p.backend == "remote" else "stays local"
+        display.note(
+            f"Decodability ({p.model}): {p.depth_dims} readout dims per layer, {size(p.depth_bytes / concepts)} "
+            f"per concept ({where}); no extra forward pass."
+        )
+    per_item = readout_bytes(1, 64, REMOTE_DIMS)
+    display.note(
+        f"Decodability on NDIF at the 32B shape (64 layers × 5,120; {REMOTE_DIMS} random dims): "
+        f"{size(per_item)} per training item, {size(150 * per_item)} per concept of 150 training items."
+    )
+
+
 @app.command(cls=PlainHelpCommand, short_help="Show what a spec will cost, per model; offline-safe.")
 def plan(
     spec: Path = typer.Argument(..., help="Experiment spec (TOML), e.g. experiments/qwen3_family.toml."),
@@ -293,6 +315,7 @@ def plan(
         caption,
     )
     _plan_controls(load_spec(spec), plans)
+    _plan_depth(load_spec(spec), plans, size)
     from remote_steer.run.memory_plan import memory_rows  # peak memory per model and device
 
     def gb(v: float | None) -> str:

@@ -36,6 +36,8 @@ class ModelPlan:
     sweep_rows: int | None = None  # item × configuration rows of the sweep, baseline rows included
     control_rows: int | None = None  # steered rows the [controls] vectors add (K × the sweep's steered rows)
     training: str = "—"  # the registry card's post-training label ("rl", "distilled", ...)
+    depth_dims: int | None = None  # decodability readout dimensions per layer (analysis/decodability.py)
+    depth_bytes: int | None = None  # bytes the readouts bring back, every concept (received includes them)
 
 
 def _items_per_concept(spec: ExperimentSpec) -> tuple[dict[str, tuple[int, int]], bool, int]:
@@ -142,6 +144,8 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
         # (run/rigour.py, JointPass); the letter direction is a weight row of the extraction
         joint = model.engine == "fast" and bool(n_controls or letter_configs)
         requests = passes = sent = received = sweep_rows = control_rows = 0
+        depth_dims, depth_bytes = _depth_readout(model.engine, backend.is_remote, counts, layers, hidden)
+        received += depth_bytes if backend.is_remote else 0
         for train, test in counts.values():
             if sweeping:
                 sweep_rows += test * (n_configs + 1)
@@ -198,9 +202,23 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                 sweep_rows,
                 control_rows,
                 card.training if card is not None else "—",
+                depth_dims,
+                depth_bytes,
             )
         )
     return plans, estimated
+
+
+def _depth_readout(engine: str, remote: bool, counts, layers: int, hidden: int) -> tuple[int | None, int]:
+    """Decodability by depth rides on the fast extraction pass: its readout dimensions
+    per layer (the whole residual locally, a seeded random subspace remotely) and the
+    bytes it brings back over every concept."""
+    from remote_steer.analysis.decodability import REMOTE_DIMS, readout_bytes
+
+    if engine != "fast":
+        return None, 0
+    dims = min(hidden, REMOTE_DIMS) if remote else hidden
+    return dims, sum(readout_bytes(train, layers, dims) for train, _ in counts.values())
 
 
 def _is_toy(card) -> bool:

@@ -264,6 +264,7 @@ def run_experiment(
     if spec.controls.any and "logit" in spec.evaluation.modes:
         store.consolidate(rigour.CONTROL_TABLE)
     rigour.write_norms(store, plan)
+    store.consolidate(rigour.DECODABILITY_TABLE)  # analysis/decodability.py, from the extraction pass
     summary = best_layers(results) if len(results) else pd.DataFrame()
     _write_summary(store, summary)
     generation = store.consolidate(GENERATION_TABLE)

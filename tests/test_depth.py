@@ -1,0 +1,198 @@
+"""Decodability by depth (analysis/decodability.py) against independent computations.
+
+- the extraction pass's per-item readouts equal plain transformers forward hooks (the
+  answer-token residual after every layer; the logit lens through the final norm,
+  unembedding and Gemma 2's soft-cap);
+- the logistic-regression probe equals scikit-learn's (both Newton branches), the CAA
+  classifier a hand-written loop;
+- a planted effect: a toy whose residual carries the concept from a known layer on
+  reads at chance below it and perfectly from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from conftest import hf_module, hook_layer_outputs, make_items
+
+from remote_steer.analysis import decodability as dec
+from remote_steer.data.prompts import encode_items
+from remote_steer.engines.fast_engine import extract_caa_fast, extract_caa_fast_readout
+from remote_steer.remote.backend import Backend
+
+
+def _hook_lens(model, item) -> torch.Tensor:
+    """[layers] logit(matching) − logit(other) from each decoder layer's last-position output
+    through the module's own final norm and lm_head (soft-capped as the config says)."""
+    hf = hf_module(model)
+    captured = []
+    hooks = [
+        layer.register_forward_hook(
+            lambda _m, _i, out: captured.append((out[0] if isinstance(out, tuple) else out)[0, -1])
+        )
+        for layer in hf.model.layers
+    ]
+    try:
+        with torch.inference_mode():
+            final = hf(input_ids=torch.tensor([list(item.prompt_ids)])).logits[0, -1]
+            logits = hf.lm_head(hf.model.norm(torch.stack(captured)[:, None]))[:, 0]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    cap = getattr(hf.config, "final_logit_softcapping", None)
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    diff = logits[:, item.matching_token] - logits[:, item.other_token]
+    # the last layer's lens is the model's own answer
+    assert abs(float(diff[-1]) - float(final[item.matching_token] - final[item.other_token])) < 1e-4
+    return diff
+
+
+def _small_toy(name: str, n_layers: int = 4):
+    """A fresh toy (callers may change its weights): the Qwen3 one cut to n_layers × hidden 64."""
+    from remote_steer.models.loading import load_model, resolve
+    from remote_steer.models.toy import ensure_toy
+
+    source = resolve(name) if name != "toy/qwen3" else resolve(str(ensure_toy(name, n_layers=n_layers, hidden_size=64)))
+    return load_model(source, dtype="float32")
+
+
+@pytest.mark.parametrize("name", ["toy/qwen3", "toy/gemma2"])  # gemma2: final norm + soft-cap
+def test_readout_equals_plain_hooks(name):
+    model = _small_toy(name)
+    items = encode_items(model.tokenizer, make_items(5, seed=4))
+    reference = extract_caa_fast(model, items, concept="c", batch_size=2, backend=Backend())
+    vectors, _, readout = extract_caa_fast_readout(
+        model, items, concept="c", batch_size=2, backend=Backend(), basis=torch.empty(0)
+    )
+    torch.testing.assert_close(vectors.vectors, reference.vectors)  # the readout changes nothing else
+    basis = dec.readout_basis(model.hidden_size, remote=True, seed=0, dims=8)
+    _, _, projected = extract_caa_fast_readout(model, items, concept="c", batch_size=3, backend=Backend(), basis=basis)
+    assert readout is not None and projected is not None
+    for i, item in enumerate(items):
+        positive = hook_layer_outputs(model, [*item.prompt_ids, item.matching_token])
+        negative = hook_layer_outputs(model, [*item.prompt_ids, item.other_token])
+        scale = float(positive.abs().max())
+        torch.testing.assert_close(readout.positive[i], positive, atol=1e-5 * scale, rtol=0)
+        torch.testing.assert_close(readout.negative[i], negative, atol=1e-5 * scale, rtol=0)
+        torch.testing.assert_close(projected.positive[i], positive @ basis, atol=1e-5 * scale, rtol=0)
+        lens = _hook_lens(model, item)
+        torch.testing.assert_close(readout.lens[i], lens, atol=1e-5 * max(1.0, float(lens.abs().max())), rtol=0)
+        torch.testing.assert_close(projected.lens[i], readout.lens[i])
+    assert float(readout.lens.std()) > 1e-3  # the lens moves, or the comparison proves little
+
+
+def test_basis_is_orthonormal_and_seeded():
+    basis = dec.readout_basis(96, remote=True, seed=3, dims=16)
+    torch.testing.assert_close(basis.T @ basis, torch.eye(16), atol=1e-5, rtol=0)
+    torch.testing.assert_close(basis, dec.readout_basis(96, remote=True, seed=3, dims=16))
+    assert dec.readout_basis(96, remote=False, seed=3).numel() == 0
+    assert dec.readout_bytes(100, 64, 64) == 100 * 64 * 129 * 4
+
+
+@pytest.mark.parametrize(("n", "p"), [(40, 6), (12, 30)])  # both Newton branches: p ≤ n and p > n
+def test_probe_equals_sklearn(n, p):
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(n + p)
+    x = rng.normal(size=(3, n, p))
+    y = (rng.random(n) < 0.5).astype(float)
+    x[:, y == 1, 0] += 1.0
+    ours = dec.fit_logistic(torch.tensor(x), torch.tensor(y), c=0.7).numpy()
+    for b in range(3):
+        ref = sklearn.LogisticRegression(C=0.7, fit_intercept=False, tol=1e-12, max_iter=10_000).fit(x[b], y)
+        np.testing.assert_allclose(ours[b], ref.coef_[0], atol=1e-5 * max(1.0, np.abs(ref.coef_).max()), rtol=0)
+
+
+def test_probe_accuracy_equals_sklearn_cross_validation():
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(0)
+    n, layers, k = 24, 3, 10
+    concept = rng.normal(size=k)
+    pos = rng.normal(size=(n, layers, k)) + np.array([0.0, 0.3, 1.0])[None, :, None] * concept
+    neg = rng.normal(size=(n, layers, k)) - np.array([0.0, 0.3, 1.0])[None, :, None] * concept
+    folds = dec.item_folds(["A", "B"] * (n // 2), 4, seed=1)
+    ours = dec.probe_accuracy(torch.tensor(pos), torch.tensor(neg), folds)
+    for layer in range(layers):
+        correct = 0
+        for held in folds:
+            train = np.setdiff1d(np.arange(n), held)
+            xt = np.concatenate([pos[train, layer], neg[train, layer]])
+            mean, std = xt.mean(0), xt.std(0, ddof=1)
+
+            def aug(a, mean=mean, std=std):
+                return np.c_[(a - mean) / std, np.ones(len(a))]
+
+            fit = sklearn.LogisticRegression(C=dec.PROBE_C, fit_intercept=False, tol=1e-12, max_iter=10_000)
+            fit.fit(aug(xt), np.r_[np.ones(len(train)), np.zeros(len(train))])
+            correct += (fit.predict(aug(pos[held, layer])) == 1).sum() + (fit.predict(aug(neg[held, layer])) == 0).sum()
+        assert ours[layer] == pytest.approx(correct / (2 * n))
+    assert ours[2] > 0.9 > ours[0] + 0.2
+
+
+def test_caa_accuracy_equals_hand_written_loop():
+    rng = np.random.default_rng(5)
+    n, layers, k = 15, 2, 4
+    pos, neg = rng.normal(size=(n, layers, k)) + 0.5, rng.normal(size=(n, layers, k))
+    folds = dec.item_folds(list("AAB" * 5), 5, seed=2)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(n))
+    ours = dec.caa_accuracy(torch.tensor(pos), torch.tensor(neg), folds)
+    for layer in range(layers):
+        right = 0
+        for held in folds:
+            train = [i for i in range(n) if i not in held]
+            direction = np.mean([pos[i, layer] - neg[i, layer] for i in train], axis=0)
+            cut = np.mean([(pos[i, layer] + neg[i, layer]) @ direction / 2 for i in train])
+            right += sum(pos[i, layer] @ direction > cut for i in held)
+            right += sum(neg[i, layer] @ direction < cut for i in held)
+        assert ours[layer] == pytest.approx(right / (2 * n))
+
+
+def test_folds_keep_the_letter_balance():
+    folds = dec.item_folds(["A"] * 10 + ["B"] * 10, 5, seed=0)
+    assert [len(f) for f in folds] == [4] * 5
+    assert all(sum(i < 10 for i in f) == 2 for f in folds)
+
+
+def test_planted_concept_reads_from_its_layer():
+    """The matching and other answer tokens share one embedding, so the two rows are
+    identical until a hook adds +u (matching) or −u (other) to layer 3's output: the probe
+    and the CAA classifier read at chance below layer 3 and perfectly from it on."""
+    model = _small_toy("toy/qwen3", n_layers=6)
+    hf = hf_module(model)
+    items = encode_items(model.tokenizer, make_items(20, seed=7))
+    a, b = items[1].matching_token, items[1].other_token  # make_items: odd items match "A"
+    items = [dataclasses.replace(it, matching_letter="A", matching_token=a, other_token=b) for it in items]
+    with torch.no_grad():
+        hf.model.embed_tokens.weight[b] = hf.model.embed_tokens.weight[a]
+    direction = torch.randn(64, generator=torch.Generator().manual_seed(0))
+    seen: dict[str, torch.Tensor] = {}
+    planted = 3
+
+    def remember(_module, inputs, _output):
+        seen["ids"] = inputs[0]
+
+    def plant(_module, _inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        sign = (seen["ids"] == a).float() - (seen["ids"] == b).float()
+        hidden = hidden + 2.0 * sign.to(hidden.device)[..., None] * direction
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    hooks = [
+        hf.model.embed_tokens.register_forward_hook(remember),
+        hf.model.layers[planted].register_forward_hook(plant),
+    ]
+    try:
+        _, _, readout = extract_caa_fast_readout(
+            model, items, concept="c", batch_size=8, backend=Backend(), basis=torch.empty(0)
+        )
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert readout is not None
+    frame = dec.decodability_frame(readout, ["A"] * len(items), model="m", concept="c", training="t", seed=0)
+    below, above = frame[frame.layer < planted], frame[frame.layer >= planted]
+    assert (below.probe_accuracy == 0.5).all() and (below.caa_accuracy == 0.5).all()
+    assert (above.probe_accuracy == 1.0).all() and (above.caa_accuracy == 1.0).all()
