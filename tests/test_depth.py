@@ -14,11 +14,13 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import hf_module, hook_layer_outputs, make_items
 
 from remote_steer.analysis import decodability as dec
+from remote_steer.analysis import layer_predictor as P
 from remote_steer.data.prompts import encode_items
 from remote_steer.engines.fast_engine import extract_caa_fast, extract_caa_fast_readout
 from remote_steer.remote.backend import Backend
@@ -196,3 +198,36 @@ def test_planted_concept_reads_from_its_layer():
     below, above = frame[frame.layer < planted], frame[frame.layer >= planted]
     assert (below.probe_accuracy == 0.5).all() and (below.caa_accuracy == 0.5).all()
     assert (above.probe_accuracy == 1.0).all() and (above.caa_accuracy == 1.0).all()
+    # ... and the layer predictor puts the concept's onset there, inside its window
+    assert P.predict_layer(frame) == P.predict_layer(frame, "caa_accuracy") == planted
+    assert planted in P.window(P.predict_layer(frame), list(range(6)), 6)
+
+
+def test_predictor_picks_the_onset_and_compares_with_the_sweep():
+    def curve(onset, n=12):
+        values = [0.5 + 0.4 * (layer >= onset) + 0.002 * layer for layer in range(n)]
+        return pd.DataFrame({"layer": range(n), "probe_accuracy": values, "n_layers": n})
+
+    frames = []
+    for dataset, onset in (("a", 3), ("b", 6), ("c", 9)):
+        frames.append(curve(onset).assign(model="m", dataset=dataset))
+    assert [P.predict_layer(f) for f in frames] == [3, 6, 9]
+    flat = curve(99)  # never rises: the first layer
+    assert P.predict_layer(flat.assign(probe_accuracy=0.4)) == 0
+    assert P.window(6, [4, 5, 6, 7, 8, 9, 10, 11], 12, half_width=0.1) == [5, 6, 7]
+    assert P.window(0, [4, 6], 12, half_width=0.1) == [4]  # nothing near: the nearest sweep layer
+    summary = pd.DataFrame({"model": "m", "dataset": ["a", "b", "c"], "best_layer": [4, 6, 11]})
+    cells = P.compare(pd.concat(frames), summary, {"m": list(range(3, 12))}, half_width=0.1)
+    assert cells["hit"].tolist() == [True, True, False]
+    assert cells["saved"].tolist() == pytest.approx([7 / 9, 6 / 9, 6 / 9])  # windows of 2, 3 and 3 layers
+    result = P.summarise(cells)
+    assert result["rho"] == pytest.approx(1.0) and result["hit_rate"] == pytest.approx(2 / 3)
+
+
+def test_spearman_equals_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=15), rng.normal(size=15).round(0)  # ties on one side
+    assert P.spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic)
+    low, high = P.spearman_interval(a, a + rng.normal(size=15) * 0.1)
+    assert 0.5 < low <= high <= 1.0

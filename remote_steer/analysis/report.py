@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from remote_steer.analysis import depth_report as D
 from remote_steer.analysis import rigour_report as R
 from remote_steer.analysis import statistics as A
 from remote_steer.analysis.report_base import (  # noqa: F401 - also importable from here, as before
@@ -287,6 +288,9 @@ def build_report(
         )
         tables += _tables_generation(per_cell, per_dataset, datasets)
     tables += [Table(key, title, frame, caption) for key, title, frame, caption in rigour.tables]
+    depth = D.section(extra.get("decodability"), logit, deltas, best, models)
+    tables += [Table(key, title, frame, caption) for key, title, frame, caption in depth.tables]
+    numeric.update(depth.numeric)
     texts.update({f"after:{k}": v for k, v in rigour.texts.items()})
     from remote_steer.analysis.letters import letter_effects, load_letter_control, report_table
 
@@ -363,7 +367,7 @@ def build_report(
             no_gen,
         )
     )
-    draw += rigour.draws
+    draw += rigour.draws + depth.draws
     drawn = []
     for key, title, fn, why in draw:
         if not figures:
@@ -390,7 +394,7 @@ def _p():
 
 def _clear_own(out_dir: Path) -> None:
     """Remove figures a previous report wrote here, so a skipped figure cannot go stale."""
-    for key in FIGURES + R.FIGURES:
+    for key in FIGURES + R.FIGURES + D.FIGURES:
         for suffix in (".png", ".svg"):
             (out_dir / "figures" / f"{key}{suffix}").unlink(missing_ok=True)
 

@@ -1,0 +1,101 @@
+"""The study's question drawn (docs/depth.md): where a concept is readable, where the
+logit lens reads the model's answer, and where adding the vector steers, on one depth axis.
+
+One column per model. Top: held-out accuracy of the CAA direction and of the probe
+(chance 0.5 dashed) and the logit lens's sign agreement with the model's final answer,
+each the mean over concepts with a band from the lowest to the highest concept.
+Bottom: Glass's delta of the strongest positive strength per swept layer, one thin
+line per concept and their mean; the swept best layers (crosses) and the predicted
+layers (triangles, ``layer_predictor``) on the same axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from remote_steer.analysis.plots import OKABE_ITO, _grid, _save, finish, floor_scale
+
+CURVES = (
+    ("probe_accuracy", "probe (held-out acc.)", OKABE_ITO["blue"], "-"),
+    ("caa_accuracy", "CAA direction (held-out acc.)", OKABE_ITO["orange"], "--"),
+    ("lens_agreement", "logit-lens sign = final answer (1 at last layer)", OKABE_ITO["green"], ":"),
+)
+STEER_COLOUR = OKABE_ITO["vermillion"]
+
+
+def _readable(ax, frame: pd.DataFrame) -> None:
+    for column, label, colour, style in CURVES:
+        by_layer = frame.groupby("layer_fraction")[column]
+        mean, low, high = by_layer.mean(), by_layer.min(), by_layer.max()
+        ax.fill_between(mean.index, low.to_numpy(), high.to_numpy(), color=colour, alpha=0.12, linewidth=0)
+        ax.plot(mean.index, mean.to_numpy(), style, color=colour, label=label, linewidth=1.6)
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_ylabel("accuracy / agreement")
+
+
+def _steering(ax, deltas: pd.DataFrame, best: pd.DataFrame, predicted: pd.DataFrame) -> None:
+    if deltas.empty:
+        ax.text(0.5, 0.5, "no logit sweep", ha="center", va="center", transform=ax.transAxes, color="grey")
+        return
+    strength = float(deltas["strength"].max())
+    at = deltas[deltas["strength"] == strength]
+    for _, cell in at.groupby("dataset"):
+        cell = cell.sort_values("layer_fraction")
+        ax.plot(cell["layer_fraction"], cell["glass_delta"], color=STEER_COLOUR, alpha=0.3, linewidth=0.8)
+    mean = at.groupby("layer_fraction")["glass_delta"].mean()
+    ax.plot(mean.index, mean.to_numpy(), "-o", color=STEER_COLOUR, markersize=3, label=f"steering Δ at {strength:+g}")
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    if not best.empty:
+        ax.plot(best["best_layer_fraction"], [0.0] * len(best), "x", color="black", label="swept best layer")
+    if not predicted.empty:
+        ax.plot(
+            predicted["predicted_fraction"],
+            [0.0] * len(predicted),
+            "^",
+            color=OKABE_ITO["blue"],
+            fillstyle="none",
+            label="predicted layer",
+        )
+    floor_scale(ax)
+    ax.set_ylabel("Glass's delta")
+
+
+def _of(table: pd.DataFrame, model: str) -> pd.DataFrame:
+    return table[table["model"] == model] if not table.empty else table
+
+
+def depth_panel(
+    decodability: pd.DataFrame,
+    deltas: pd.DataFrame,
+    best: pd.DataFrame,
+    predicted: pd.DataFrame,
+    models: Sequence[str],
+    stem: Path,
+) -> list[Path]:
+    """The figure (module docstring) for ``models``; ``deltas`` from ``glass_deltas``,
+    ``best`` from ``best_layers``, ``predicted`` from ``layer_predictor.compare``."""
+    fig, axes = _grid(2, len(models), 3.6, 2.4, sharex=True)
+    for col, model in enumerate(models):
+        top, bottom = axes[0][col], axes[1][col]
+        frame = decodability[decodability["model"] == model]
+        _readable(top, frame)
+        n_concepts = frame["dataset"].nunique()
+        top.set_title(f"{model}\n({n_concepts} concept{'s' if n_concepts != 1 else ''})", fontsize=9)
+        _steering(bottom, *(_of(table, model) for table in (deltas, best, predicted)))
+        bottom.set_xlabel("depth (layer output / layers)")
+        bottom.set_xlim(0.0, 1.0)
+        if col:
+            top.set_ylabel("")
+            bottom.set_ylabel("")
+    handles, labels = [], []
+    for ax in (axes[0][0], axes[1][0]):
+        h, lab = ax.get_legend_handles_labels()
+        handles += h
+        labels += lab
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
+    finish(fig, "Where the concept is readable, and where it steers", models)
+    return _save(fig, stem)

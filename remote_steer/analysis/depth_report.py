@@ -1,0 +1,115 @@
+"""The report's depth section (docs/depth.md): decodability by depth, the layer predictor
+and the figure that puts readable, lens and steering curves on one depth axis.
+
+``section`` takes the runs' ``results/decodability.parquet`` rows (``rigour_report.load_tables``)
+and the report's Glass's deltas and best layers; it returns tables, figure draws and the
+numeric tables to write, as ``rigour_report.sections`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from remote_steer.analysis import layer_predictor as P
+from remote_steer.analysis.decodability import FOLDS
+
+FIGURES = ("depth_readable_vs_steering",)
+
+
+@dataclass
+class DepthSection:
+    tables: list[tuple[str, str, pd.DataFrame, str]] = field(default_factory=list)
+    draws: list[tuple[str, str, Callable[[Path], list[Path]] | None, str]] = field(default_factory=list)
+    numeric: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def _onsets(decodability: pd.DataFrame) -> pd.DataFrame:
+    """Per model: mean depth where each curve reaches its onset (``layer_predictor.predict_layer``)."""
+    rows = []
+    for (model, dataset), curve in decodability.groupby(["model", "dataset"], sort=True):
+        n_layers = int(curve["n_layers"].iloc[0])
+        row = {"model": model, "dataset": dataset}
+        for signal in ("probe_accuracy", "caa_accuracy", "lens_agreement"):
+            row[signal] = (P.predict_layer(curve, signal) + 1) / n_layers
+        row["probe_peak"] = float(curve["probe_accuracy"].max())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def section(
+    decodability: pd.DataFrame | None, logit: pd.DataFrame, deltas: pd.DataFrame, best: pd.DataFrame, models
+) -> DepthSection:
+    out = DepthSection()
+    if decodability is None or decodability.empty:
+        out.draws.append(
+            (FIGURES[0], "Readable vs steering depth", None, "no results/decodability.parquet in these runs")
+        )
+        return out
+    sweep_layers = {m: sorted(int(x) for x in g.unique()) for m, g in logit.groupby("model")["layer"]}
+    cells = P.compare(decodability, best, sweep_layers)
+    onsets = _onsets(decodability)
+    out.numeric.update(decodability=decodability, layer_predictor=cells, depth_onsets=onsets)
+    by_model = onsets.groupby("model", sort=False).mean(numeric_only=True)
+    steer = best.groupby("model")["best_layer_fraction"].mean()
+    training = logit.groupby("model")["training"].first()
+    rows = []
+    for model in [m for m in models if m in by_model.index]:
+        r = by_model.loc[model]
+        rows.append(
+            {
+                "model": model,
+                "training": training.get(model, "unknown"),
+                "readable (probe)": f"{r['probe_accuracy']:.2f}",
+                "readable (CAA)": f"{r['caa_accuracy']:.2f}",
+                "lens agrees": f"{r['lens_agreement']:.2f}",
+                "best probe acc.": f"{r['probe_peak']:.2f}",
+                "steers best": f"{steer.get(model, float('nan')):.2f}",
+            }
+        )
+    out.tables.append(
+        (
+            "depth_readable",
+            "Depth where the concept becomes readable, next to where it steers best",
+            pd.DataFrame(rows),
+            "Mean over concepts of the depth (layer output / layers) where each curve first reaches "
+            f"{P.ONSET:.0%} of its rise from chance; held-out: item-stratified {FOLDS}-fold cross-validation "
+            "on the training items; 'steers best': the sweep's best layer.",
+        )
+    )
+    summary = P.summarise(cells)
+    if summary:
+        table = pd.DataFrame(
+            [
+                {
+                    "cells": summary["cells"],
+                    "Spearman ρ": f"{summary['rho']:.2f}",
+                    "95% interval": f"[{summary['rho_low']:.2f}, {summary['rho_high']:.2f}]",
+                    "configurations saved": f"{summary['saved']:.0%}",
+                    "window holds best layer": f"{summary['hit_rate']:.0%}",
+                    "same-size random window": f"{summary['chance_hit_rate']:.0%}",
+                }
+            ]
+        )
+        out.tables.append(
+            (
+                "layer_predictor",
+                "Layer predictor: predicted vs swept best layer",
+                table,
+                f"Prediction: the first layer where the {P.SIGNAL.replace('_', ' ')} reaches {P.ONSET:.0%} of "
+                f"its rise; window: sweep layers within {P.HALF_WIDTH:.0%} of the depth. ρ over cells, "
+                "interval by resampling cells (few cells: wide).",
+            )
+        )
+
+    def draw(stem: Path) -> list[Path]:
+        from remote_steer.analysis.depth_plots import depth_panel
+
+        shown = [m for m in models if m in set(decodability["model"])]
+        return depth_panel(decodability, deltas, best, cells, shown, stem)
+
+    out.draws.append((FIGURES[0], "Readable, logit lens and steering curves on one depth axis", draw, ""))
+    return out
