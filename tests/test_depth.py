@@ -231,3 +231,48 @@ def test_spearman_equals_scipy():
     assert P.spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic)
     low, high = P.spearman_interval(a, a + rng.normal(size=15) * 0.1)
     assert 0.5 < low <= high <= 1.0
+
+
+def test_directions_equal_numpy_and_sklearn():
+    """PCA against scikit-learn's PCA (and numpy's SVD), the whitened mean difference
+    against a numpy solve, the mean difference by hand; every direction unit-norm and on
+    the mean difference's side."""
+    from remote_steer.analysis import directions as D
+
+    rng = np.random.default_rng(9)
+    n, layers, hidden = 14, 2, 6
+    pos = rng.normal(size=(n, layers, hidden)) + np.array([1.0, 0, 0, 0, 0, 0])
+    neg = rng.normal(size=(n, layers, hidden))
+    pos[:, :, 1] += rng.normal(size=(n, layers)) * 3  # one high-variance axis for the PCA to find
+    found = D.directions(torch.tensor(pos, dtype=torch.float32), torch.tensor(neg, dtype=torch.float32))
+    diffs = pos - neg
+    for layer in range(layers):
+        mean = diffs[:, layer].mean(0)
+        np.testing.assert_allclose(found["mean_diff"][layer].numpy(), mean / np.linalg.norm(mean), atol=1e-5)
+        centred = diffs[:, layer] - mean
+        first = np.linalg.svd(centred, full_matrices=False)[2][0]
+        first *= np.sign(first @ mean)
+        np.testing.assert_allclose(found["pca"][layer].numpy(), first, atol=1e-5)
+        decomposition = pytest.importorskip("sklearn.decomposition")
+        component = decomposition.PCA(n_components=1).fit(diffs[:, layer]).components_[0]
+        np.testing.assert_allclose(np.abs(found["pca"][layer].numpy()), np.abs(component), atol=1e-5)
+        within = np.concatenate([pos[:, layer] - pos[:, layer].mean(0), neg[:, layer] - neg[:, layer].mean(0)])
+        cov = within.T @ within / (2 * n - 2)
+        shrunk = (1 - D.SHRINKAGE) * cov + D.SHRINKAGE * np.trace(cov) / hidden * np.eye(hidden)
+        white = np.linalg.solve(shrunk, mean)
+        np.testing.assert_allclose(found["whitened"][layer].numpy(), white / np.linalg.norm(white), atol=1e-5)
+        for method in D.METHODS:
+            assert float(found[method][layer].norm()) == pytest.approx(1.0, abs=1e-5)
+            assert float(found[method][layer] @ torch.tensor(mean, dtype=torch.float32)) > 0
+    assert abs(float(found["pca"][0, 1])) > 0.9  # the PCA found the high-variance axis
+
+
+def test_glass_rows_by_hand():
+    from remote_steer.run.methods_stage import glass_rows
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=30)
+    steered = base[:, None] + np.array([0.5, -1.0])
+    stats = glass_rows(base, steered, n_boot=200)
+    np.testing.assert_allclose(stats[:, 0], np.array([0.5, -1.0]) / base.std(ddof=1))
+    assert (stats[:, 1] <= stats[:, 0]).all() and (stats[:, 0] <= stats[:, 2]).all()

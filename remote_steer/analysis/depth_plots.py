@@ -99,3 +99,44 @@ def depth_panel(
     fig.legend(handles, labels, loc="outside lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
     finish(fig, "Where the concept is readable, and where it steers", models)
     return _save(fig, stem)
+
+
+def methods_by_delta(best: pd.DataFrame, models: Sequence[str], stem: Path) -> list[Path]:
+    """Glass's delta of each extraction method at its own best layer (strongest positive
+    strength, residual units), one point per concept with its 95 % interval; one panel per model."""
+    from remote_steer.analysis.directions import METHODS
+    from remote_steer.analysis.plots import CYCLE
+
+    fig, axes = _grid(1, len(models), max(3.2, 0.9 * len(METHODS)), 2.8, sharey=True)
+    datasets = sorted(best["dataset"].unique())
+    offsets = {d: (i - (len(datasets) - 1) / 2) * 0.08 for i, d in enumerate(datasets)}
+    for col, model in enumerate(models):
+        ax = axes[0][col]
+        cell = best[best["model"] == model]
+        for i, method in enumerate(METHODS):
+            for _, row in cell[cell["method"] == method].iterrows():
+                x = i + offsets[row["dataset"]]
+                colour = CYCLE[datasets.index(row["dataset"]) % len(CYCLE)]
+                err = [[row["glass_delta"] - row["ci_low"]], [row["ci_high"] - row["glass_delta"]]]
+                ax.errorbar([x], [row["glass_delta"]], yerr=err, fmt="o", color=colour, markersize=4, capsize=2)
+            mean = cell[cell["method"] == method]["glass_delta"].mean()
+            ax.plot([i - 0.3, i + 0.3], [mean, mean], color="black", linewidth=1.2)
+        ax.axhline(0.0, color="grey", linewidth=0.8)
+        ax.set_xticks(range(len(METHODS)), [m.replace("_", " ") for m in METHODS])
+        strength = float(cell["strength"].max()) if not cell.empty else float("nan")
+        ax.set_title(f"{model}\n(at {strength:+g} × residual norm)", fontsize=9)
+        floor_scale(ax)
+        if col == 0:
+            ax.set_ylabel("Glass's delta at own best layer")
+    handles = [plt_line(CYCLE[i % len(CYCLE)], d) for i, d in enumerate(datasets)] + [
+        plt_line("black", "mean over concepts", marker="")
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
+    finish(fig, "Which direction steers best: extraction methods on the same held-out items", models)
+    return _save(fig, stem)
+
+
+def plt_line(colour: str, label: str, marker: str = "o"):
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color=colour, marker=marker, linestyle="-" if not marker else "", label=label)
