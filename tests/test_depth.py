@@ -276,3 +276,58 @@ def test_glass_rows_by_hand():
     stats = glass_rows(base, steered, n_boot=200)
     np.testing.assert_allclose(stats[:, 0], np.array([0.5, -1.0]) / base.std(ddof=1))
     assert (stats[:, 1] <= stats[:, 0]).all() and (stats[:, 0] <= stats[:, 2]).all()
+
+
+SMALL_RUN = """
+name = "depth"
+seed = 1
+[data]
+concepts = ["corrigibility", "self-awareness"]
+max_items = 6
+[[models]]
+name = "toy/qwen3"
+dtype = "float32"
+[evaluation]
+strengths = [-1.0, 1.0]
+layers = [8]
+batch_size = 16
+chunk_items = 8
+"""
+
+
+def test_run_writes_decodability_and_the_side_effects_diagonal_is_the_sweep(tmp_path):
+    """A run writes results/decodability.parquet (one row per concept × layer); the side
+    effects' diagonal equals Glass's delta the sweep measured at the best layer, and an
+    off-diagonal cell equals a plain forward hook's logit diffs."""
+    from remote_steer.engines.extraction import SteeringVectors
+    from remote_steer.run.runner import prepare, run_experiment
+    from remote_steer.run.side_effects import side_effects, specificity
+    from remote_steer.run.spec import parse_spec
+
+    spec = parse_spec(SMALL_RUN.replace("seed = 1", f'seed = 1\noutput_dir = "{tmp_path}"'), "depth.toml")
+    outcome = run_experiment(spec)
+    table = pd.read_parquet(outcome.run_dir / "results" / "decodability.parquet")
+    assert len(table) == 2 * 12 and table["probe_accuracy"].between(0, 1).all()
+    frame = side_effects(prepare(spec), outcome.run_dir)
+    summary = outcome.summary.set_index("dataset")
+    diagonal = frame[frame["vector"] == frame["dataset"]].set_index("dataset")
+    for concept in summary.index:
+        assert diagonal.loc[concept, "glass_delta"] == pytest.approx(summary.loc[concept, "glass_delta_pos"], rel=1e-3)
+    assert len(specificity(frame)) == 1
+    # one off-diagonal cell by hand: corrigibility's vector on self-awareness's items
+    from remote_steer.models.loading import load_model, resolve
+
+    model = load_model(resolve("toy/qwen3"), dtype="float32")
+    plan = prepare(spec)
+    _, test = plan.models[0].encoded["self-awareness"]
+    layer = int(summary.loc["corrigibility", "best_layer"])
+    vector = SteeringVectors.load(outcome.run_dir / "vectors" / "toy--qwen3" / "corrigibility.safetensors").vectors
+    from conftest import hook_logit_diff
+
+    base = np.array([hook_logit_diff(model, it) for it in test])
+    steered = np.array(
+        [hook_logit_diff(model, it, layer, 1.0, vector[layer], it.steer_start("assistant")) for it in test]
+    )
+    cell = frame[(frame["vector"] == "corrigibility") & (frame["dataset"] == "self-awareness")].iloc[0]
+    expected = (steered.mean() - base.mean()) / base.std(ddof=1)
+    assert cell["glass_delta"] == pytest.approx(expected, rel=1e-3, abs=1e-4)

@@ -140,3 +140,37 @@ def plt_line(colour: str, label: str, marker: str = "o"):
     from matplotlib.lines import Line2D
 
     return Line2D([], [], color=colour, marker=marker, linestyle="-" if not marker else "", label=label)
+
+
+def side_effects_matrix(frame: pd.DataFrame, models: Sequence[str], stem: Path) -> list[Path]:
+    """Concept X's vector (rows) on concept Y's held-out items (columns): Glass's delta,
+    a diverging scale centred on 0 (at least ±0.5), * where the 95 % interval excludes 0."""
+    import numpy as np
+
+    concepts = list(dict.fromkeys(frame["vector"]))
+    size = 0.55 * len(concepts) + 1.5
+    fig, axes = _grid(1, len(models), size, size * 0.8)
+    limit = max(0.5, float(np.nanmax(np.abs(frame["glass_delta"].to_numpy()))) if len(frame) else 0.5)
+    image = None
+    for col, model in enumerate(models):
+        ax = axes[0][col]
+        cell = frame[frame["model"] == model]
+        grid = cell.pivot(index="vector", columns="dataset", values="glass_delta").reindex(
+            index=concepts, columns=concepts
+        )
+        image = ax.imshow(grid.to_numpy(dtype=float), cmap="RdBu", vmin=-limit, vmax=limit)
+        for _, row in cell.iterrows():
+            i, j = concepts.index(row["vector"]), concepts.index(row["dataset"])
+            star = "*" if row["ci_low"] > 0 or row["ci_high"] < 0 else ""
+            ax.text(j, i, f"{row['glass_delta']:+.2f}{star}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(concepts)), concepts, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(concepts)), concepts if col == 0 else [], fontsize=7)
+        ax.set_xlabel("items of concept")
+        if col == 0:
+            ax.set_ylabel("vector (at its own best layer)")
+        strength = float(cell["strength"].max()) if not cell.empty else float("nan")
+        ax.set_title(f"{model}\n(strength {strength:+g})", fontsize=9)
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="Glass's delta (* : 95% CI excludes 0)")
+    finish(fig, "Side effects: each concept's vector on every concept's held-out items", models)
+    return _save(fig, stem)
