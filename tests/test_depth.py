@@ -331,3 +331,35 @@ def test_run_writes_decodability_and_the_side_effects_diagonal_is_the_sweep(tmp_
     cell = frame[(frame["vector"] == "corrigibility") & (frame["dataset"] == "self-awareness")].iloc[0]
     expected = (steered.mean() - base.mean()) / base.std(ddof=1)
     assert cell["glass_delta"] == pytest.approx(expected, rel=1e-3, abs=1e-4)
+
+
+def test_ablation_equals_a_hook_that_subtracts_the_projection():
+    from remote_steer.engines.ablation import ablated_logit_diffs
+
+    model = _small_toy("toy/qwen3")
+    hf = hf_module(model)
+    items = encode_items(model.tokenizer, make_items(5, seed=8))
+    generator = torch.Generator().manual_seed(2)
+    directions = torch.randn(2, model.hidden_size, generator=generator)
+    got = ablated_logit_diffs(model, items, directions, batch_size=3, backend=Backend())
+
+    def by_hook(item, unit):
+        def project(_module, _inputs, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            hidden = hidden - (hidden @ unit)[..., None] * unit
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+        hooks = [layer.register_forward_hook(project) for layer in hf.model.layers] if unit is not None else []
+        try:
+            with torch.inference_mode():
+                logits = hf(input_ids=torch.tensor([list(item.prompt_ids)])).logits[0, -1]
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return float(logits[item.matching_token] - logits[item.other_token])
+
+    units = [None, *(d / d.norm() for d in directions)]
+    expected = np.array([[by_hook(it, u) for u in units] for it in items])
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(got, expected, atol=1e-4 * scale, rtol=0)
+    assert np.abs(got[:, 1:] - got[:, :1]).max() > 1e-3  # ablation moves the answer
