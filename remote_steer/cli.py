@@ -238,6 +238,11 @@ def _plan_depth(spec_obj, plans, size) -> None:
             f"Decodability ({p.model}): {p.depth_dims} readout dims per layer, {size(p.depth_bytes / concepts)} "
             f"per concept ({where}); no extra forward pass."
         )
+        if p.side_effect_rows and p.sweep_rows:
+            display.note(
+                f"Side effects ({p.model}, scripts/side_effects.py): {p.side_effect_rows:,} steered rows beyond "
+                f"the sweep's {p.sweep_rows:,} ({p.side_effect_rows / p.sweep_rows:.2f}× its rows)."
+            )
     per_item = readout_bytes(1, 64, REMOTE_DIMS)
     display.note(
         f"Decodability on NDIF at the 32B shape (64 layers × 5,120; {REMOTE_DIMS} random dims): "

@@ -38,6 +38,7 @@ class ModelPlan:
     training: str = "—"  # the registry card's post-training label ("rl", "distilled", ...)
     depth_dims: int | None = None  # decodability readout dimensions per layer (analysis/decodability.py)
     depth_bytes: int | None = None  # bytes the readouts bring back, every concept (received includes them)
+    side_effect_rows: int | None = None  # steered rows the side-effects matrix adds (scripts/side_effects.py)
 
 
 def _items_per_concept(spec: ExperimentSpec) -> tuple[dict[str, tuple[int, int]], bool, int]:
@@ -204,6 +205,7 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                 card.training if card is not None else "—",
                 depth_dims,
                 depth_bytes,
+                (len(counts) - 1) * sum(te for _, te in counts.values()) if sweeping else None,
             )
         )
     return plans, estimated
