@@ -15,7 +15,6 @@ from pathlib import Path
 import pandas as pd
 
 from remote_steer.analysis import layer_predictor as P
-from remote_steer.analysis.decodability import FOLDS
 
 FIGURES = ("depth_readable_vs_steering",)
 
@@ -44,14 +43,12 @@ def section(
     decodability: pd.DataFrame | None, logit: pd.DataFrame, deltas: pd.DataFrame, best: pd.DataFrame, models
 ) -> DepthSection:
     out = DepthSection()
-    if decodability is None or decodability.empty:
-        out.draws.append(
-            (FIGURES[0], "Readable vs steering depth", None, "no results/decodability.parquet in these runs")
-        )
+    if decodability is None or decodability.empty:  # runs from before decodability: no section
         return out
     sweep_layers = {m: sorted(int(x) for x in g.unique()) for m, g in logit.groupby("model")["layer"]}
     cells = P.compare(decodability, best, sweep_layers)
     onsets = _onsets(decodability)
+    folds = int(decodability["folds"].max())
     out.numeric.update(decodability=decodability, layer_predictor=cells, depth_onsets=onsets)
     by_model = onsets.groupby("model", sort=False).mean(numeric_only=True)
     steer = best.groupby("model")["best_layer_fraction"].mean()
@@ -76,7 +73,7 @@ def section(
             "Depth where the concept becomes readable, next to where it steers best",
             pd.DataFrame(rows),
             "Mean over concepts of the depth (layer output / layers) where each curve first reaches "
-            f"{P.ONSET:.0%} of its rise from chance; held-out: item-stratified {FOLDS}-fold cross-validation "
+            f"{P.ONSET:.0%} of its rise from chance; held-out: item-stratified {folds}-fold cross-validation "
             "on the training items; 'steers best': the sweep's best layer.",
         )
     )
