@@ -363,3 +363,18 @@ def test_ablation_equals_a_hook_that_subtracts_the_projection():
     scale = max(1.0, float(np.abs(expected).max()))
     np.testing.assert_allclose(got, expected, atol=1e-4 * scale, rtol=0)
     assert np.abs(got[:, 1:] - got[:, :1]).max() > 1e-3  # ablation moves the answer
+
+
+def test_simulated_remote_readout_equals_local():
+    """The readout's session body ships (simulated-remote: the kernel by value, remote_steer
+    hidden while deserializing) and gives the local numbers, with the remote random basis."""
+    model = _small_toy("toy/qwen3")
+    items = encode_items(model.tokenizer, make_items(4, seed=5))
+    basis = dec.readout_basis(model.hidden_size, remote=True, seed=0, dims=8)
+    _, _, local = extract_caa_fast_readout(model, items, concept="c", batch_size=2, backend=Backend(), basis=basis)
+    backend = Backend("simulated-remote")
+    _, _, remote = extract_caa_fast_readout(model, items, concept="c", batch_size=2, backend=backend, basis=basis)
+    assert local is not None and remote is not None
+    for got, want in ((remote.positive, local.positive), (remote.negative, local.negative), (remote.lens, local.lens)):
+        torch.testing.assert_close(got, want, atol=1e-5 * max(1.0, float(want.abs().max())), rtol=0)
+    assert backend.traffic["extraction"].requests == 1
