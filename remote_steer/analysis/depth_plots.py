@@ -146,6 +146,7 @@ def side_effects_matrix(frame: pd.DataFrame, models: Sequence[str], stem: Path) 
     """Concept X's vector (rows) on concept Y's held-out items (columns): Glass's delta,
     a diverging scale centred on 0 (at least ±0.5), * where the 95 % interval excludes 0."""
     import numpy as np
+    from matplotlib.patches import Rectangle
 
     concepts = list(dict.fromkeys(frame["vector"]))
     size = 0.55 * len(concepts) + 1.5
@@ -162,7 +163,10 @@ def side_effects_matrix(frame: pd.DataFrame, models: Sequence[str], stem: Path) 
         for _, row in cell.iterrows():
             i, j = concepts.index(row["vector"]), concepts.index(row["dataset"])
             star = "*" if row["ci_low"] > 0 or row["ci_high"] < 0 else ""
-            ax.text(j, i, f"{row['glass_delta']:+.2f}{star}", ha="center", va="center", fontsize=7)
+            ink = "white" if abs(row["glass_delta"]) > 0.6 * limit else "black"
+            ax.text(j, i, f"{row['glass_delta']:+.2f}{star}", ha="center", va="center", fontsize=7, color=ink)
+            if i == j:  # the diagonal: a vector on its own concept
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.2))
         ax.set_xticks(range(len(concepts)), concepts, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(concepts)), concepts if col == 0 else [], fontsize=7)
         ax.set_xlabel("items of concept")
@@ -171,6 +175,7 @@ def side_effects_matrix(frame: pd.DataFrame, models: Sequence[str], stem: Path) 
         strength = float(cell["strength"].max()) if not cell.empty else float("nan")
         ax.set_title(f"{model}\n(strength {strength:+g})", fontsize=9)
     if image is not None:
-        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="Glass's delta (* : 95% CI excludes 0)")
+        label = "Glass's delta (*: 95% CI excludes 0; boxed: own concept)"
+        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label=label)
     finish(fig, "Side effects: each concept's vector on every concept's held-out items", models)
     return _save(fig, stem)
