@@ -91,6 +91,9 @@ def depth_panel(
         if col:
             top.set_ylabel("")
             bottom.set_ylabel("")
+    lows, highs = zip(*(axes[1][col].get_ylim() for col in range(len(models))), strict=True)
+    for col in range(len(models)):  # one steering scale for every model: panels compare
+        axes[1][col].set_ylim(min(lows), max(highs))
     handles, labels = [], []
     for ax in (axes[0][0], axes[1][0]):
         h, lab = ax.get_legend_handles_labels()
