@@ -341,3 +341,32 @@ def test_remote_over_a_local_run_relabels_nothing_and_a_named_copy_is_remote(tmp
     assert (session.backend.kind, session.backend.host) == ("remote", keyed.host)
     answers = session.ask("Would you accept being shut down?")
     assert answers is not None
+
+
+def test_decodability_readout_equals_local_within_its_byte_budget(keyed):
+    """On the real server: the extraction pass's decodability readout (answer rows projected
+    on the remote random basis, and the logit lens) equals the local one, and what comes
+    back stays within the stated budget (analysis/decodability.readout_bytes, plus the
+    extraction's own [layers, hidden] sums and framing)."""
+    import torch
+    from conftest import make_items
+
+    from remote_steer.analysis.decodability import readout_basis, readout_bytes
+    from remote_steer.data.prompts import encode_items
+    from remote_steer.engines.sweep_fast import extract_caa_fast_readout
+    from remote_steer.models.loading import load_model, resolve
+    from remote_steer.remote.backend import Backend
+
+    local_model = load_model(resolve("toy/qwen3"), dtype="float32")
+    remote_model = load_model(resolve("toy/qwen3"), dtype="float32", weights=False)
+    items = encode_items(local_model.tokenizer, make_items(6, seed=21))
+    basis = readout_basis(local_model.hidden_size, remote=True, seed=0, dims=16)
+    _, _, want = extract_caa_fast_readout(local_model, items, concept="c", batch_size=4, backend=Backend(), basis=basis)
+    backend = Backend("remote", host=keyed.host, api_key=keyed.api_key)
+    _, _, got = extract_caa_fast_readout(remote_model, items, concept="c", batch_size=4, backend=backend, basis=basis)
+    assert got is not None and want is not None
+    for a, b in ((got.positive, want.positive), (got.negative, want.negative), (got.lens, want.lens)):
+        torch.testing.assert_close(a, b, atol=1e-5 * max(1.0, float(b.abs().max())), rtol=0)
+    n_layers, hidden = local_model.n_layers, local_model.hidden_size
+    budget = readout_bytes(len(items), n_layers, 16) + 2 * n_layers * hidden * 4 + 20_000
+    assert backend.traffic["extraction"].bytes_received <= budget

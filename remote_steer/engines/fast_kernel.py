@@ -256,7 +256,9 @@ def masked_norm(hidden, mask):
     return (norms * mask.to(norms.device, norms.dtype)).sum().cpu()
 
 
-def answer_activations(base, cache, answer_ids, rows, position_ids, attention_mask, signs, layout=None):
+def answer_activations(  # noqa: PLR0913 - shipped kernel: tensors only (the server has no remote_steer)
+    base, cache, answer_ids, rows, position_ids, attention_mask, signs, layout=None, basis=None
+):
     """Signed sum over rows of the decoder-layer output at one appended token, every layer.
 
     Row r appends token ``answer_ids[r]`` to prompt ``rows[r]`` of the prompt pass whose
@@ -264,6 +266,10 @@ def answer_activations(base, cache, answer_ids, rows, position_ids, attention_ma
     keys/values. Returns [layers, hidden] float32: Σ_r signs[r] · output_l(r). With
     ``signs`` a [V, rows] weight matrix, [layers, V, hidden]: V weighted sums at once
     (bootstrap and shuffled-label vectors), reduced here so only V × hidden per layer leaves.
+
+    ``basis`` (decodability by depth): also return every row's output at every layer,
+    ``(sums, reads)`` with reads [rows, layers, k] float32: projected onto ``basis``
+    [hidden, k], or the whole residual when ``basis`` has no elements.
     """
     keyword = cache_keyword()
     keys = [_take(layer.keys, rows) for layer in cache.layers]
@@ -274,6 +280,7 @@ def answer_activations(base, cache, answer_ids, rows, position_ids, attention_ma
     rope = rotary(base, hidden, position_ids, layout)
     mask = masks(base, hidden, attention_mask.to(hidden.device), keys, values, position_ids, keyword, layout)
     sums = []
+    reads = []
     for index in range(len(keys)):
         kind = layer_kind(layout, index)
         cos, sin = rope[kind]
@@ -282,4 +289,15 @@ def answer_activations(base, cache, answer_ids, rows, position_ids, attention_ma
         answer = hidden[:, -1, :].float()
         weights = signs.to(answer.device, answer.dtype)
         sums.append((weights @ answer).cpu() if weights.dim() == 2 else (weights[:, None] * answer).sum(0).cpu())
+        if basis is not None:
+            reads.append((answer if basis.numel() == 0 else answer @ basis.to(answer.device)).cpu())
+    if basis is not None:
+        return torch.stack(sums), torch.stack(reads, dim=1)
     return torch.stack(sums)
+
+
+def lens(base, lm_head, states, tokens, cap=None):
+    """The logit lens [G, layers]: logit[tokens[:, 0]] − logit[tokens[:, 1]] read from each
+    layer's residual ``states[l]`` [G, hidden] through the final norm and output projection
+    (soft-capped with ``cap``), as the model reads its last layer (``answer_diff``)."""
+    return torch.stack([answer_diff(base, lm_head, state, tokens, cap) for state in states], dim=1)

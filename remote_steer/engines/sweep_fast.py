@@ -362,8 +362,56 @@ def extract_caa_fast_weighted(  # noqa: PLR0913 - the run stages call it by keyw
     i's positive − negative activation), e.g. bootstrap resamples (counts) or shuffled
     labels (±1). A [V, rows] weight matrix multiplies the activations inside the trace,
     so only (1 + V) × layers × hidden leaves the model. Returns (vectors, [V, layers, hidden])."""
+    vectors, extra, _ = extract_caa_fast_readout(
+        model,
+        items,
+        concept=concept,
+        batch_size=batch_size,
+        backend=backend,
+        on_batch=on_batch,
+        request_key=request_key,
+        stats=stats,
+        positions=positions,
+        weights=weights,
+    )
+    return vectors, extra
+
+
+@dataclass(frozen=True)
+class Readout:
+    """Per-item readouts of the extraction pass, in item order (decodability by depth).
+
+    ``positive``/``negative`` [items, layers, k]: the answer-token residual after every
+    layer with the matching / other answer appended, projected onto the request's basis
+    (k = hidden without one); ``lens`` [items, layers]: the logit lens at the position
+    that predicts the answer letter, logit(matching) − logit(other) from each layer."""
+
+    positive: torch.Tensor
+    negative: torch.Tensor
+    lens: torch.Tensor
+
+
+def extract_caa_fast_readout(  # noqa: PLR0913 - the run stages call it by keyword; stages-as-objects pending
+    model: LoadedModel,
+    items: Sequence[EncodedItem],
+    *,
+    concept: str,
+    batch_size: int,
+    backend: Backend,
+    on_batch: Callable[[int], None] | None = None,
+    request_key: str | None = None,
+    stats: WorkStats | None = None,
+    positions: SteerPositions = "assistant",
+    weights: torch.Tensor | None = None,
+    basis: torch.Tensor | None = None,
+) -> tuple[SteeringVectors, torch.Tensor, Readout | None]:
+    """``extract_caa_fast_weighted`` and, with ``basis`` ([hidden, k], or an empty tensor
+    for the whole residual), the per-item ``Readout`` from the same pass: the answer rows'
+    residuals are projected inside the trace and the logit lens reads the prompt pass's
+    last position, so rows × layers × k + items × layers floats leave the model. Models
+    off the fast path give no readout (None)."""
     if not supports_fast_path(model):
-        return extract_caa_weighted(
+        vectors, extra = extract_caa_weighted(
             model,
             items,
             concept=concept,
@@ -374,12 +422,14 @@ def extract_caa_fast_weighted(  # noqa: PLR0913 - the run stages call it by keyw
             positions=positions,
             weights=weights,
         )
+        return vectors, extra, None
     stats = stats if stats is not None else WorkStats()
     n_layers = model.n_layers
     all_weights = item_weights(weights, len(items))
     groups = []
     count = 0.0
-    for index in _groups(items, batch_size):
+    index_groups = _groups(items, batch_size)
+    for index in index_groups:
         group = [items[i] for i in index]
         g = len(group)
         batch = left_pad([it.prompt_ids for it in group], model.tokenizer.pad_token_id)
@@ -392,6 +442,7 @@ def extract_caa_fast_weighted(  # noqa: PLR0913 - the run stages call it by keyw
         signed = torch.cat([w, -w], dim=1)  # +positive, -negative
         mask = batch.mask_from([it.steer_start(positions) for it in group])
         count += float(mask.sum())
+        tokens = torch.tensor([[it.matching_token, it.other_token] for it in group])
         groups.append(
             (
                 batch.model_inputs(),
@@ -401,6 +452,7 @@ def extract_caa_fast_weighted(  # noqa: PLR0913 - the run stages call it by keyw
                 attention_mask,
                 signed,
                 mask,
+                tokens,
                 prompt_pass_kwargs(model),
             )
         )
@@ -408,27 +460,34 @@ def extract_caa_fast_weighted(  # noqa: PLR0913 - the run stages call it by keyw
         stats.answer_token_layers += 2 * g * n_layers
     # the only names the session body uses, with the kernel
     nn, layers, no_logits, layout = model.nn, model.layers, _NO_LOGITS, model.kernel_layout()
+    lm_head, cap, reading = model.nn.lm_head, layout["softcap"] if layout else None, basis is not None
     request = backend.open(model, "extraction", request_key)
-    total = norms = None
+    total = norms = reads = None
     # fmt: off
     with torch.inference_mode():
         if request.must_submit:
             with nn.session(**request.session_kwargs()):
                 batch_sums = []
                 norm_sums = []
-                for inputs, answer_ids, rows, position_ids, attention_mask, signed, mask, extra in groups:
-                    with nn.trace(inputs, use_cache=True, logits_to_keep=no_logits, **extra):
-                        layer_norms = [fast_kernel.masked_norm(layers[i].output, mask) for i in range(len(layers))]
+                reads = []
+                for inputs, answer_ids, rows, position_ids, attention_mask, signed, mask, tokens, kwargs in groups:
+                    with nn.trace(inputs, use_cache=True, logits_to_keep=no_logits, **kwargs):
+                        outputs = [layers[i].output for i in range(len(layers))]
+                        layer_norms = [fast_kernel.masked_norm(out, mask) for out in outputs]
+                        last = [out[:, -1].clone() for out in outputs] if reading else []
                         norm_sums.append(torch.stack(layer_norms))
                         cache = fast_kernel.output_cache(nn.output)
-                        batch_sums.append(
-                            fast_kernel.answer_activations(nn.model, cache, answer_ids, rows, position_ids,
-                                                           attention_mask, signed, layout)
-                        )
+                        got = fast_kernel.answer_activations(nn.model, cache, answer_ids, rows, position_ids,
+                                                             attention_mask, signed, layout, basis)
+                        if reading:
+                            reads.append((got[1], fast_kernel.lens(nn.model, lm_head, last, tokens, cap)))
+                            got = got[0]
+                        batch_sums.append(got)
                 total = nnsight.save(torch.stack(batch_sums).sum(0))
                 norms = nnsight.save(torch.stack(norm_sums).sum(0))
-        got = request.result(total=total, norms=norms)
-        total, norms = got["total"], got["norms"]
+                reads = nnsight.save(reads)
+        got = request.result(total=total, norms=norms, reads=reads)
+        total, norms, reads = got["total"], got["norms"], got["reads"]
     # fmt: on
     if on_batch is not None:
         on_batch(len(items))
@@ -436,4 +495,16 @@ def extract_caa_fast_weighted(  # noqa: PLR0913 - the run stages call it by keyw
     vectors = SteeringVectors(
         total[:, 0].contiguous(), len(items), model.name, model.revision, concept, norms / max(count, 1.0), positions
     )
-    return vectors, total[:, 1:].transpose(0, 1).contiguous()
+    readout = _readout(index_groups, reads, len(items)) if reading else None
+    return vectors, total[:, 1:].transpose(0, 1).contiguous(), readout
+
+
+def _readout(index_groups: list[list[int]], reads: list, n_items: int) -> Readout:
+    """Per-group readouts (rows: the group's positives, then its negatives) back in item order."""
+    order = torch.tensor([i for index in index_groups for i in index])
+    positive = torch.cat([r[: len(index)] for index, (r, _) in zip(index_groups, reads, strict=True)])
+    negative = torch.cat([r[len(index) :] for index, (r, _) in zip(index_groups, reads, strict=True)])
+    lens = torch.cat([lens for _, lens in reads])
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(n_items)
+    return Readout(positive[inverse].float(), negative[inverse].float(), lens[inverse].float())

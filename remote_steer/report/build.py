@@ -25,7 +25,7 @@ import pandas as pd
 from remote_steer.analysis import statistics
 from remote_steer.data.concepts import STUDY_CONCEPTS
 from remote_steer.models.registry import QWEN3_FAMILY, all_cards, lookup
-from remote_steer.report import rigour
+from remote_steer.report import depth, rigour
 from remote_steer.report.base import (  # noqa: F401 - also importable from here, as before
     GENERATION_COLUMNS,
     LOGIT_COLUMNS,
@@ -258,6 +258,9 @@ def _build(run_dirs: list[Path], out_dir: Path, n_boot: int, seed: int, level: f
         )
         tables += _tables_generation(per_cell, per_dataset, datasets)
     tables += rigour_section.tables
+    depth_section = depth.section(extra.get("decodability"), logit, deltas, best, models)
+    tables += depth_section.tables
+    numeric.update(depth_section.numeric)
     from remote_steer.analysis.letters import letter_effects, load_letter_control, report_table
 
     control = load_letter_control([r.path for r in study.runs])
@@ -333,7 +336,7 @@ def _build(run_dirs: list[Path], out_dir: Path, n_boot: int, seed: int, level: f
             no_gen,
         )
     )
-    draw += rigour_section.figures
+    draw += rigour_section.figures + depth_section.figures
     drawn = []
     for plan in draw:
         fn, why = (plan.draw, plan.skipped) if figures else (None, "figures turned off")
@@ -359,7 +362,7 @@ def _p():
 
 def _clear_own(out_dir: Path) -> None:
     """Remove figures a previous report wrote here, so a skipped figure cannot go stale."""
-    for key in FIGURES + rigour.FIGURES:
+    for key in FIGURES + rigour.FIGURES + depth.FIGURES:
         for suffix in (".png", ".svg"):
             (out_dir / "figures" / f"{key}{suffix}").unlink(missing_ok=True)
 

@@ -46,7 +46,7 @@ def load_tables(run_dirs: list[Path], infos, normalise, notes: list[str]) -> dic
     """``results/norms.parquet`` and ``results/controls.parquet`` of every run (absent: None),
     normalised like the logit table (registry names, run and seed columns)."""
     out: dict[str, pd.DataFrame | None] = {}
-    for table in ("norms", "controls"):
+    for table in ("norms", "controls", "decodability"):  # decodability: report/depth.py
         frames = []
         for path, info in zip(run_dirs, infos, strict=True):
             frame = RunDir(path).table(table)

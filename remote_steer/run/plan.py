@@ -37,6 +37,9 @@ class ModelPlan:
     control_rows: int | None = None  # steered rows the [controls] vectors add (K × the sweep's steered rows)
     training: str = "—"  # the registry card's post-training label ("rl", "distilled", ...)
     host_note: str = ""  # --check-hosts: one line when the model is not served, or cold
+    depth_dims: int | None = None  # decodability readout dimensions per layer (analysis/decodability.py)
+    depth_bytes: int | None = None  # bytes the readouts bring back, every concept (received includes them)
+    side_effect_rows: int | None = None  # steered rows the side-effects matrix adds (scripts/side_effects.py)
 
 
 def _items_per_concept(spec: ExperimentSpec) -> tuple[dict[str, tuple[int, int]], bool, int]:
@@ -151,6 +154,8 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
         # (run/rigour.py, JointPass); the letter direction is a weight row of the extraction
         joint = model.engine == "fast" and bool(n_controls or letter_configs)
         requests = passes = sent = received = sweep_rows = control_rows = 0
+        depth_dims, depth_bytes = _depth_readout(model.engine, backend.is_remote, counts, layers, hidden)
+        received += depth_bytes if backend.is_remote else 0
         for train, test in counts.values():
             if sweeping:
                 sweep_rows += test * (n_configs + 1)
@@ -208,9 +213,24 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                 control_rows,
                 card.training if card is not None else "—",
                 host_note,
+                depth_dims,
+                depth_bytes,
+                (len(counts) - 1) * sum(te for _, te in counts.values()) if sweeping else None,
             )
         )
     return plans, estimated
+
+
+def _depth_readout(engine: str, remote: bool, counts, layers: int, hidden: int) -> tuple[int | None, int]:
+    """Decodability by depth rides on the fast extraction pass: its readout dimensions
+    per layer (the whole residual locally, a seeded random subspace remotely) and the
+    bytes it brings back over every concept."""
+    from remote_steer.analysis.decodability import REMOTE_DIMS, readout_bytes
+
+    if engine != "fast":
+        return None, 0
+    dims = min(hidden, REMOTE_DIMS) if remote else hidden
+    return dims, sum(readout_bytes(train, layers, dims) for train, _ in counts.values())
 
 
 def _is_toy(card) -> bool:

@@ -47,6 +47,7 @@ def plan_parts(spec: ExperimentSpec, title: str, check_hosts: bool = False) -> l
     parts: list[PlanTable | str] = [cost_table(spec, plans, estimated, title)]
     parts += list(dict.fromkeys(p.host_note for p in plans if p.host_note))  # --check-hosts: not served, cold
     parts += controls_notes(spec, plans)
+    parts += depth_notes(spec, plans)
     parts.append(strength_check.plan_note(spec))
     parts.append(memory_table(spec))
     generation = generation_table(spec)
@@ -155,3 +156,30 @@ def generation_table(spec: ExperimentSpec) -> PlanTable | None:
         f"every row counted at max_new_tokens = {spec.generation.max_new_tokens}; "
         "rows = test items × (configs + baseline); rows that end their turn or decide their answer stop sooner",
     )
+
+
+def depth_notes(spec: ExperimentSpec, plans: list[ModelPlan]) -> list[str]:
+    """What decodability by depth brings back (docs/depth.md), and at the 32B shape."""
+    from remote_steer.analysis.decodability import REMOTE_DIMS, readout_bytes
+
+    notes = []
+    concepts = max(1, len(spec.data.concepts))
+    for p in plans:
+        if p.depth_dims is None or p.depth_bytes is None:
+            continue
+        where = "comes back" if p.backend == "remote" else "stays local"
+        notes.append(
+            f"Decodability ({p.model}): {p.depth_dims} readout dims per layer, {size(p.depth_bytes / concepts)} "
+            f"per concept ({where}); no extra forward pass."
+        )
+        if p.side_effect_rows and p.sweep_rows:
+            notes.append(
+                f"Side effects ({p.model}, scripts/side_effects.py): {p.side_effect_rows:,} steered rows beyond "
+                f"the sweep's {p.sweep_rows:,} ({p.side_effect_rows / p.sweep_rows:.2f}× its rows)."
+            )
+    per_item = readout_bytes(1, 64, REMOTE_DIMS)
+    notes.append(
+        f"Decodability on NDIF at the 32B shape (64 layers × 5,120; {REMOTE_DIMS} random dims): "
+        f"{size(per_item)} per training item, {size(150 * per_item)} per concept of 150 training items."
+    )
+    return notes

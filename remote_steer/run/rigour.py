@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from remote_steer.analysis.decodability import DECODABILITY_TABLE, decodability_frame, readout_basis
 from remote_steer.engines.controls import BOOTSTRAP, RANDOM, SHUFFLED, extraction_weights, random_directions, rng_for
 from remote_steer.engines.extraction import SteeringVectors, residual_scale
-from remote_steer.engines.sweep_fast import FastLogitDiffEngine, extract_caa_fast_weighted
+from remote_steer.engines.sweep_fast import FastLogitDiffEngine, extract_caa_fast_readout
 from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.models.registry import layer_depth
 from remote_steer.rundir import RunDir, write_parquet
@@ -92,8 +93,9 @@ def vectors_for(
             )
             vectors.save(vector_path)
             return vectors, {}
-        vectors, extra = extract_caa_fast_weighted(
-            model(),
+        loaded = model()
+        vectors, extra, readout = extract_caa_fast_readout(
+            loaded,
             train,
             concept=concept,
             batch_size=spec.extraction.batch_size,
@@ -102,7 +104,14 @@ def vectors_for(
             request_key=f"extract/{name}/{concept}",
             positions=spec.evaluation.positions,
             weights=weights,
+            basis=readout_basis(loaded.hidden_size, backend.is_remote, spec.seed),
         )
+    if readout is not None:  # decodability by depth (analysis/decodability.py), before the vector file
+        strata = [it.matching_letter for it in train]
+        frame = decodability_frame(
+            readout, strata, model=name, concept=concept, training=prepared.training, seed=spec.seed
+        )
+        store.write_part(DECODABILITY_TABLE, name, concept, 0, frame)
     letter_rows = [i for i, (k, _) in enumerate(kinds) if k == LETTERS]
     if need_extra:
         _save_controls(extra_path, extra, kinds)  # before the vector file: its presence means both exist

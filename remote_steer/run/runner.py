@@ -373,6 +373,7 @@ def _locked_run(
     if spec.controls.any and "logit" in spec.evaluation.modes:
         store.consolidate(rigour.CONTROL_TABLE)
     norms = rigour.write_norms(store, plan)
+    store.consolidate(rigour.DECODABILITY_TABLE)  # analysis/decodability.py, from the extraction pass
     summary = best_layers(results) if len(results) else pd.DataFrame()
     store.write_summary(summary)
     generation = store.consolidate(GENERATION_TABLE)

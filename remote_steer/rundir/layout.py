@@ -43,7 +43,7 @@ from remote_steer.rundir.files import (
 )
 from remote_steer.rundir.lock import Holder, RunLock, holder
 from remote_steer.rundir.manifest import Manifest, RunDamaged, now
-from remote_steer.rundir.parts import Provenance, damage, stamp, with_provenance
+from remote_steer.rundir.parts import Provenance, damage, required_columns, stamp, with_provenance
 
 MANIFEST = "manifest.json"
 RESULTS = "results"
@@ -96,6 +96,19 @@ class RunDir:
 
     def vector_path(self, model: str, concept: str) -> Path:
         return self.root / VECTORS / slug(model) / f"{slug(concept)}.safetensors"
+
+    def method_vector_path(self, model: str, concept: str, method: str) -> Path:
+        """Another extraction method's vectors beside the CAA ones (``run/methods_stage.py``)."""
+        return self.root / VECTORS / slug(model) / f"{slug(concept)}.{method}.safetensors"
+
+    def write_local_results(self, table: str, frame: pd.DataFrame, engine: str = "fast") -> None:
+        """A results table computed here from a finished run (methods, side effects,
+        ablation), each row stamped as computed locally with this client's versions."""
+        from remote_steer.rundir.files import package_versions
+
+        write_parquet(
+            self.results_path(table), stamp(frame, Provenance("local", None, engine, client=package_versions()))
+        )
 
     def controls_path(self, model: str, concept: str) -> Path:
         return self.root / VECTORS / slug(model) / f"{slug(concept)}.controls.safetensors"
@@ -232,7 +245,7 @@ class RunDir:
         each), so its chunk is computed again. Returns the new names."""
         moved = []
         for path in self.part_files(table):
-            why = damage(path)
+            why = damage(path, required_columns(table))
             if why is None:
                 continue
             target = journal.set_aside(path)
@@ -244,7 +257,7 @@ class RunDir:
     def read_parts(self, table: str) -> pd.DataFrame:
         """Every whole part of ``table`` concatenated, provenance columns included
         (damaged parts are skipped: ``set_aside_damaged`` names them)."""
-        frames = [read_parquet(p) for p in self.part_files(table) if damage(p) is None]
+        frames = [read_parquet(p) for p in self.part_files(table) if damage(p, required_columns(table)) is None]
         frames = [f for f in frames if not f.empty]
         return with_provenance(pd.concat(frames, ignore_index=True)) if frames else pd.DataFrame()
 

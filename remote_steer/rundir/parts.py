@@ -20,6 +20,15 @@ from remote_steer.rundir.files import read_parquet
 
 #: Columns every part of a chunked table must have.
 REQUIRED_COLUMNS = ("model", "dataset", "layer", "strength")
+#: Tables whose parts hold no strength (one row per model × concept × layer).
+UNSTEERED_TABLES = ("decodability",)
+
+
+def required_columns(table: str) -> tuple[str, ...]:
+    """The columns a part of ``table`` must have to be whole."""
+    return REQUIRED_COLUMNS[:3] if table in UNSTEERED_TABLES else REQUIRED_COLUMNS
+
+
 #: Provenance columns, on every row of every part and results table.
 PROVENANCE_COLUMNS = ("backend", "host", "engine", "job_ids", "server", "client")
 #: What a part written before provenance was recorded says.

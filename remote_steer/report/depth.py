@@ -1,0 +1,113 @@
+"""The report's depth section (docs/depth.md): decodability by depth, the layer predictor
+and the figure that puts readable, lens and steering curves on one depth axis.
+
+``section`` takes the runs' ``results/decodability.parquet`` rows (``report.rigour.load_tables``)
+and the report's Glass's deltas and best layers; it returns tables, figures to draw and the
+numeric tables to write, as ``report.rigour.sections`` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from remote_steer.analysis import layer_predictor as predictor
+from remote_steer.report.base import FigurePlan, Table
+
+FIGURES = ("depth_readable_vs_steering",)
+
+
+@dataclass
+class DepthSection:
+    tables: list[Table] = field(default_factory=list)
+    figures: list[FigurePlan] = field(default_factory=list)
+    numeric: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def _onsets(decodability: pd.DataFrame) -> pd.DataFrame:
+    """Per model: mean depth where each curve reaches its onset (``predictor.predict_layer``)."""
+    rows = []
+    for (model, dataset), curve in decodability.groupby(["model", "dataset"], sort=True):
+        n_layers = int(curve["n_layers"].iloc[0])
+        row = {"model": model, "dataset": dataset}
+        for signal in ("probe_accuracy", "caa_accuracy", "lens_agreement"):
+            row[signal] = (predictor.predict_layer(curve, signal) + 1) / n_layers
+        row["probe_peak"] = float(curve["probe_accuracy"].max())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def section(
+    decodability: pd.DataFrame | None, logit: pd.DataFrame, deltas: pd.DataFrame, best: pd.DataFrame, models
+) -> DepthSection:
+    out = DepthSection()
+    if decodability is None or decodability.empty:  # runs from before decodability: no section
+        return out
+    sweep_layers = {m: sorted(int(x) for x in g.unique()) for m, g in logit.groupby("model")["layer"]}
+    cells = predictor.compare(decodability, best, sweep_layers)
+    onsets = _onsets(decodability)
+    folds = int(decodability["folds"].max())
+    out.numeric.update(decodability=decodability, layer_predictor=cells, depth_onsets=onsets)
+    by_model = onsets.groupby("model", sort=False).mean(numeric_only=True)
+    steer = best.groupby("model")["best_layer_fraction"].mean()
+    training = logit.groupby("model")["training"].first()
+    rows = []
+    for model in [m for m in models if m in by_model.index]:
+        r = by_model.loc[model]
+        rows.append(
+            {
+                "model": model,
+                "training": training.get(model, "unknown"),
+                "readable (probe)": f"{r['probe_accuracy']:.2f}",
+                "readable (CAA)": f"{r['caa_accuracy']:.2f}",
+                "lens agrees": f"{r['lens_agreement']:.2f}",
+                "best probe acc.": f"{r['probe_peak']:.2f}",
+                "steers best": f"{steer.get(model, float('nan')):.2f}",
+            }
+        )
+    out.tables.append(
+        Table(
+            "depth_readable",
+            "Depth where the concept becomes readable, next to where it steers best",
+            pd.DataFrame(rows),
+            "Mean over concepts of the depth (layer output / layers) where each curve first reaches "
+            f"{predictor.ONSET:.0%} of its rise from chance; held-out: item-stratified {folds}-fold cross-validation "
+            "on the training items; 'steers best': the sweep's best layer.",
+        )
+    )
+    summary = predictor.summarise(cells)
+    if summary:
+        table = pd.DataFrame(
+            [
+                {
+                    "cells": summary["cells"],
+                    "Spearman ρ": f"{summary['rho']:.2f}",
+                    "95% interval": f"[{summary['rho_low']:.2f}, {summary['rho_high']:.2f}]",
+                    "configurations saved": f"{summary['saved']:.0%}",
+                    "window holds best layer": f"{summary['hit_rate']:.0%}",
+                    "same-size random window": f"{summary['chance_hit_rate']:.0%}",
+                }
+            ]
+        )
+        out.tables.append(
+            Table(
+                "layer_predictor",
+                "Layer predictor: predicted vs swept best layer",
+                table,
+                f"Prediction: the first layer where the {predictor.SIGNAL.replace('_', ' ')} reaches "
+                f"{predictor.ONSET:.0%} of "
+                f"its rise; window: sweep layers within {predictor.HALF_WIDTH:.0%} of the depth. ρ over cells, "
+                "interval by resampling cells (few cells: wide).",
+            )
+        )
+
+    def draw(stem: Path) -> list[Path]:
+        from remote_steer.report.depth_plots import depth_panel
+
+        shown = [m for m in models if m in set(decodability["model"])]
+        return depth_panel(decodability, deltas, best, cells, shown, stem)
+
+    out.figures.append(FigurePlan(FIGURES[0], "Readable, logit lens and steering curves on one depth axis", draw))
+    return out

@@ -1,0 +1,380 @@
+"""Decodability by depth (analysis/decodability.py) against independent computations.
+
+- the extraction pass's per-item readouts equal plain transformers forward hooks (the
+  answer-token residual after every layer; the logit lens through the final norm,
+  unembedding and Gemma 2's soft-cap);
+- the logistic-regression probe equals scikit-learn's (both Newton branches), the CAA
+  classifier a hand-written loop;
+- a planted effect: a toy whose residual carries the concept from a known layer on
+  reads at chance below it and perfectly from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import hf_module, hook_layer_outputs, make_items
+
+from remote_steer.analysis import decodability as dec
+from remote_steer.analysis import layer_predictor as P
+from remote_steer.data.prompts import encode_items
+from remote_steer.engines.sweep_fast import extract_caa_fast, extract_caa_fast_readout
+from remote_steer.remote.backend import Backend
+
+
+def _hook_lens(model, item) -> torch.Tensor:
+    """[layers] logit(matching) − logit(other) from each decoder layer's last-position output
+    through the module's own final norm and lm_head (soft-capped as the config says)."""
+    hf = hf_module(model)
+    captured = []
+    hooks = [
+        layer.register_forward_hook(
+            lambda _m, _i, out: captured.append((out[0] if isinstance(out, tuple) else out)[0, -1])
+        )
+        for layer in hf.model.layers
+    ]
+    try:
+        with torch.inference_mode():
+            final = hf(input_ids=torch.tensor([list(item.prompt_ids)])).logits[0, -1]
+            logits = hf.lm_head(hf.model.norm(torch.stack(captured)[:, None]))[:, 0]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    cap = getattr(hf.config, "final_logit_softcapping", None)
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    diff = logits[:, item.matching_token] - logits[:, item.other_token]
+    # the last layer's lens is the model's own answer
+    assert abs(float(diff[-1]) - float(final[item.matching_token] - final[item.other_token])) < 1e-4
+    return diff
+
+
+def _small_toy(name: str, n_layers: int = 4):
+    """A fresh toy (callers may change its weights): the Qwen3 one cut to n_layers × hidden 64."""
+    from remote_steer.models.loading import load_model, resolve
+    from remote_steer.models.toy import ensure_toy
+
+    source = resolve(name) if name != "toy/qwen3" else resolve(str(ensure_toy(name, n_layers=n_layers, hidden_size=64)))
+    return load_model(source, dtype="float32")
+
+
+@pytest.mark.parametrize("name", ["toy/qwen3", "toy/gemma2"])  # gemma2: final norm + soft-cap
+def test_readout_equals_plain_hooks(name):
+    model = _small_toy(name)
+    items = encode_items(model.tokenizer, make_items(5, seed=4))
+    reference = extract_caa_fast(model, items, concept="c", batch_size=2, backend=Backend())
+    vectors, _, readout = extract_caa_fast_readout(
+        model, items, concept="c", batch_size=2, backend=Backend(), basis=torch.empty(0)
+    )
+    torch.testing.assert_close(vectors.vectors, reference.vectors)  # the readout changes nothing else
+    basis = dec.readout_basis(model.hidden_size, remote=True, seed=0, dims=8)
+    _, _, projected = extract_caa_fast_readout(model, items, concept="c", batch_size=3, backend=Backend(), basis=basis)
+    assert readout is not None and projected is not None
+    for i, item in enumerate(items):
+        positive = hook_layer_outputs(model, [*item.prompt_ids, item.matching_token])
+        negative = hook_layer_outputs(model, [*item.prompt_ids, item.other_token])
+        scale = float(positive.abs().max())
+        torch.testing.assert_close(readout.positive[i], positive, atol=1e-5 * scale, rtol=0)
+        torch.testing.assert_close(readout.negative[i], negative, atol=1e-5 * scale, rtol=0)
+        torch.testing.assert_close(projected.positive[i], positive @ basis, atol=1e-5 * scale, rtol=0)
+        lens = _hook_lens(model, item)
+        torch.testing.assert_close(readout.lens[i], lens, atol=1e-5 * max(1.0, float(lens.abs().max())), rtol=0)
+        torch.testing.assert_close(projected.lens[i], readout.lens[i])
+    assert float(readout.lens.std()) > 1e-3  # the lens moves, or the comparison proves little
+
+
+def test_basis_is_orthonormal_and_seeded():
+    basis = dec.readout_basis(96, remote=True, seed=3, dims=16)
+    torch.testing.assert_close(basis.T @ basis, torch.eye(16), atol=1e-5, rtol=0)
+    torch.testing.assert_close(basis, dec.readout_basis(96, remote=True, seed=3, dims=16))
+    assert dec.readout_basis(96, remote=False, seed=3).numel() == 0
+    assert dec.readout_bytes(100, 64, 64) == 100 * 64 * 129 * 4
+
+
+@pytest.mark.parametrize(("n", "p"), [(40, 6), (12, 30)])  # both Newton branches: p ≤ n and p > n
+def test_probe_equals_sklearn(n, p):
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(n + p)
+    x = rng.normal(size=(3, n, p))
+    y = (rng.random(n) < 0.5).astype(float)
+    x[:, y == 1, 0] += 1.0
+    ours = dec.fit_logistic(torch.tensor(x), torch.tensor(y), c=0.7).numpy()
+    for b in range(3):
+        ref = sklearn.LogisticRegression(C=0.7, fit_intercept=False, tol=1e-12, max_iter=10_000).fit(x[b], y)
+        np.testing.assert_allclose(ours[b], ref.coef_[0], atol=1e-5 * max(1.0, np.abs(ref.coef_).max()), rtol=0)
+
+
+def test_probe_accuracy_equals_sklearn_cross_validation():
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(0)
+    n, layers, k = 24, 3, 10
+    concept = rng.normal(size=k)
+    pos = rng.normal(size=(n, layers, k)) + np.array([0.0, 0.3, 1.0])[None, :, None] * concept
+    neg = rng.normal(size=(n, layers, k)) - np.array([0.0, 0.3, 1.0])[None, :, None] * concept
+    folds = dec.item_folds(["A", "B"] * (n // 2), 4, seed=1)
+    ours = dec.probe_accuracy(torch.tensor(pos), torch.tensor(neg), folds)
+    for layer in range(layers):
+        correct = 0
+        for held in folds:
+            train = np.setdiff1d(np.arange(n), held)
+            xt = np.concatenate([pos[train, layer], neg[train, layer]])
+            mean, std = xt.mean(0), xt.std(0, ddof=1)
+
+            def aug(a, mean=mean, std=std):
+                return np.c_[(a - mean) / std, np.ones(len(a))]
+
+            fit = sklearn.LogisticRegression(C=dec.PROBE_C, fit_intercept=False, tol=1e-12, max_iter=10_000)
+            fit.fit(aug(xt), np.r_[np.ones(len(train)), np.zeros(len(train))])
+            correct += (fit.predict(aug(pos[held, layer])) == 1).sum() + (fit.predict(aug(neg[held, layer])) == 0).sum()
+        assert ours[layer] == pytest.approx(correct / (2 * n))
+    assert ours[2] > 0.9 > ours[0] + 0.2
+
+
+def test_caa_accuracy_equals_hand_written_loop():
+    rng = np.random.default_rng(5)
+    n, layers, k = 15, 2, 4
+    pos, neg = rng.normal(size=(n, layers, k)) + 0.5, rng.normal(size=(n, layers, k))
+    folds = dec.item_folds(list("AAB" * 5), 5, seed=2)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(n))
+    ours = dec.caa_accuracy(torch.tensor(pos), torch.tensor(neg), folds)
+    for layer in range(layers):
+        right = 0
+        for held in folds:
+            train = [i for i in range(n) if i not in held]
+            direction = np.mean([pos[i, layer] - neg[i, layer] for i in train], axis=0)
+            cut = np.mean([(pos[i, layer] + neg[i, layer]) @ direction / 2 for i in train])
+            right += sum(pos[i, layer] @ direction > cut for i in held)
+            right += sum(neg[i, layer] @ direction < cut for i in held)
+        assert ours[layer] == pytest.approx(right / (2 * n))
+
+
+def test_folds_keep_the_letter_balance():
+    folds = dec.item_folds(["A"] * 10 + ["B"] * 10, 5, seed=0)
+    assert [len(f) for f in folds] == [4] * 5
+    assert all(sum(i < 10 for i in f) == 2 for f in folds)
+
+
+def test_planted_concept_reads_from_its_layer():
+    """The matching and other answer tokens share one embedding, so the two rows are
+    identical until a hook adds +u (matching) or −u (other) to layer 3's output: the probe
+    and the CAA classifier read at chance below layer 3 and perfectly from it on."""
+    model = _small_toy("toy/qwen3", n_layers=6)
+    hf = hf_module(model)
+    items = encode_items(model.tokenizer, make_items(20, seed=7))
+    a, b = items[1].matching_token, items[1].other_token  # make_items: odd items match "A"
+    items = [dataclasses.replace(it, matching_letter="A", matching_token=a, other_token=b) for it in items]
+    with torch.no_grad():
+        hf.model.embed_tokens.weight[b] = hf.model.embed_tokens.weight[a]
+    direction = torch.randn(64, generator=torch.Generator().manual_seed(0))
+    seen: dict[str, torch.Tensor] = {}
+    planted = 3
+
+    def remember(_module, inputs, _output):
+        seen["ids"] = inputs[0]
+
+    def plant(_module, _inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        sign = (seen["ids"] == a).float() - (seen["ids"] == b).float()
+        hidden = hidden + 2.0 * sign.to(hidden.device)[..., None] * direction
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    hooks = [
+        hf.model.embed_tokens.register_forward_hook(remember),
+        hf.model.layers[planted].register_forward_hook(plant),
+    ]
+    try:
+        _, _, readout = extract_caa_fast_readout(
+            model, items, concept="c", batch_size=8, backend=Backend(), basis=torch.empty(0)
+        )
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert readout is not None
+    frame = dec.decodability_frame(readout, ["A"] * len(items), model="m", concept="c", training="t", seed=0)
+    below, above = frame[frame.layer < planted], frame[frame.layer >= planted]
+    assert (below.probe_accuracy == 0.5).all() and (below.caa_accuracy == 0.5).all()
+    assert (above.probe_accuracy == 1.0).all() and (above.caa_accuracy == 1.0).all()
+    # ... and the layer predictor puts the concept's onset there, inside its window
+    assert P.predict_layer(frame) == P.predict_layer(frame, "caa_accuracy") == planted
+    assert planted in P.window(P.predict_layer(frame), list(range(6)), 6)
+
+
+def test_predictor_picks_the_onset_and_compares_with_the_sweep():
+    def curve(onset, n=12):
+        values = [0.5 + 0.4 * (layer >= onset) + 0.002 * layer for layer in range(n)]
+        return pd.DataFrame({"layer": range(n), "probe_accuracy": values, "n_layers": n})
+
+    frames = []
+    for dataset, onset in (("a", 3), ("b", 6), ("c", 9)):
+        frames.append(curve(onset).assign(model="m", dataset=dataset))
+    assert [P.predict_layer(f) for f in frames] == [3, 6, 9]
+    flat = curve(99)  # never rises: the first layer
+    assert P.predict_layer(flat.assign(probe_accuracy=0.4)) == 0
+    assert P.window(6, [4, 5, 6, 7, 8, 9, 10, 11], 12, half_width=0.1) == [5, 6, 7]
+    assert P.window(0, [4, 6], 12, half_width=0.1) == [4]  # nothing near: the nearest sweep layer
+    summary = pd.DataFrame({"model": "m", "dataset": ["a", "b", "c"], "best_layer": [4, 6, 11]})
+    cells = P.compare(pd.concat(frames), summary, {"m": list(range(3, 12))}, half_width=0.1)
+    assert cells["hit"].tolist() == [True, True, False]
+    assert cells["saved"].tolist() == pytest.approx([7 / 9, 6 / 9, 6 / 9])  # windows of 2, 3 and 3 layers
+    result = P.summarise(cells)
+    assert result["rho"] == pytest.approx(1.0) and result["hit_rate"] == pytest.approx(2 / 3)
+
+
+def test_spearman_equals_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=15), rng.normal(size=15).round(0)  # ties on one side
+    assert P.spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic)
+    low, high = P.spearman_interval(a, a + rng.normal(size=15) * 0.1)
+    assert 0.5 < low <= high <= 1.0
+
+
+def test_directions_equal_numpy_and_sklearn():
+    """PCA against scikit-learn's PCA (and numpy's SVD), the whitened mean difference
+    against a numpy solve, the mean difference by hand; every direction unit-norm and on
+    the mean difference's side."""
+    from remote_steer.analysis import directions as D
+
+    rng = np.random.default_rng(9)
+    n, layers, hidden = 14, 2, 6
+    pos = rng.normal(size=(n, layers, hidden)) + np.array([1.0, 0, 0, 0, 0, 0])
+    neg = rng.normal(size=(n, layers, hidden))
+    pos[:, :, 1] += rng.normal(size=(n, layers)) * 3  # one high-variance axis for the PCA to find
+    found = D.directions(torch.tensor(pos, dtype=torch.float32), torch.tensor(neg, dtype=torch.float32))
+    diffs = pos - neg
+    for layer in range(layers):
+        mean = diffs[:, layer].mean(0)
+        np.testing.assert_allclose(found["mean_diff"][layer].numpy(), mean / np.linalg.norm(mean), atol=1e-5)
+        centred = diffs[:, layer] - mean
+        first = np.linalg.svd(centred, full_matrices=False)[2][0]
+        first *= np.sign(first @ mean)
+        np.testing.assert_allclose(found["pca"][layer].numpy(), first, atol=1e-5)
+        decomposition = pytest.importorskip("sklearn.decomposition")
+        component = decomposition.PCA(n_components=1).fit(diffs[:, layer]).components_[0]
+        np.testing.assert_allclose(np.abs(found["pca"][layer].numpy()), np.abs(component), atol=1e-5)
+        within = np.concatenate([pos[:, layer] - pos[:, layer].mean(0), neg[:, layer] - neg[:, layer].mean(0)])
+        cov = within.T @ within / (2 * n - 2)
+        shrunk = (1 - D.SHRINKAGE) * cov + D.SHRINKAGE * np.trace(cov) / hidden * np.eye(hidden)
+        white = np.linalg.solve(shrunk, mean)
+        np.testing.assert_allclose(found["whitened"][layer].numpy(), white / np.linalg.norm(white), atol=1e-5)
+        for method in D.METHODS:
+            assert float(found[method][layer].norm()) == pytest.approx(1.0, abs=1e-5)
+            assert float(found[method][layer] @ torch.tensor(mean, dtype=torch.float32)) > 0
+    assert abs(float(found["pca"][0, 1])) > 0.9  # the PCA found the high-variance axis
+
+
+def test_glass_rows_by_hand():
+    from remote_steer.run.methods_stage import glass_rows
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=30)
+    steered = base[:, None] + np.array([0.5, -1.0])
+    stats = glass_rows(base, steered, n_boot=200)
+    np.testing.assert_allclose(stats[:, 0], np.array([0.5, -1.0]) / base.std(ddof=1))
+    assert (stats[:, 1] <= stats[:, 0]).all() and (stats[:, 0] <= stats[:, 2]).all()
+
+
+SMALL_RUN = """
+name = "depth"
+seed = 1
+[data]
+concepts = ["corrigibility", "self-awareness"]
+max_items = 6
+[[models]]
+name = "toy/qwen3"
+dtype = "float32"
+[evaluation]
+strengths = [-1.0, 1.0]
+layers = [8]
+batch_size = 16
+chunk_items = 8
+"""
+
+
+def test_run_writes_decodability_and_the_side_effects_diagonal_is_the_sweep(tmp_path):
+    """A run writes results/decodability.parquet (one row per concept × layer); the side
+    effects' diagonal equals Glass's delta the sweep measured at the best layer, and an
+    off-diagonal cell equals a plain forward hook's logit diffs."""
+    from remote_steer.engines.extraction import SteeringVectors
+    from remote_steer.run.runner import prepare, run_experiment
+    from remote_steer.run.side_effects import side_effects, specificity
+    from remote_steer.run.spec import parse_spec
+
+    spec = parse_spec(SMALL_RUN.replace("seed = 1", f'seed = 1\noutput_dir = "{tmp_path}"'), "depth.toml")
+    outcome = run_experiment(spec)
+    table = pd.read_parquet(outcome.run_dir / "results" / "decodability.parquet")
+    assert len(table) == 2 * 12 and table["probe_accuracy"].between(0, 1).all()
+    frame = side_effects(prepare(spec), outcome.run_dir)
+    summary = outcome.summary.set_index("dataset")
+    diagonal = frame[frame["vector"] == frame["dataset"]].set_index("dataset")
+    for concept in summary.index:
+        assert diagonal.loc[concept, "glass_delta"] == pytest.approx(summary.loc[concept, "glass_delta_pos"], rel=1e-3)
+    assert len(specificity(frame)) == 1
+    # one off-diagonal cell by hand: corrigibility's vector on self-awareness's items
+    from remote_steer.models.loading import load_model, resolve
+
+    model = load_model(resolve("toy/qwen3"), dtype="float32")
+    plan = prepare(spec)
+    _, test = plan.models[0].encoded["self-awareness"]
+    layer = int(summary.loc["corrigibility", "best_layer"])
+    vector = SteeringVectors.load(outcome.run_dir / "vectors" / "toy--qwen3" / "corrigibility.safetensors").vectors
+    from conftest import hook_logit_diff
+
+    base = np.array([hook_logit_diff(model, it) for it in test])
+    steered = np.array(
+        [hook_logit_diff(model, it, layer, 1.0, vector[layer], it.steer_start("assistant")) for it in test]
+    )
+    cell = frame[(frame["vector"] == "corrigibility") & (frame["dataset"] == "self-awareness")].iloc[0]
+    expected = (steered.mean() - base.mean()) / base.std(ddof=1)
+    assert cell["glass_delta"] == pytest.approx(expected, rel=1e-3, abs=1e-4)
+
+
+def test_ablation_equals_a_hook_that_subtracts_the_projection():
+    from remote_steer.engines.ablation import ablated_logit_diffs
+
+    model = _small_toy("toy/qwen3")
+    hf = hf_module(model)
+    items = encode_items(model.tokenizer, make_items(5, seed=8))
+    generator = torch.Generator().manual_seed(2)
+    directions = torch.randn(2, model.hidden_size, generator=generator)
+    got = ablated_logit_diffs(model, items, directions, batch_size=3, backend=Backend())
+
+    def by_hook(item, unit):
+        def project(_module, _inputs, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            hidden = hidden - (hidden @ unit)[..., None] * unit
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+        hooks = [layer.register_forward_hook(project) for layer in hf.model.layers] if unit is not None else []
+        try:
+            with torch.inference_mode():
+                logits = hf(input_ids=torch.tensor([list(item.prompt_ids)])).logits[0, -1]
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return float(logits[item.matching_token] - logits[item.other_token])
+
+    units = [None, *(d / d.norm() for d in directions)]
+    expected = np.array([[by_hook(it, u) for u in units] for it in items])
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(got, expected, atol=1e-4 * scale, rtol=0)
+    assert np.abs(got[:, 1:] - got[:, :1]).max() > 1e-3  # ablation moves the answer
+
+
+def test_simulated_remote_readout_equals_local():
+    """The readout's session body ships (simulated-remote: the kernel by value, remote_steer
+    hidden while deserializing) and gives the local numbers, with the remote random basis."""
+    model = _small_toy("toy/qwen3")
+    items = encode_items(model.tokenizer, make_items(4, seed=5))
+    basis = dec.readout_basis(model.hidden_size, remote=True, seed=0, dims=8)
+    _, _, local = extract_caa_fast_readout(model, items, concept="c", batch_size=2, backend=Backend(), basis=basis)
+    backend = Backend("simulated-remote")
+    _, _, remote = extract_caa_fast_readout(model, items, concept="c", batch_size=2, backend=backend, basis=basis)
+    assert local is not None and remote is not None
+    for got, want in ((remote.positive, local.positive), (remote.negative, local.negative), (remote.lens, local.lens)):
+        torch.testing.assert_close(got, want, atol=1e-5 * max(1.0, float(want.abs().max())), rtol=0)
+    assert backend.traffic["extraction"].requests == 1
