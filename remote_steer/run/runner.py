@@ -855,14 +855,21 @@ def mixed_backends(results: pd.DataFrame) -> str:
 
 
 def _show_summary(
-    display: Display, summary: pd.DataFrame, plan: Plan, results: pd.DataFrame, norms: pd.DataFrame
+    display: Display,
+    summary: pd.DataFrame,
+    plan: Plan,
+    results: pd.DataFrame | None = None,
+    norms: pd.DataFrame | None = None,
 ) -> None:
+    """The closing table; its caption says toys, mixed backends (``results``) and the raw
+    strengths' residual-unit equivalent (``norms``) where given."""
     if summary.empty:
         return
     toys = [m.spec.name for m in plan.models if m.source.is_toy]
     caption = f"{', '.join(toys)}: random-weight toys; their numbers say nothing about Qwen3." if toys else ""
-    caption = " ".join(c for c in (caption, mixed_backends(results)) if c)
-    if plan.spec.evaluation.strength_unit == "raw":
+    if results is not None:
+        caption = " ".join(c for c in (caption, mixed_backends(results)) if c)
+    if norms is not None and plan.spec.evaluation.strength_unit == "raw":
         layers = {m.spec.label: m.sweep_layers for m in plan.models}
         line = strength_check.equivalents(norms, layers, float(summary["pos_strength"].abs().max()))
         caption = " ".join(filter(None, [caption, line]))
