@@ -356,8 +356,7 @@ def _locked_run(
         "Bars count rows: one held-out item under one vector at one layer × strength, plus one unsteered "
         "row per item (extraction bars count training pairs)."
     )
-    if hasattr(display, "plan_steps"):
-        display.plan_steps(run_steps(plan))
+    display.plan_steps(run_steps(plan))
     work = estimate.plan_work(plan)
     plan.pace.update(work=work, done=0, seconds=0.0, gflop=0.0, steps=0)
     if (line := estimate.start_note(plan, work)) is not None:
