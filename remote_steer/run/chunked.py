@@ -13,6 +13,7 @@ from typing import Any
 from remote_steer.data.prompts import EncodedItem
 from remote_steer.engines.batching import chunks
 from remote_steer.engines.sweep_plain import SteerConfig
+from remote_steer.models.registry import layer_depth
 from remote_steer.remote.request import ResultDeferred
 from remote_steer.run import extend
 from remote_steer.run.context import RunContext
@@ -36,6 +37,20 @@ class ChunkedStage:
     make_engine: Callable[[], Any]  # built only if a chunk is left
     run_chunk: RunChunk
     vectors: int = 1  # vectors each configuration is steered with (the bar's rows per item)
+
+
+def cell_columns(model: str, concept: str, prepared: Any, item: EncodedItem, config: SteerConfig) -> dict[str, Any]:
+    """The columns a steered row of the sweep and of the controls starts with: which item,
+    model, layer (and its depth) and strength."""
+    return {
+        "model": model,
+        "dataset": concept,
+        "item_id": item.item_id,
+        "layer": config.layer,
+        "layer_fraction": layer_depth(config.layer, prepared.n_layers),
+        "n_layers": prepared.n_layers,
+        "strength": config.strength,
+    }
 
 
 def run_chunked(ctx: RunContext, stage: ChunkedStage) -> None:

@@ -20,7 +20,7 @@ from remote_steer.engines.extraction import SteeringVectors, residual_scale
 from remote_steer.engines.sweep_fast import FastLogitDiffEngine, extract_caa_fast_readout
 from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.models.registry import layer_depth
-from remote_steer.run.chunked import ChunkedStage, run_chunked
+from remote_steer.run.chunked import ChunkedStage, cell_columns, run_chunked
 from remote_steer.run.context import RunContext
 from remote_steer.rundir import RunDir, write_parquet
 from remote_steer.rundir.vectorfile import read_controls, write_controls
@@ -162,14 +162,14 @@ def controls_stage(
 
     def run_chunk(first, chunk, engine, on_rows, key, todo_configs):
         baseline, steered = engine.run_vectors(chunk, sets, todo_configs, on_rows=on_rows, request_key=key)
-        return control_rows(name, concept, prepared, chunk, todo_configs, kinds, baseline, steered, spec)
+        return control_rows(ctx, concept, chunk, todo_configs, kinds, baseline, steered)
 
     run_chunked(
         ctx, ChunkedStage(CONTROL_TABLE, "controls", concept, test, configs, make_engine, run_chunk, len(kinds))
     )
 
 
-def control_rows(name, concept, prepared, items, configs, kinds, baseline, steered, spec) -> pd.DataFrame:
+def control_rows(ctx: RunContext, concept, items, configs, kinds, baseline, steered) -> pd.DataFrame:
     """One row per item × control vector × layer × strength."""
     rows = []
     for i, item in enumerate(items):
@@ -177,19 +177,13 @@ def control_rows(name, concept, prepared, items, configs, kinds, baseline, steer
             for c, config in enumerate(configs):
                 rows.append(
                     {
-                        "model": name,
-                        "dataset": concept,
-                        "item_id": item.item_id,
-                        "layer": config.layer,
-                        "layer_fraction": layer_depth(config.layer, prepared.n_layers),
-                        "n_layers": prepared.n_layers,
-                        "strength": config.strength,
+                        **cell_columns(ctx.name, concept, ctx.prepared, item, config),
                         "kind": kind,
                         "vector": index,
                         "logit_diff": float(steered[i, v, c]),
                         "baseline_logit_diff": float(baseline[i]),
-                        "training": prepared.training,
-                        "strength_unit": spec.evaluation.strength_unit,
+                        "training": ctx.prepared.training,
+                        "strength_unit": ctx.spec.evaluation.strength_unit,
                     }
                 )
     return pd.DataFrame(rows)
@@ -244,6 +238,7 @@ class JointPass:
         from remote_steer.run.letter_control import control_strengths, scaled_letters
 
         spec, prepared, name = ctx.spec, ctx.prepared, ctx.name
+        self.ctx = ctx
         self.spec, self.prepared, self.name, self.concept, self.configs = spec, prepared, name, concept, configs
         sets = [vectors.scaled(spec.evaluation.strength_unit)[None]]
         self.kinds: list[tuple[str, int]] = []
@@ -278,15 +273,7 @@ class JointPass:
         n_controls = len(self.kinds)
         if n_controls:
             frame = control_rows(
-                self.name,
-                self.concept,
-                self.prepared,
-                chunk,
-                self.configs,
-                self.kinds,
-                baseline,
-                steered[:, 1 : 1 + n_controls],
-                self.spec,
+                self.ctx, self.concept, chunk, self.configs, self.kinds, baseline, steered[:, 1 : 1 + n_controls]
             )
             store.write_part(CONTROL_TABLE, self.name, self.concept, first, frame, job_key=key)
             self.control_parts += 1

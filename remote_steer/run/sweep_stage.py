@@ -10,9 +10,8 @@ from remote_steer.engines.choice import sweep_engine
 from remote_steer.engines.extraction import SteeringVectors
 from remote_steer.engines.sweep_fast import FastLogitDiffEngine
 from remote_steer.engines.sweep_plain import SteerConfig
-from remote_steer.models.registry import layer_depth
 from remote_steer.run import rigour
-from remote_steer.run.chunked import ChunkedStage, run_chunked
+from remote_steer.run.chunked import ChunkedStage, cell_columns, run_chunked
 from remote_steer.run.context import RunContext
 
 LOGIT_TABLE = "logit_diff"
@@ -56,13 +55,7 @@ def tidy(model, concept, prepared, items, configs, sweep, positions) -> pd.DataF
         for c, config in enumerate(configs):
             rows.append(
                 {
-                    "model": model,
-                    "dataset": concept,
-                    "item_id": item.item_id,
-                    "layer": config.layer,
-                    "layer_fraction": layer_depth(config.layer, prepared.n_layers),
-                    "n_layers": prepared.n_layers,
-                    "strength": config.strength,
+                    **cell_columns(model, concept, prepared, item, config),
                     "logit_diff": float(sweep.steered[i, c]),
                     "baseline_logit_diff": float(sweep.baseline[i]),
                     "matching_letter": item.matching_letter,
