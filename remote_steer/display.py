@@ -19,6 +19,7 @@ class ProgressTask(Protocol):
 
 
 class Display(Protocol):
+    def plan_steps(self, steps: Sequence[str]) -> None: ...  # the run's stages in order, for "[k/N]"
     def progress(
         self, description: str, total: int, unit: str = "items", pace: str | None = None
     ) -> AbstractContextManager[ProgressTask]: ...
@@ -41,6 +42,9 @@ class NullDisplay:
 
     def __init__(self) -> None:
         self.notes: list[str] = []
+
+    def plan_steps(self, steps: Sequence[str]) -> None:
+        pass
 
     @contextmanager
     def progress(

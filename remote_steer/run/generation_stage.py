@@ -1,4 +1,5 @@
-"""Which configurations a model × concept generates for, and with which engine.
+"""Free generation under steering: which configurations a model × concept generates
+for, with which engine, and the stage that runs it (``generation_stage``).
 
 ``[generation]`` layers come as absolute indices, as depth fractions (one spec for
 36- and 94-layer models), or as the ``best_layers`` best layers of the same model ×
@@ -12,8 +13,15 @@ from typing import Any
 
 import pandas as pd
 
+from remote_steer.engines.extraction import SteeringVectors
+from remote_steer.engines.generation_plain import generation_rows
 from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.errors import SpecError
+from remote_steer.run.chunked import ChunkedStage, run_chunked
+from remote_steer.run.context import RunContext
+from remote_steer.run.sweep_stage import LOGIT_TABLE
+
+GENERATION_TABLE = "generation"
 
 
 def best_k_layers(logit: pd.DataFrame, k: int) -> list[int]:
@@ -53,3 +61,27 @@ def make_generation_engine(spec, prepared, model: Any, backend: Any):
     gen = spec.generation
     settings = GenerationSettings(gen.batch_size, gen.max_new_tokens, prepared.thinking, gen.answer_tokens)
     return generation_engine(model, backend, spec.evaluation.positions, settings, prepared.spec.engine).engine
+
+
+def generation_stage(ctx: RunContext, concept: str, vectors: SteeringVectors) -> None:
+    """Free generation under steering on a subset of layers; answers parsed to A/B."""
+    spec, prepared, name = ctx.spec, ctx.prepared, ctx.name
+    configs = generation_configs(spec, prepared, concept, ctx.store, LOGIT_TABLE)
+    encoded = prepared.generation_encoded[concept]
+    by_id = {item.item_id: item for item in ctx.plan.splits[concept].test}
+
+    def make_engine():
+        return make_generation_engine(spec, prepared, ctx.model(), ctx.backend)
+
+    def generation_chunk(first, chunk, engine, on_rows, key, todo_configs):
+        result = engine.run(
+            chunk, vectors.scaled(spec.evaluation.strength_unit), todo_configs, on_rows=on_rows, request_key=key
+        )
+        items = [by_id[it.item_id] for it in chunk]
+        return generation_rows(
+            name, concept, prepared.n_layers, prepared.training, items, todo_configs, result, thinking=prepared.thinking
+        )
+
+    run_chunked(
+        ctx, ChunkedStage(GENERATION_TABLE, "generate", concept, encoded, configs, make_engine, generation_chunk)
+    )

@@ -17,17 +17,18 @@ the quickstart stays as fast as it was.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from remote_steer.data.prompts import EncodedItem, SteerPositions
+from remote_steer.data.prompts import EncodedItem
 from remote_steer.engines.extraction import SteeringVectors
 from remote_steer.engines.sweep_fast import FastLogitDiffEngine, extract_caa_fast
 from remote_steer.engines.sweep_plain import SteerConfig
+from remote_steer.run.context import RunContext
 from remote_steer.rundir import RunDir, write_csv
 
 TABLE = "letter_control"
@@ -56,37 +57,27 @@ def part_path(store: RunDir, model: str, concept: str):
     return store.cell_part_path(TABLE, model, concept)
 
 
-def run_letter_control(
-    store: RunDir,
-    name: str,
-    concept: str,
-    train: Sequence[EncodedItem],
-    test: Sequence[EncodedItem],
-    vectors: SteeringVectors,
-    layers: Sequence[int],
-    strengths: Sequence[float],
-    model: Callable[[], Any],
-    backend: Any,
-    batch_size: int,
-    eval_batch_rows: int,
-    positions: SteerPositions,
-) -> bool:
+def run_letter_control(ctx: RunContext, concept: str, vectors: SteeringVectors) -> bool:
     """Compute and checkpoint one model × concept's control; False if already there."""
+    spec, prepared, store, backend, name = ctx.spec, ctx.prepared, ctx.store, ctx.backend, ctx.name
+    train, test = prepared.encoded[concept]
+    layers = prepared.sweep_layers
     path = part_path(store, name, concept)
-    pair = control_strengths(strengths)
+    pair = control_strengths(spec.strengths_for(prepared.spec))
     if path.exists() or not pair or not layers or not test:
         return False
-    loaded = model()
+    loaded = ctx.model()
     letters = extract_caa_fast(
         loaded,
         [as_letters(it) for it in train],
         concept=f"{concept}:letters",
-        batch_size=batch_size,
+        batch_size=spec.extraction.batch_size,
         backend=backend,
         request_key=f"letter-extract/{name}/{concept}",
     ).vectors
     configs = [SteerConfig(layer, s) for layer in layers for s in pair]
-    sweep = FastLogitDiffEngine(loaded, backend, eval_batch_rows, positions).run(
+    rows, positions = spec.evaluation.batch_size, spec.evaluation.positions
+    sweep = FastLogitDiffEngine(loaded, backend, rows, positions).run(
         [as_letters(it) for it in test],
         scaled_letters(letters, vectors),
         configs,

@@ -7,7 +7,6 @@ Kept out of ``runner.py`` so the pipeline there stays readable; the runner calls
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ from remote_steer.engines.extraction import SteeringVectors, residual_scale
 from remote_steer.engines.sweep_fast import FastLogitDiffEngine, extract_caa_fast_readout
 from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.models.registry import layer_depth
+from remote_steer.run.chunked import ChunkedStage, cell_columns, run_chunked
+from remote_steer.run.context import RunContext
 from remote_steer.rundir import RunDir, write_parquet
 from remote_steer.rundir.vectorfile import read_controls, write_controls
 
@@ -45,16 +46,7 @@ LETTERS = "letters"  # the letter control's A-minus-B direction (run/letter_cont
 
 
 def vectors_for(
-    spec,
-    prepared,
-    concept: str,
-    train,
-    store: RunDir,
-    backend,
-    model: Callable[[], Any],
-    display,
-    name: str,
-    letters: bool = False,
+    ctx: RunContext, concept: str, letters: bool = False
 ) -> tuple[SteeringVectors, dict[str, torch.Tensor]]:
     """Load or extract the concept's vectors (and, when the spec asks, its shuffled-label
     and bootstrap vectors, from the same pass). Returns (vectors, {kind: [n, layers, hidden]}).
@@ -63,6 +55,8 @@ def vectors_for(
     control's A-minus-B direction (``extra["letters"]``, [1, layers, hidden]): answering A
     minus answering B is, item by item, ± the CAA difference (+ where A is the matching
     answer), so it is one more weight row, not a second extraction."""
+    spec, prepared, store, backend, name = ctx.spec, ctx.prepared, ctx.store, ctx.backend, ctx.name
+    train, _ = prepared.encoded[concept]
     controls = spec.controls
     vector_path, extra_path = store.vector_path(name, concept), controls_path(store, name, concept)
     need_extra = bool(controls.shuffled or controls.bootstrap)
@@ -77,13 +71,13 @@ def vectors_for(
         signs = torch.tensor([[1.0 if it.matching_letter == "A" else -1.0 for it in train]])
         weights = signs if weights is None else torch.cat([weights.to(signs.dtype), signs])
         kinds = [*kinds, (LETTERS, 0)]
-    with display.progress(f"{name} · {concept} · extract", len(train), "pairs", pace=f"{name} · pairs") as task:
+    with ctx.display.progress(f"{name} · {concept} · extract", len(train), "pairs", pace=f"{name} · pairs") as task:
         backend.on_status = lambda _stage, state: task.state(state)
         if prepared.spec.engine == "plain" and not need_extra and spec.evaluation.strength_unit == "raw":
             from remote_steer.engines.extraction import extract_caa  # nnsight operations only, no shipped kernel
 
             vectors = extract_caa(
-                model(),
+                ctx.model(),
                 train,
                 concept=concept,
                 batch_size=spec.extraction.batch_size,
@@ -93,7 +87,7 @@ def vectors_for(
             )
             vectors.save(vector_path)
             return vectors, {}
-        loaded = model()
+        loaded = ctx.model()
         vectors, extra, readout = extract_caa_fast_readout(
             loaded,
             train,
@@ -152,23 +146,11 @@ def control_sets(
 
 
 def controls_stage(
-    spec,
-    prepared,
-    concept,
-    vectors,
-    extra,
-    configs,
-    model,
-    store,
-    backend,
-    display,
-    counts,
-    after_part,
-    name,
-    chunked_stage,
+    ctx: RunContext, concept: str, vectors: SteeringVectors, extra: dict[str, torch.Tensor], configs: list[SteerConfig]
 ) -> None:
     """Every control and bootstrap vector on the same held-out items and configurations as
     the real one, one request per chunk (the prompt pass shared by all of them)."""
+    spec, prepared, name = ctx.spec, ctx.prepared, ctx.name
     if not spec.controls.any:
         return
     sets, kinds = control_sets(spec, vectors, extra, name, concept)
@@ -176,32 +158,18 @@ def controls_stage(
 
     def make_engine():  # rows in flight: up to 4 × batch_size, so a group still holds several items
         rows = spec.evaluation.batch_size * max(1, min(4, len(kinds)))
-        return FastLogitDiffEngine(model(), backend, rows, spec.evaluation.positions)
+        return FastLogitDiffEngine(ctx.model(), ctx.backend, rows, spec.evaluation.positions)
 
     def run_chunk(first, chunk, engine, on_rows, key, todo_configs):
         baseline, steered = engine.run_vectors(chunk, sets, todo_configs, on_rows=on_rows, request_key=key)
-        return control_rows(name, concept, prepared, chunk, todo_configs, kinds, baseline, steered, spec)
+        return control_rows(ctx, concept, chunk, todo_configs, kinds, baseline, steered)
 
-    chunked_stage(
-        store,
-        CONTROL_TABLE,
-        "controls",
-        name,
-        concept,
-        test,
-        configs,
-        make_engine,
-        run_chunk,
-        spec,
-        backend,
-        display,
-        counts,
-        after_part,
-        vectors=len(kinds),
+    run_chunked(
+        ctx, ChunkedStage(CONTROL_TABLE, "controls", concept, test, configs, make_engine, run_chunk, len(kinds))
     )
 
 
-def control_rows(name, concept, prepared, items, configs, kinds, baseline, steered, spec) -> pd.DataFrame:
+def control_rows(ctx: RunContext, concept, items, configs, kinds, baseline, steered) -> pd.DataFrame:
     """One row per item × control vector × layer × strength."""
     rows = []
     for i, item in enumerate(items):
@@ -209,19 +177,13 @@ def control_rows(name, concept, prepared, items, configs, kinds, baseline, steer
             for c, config in enumerate(configs):
                 rows.append(
                     {
-                        "model": name,
-                        "dataset": concept,
-                        "item_id": item.item_id,
-                        "layer": config.layer,
-                        "layer_fraction": layer_depth(config.layer, prepared.n_layers),
-                        "n_layers": prepared.n_layers,
-                        "strength": config.strength,
+                        **cell_columns(ctx.name, concept, ctx.prepared, item, config),
                         "kind": kind,
                         "vector": index,
                         "logit_diff": float(steered[i, v, c]),
                         "baseline_logit_diff": float(baseline[i]),
-                        "training": prepared.training,
-                        "strength_unit": spec.evaluation.strength_unit,
+                        "training": ctx.prepared.training,
+                        "strength_unit": ctx.spec.evaluation.strength_unit,
                     }
                 )
     return pd.DataFrame(rows)
@@ -272,9 +234,11 @@ class JointPass:
     controls part beside the sweep's; keeps the letter rows until every chunk has them.
     """
 
-    def __init__(self, spec, prepared, name, concept, vectors, extra, letters, configs) -> None:
+    def __init__(self, ctx: RunContext, concept, vectors, extra, letters, configs) -> None:
         from remote_steer.run.letter_control import control_strengths, scaled_letters
 
+        spec, prepared, name = ctx.spec, ctx.prepared, ctx.name
+        self.ctx = ctx
         self.spec, self.prepared, self.name, self.concept, self.configs = spec, prepared, name, concept, configs
         sets = [vectors.scaled(spec.evaluation.strength_unit)[None]]
         self.kinds: list[tuple[str, int]] = []
@@ -309,15 +273,7 @@ class JointPass:
         n_controls = len(self.kinds)
         if n_controls:
             frame = control_rows(
-                self.name,
-                self.concept,
-                self.prepared,
-                chunk,
-                self.configs,
-                self.kinds,
-                baseline,
-                steered[:, 1 : 1 + n_controls],
-                self.spec,
+                self.ctx, self.concept, chunk, self.configs, self.kinds, baseline, steered[:, 1 : 1 + n_controls]
             )
             store.write_part(CONTROL_TABLE, self.name, self.concept, first, frame, job_key=key)
             self.control_parts += 1

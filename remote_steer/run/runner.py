@@ -23,11 +23,8 @@ from remote_steer.data.loading import load_concept
 from remote_steer.data.preprocess import ConceptSplit, preprocess
 from remote_steer.data.prompts import EncodedItem, encode_generation_items, encode_items, supports_thinking
 from remote_steer.display import Display, NullDisplay
-from remote_steer.engines.batching import chunks
-from remote_steer.engines.choice import sweep_engine
-from remote_steer.engines.generation_plain import generation_rows, generation_summary
-from remote_steer.engines.protocol import fast_path
-from remote_steer.engines.sweep_fast import FastLogitDiffEngine
+from remote_steer.engines.generation_plain import generation_summary
+from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.errors import DataError, RemoteSteerError, SpecError, filesystem_error, filesystem_errors
 from remote_steer.models.loading import (
     LoadedModel,
@@ -38,18 +35,17 @@ from remote_steer.models.loading import (
     remote_id,
     resolve,
 )
-from remote_steer.models.registry import layer_depth
 from remote_steer.remote.backend import Backend
 from remote_steer.remote.ndif import journal_traffic, probe_key
-from remote_steer.remote.request import ResultDeferred
 from remote_steer.remote.status import client_versions, cold_line, require_hosted, server_versions, skew_line
-from remote_steer.run import estimate, extend, rigour, strength_check, threads
+from remote_steer.run import estimate, extend, letter_control, rigour, strength_check, threads
+from remote_steer.run.chunked import chunk_size, recorded_chunk_size
+from remote_steer.run.context import Counts, RunContext
+from remote_steer.run.generation_stage import GENERATION_TABLE, generation_stage
 from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location, validate
+from remote_steer.run.sweep_stage import LOGIT_TABLE, sweep_stage
 from remote_steer.rundir import Provenance, RunDir, package_versions, where_computed
 from remote_steer.rundir.parts import UNRECORDED
-
-LOGIT_TABLE = "logit_diff"
-GENERATION_TABLE = "generation"
 
 
 @dataclass
@@ -356,14 +352,13 @@ def _locked_run(
         "Bars count rows: one held-out item under one vector at one layer × strength, plus one unsteered "
         "row per item (extraction bars count training pairs)."
     )
-    if hasattr(display, "plan_steps"):
-        display.plan_steps(run_steps(plan))
+    display.plan_steps(run_steps(plan))
     work = estimate.plan_work(plan)
     plan.pace.update(work=work, done=0, seconds=0.0, gflop=0.0, steps=0)
     if (line := estimate.start_note(plan, work)) is not None:
         display.note(line)
     estimated = line is not None  # local CPU runs: a slow one says why when it ends
-    counts = {"computed": 0, "skipped": 0}
+    counts = Counts()
     try:
         traffic = _run_models(plan, store, display, counts, after_part)
     finally:
@@ -381,12 +376,10 @@ def _locked_run(
     store.update_manifest(status="complete", error=None, seconds=round(seconds, 2))
     _show_summary(display, summary, plan, results, norms)
     if len(results):
-        from remote_steer.run.letter_control import show_letters
-
-        show_letters(display, store, results, summary)
+        letter_control.show_letters(display, store, results, summary)
     _show_generation(display, generation, plan)
     _show_traffic(display, traffic)
-    outcome = RunOutcome(run_dir, results, summary, resumed, counts["computed"], counts["skipped"], seconds, generation)
+    outcome = RunOutcome(run_dir, results, summary, resumed, counts.computed, counts.skipped, seconds, generation)
     if estimated and cpu_threads is not None and plan.pace.get("gflop"):
         expected = estimate.seconds_for(plan.pace["gflop"], plan.pace["steps"])
         outcome.slow = threads.slow_note(
@@ -395,7 +388,9 @@ def _locked_run(
     return outcome
 
 
-def _run_models(plan, store: RunDir, display: Display, counts, after_part) -> dict[str, Any]:
+def _run_models(
+    plan: Plan, store: RunDir, display: Display, counts: Counts, after_part: Callable[[], None] | None
+) -> dict[str, Any]:
     """Every model in turn; the manifest records each one's traffic and facts as it goes,
     and ``interrupted`` with the error if one stops the run."""
     manifest = store.read_manifest()
@@ -408,7 +403,7 @@ def _run_models(plan, store: RunDir, display: Display, counts, after_part) -> di
             backend.on_note = display.note
             store.provenance[prepared.spec.label] = _provenance(backend, prepared.spec.engine, versions, plan.servers)
             try:
-                info = _run_model(plan, prepared, store, backend, display, counts, after_part)
+                info = _run_model(RunContext(plan, prepared, store, backend, display, counts, after_part))
             finally:
                 traffic[prepared.spec.label] = _model_traffic(backend, store, prepared.spec.name)
                 store.update_manifest(traffic=traffic)
@@ -471,137 +466,15 @@ def run_steps(plan: Plan) -> list[str]:
     return [f"{m.spec.name} · {c} · {s}" for m in plan.models for c in plan.splits for s in stages]
 
 
-def _run_model(
-    plan: Plan,
-    prepared: PreparedModel,
-    store: RunDir,
-    backend: Backend,
-    display: Display,
-    counts: dict[str, int],
-    after_part: Callable[[], None] | None,
-) -> dict[str, Any]:
-    spec, name = plan.spec, prepared.spec.label
-    loaded: LoadedModel | None = None
-
-    def model() -> LoadedModel:  # weights load only if some work is left
-        nonlocal loaded
-        if loaded is None:
-            toy = " (random-weight toy)" if prepared.source.is_toy else ""
-            if backend.is_remote and prepared.client_model is not None:
-                loaded = prepared.client_model
-                return loaded
-            if backend.is_remote:
-                display.note(f"Preparing {name}{toy} for {backend.host} (weights stay on the server)")
-            else:
-                display.note(f"Loading {name}{toy}")
-            loaded = load_model(
-                prepared.source, dtype=prepared.spec.dtype, device=prepared.spec.device, weights=not backend.is_remote
-            )
-            if prepared.spec.engine == "fast" and not fast_path(loaded)[0]:
-                display.note(f"{name}: {fast_path(loaded)[1]}")
-        return loaded
-
+def _run_model(ctx: RunContext) -> dict[str, Any]:
+    """Every concept of one model, stage by stage; returns the model's facts for the record."""
+    spec, prepared, backend = ctx.spec, ctx.prepared, ctx.backend
     configs = rigour.configs_for(spec, prepared)
     revision = None
-    for concept in plan.splits:
-        step_started, computed_before = time.perf_counter(), counts["computed"]
-        train, test = prepared.encoded[concept]
-        from remote_steer.run import letter_control
-
-        sweeping = "logit" in spec.evaluation.modes
-        letters_wanted = (  # the letter control (real models only) rides on the extraction and the sweep
-            sweeping and not prepared.source.is_toy and not letter_control.part_path(store, name, concept).exists()
-        )
-        vectors, extra = rigour.vectors_for(
-            spec, prepared, concept, train, store, backend, model, display, name, letters=letters_wanted
-        )
-        letters = extra.pop(rigour.LETTERS, None)
-        revision = vectors.revision
-        strength_check.check(spec, prepared, concept, vectors)  # before the sweep computes anything
-        if sweeping:
-            joint = _joint_pass(spec, prepared, name, concept, vectors, extra, letters, configs, store, test)
-
-            def engine(joint=joint):  # built only if a chunk is left
-                rows = joint.batch_rows() if joint is not None else spec.evaluation.batch_size
-                return sweep_engine(model(), backend, rows, spec.evaluation.positions, prepared.spec.engine).engine
-
-            def logit_chunk(
-                first, chunk, engine, on_rows, key, todo_configs, concept=concept, vectors=vectors, joint=joint
-            ):
-                control_parts = store.chunk_parts(rigour.CONTROL_TABLE, name, concept, first)
-                fast = isinstance(engine, FastLogitDiffEngine)  # chosen by engines.choice
-                if joint is not None and fast and len(todo_configs) == len(configs) and not control_parts:
-                    sweep = joint.run(engine, first, chunk, on_rows, key, store)  # controls part written too
-                else:
-                    sweep = engine.run(
-                        chunk,
-                        vectors.scaled(spec.evaluation.strength_unit),
-                        todo_configs,
-                        on_rows=on_rows,
-                        request_key=key,
-                    )
-                frame = _tidy(name, concept, prepared, chunk, todo_configs, sweep, spec.evaluation.positions)
-                return frame.assign(strength_unit=spec.evaluation.strength_unit)
-
-            _chunked_stage(
-                store,
-                LOGIT_TABLE,
-                "sweep",
-                name,
-                concept,
-                test,
-                configs,
-                engine,
-                logit_chunk,
-                spec,
-                backend,
-                display,
-                counts,
-                after_part,
-                vectors=1 + len(joint.kinds) if joint is not None else 1,
-            )
-            if joint is not None:
-                joint.write_letters(store, test, vectors)
-            rigour.controls_stage(
-                spec,
-                prepared,
-                concept,
-                vectors,
-                extra,
-                configs,
-                model,
-                store,
-                backend,
-                display,
-                counts,
-                after_part,
-                name,
-                _chunked_stage,
-            )
-            if joint is not None:  # chunks the joint pass computed are not "already done"
-                counts["skipped"] -= joint.control_parts
-            if not prepared.source.is_toy:  # letter control (run/letter_control.py): real models only
-                # already written by the joint pass unless the sweep was resumed or extended
-                letter_control.run_letter_control(
-                    store,
-                    name,
-                    concept,
-                    train,
-                    test,
-                    vectors,
-                    prepared.sweep_layers,
-                    spec.strengths_for(prepared.spec),
-                    model,
-                    backend,
-                    spec.extraction.batch_size,
-                    spec.evaluation.batch_size,
-                    spec.evaluation.positions,
-                )
-        if "generation" in spec.evaluation.modes and concept in prepared.generation_encoded:
-            _generation_stage(plan, prepared, concept, vectors, model, store, backend, display, counts, after_part)
-        _step_done(plan, display, time.perf_counter() - step_started, counts["computed"] > computed_before)
+    for concept in ctx.plan.splits:
+        revision = _run_concept(ctx, concept, configs)
     return {
-        "revision": loaded.revision if loaded is not None else revision,
+        "revision": ctx.loaded.revision if ctx.loaded is not None else revision,
         "location": prepared.source.location,
         "random_weight_toy": prepared.source.is_toy,
         "n_layers": prepared.n_layers,
@@ -616,6 +489,35 @@ def _run_model(
         "dtype": prepared.spec.dtype,
         "device": prepared.spec.device,
     }
+
+
+def _run_concept(ctx: RunContext, concept: str, configs: list[SteerConfig]) -> str | None:
+    """One model × concept: extraction, the sweep with its controls and letter control,
+    then generation. Returns the revision the vectors were extracted from."""
+    spec, prepared, store = ctx.spec, ctx.prepared, ctx.store
+    step_started, computed_before = time.perf_counter(), ctx.counts.computed
+    sweeping = "logit" in spec.evaluation.modes
+    letters_wanted = (  # the letter control (real models only) rides on the extraction and the sweep
+        sweeping and not prepared.source.is_toy and not letter_control.part_path(store, ctx.name, concept).exists()
+    )
+    vectors, extra = rigour.vectors_for(ctx, concept, letters=letters_wanted)
+    letters = extra.pop(rigour.LETTERS, None)
+    strength_check.check(spec, prepared, concept, vectors)  # before the sweep computes anything
+    if sweeping:
+        joint = _joint_pass(ctx, concept, vectors, extra, letters, configs)
+        sweep_stage(ctx, concept, vectors, configs, joint)
+        if joint is not None:
+            joint.write_letters(store, prepared.encoded[concept][1], vectors)
+        rigour.controls_stage(ctx, concept, vectors, extra, configs)
+        if joint is not None:  # chunks the joint pass computed are not "already done"
+            ctx.counts.skipped -= joint.control_parts
+        if not prepared.source.is_toy:  # letter control (run/letter_control.py): real models only
+            # already written by the joint pass unless the sweep was resumed or extended
+            letter_control.run_letter_control(ctx, concept, vectors)
+    if "generation" in spec.evaluation.modes and concept in prepared.generation_encoded:
+        generation_stage(ctx, concept, vectors)
+    _step_done(ctx.plan, ctx.display, time.perf_counter() - step_started, ctx.counts.computed > computed_before)
+    return vectors.revision
 
 
 def _step_done(plan: Plan, display: Display, seconds: float, computed: bool) -> None:
@@ -633,168 +535,22 @@ def _step_done(plan: Plan, display: Display, seconds: float, computed: bool) -> 
         display.note(line)
 
 
-def _joint_pass(spec, prepared, name, concept, vectors, extra, letters, configs, store, test):
+def _joint_pass(ctx: RunContext, concept, vectors, extra, letters, configs) -> rigour.JointPass | None:
     """The sweep's chunks carry the controls and the letter control too (one prompt pass
     for all), with the fast engine and when the controls' chunks match the sweep's."""
+    spec, prepared, store, name = ctx.spec, ctx.prepared, ctx.store, ctx.name
     if prepared.spec.engine != "fast" or not (spec.controls.any or letters is not None):
         return None
-    joint = rigour.JointPass(spec, prepared, name, concept, vectors, extra, letters, configs)
+    joint = rigour.JointPass(ctx, concept, vectors, extra, letters, configs)
     if not joint.useful:
         return None
     if joint.kinds:
+        _, test = prepared.encoded[concept]
         size = lambda: chunk_size(spec, test, len(configs))  # noqa: E731
-        sweep_size = _recorded_chunk_size(store, LOGIT_TABLE, name, concept, size)
-        if _recorded_chunk_size(store, rigour.CONTROL_TABLE, name, concept, size) != sweep_size:
+        sweep_size = recorded_chunk_size(store, LOGIT_TABLE, name, concept, size)
+        if recorded_chunk_size(store, rigour.CONTROL_TABLE, name, concept, size) != sweep_size:
             return None
     return joint
-
-
-def _chunked_stage(
-    store,
-    table,
-    label,
-    name,
-    concept,
-    items,
-    configs,
-    make_engine,
-    run_chunk,
-    spec,
-    backend,
-    display,
-    counts,
-    after_part,
-    vectors: int = 1,
-) -> None:
-    """Run a stage chunk by chunk, one request and one checkpointed part per chunk,
-    computing only the configurations a chunk's saved parts lack (``run.extend``).
-
-    The bar counts rows: one held-out item under one of ``vectors`` vectors at one
-    configuration, plus one unsteered row per item; rows of the sweep and the controls
-    cost alike, so they share a pace (the controls' first ETA comes from the sweep's)."""
-    size = _recorded_chunk_size(store, table, name, concept, lambda: chunk_size(spec, items, len(configs)))
-    todo = []
-    for first, chunk in zip(range(0, len(items), size), chunks(items, size), strict=True):
-        missing, n_parts = extend.missing_configs(store.chunk_parts(table, name, concept, first), configs)
-        if missing:
-            todo.append((first, chunk, [configs[c] for c in missing], n_parts))
-    counts["skipped"] += -(-len(items) // size) - len(todo)
-    if not todo:
-        return
-    engine = make_engine()
-    total_rows = sum(len(chunk) * (vectors * len(todo_configs) + 1) for _, chunk, todo_configs, _ in todo)
-    pace = f"{name} · {'generated' if label == 'generate' else 'steered'} rows"
-    with display.progress(f"{name} · {concept} · {label}", total_rows, "rows", pace=pace) as task:
-        backend.on_status = lambda _stage, state: task.state(state)
-        keys = [f"{label}/{name}/{concept}/items-{first:05d}" + (f".x{n}" if n else "") for first, _, _, n in todo]
-        if backend.is_remote and backend.journal_dir is not None and len(todo) > 1:
-            _submit_ahead(backend, todo, keys, engine, run_chunk)
-        for (first, chunk, todo_configs, n_parts), key in zip(todo, keys, strict=True):
-            frame = run_chunk(first, chunk, engine, task.advance, key, todo_configs)
-            store.write_part(table, name, concept, first, frame, extension=n_parts, job_key=key)
-            counts["computed"] += 1
-            if after_part is not None:
-                after_part()
-
-
-def _submit_ahead(backend, todo, keys, engine, run_chunk) -> None:
-    """Remote: submit (and journal) every chunk's job before waiting on the first, so the
-    server runs them back to back; the caller's pass then polls each by id, in order, as
-    a rerun would. A chunk whose job was journaled by an earlier run is not sent again."""
-    backend.defer_results = True
-    try:
-        for (first, chunk, todo_configs, _), key in zip(todo, keys, strict=True):
-            try:
-                run_chunk(first, chunk, engine, lambda _rows: None, key, todo_configs)
-            except ResultDeferred:
-                continue
-            break  # not deferred (no job to journal): the caller's pass computes the rest as usual
-    finally:
-        backend.defer_results = False
-
-
-def _generation_stage(plan, prepared, concept, vectors, model, store, backend, display, counts, after_part) -> None:
-    """Free generation under steering on a subset of layers; answers parsed to A/B."""
-    from remote_steer.run.generation_stage import generation_configs, make_generation_engine
-
-    spec, name = plan.spec, prepared.spec.label
-    configs = generation_configs(spec, prepared, concept, store, LOGIT_TABLE)
-    encoded = prepared.generation_encoded[concept]
-    by_id = {item.item_id: item for item in plan.splits[concept].test}
-
-    def make_engine():
-        return make_generation_engine(spec, prepared, model(), backend)
-
-    def generation_chunk(first, chunk, engine, on_rows, key, todo_configs):
-        result = engine.run(
-            chunk, vectors.scaled(spec.evaluation.strength_unit), todo_configs, on_rows=on_rows, request_key=key
-        )
-        items = [by_id[it.item_id] for it in chunk]
-        return generation_rows(
-            name, concept, prepared.n_layers, prepared.training, items, todo_configs, result, thinking=prepared.thinking
-        )
-
-    _chunked_stage(
-        store,
-        GENERATION_TABLE,
-        "generate",
-        name,
-        concept,
-        encoded,
-        configs,
-        make_engine,
-        generation_chunk,
-        spec,
-        backend,
-        display,
-        counts,
-        after_part,
-    )
-
-
-def _recorded_chunk_size(store: RunDir, table: str, model: str, concept: str, compute) -> int:
-    """The chunk size this model × concept's parts were cut with (kept in the manifest, so
-    that an extension with more configurations keeps the same part boundaries)."""
-    key = f"{table}/{model}/{concept}"
-    manifest = store.read_manifest()
-    sizes = dict(manifest.chunk_sizes if manifest is not None else {})
-    if key not in sizes:
-        sizes[key] = int(compute())
-        store.update_manifest(chunk_sizes=sizes)
-    return int(sizes[key])
-
-
-def chunk_size(spec: ExperimentSpec, items: list[EncodedItem], n_configs: int) -> int:
-    """Items per checkpointed part and per request: ``chunk_items``, reduced so that one
-    request stays within ``request_token_budget`` padded tokens. A sweep therefore makes
-    at most ceil(items / chunk_size) requests per model × concept."""
-    widest = max((len(it.prompt_ids) for it in items), default=1)
-    fits = spec.evaluation.request_token_budget // (widest * (n_configs + 1))
-    return max(1, min(spec.evaluation.chunk_items, fits))
-
-
-def _tidy(model, concept, prepared, items, configs, sweep, positions) -> pd.DataFrame:
-    """One row per item × layer × strength."""
-    rows = []
-    for i, item in enumerate(items):
-        for c, config in enumerate(configs):
-            rows.append(
-                {
-                    "model": model,
-                    "dataset": concept,
-                    "item_id": item.item_id,
-                    "layer": config.layer,
-                    "layer_fraction": layer_depth(config.layer, prepared.n_layers),
-                    "n_layers": prepared.n_layers,
-                    "strength": config.strength,
-                    "logit_diff": float(sweep.steered[i, c]),
-                    "baseline_logit_diff": float(sweep.baseline[i]),
-                    "matching_letter": item.matching_letter,
-                    "positions": positions,
-                    "training": prepared.training,
-                }
-            )
-    return pd.DataFrame(rows)
 
 
 def _show_generation(display: Display, generation: pd.DataFrame, plan: Plan) -> None:
