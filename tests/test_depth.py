@@ -22,6 +22,7 @@ from conftest import hf_module, hook_layer_outputs, make_items
 from remote_steer.analysis import decodability as dec
 from remote_steer.analysis import layer_predictor as P
 from remote_steer.data.prompts import encode_items
+from remote_steer.display import NullDisplay
 from remote_steer.engines.sweep_fast import extract_caa_fast, extract_caa_fast_readout
 from remote_steer.remote.backend import Backend
 
@@ -331,6 +332,34 @@ def test_run_writes_decodability_and_the_side_effects_diagonal_is_the_sweep(tmp_
     cell = frame[(frame["vector"] == "corrigibility") & (frame["dataset"] == "self-awareness")].iloc[0]
     expected = (steered.mean() - base.mean()) / base.std(ddof=1)
     assert cell["glass_delta"] == pytest.approx(expected, rel=1e-3, abs=1e-4)
+
+
+def test_run_with_ablation_on_writes_the_scripts_table(tmp_path):
+    """``[evaluation] ablation = true``: the run writes results/ablation.parquet, equal to
+    the table scripts/ablation.py computes on the finished run; its baseline equals the
+    sweep's unsteered logit diffs (another engine) and its layer the best layer. Without
+    the field, no table."""
+    from remote_steer.run.ablation_stage import ablation
+    from remote_steer.run.runner import prepare, run_experiment
+    from remote_steer.run.spec import parse_spec
+
+    text = SMALL_RUN.replace("seed = 1", f'seed = 1\noutput_dir = "{tmp_path}"')
+    off = run_experiment(parse_spec(text, "depth.toml"), run_dir=tmp_path / "off")
+    assert not (off.run_dir / "results" / "ablation.parquet").exists()
+    spec = parse_spec(text.replace("chunk_items = 8", "chunk_items = 8\nablation = true"), "depth.toml")
+    display = NullDisplay()
+    outcome = run_experiment(spec, run_dir=tmp_path / "on", display=display)
+    table = pd.read_parquet(outcome.run_dir / "results" / "ablation.parquet")
+    assert any("Directional ablation: 2 model × concept cells" in n for n in display.notes)
+    again = ablation(prepare(spec), outcome.run_dir)
+    pd.testing.assert_frame_equal(table[list(again.columns)], again, check_exact=False, rtol=1e-6)
+    assert len(table) == 2
+    best = outcome.summary.set_index("dataset")["best_layer"]
+    baseline = outcome.results.groupby("dataset")["baseline_logit_diff"].mean()
+    for row in table.itertuples():
+        assert row.direction_layer == best[row.dataset]
+        scale = max(1.0, abs(baseline[row.dataset]))
+        assert row.baseline_mean == pytest.approx(baseline[row.dataset], abs=1e-4 * scale)
 
 
 def test_ablation_equals_a_hook_that_subtracts_the_projection():

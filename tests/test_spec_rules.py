@@ -223,6 +223,11 @@ BAD = [
         ":14: evaluation.modes: expected a string or a non-empty list of strings",
     ),
     (
+        "ablation_bad",
+        sub("layers = [1, 2]", "layers = [1, 2]\nablation = 1"),
+        ":14: evaluation.ablation: expected true or false, got 1",
+    ),
+    (
         "thinking_bad",
         sub("max_new_tokens = 8", 'thinking = "yes"'),
         ":16: generation.thinking: expected true or false, got 'yes'",

@@ -376,6 +376,10 @@ def _locked_run(
     store.consolidate(rigour.DECODABILITY_TABLE)  # analysis/decodability.py, from the extraction pass
     summary = best_layers(results) if len(results) else pd.DataFrame()
     store.write_summary(summary)
+    if spec.evaluation.ablation and len(summary):
+        from remote_steer.run import ablation_stage
+
+        ablation_stage.write(plan, store, display)
     generation = store.consolidate(GENERATION_TABLE)
     seconds = time.perf_counter() - started
     store.update_manifest(status="complete", error=None, seconds=round(seconds, 2))

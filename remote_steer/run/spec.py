@@ -364,6 +364,8 @@ class EvaluationSpec:
     strength_unit: str = field(default="raw", metadata=one_of(STRENGTH_UNITS))
     # run strengths whose vector exceeds 10× the residual norm (docs/rigour.md)
     allow_large_strengths: bool = field(default=False, metadata=FLAG)
+    # after the sweep, each concept's direction projected out at every layer (docs/depth.md)
+    ablation: bool = field(default=False, metadata=FLAG)
 
 
 @dataclass(frozen=True)
