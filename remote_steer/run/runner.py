@@ -292,8 +292,8 @@ def _open(plan: Plan, store: RunDir, fresh: bool, display: Display) -> bool:
         )
     if changed:
         display.note(f"Extending the run: {', '.join(changed)} changed; computing only what is missing")
-    for table in (LOGIT_TABLE, GENERATION_TABLE, rigour.CONTROL_TABLE):
-        store.set_aside_damaged(table, display.note)
+    for table in (LOGIT_TABLE, GENERATION_TABLE, rigour.CONTROL_TABLE, rigour.DECODABILITY_TABLE):
+        store.set_aside_damaged(table, display.note)  # decodability: its concept's extraction runs again
     return resumed
 
 
