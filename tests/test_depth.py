@@ -362,6 +362,43 @@ def test_run_with_ablation_on_writes_the_scripts_table(tmp_path):
         assert row.baseline_mean == pytest.approx(baseline[row.dataset], abs=1e-4 * scale)
 
 
+def test_predicted_window_sweeps_the_predicted_layers_only(tmp_path):
+    """``layer_window = "predicted"``: each concept's sweep holds only the window around the
+    layer predicted from its own decodability table (predict_layer, window: computed here
+    from results/decodability.parquet), its rows equal the full sweep's at those layers,
+    and the caveat is noted once."""
+    from remote_steer.run.predicted_window import CAVEAT
+    from remote_steer.run.runner import run_experiment
+    from remote_steer.run.spec import parse_spec
+
+    text = SMALL_RUN.replace("layers = [8]", "layers = [2, 3, 4, 5, 6, 7, 8, 9, 10]")
+    full = run_experiment(parse_spec(text, "depth.toml"), run_dir=tmp_path / "full")
+    display = NullDisplay()
+    spec = parse_spec(text.replace("chunk_items = 8", 'chunk_items = 8\nlayer_window = "predicted"'), "d.toml")
+    got = run_experiment(spec, run_dir=tmp_path / "predicted", display=display)
+    assert display.notes.count(CAVEAT) == 1
+    table = pd.read_parquet(got.run_dir / "results" / "decodability.parquet")
+    key = ["dataset", "item_id", "layer", "strength"]
+    for concept, curve in table.groupby("dataset"):
+        layers = P.window(P.predict_layer(curve), list(range(2, 11)), 12)
+        rows = got.results[got.results["dataset"] == concept].sort_values(key).reset_index(drop=True)
+        assert sorted(rows["layer"].unique()) == layers
+        assert any(f"{concept}: predicted layer" in n for n in display.notes)
+        same = full.results[(full.results["dataset"] == concept) & full.results["layer"].isin(layers)]
+        same = same.sort_values(key).reset_index(drop=True)
+        np.testing.assert_allclose(rows["logit_diff"], same["logit_diff"], rtol=1e-5, atol=1e-5)
+    assert len(got.results) < len(full.results)
+
+
+def test_report_leaves_windowed_cells_out_of_the_predictor_comparison():
+    from remote_steer.report.depth import _full_sweep_cells
+
+    logit = pd.DataFrame({"model": ["m"] * 5, "dataset": ["a", "a", "a", "b", "b"], "layer": [1, 2, 3, 2, 3]})
+    best = pd.DataFrame({"model": ["m", "m"], "dataset": ["a", "b"], "best_layer": [2, 3]})
+    full, windowed = _full_sweep_cells(logit, best)
+    assert list(full["dataset"]) == ["a"] and windowed == 1
+
+
 def test_ablation_equals_a_hook_that_subtracts_the_projection():
     from remote_steer.engines.ablation import ablated_logit_diffs
 

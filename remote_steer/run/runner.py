@@ -43,7 +43,7 @@ from remote_steer.remote.backend import Backend
 from remote_steer.remote.ndif import journal_traffic, probe_key
 from remote_steer.remote.request import ResultDeferred
 from remote_steer.remote.status import client_versions, cold_line, require_hosted, server_versions, skew_line
-from remote_steer.run import estimate, extend, rigour, strength_check, threads
+from remote_steer.run import estimate, extend, predicted_window, rigour, strength_check, threads
 from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location, validate
 from remote_steer.rundir import Provenance, RunDir, package_versions, where_computed
 from remote_steer.rundir.parts import UNRECORDED
@@ -406,6 +406,8 @@ def _run_models(plan, store: RunDir, display: Display, counts, after_part) -> di
     model_info: dict[str, Any] = dict(manifest.models if manifest is not None else {})
     traffic: dict[str, Any] = {}
     versions = package_versions()
+    if plan.spec.evaluation.layer_window == predicted_window.PREDICTED:
+        display.note(predicted_window.CAVEAT)
     try:
         for prepared in plan.models:
             backend = make_backend(prepared.spec, store.root)
@@ -505,7 +507,7 @@ def _run_model(
                 display.note(f"{name}: {fast_path(loaded)[1]}")
         return loaded
 
-    configs = rigour.configs_for(spec, prepared)
+    all_configs = rigour.configs_for(spec, prepared)
     revision = None
     for concept in plan.splits:
         step_started, computed_before = time.perf_counter(), counts["computed"]
@@ -522,6 +524,7 @@ def _run_model(
         letters = extra.pop(rigour.LETTERS, None)
         revision = vectors.revision
         strength_check.check(spec, prepared, concept, vectors)  # before the sweep computes anything
+        configs = predicted_window.window_configs(spec, store, prepared, concept, all_configs, display)
         if sweeping:
             joint = _joint_pass(spec, prepared, name, concept, vectors, extra, letters, configs, store, test)
 
@@ -530,7 +533,16 @@ def _run_model(
                 return sweep_engine(model(), backend, rows, spec.evaluation.positions, prepared.spec.engine).engine
 
             def logit_chunk(
-                first, chunk, engine, on_rows, key, todo_configs, concept=concept, vectors=vectors, joint=joint
+                first,
+                chunk,
+                engine,
+                on_rows,
+                key,
+                todo_configs,
+                concept=concept,
+                vectors=vectors,
+                joint=joint,
+                configs=configs,
             ):
                 control_parts = store.chunk_parts(rigour.CONTROL_TABLE, name, concept, first)
                 fast = isinstance(engine, FastLogitDiffEngine)  # chosen by engines.choice
