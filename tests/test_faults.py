@@ -184,6 +184,25 @@ def test_damaged_decodability_table_is_rebuilt_by_report(copy, clean, damage):
     pd.testing.assert_frame_equal(pd.read_parquet(table), expected)
 
 
+@pytest.mark.parametrize("damage", [_truncate, _corrupt])
+def test_damaged_ablation_table_is_written_again_by_the_next_run(tmp_path, damage):
+    """results/ablation.parquet (``[evaluation] ablation = true``) is computed whole after
+    every run's summary: damaged, the next run writes it again, equal; report ignores it."""
+    from fault_harness import TINY
+
+    text = TINY.format(out=tmp_path).replace("chunk_items = 1", "chunk_items = 1\nablation = true")
+    outcome = run_experiment(parse_spec(text, "tiny.toml"))
+    table = RunDir(outcome.run_dir).results_path("ablation")
+    expected = pd.read_parquet(table)
+    damage(table)
+    result = runner.invoke(app, ["report", str(outcome.run_dir), "--no-figures"])
+    assert result.exit_code == 0, result.output
+    again = run_experiment(parse_spec(text, "tiny.toml"))
+    assert again.computed_parts == 0
+    numbers = ["baseline_mean", "ablated_mean", "random_ablated_mean", "change", "random_change"]
+    pd.testing.assert_frame_equal(pd.read_parquet(table)[numbers], expected[numbers])
+
+
 def test_report_on_a_non_run_directory_leaves_nothing(tmp_path):
     target = tmp_path / "not-a-run"
     target.mkdir()

@@ -7,6 +7,7 @@ Writes ``results/ablation.parquet``: one row per model × concept. On in a run w
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from remote_steer.engines.extraction import SteeringVectors
 from remote_steer.models.loading import load_model
 from remote_steer.remote.backend import Backend
 from remote_steer.rundir import RunDir
+from remote_steer.rundir.files import read_parquet
 
 ABLATION_TABLE = "ablation"
 
@@ -56,37 +58,90 @@ def _concept_row(plan, prepared, model, store: RunDir, best: pd.DataFrame, conce
     }
 
 
-def write(plan, store: RunDir, display: Display | None = None) -> pd.DataFrame:
-    """Every local model × concept of a prepared plan whose sweep is summarised in ``store``
-    (``evaluation.ablation``: the run calls it after the summary; ``scripts/ablation.py`` on
-    a finished run). Remote models are skipped with a note. Writes ``results/ablation.parquet``."""
-    display = display or NullDisplay()
-    summary = store.summary()
-    remote = [p.spec.label for p in plan.models if p.spec.backend != "local"]
-    if remote:
-        display.note(f"Directional ablation runs on local models only; skipped: {', '.join(remote)}.")
-    rows = []
+def _wanted(plan, summary: pd.DataFrame) -> list[tuple[Any, str, pd.DataFrame]]:
+    """(prepared model, concept, its summary rows by dataset) for every local model × concept
+    with a best layer."""
+    cells = []
     for prepared in plan.models:
         name = prepared.spec.label
         best = summary[summary["model"] == name].set_index("dataset") if len(summary) else summary
-        concepts = [c for c in plan.splits if c in best.index]
-        if prepared.spec.backend != "local" or not concepts:
-            continue
-        model = load_model(prepared.source, dtype=prepared.spec.dtype, device=prepared.spec.device)
-        with display.progress(f"{name} · directional ablation", len(concepts), "concepts") as task:
-            for concept in concepts:
-                rows.append(_concept_row(plan, prepared, model, store, best, concept))
-                task.advance()
+        if prepared.spec.backend == "local":
+            cells += [(prepared, c, best) for c in plan.splits if c in best.index]
+    return cells
+
+
+def _up_to_date(store: RunDir, cells) -> pd.DataFrame | None:
+    """The saved table, when it is whole and holds exactly these cells at these layers."""
+    path = store.results_path(ABLATION_TABLE)
+    try:
+        saved = read_parquet(path) if path.is_file() else None
+    except Exception:  # noqa: BLE001 - a damaged table is computed again
+        return None
+    if saved is None or saved.empty:
+        return None
+    want = {(p.spec.label, c, int(best.loc[c, "best_layer"]), len(p.encoded[c][1])) for p, c, best in cells}
+    have = set(zip(saved["model"], saved["dataset"], saved["direction_layer"], saved["n_items"], strict=True))
+    return saved if have == want else None
+
+
+def write(plan, store: RunDir, display: Display | None = None, reuse: bool = True) -> pd.DataFrame:
+    """Every local model × concept of a prepared plan whose sweep is summarised in ``store``
+    (``evaluation.ablation``: the run calls it after the summary; ``scripts/ablation.py`` on
+    a finished run). Remote models are skipped with a note. Writes ``results/ablation.parquet``;
+    ``reuse``: a whole saved table of the same cells at the same best layers is kept."""
+    display = display or NullDisplay()
+    remote = [p.spec.label for p in plan.models if p.spec.backend != "local"]
+    if remote:
+        display.note(f"Directional ablation runs on local models only; skipped: {', '.join(remote)}.")
+    cells = _wanted(plan, store.summary())
+    saved = _up_to_date(store, cells) if reuse and cells else None
+    if saved is not None:
+        display.note(f"Directional ablation: results/{ABLATION_TABLE}.parquet is up to date (same best layers).")
+        _show(display, saved)
+        return saved
+    rows: list[dict] = []
+    loaded: tuple[str, object] | None = None
+    with display.progress("directional ablation", len(cells), "concepts") as task:
+        for prepared, concept, best in cells:
+            spec = prepared.spec
+            if loaded is None or loaded[0] != spec.label:  # one model's weights at a time
+                loaded = (spec.label, load_model(prepared.source, dtype=spec.dtype, device=spec.device))
+            rows.append(_concept_row(plan, prepared, loaded[1], store, best, concept))
+            task.advance()
     frame = pd.DataFrame(rows)
     if not frame.empty:
         for column in ("change_ci", "random_change_ci"):
             frame[[f"{column}_low", f"{column}_high"]] = pd.DataFrame(frame.pop(column).tolist(), index=frame.index)
     store.write_local_results(ABLATION_TABLE, frame)
     if rows:
-        display.note(f"Directional ablation: {len(rows)} model × concept cells in results/{ABLATION_TABLE}.parquet.")
+        _show(display, frame)
     return frame
+
+
+def _show(display: Display, frame: pd.DataFrame) -> None:
+    def shown(mean: float, low: float, high: float) -> str:
+        return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+    several = frame["model"].nunique() > 1
+    rows = [
+        (
+            f"{r.model} · {r.dataset}" if several else r.dataset,
+            r.direction_layer,
+            f"{r.baseline_mean:+.2f}",
+            shown(r.change, r.change_ci_low, r.change_ci_high),
+            shown(r.random_change, r.random_change_ci_low, r.random_change_ci_high),
+        )
+        for r in frame.itertuples()
+    ]
+    display.table(
+        "Directional ablation: change in mean logit diff",
+        ["model · concept" if several else "concept", "layer", "baseline", "direction ablated", "random ablated"],
+        rows,
+        f"Each concept's CAA direction (at its best layer) projected out at every layer, beside a random "
+        f"direction; 95% bootstrap intervals over items. Table: results/{ABLATION_TABLE}.parquet.",
+    )
 
 
 def ablation(plan, run_dir: Path) -> pd.DataFrame:
     """Every local model × concept of a prepared plan with a finished sweep in ``run_dir``."""
-    return write(plan, RunDir(run_dir))
+    return write(plan, RunDir(run_dir), reuse=False)
