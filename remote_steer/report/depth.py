@@ -85,7 +85,14 @@ def section(
             pd.DataFrame(rows),
             "Mean over concepts of the depth (layer output / layers) where each curve first reaches "
             f"{predictor.ONSET:.0%} of its rise from chance; held-out: item-stratified {folds}-fold cross-validation "
-            "on the training items; 'steers best': the sweep's best layer.",
+            "on the training items; 'steers best': the sweep's best layer."
+            + (
+                f' {windowed} cells swept fewer layers than their model (layer_window = "predicted"): '
+                "their best is the window's, and they are left out of the layer predictor's comparison "
+                "(in the window by construction)."
+                if windowed
+                else ""
+            ),
         )
     )
     summary = predictor.summarise(cells)
@@ -110,13 +117,7 @@ def section(
                 f"Prediction: the first layer where the {predictor.SIGNAL.replace('_', ' ')} reaches "
                 f"{predictor.ONSET:.0%} of "
                 f"its rise; window: sweep layers within {predictor.HALF_WIDTH:.0%} of the depth. ρ over cells, "
-                "interval by resampling cells (few cells: wide)."
-                + (
-                    f' {windowed} cells swept fewer layers than their model (layer_window = "predicted"): '
-                    "left out, their best layer lies in the window by construction."
-                    if windowed
-                    else ""
-                ),
+                "interval by resampling cells (few cells: wide).",
             )
         )
 
