@@ -365,6 +365,19 @@ def test_run_with_ablation_on_writes_the_scripts_table(tmp_path):
         assert row.baseline_mean == pytest.approx(baseline[row.dataset], abs=1e-4 * scale)
 
 
+def test_ablation_skips_remote_models_with_one_note(tmp_path):
+    from remote_steer.run.runner import run_experiment
+    from remote_steer.run.spec import parse_spec
+
+    text = SMALL_RUN.replace('dtype = "float32"', 'dtype = "float32"\nbackend = "simulated-remote"')
+    spec = parse_spec(text.replace("chunk_items = 8", "chunk_items = 8\nablation = true"), "depth.toml")
+    display = NullDisplay()
+    outcome = run_experiment(spec, run_dir=tmp_path / "remote", display=display)
+    notes = [n for n in display.notes if "Directional ablation" in n]
+    assert notes == ["Directional ablation runs on local models only; skipped: toy/qwen3."]
+    assert pd.read_parquet(outcome.run_dir / "results" / "ablation.parquet").empty
+
+
 def test_predicted_window_sweeps_the_predicted_layers_only(tmp_path):
     """``layer_window = "predicted"``: each concept's sweep holds only the window around the
     layer predicted from its own decodability table (predict_layer, window: computed here
@@ -400,6 +413,29 @@ def test_report_leaves_windowed_cells_out_of_the_predictor_comparison():
     best = pd.DataFrame({"model": ["m", "m"], "dataset": ["a", "b"], "best_layer": [2, 3]})
     full, windowed = _full_sweep_cells(logit, best)
     assert list(full["dataset"]) == ["a"] and windowed == 1
+
+
+def test_depth_figure_draws_the_mean_only_where_every_concept_was_swept():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from remote_steer.report.depth_plots import _steering
+
+    deltas = pd.DataFrame(
+        {
+            "dataset": ["a", "a", "b", "b"],
+            "layer_fraction": [0.4, 0.5, 0.5, 0.6],
+            "strength": [1.0] * 4,
+            "glass_delta": [1.0, 2.0, 4.0, 3.0],
+        }
+    )
+    fig, ax = plt.subplots()
+    _steering(ax, deltas, pd.DataFrame(), pd.DataFrame())
+    (mean,) = [line for line in ax.get_lines() if line.get_label() == "steering Δ at +1"]
+    assert list(mean.get_xdata()) == [0.5] and list(mean.get_ydata()) == [3.0]
+    plt.close(fig)
 
 
 def test_ablation_equals_a_hook_that_subtracts_the_projection():
