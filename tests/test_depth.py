@@ -22,6 +22,7 @@ from conftest import hf_module, hook_layer_outputs, make_items
 from remote_steer.analysis import decodability as dec
 from remote_steer.analysis import layer_predictor as P
 from remote_steer.data.prompts import encode_items
+from remote_steer.display import NullDisplay
 from remote_steer.engines.sweep_fast import extract_caa_fast, extract_caa_fast_readout
 from remote_steer.remote.backend import Backend
 
@@ -331,6 +332,110 @@ def test_run_writes_decodability_and_the_side_effects_diagonal_is_the_sweep(tmp_
     cell = frame[(frame["vector"] == "corrigibility") & (frame["dataset"] == "self-awareness")].iloc[0]
     expected = (steered.mean() - base.mean()) / base.std(ddof=1)
     assert cell["glass_delta"] == pytest.approx(expected, rel=1e-3, abs=1e-4)
+
+
+def test_run_with_ablation_on_writes_the_scripts_table(tmp_path):
+    """``[evaluation] ablation = true``: the run writes results/ablation.parquet, equal to
+    the table scripts/ablation.py computes on the finished run; its baseline equals the
+    sweep's unsteered logit diffs (another engine) and its layer the best layer. Without
+    the field, no table."""
+    from remote_steer.run.ablation_stage import ablation
+    from remote_steer.run.runner import prepare, run_experiment
+    from remote_steer.run.spec import parse_spec
+
+    text = SMALL_RUN.replace("seed = 1", f'seed = 1\noutput_dir = "{tmp_path}"')
+    off = run_experiment(parse_spec(text, "depth.toml"), run_dir=tmp_path / "off")
+    assert not (off.run_dir / "results" / "ablation.parquet").exists()
+    spec = parse_spec(text.replace("chunk_items = 8", "chunk_items = 8\nablation = true"), "depth.toml")
+    display = NullDisplay()
+    outcome = run_experiment(spec, run_dir=tmp_path / "on", display=display)
+    table = pd.read_parquet(outcome.run_dir / "results" / "ablation.parquet")
+    again = ablation(prepare(spec), outcome.run_dir)
+    pd.testing.assert_frame_equal(table[list(again.columns)], again, check_exact=False, rtol=1e-6)
+    assert len(table) == 2
+    display = NullDisplay()  # a rerun keeps the table: the same cells at the same best layers
+    run_experiment(spec, run_dir=tmp_path / "on", display=display)
+    assert any("ablation.parquet is up to date" in n for n in display.notes)
+    pd.testing.assert_frame_equal(pd.read_parquet(outcome.run_dir / "results" / "ablation.parquet"), table)
+    best = outcome.summary.set_index("dataset")["best_layer"]
+    baseline = outcome.results.groupby("dataset")["baseline_logit_diff"].mean()
+    for row in table.itertuples():
+        assert row.direction_layer == best[row.dataset]
+        scale = max(1.0, abs(baseline[row.dataset]))
+        assert row.baseline_mean == pytest.approx(baseline[row.dataset], abs=1e-4 * scale)
+
+
+def test_ablation_skips_remote_models_with_one_note(tmp_path):
+    from remote_steer.run.runner import run_experiment
+    from remote_steer.run.spec import parse_spec
+
+    text = SMALL_RUN.replace('dtype = "float32"', 'dtype = "float32"\nbackend = "simulated-remote"')
+    spec = parse_spec(text.replace("chunk_items = 8", "chunk_items = 8\nablation = true"), "depth.toml")
+    display = NullDisplay()
+    outcome = run_experiment(spec, run_dir=tmp_path / "remote", display=display)
+    notes = [n for n in display.notes if "Directional ablation" in n]
+    assert notes == ["Directional ablation runs on local models only; skipped: toy/qwen3."]
+    assert pd.read_parquet(outcome.run_dir / "results" / "ablation.parquet").empty
+
+
+def test_predicted_window_sweeps_the_predicted_layers_only(tmp_path):
+    """``layer_window = "predicted"``: each concept's sweep holds only the window around the
+    layer predicted from its own decodability table (predict_layer, window: computed here
+    from results/decodability.parquet), its rows equal the full sweep's at those layers,
+    and the caveat is noted once."""
+    from remote_steer.run.predicted_window import CAVEAT
+    from remote_steer.run.runner import run_experiment
+    from remote_steer.run.spec import parse_spec
+
+    text = SMALL_RUN.replace("layers = [8]", "layers = [2, 3, 4, 5, 6, 7, 8, 9, 10]")
+    full = run_experiment(parse_spec(text, "depth.toml"), run_dir=tmp_path / "full")
+    display = NullDisplay()
+    spec = parse_spec(text.replace("chunk_items = 8", 'chunk_items = 8\nlayer_window = "predicted"'), "d.toml")
+    got = run_experiment(spec, run_dir=tmp_path / "predicted", display=display)
+    assert display.notes.count(CAVEAT) == 1
+    table = pd.read_parquet(got.run_dir / "results" / "decodability.parquet")
+    key = ["dataset", "item_id", "layer", "strength"]
+    for concept, curve in table.groupby("dataset"):
+        layers = P.window(P.predict_layer(curve), list(range(2, 11)), 12)
+        rows = got.results[got.results["dataset"] == concept].sort_values(key).reset_index(drop=True)
+        assert sorted(rows["layer"].unique()) == layers
+        assert any(f"{concept}: predicted layer" in n for n in display.notes)
+        same = full.results[(full.results["dataset"] == concept) & full.results["layer"].isin(layers)]
+        same = same.sort_values(key).reset_index(drop=True)
+        np.testing.assert_allclose(rows["logit_diff"], same["logit_diff"], rtol=1e-5, atol=1e-5)
+    assert len(got.results) < len(full.results)
+
+
+def test_report_leaves_windowed_cells_out_of_the_predictor_comparison():
+    from remote_steer.report.depth import _full_sweep_cells
+
+    logit = pd.DataFrame({"model": ["m"] * 5, "dataset": ["a", "a", "a", "b", "b"], "layer": [1, 2, 3, 2, 3]})
+    best = pd.DataFrame({"model": ["m", "m"], "dataset": ["a", "b"], "best_layer": [2, 3]})
+    full, windowed = _full_sweep_cells(logit, best)
+    assert list(full["dataset"]) == ["a"] and windowed == 1
+
+
+def test_depth_figure_draws_the_mean_only_where_every_concept_was_swept():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from remote_steer.report.depth_plots import _steering
+
+    deltas = pd.DataFrame(
+        {
+            "dataset": ["a", "a", "b", "b"],
+            "layer_fraction": [0.4, 0.5, 0.5, 0.6],
+            "strength": [1.0] * 4,
+            "glass_delta": [1.0, 2.0, 4.0, 3.0],
+        }
+    )
+    fig, ax = plt.subplots()
+    _steering(ax, deltas, pd.DataFrame(), pd.DataFrame())
+    (mean,) = [line for line in ax.get_lines() if line.get_label() == "steering Δ at +1"]
+    assert list(mean.get_xdata()) == [0.5] and list(mean.get_ydata()) == [3.0]
+    plt.close(fig)
 
 
 def test_ablation_equals_a_hook_that_subtracts_the_projection():

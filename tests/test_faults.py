@@ -110,6 +110,28 @@ def test_damaged_part_is_set_aside_and_recomputed(copy, clean, damage):
     pd.testing.assert_frame_equal(_sorted(outcome.results), clean[1])
 
 
+@pytest.mark.parametrize("damage", [_truncate, _corrupt, _corrupt_data, "wrong columns"])
+def test_damaged_decodability_part_is_set_aside_and_extracted_again(copy, clean, damage):
+    """A decodability part (one per model × concept, no strength column) damaged: the next
+    run sets it aside in one note and runs that concept's extraction again; the table and
+    the vectors end equal to the clean run's, the sweep computes nothing."""
+    part = copy.part_path("decodability", "toy/qwen3", "corrigibility", 0)
+    vector = copy.vector_path("toy/qwen3", "corrigibility")
+    clean_table, clean_vector = pd.read_parquet(clean[0] / "results" / "decodability.parquet"), vector.read_bytes()
+    pd.DataFrame({"what": [1]}).to_parquet(part) if damage == "wrong columns" else damage(part)
+    outcome, notes = _run_again(copy)
+    assert outcome.computed_parts == 0
+    assert sum(str(part) in n and "set aside" in n for n in notes) == 1, notes
+    assert part.with_name(part.name + ".damaged").exists()
+    table = pd.read_parquet(copy.results_path("decodability"))
+    numbers = [c for c in clean_table.columns if c.endswith(("accuracy", "_mean", "agreement"))]
+    assert numbers
+    pd.testing.assert_frame_equal(table[numbers], clean_table[numbers], rtol=1e-5)
+    assert vector.read_bytes() == clean_vector
+    _, notes = _run_again(copy)  # repaired: nothing set aside or extracted again
+    assert not any("set aside" in n for n in notes)
+
+
 @pytest.mark.parametrize("damage", [_truncate, _corrupt])
 def test_damaged_manifest_is_one_line_exit_2(copy, damage):
     damage(copy.manifest_path)
@@ -150,6 +172,35 @@ def test_damaged_results_table_is_rebuilt_by_report_and_run(copy, clean, damage)
     outcome, _ = _run_again(copy)
     assert outcome.computed_parts == 0
     pd.testing.assert_frame_equal(_sorted(pd.read_parquet(table)), clean[1])
+
+
+@pytest.mark.parametrize("damage", [_truncate, "missing"])
+def test_damaged_decodability_table_is_rebuilt_by_report(copy, clean, damage):
+    table = copy.results_path("decodability")
+    expected = pd.read_parquet(table)
+    table.unlink() if damage == "missing" else damage(table)
+    result = runner.invoke(app, ["report", str(copy.root), "--no-figures"])
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(pd.read_parquet(table), expected)
+
+
+@pytest.mark.parametrize("damage", [_truncate, _corrupt])
+def test_damaged_ablation_table_is_written_again_by_the_next_run(tmp_path, damage):
+    """results/ablation.parquet (``[evaluation] ablation = true``) is computed whole after
+    every run's summary: damaged, the next run writes it again, equal; report ignores it."""
+    from fault_harness import TINY
+
+    text = TINY.format(out=tmp_path).replace("chunk_items = 1", "chunk_items = 1\nablation = true")
+    outcome = run_experiment(parse_spec(text, "tiny.toml"))
+    table = RunDir(outcome.run_dir).results_path("ablation")
+    expected = pd.read_parquet(table)
+    damage(table)
+    result = runner.invoke(app, ["report", str(outcome.run_dir), "--no-figures"])
+    assert result.exit_code == 0, result.output
+    again = run_experiment(parse_spec(text, "tiny.toml"))
+    assert again.computed_parts == 0
+    numbers = ["baseline_mean", "ablated_mean", "random_ablated_mean", "change", "random_change"]
+    pd.testing.assert_frame_equal(pd.read_parquet(table)[numbers], expected[numbers])
 
 
 def test_report_on_a_non_run_directory_leaves_nothing(tmp_path):

@@ -61,3 +61,18 @@ def test_plan_counts_no_sweep_without_the_logit_mode(modes):
     spec = parse_spec(SPEC.replace("chunk_items = 2", f"chunk_items = 2\nmodes = {modes}"), "planned.toml")
     (plan,), _ = plan_experiment(spec)
     assert plan.requests == 1  # the extraction only; generation has its own table
+
+
+def test_plan_says_the_most_the_predicted_window_keeps():
+    """``layer_window = "predicted"``: the most sweep layers any window keeps (by hand: 12
+    layers, ±15 % depth = ±1.8 layers, so a window of the sweep 2..10 holds at most 3)."""
+    from remote_steer.run.plan_tables import depth_notes
+
+    text = SPEC.replace("layers = [6, 9]\n", "").replace("layers = [4, 8, 11]", "layers = [2, 3, 4, 5, 6, 7, 8, 9, 10]")
+    spec = parse_spec(text.replace("chunk_items = 2", 'chunk_items = 2\nlayer_window = "predicted"'), "p.toml")
+    (plan,), _ = plan_experiment(spec)
+    assert plan.window_layers == 3 and plan.sweep_layers == 9
+    (line,) = [n for n in depth_notes(spec, [plan]) if n.startswith("Predicted layer window")]
+    assert "at most 3 of 9 sweep layers" in line and "67%" in line and "only after" in line
+    (default,), _ = plan_experiment(parse_spec(text, "p.toml"))
+    assert default.window_layers is None

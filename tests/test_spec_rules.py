@@ -223,6 +223,16 @@ BAD = [
         ":14: evaluation.modes: expected a string or a non-empty list of strings",
     ),
     (
+        "ablation_bad",
+        sub("layers = [1, 2]", "layers = [1, 2]\nablation = 1"),
+        ":14: evaluation.ablation: expected true or false, got 1",
+    ),
+    (
+        "layer_window_bad",
+        sub("layers = [1, 2]", 'layers = [1, 2]\nlayer_window = "guess"'),
+        ":14: evaluation.layer_window: 'guess' is not one of all, predicted",
+    ),
+    (
         "thinking_bad",
         sub("max_new_tokens = 8", 'thinking = "yes"'),
         ":16: generation.thinking: expected true or false, got 'yes'",

@@ -39,6 +39,16 @@ def _onsets(decodability: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _full_sweep_cells(logit: pd.DataFrame, best: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The best-layer cells that swept every layer their model swept, and how many did not
+    (a predicted window, or a partial run): only full sweeps test the predictor."""
+    per_cell = logit.groupby(["model", "dataset"])["layer"].nunique()
+    union = logit.groupby("model")["layer"].nunique()
+    short = {cell for cell, n in per_cell.items() if n < union[cell[0]]}
+    keep = [(m, d) not in short for m, d in zip(best["model"], best["dataset"], strict=True)]
+    return best[keep], int(len(best) - sum(keep))
+
+
 def section(
     decodability: pd.DataFrame | None, logit: pd.DataFrame, deltas: pd.DataFrame, best: pd.DataFrame, models
 ) -> DepthSection:
@@ -46,7 +56,8 @@ def section(
     if decodability is None or decodability.empty:  # runs from before decodability: no section
         return out
     sweep_layers = {m: sorted(int(x) for x in g.unique()) for m, g in logit.groupby("model")["layer"]}
-    cells = predictor.compare(decodability, best, sweep_layers)
+    full, windowed = _full_sweep_cells(logit, best)
+    cells = predictor.compare(decodability, full, sweep_layers)
     onsets = _onsets(decodability)
     folds = int(decodability["folds"].max())
     out.numeric.update(decodability=decodability, layer_predictor=cells, depth_onsets=onsets)
@@ -74,7 +85,14 @@ def section(
             pd.DataFrame(rows),
             "Mean over concepts of the depth (layer output / layers) where each curve first reaches "
             f"{predictor.ONSET:.0%} of its rise from chance; held-out: item-stratified {folds}-fold cross-validation "
-            "on the training items; 'steers best': the sweep's best layer.",
+            "on the training items; 'steers best': the sweep's best layer."
+            + (
+                f' {windowed} cells swept fewer layers than their model (layer_window = "predicted"): '
+                "their best is the window's, and they are left out of the layer predictor's comparison "
+                "(in the window by construction)."
+                if windowed
+                else ""
+            ),
         )
     )
     summary = predictor.summarise(cells)

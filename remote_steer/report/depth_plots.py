@@ -43,11 +43,16 @@ def _steering(ax, deltas: pd.DataFrame, best: pd.DataFrame, predicted: pd.DataFr
         return
     strength = float(deltas["strength"].max())
     at = deltas[deltas["strength"] == strength]
-    for _, cell in at.groupby("dataset"):
+    label = f"steering Δ at {strength:+g}"
+    by_layer = at.groupby("layer_fraction")["glass_delta"]
+    # the mean only where every concept was swept (a predicted window sweeps a subset each)
+    mean = by_layer.mean()[by_layer.count() == at["dataset"].nunique()]
+    for i, (_, cell) in enumerate(at.groupby("dataset")):
         cell = cell.sort_values("layer_fraction")
-        ax.plot(cell["layer_fraction"], cell["glass_delta"], color=STEER_COLOUR, alpha=0.3, linewidth=0.8)
-    mean = at.groupby("layer_fraction")["glass_delta"].mean()
-    ax.plot(mean.index, mean.to_numpy(), "-o", color=STEER_COLOUR, markersize=3, label=f"steering Δ at {strength:+g}")
+        thin = label + " (each concept)" if mean.empty and i == 0 else None
+        ax.plot(cell["layer_fraction"], cell["glass_delta"], color=STEER_COLOUR, alpha=0.3, linewidth=0.8, label=thin)
+    if not mean.empty:
+        ax.plot(mean.index, mean.to_numpy(), "-o", color=STEER_COLOUR, markersize=3, label=label)
     ax.axhline(0.0, color="grey", linewidth=0.8)
     if not best.empty:
         ax.plot(best["best_layer_fraction"], [0.0] * len(best), "x", color="black", label="swept best layer")

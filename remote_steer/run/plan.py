@@ -40,6 +40,7 @@ class ModelPlan:
     depth_dims: int | None = None  # decodability readout dimensions per layer (analysis/decodability.py)
     depth_bytes: int | None = None  # bytes the readouts bring back, every concept (received includes them)
     side_effect_rows: int | None = None  # steered rows the side-effects matrix adds (scripts/side_effects.py)
+    window_layers: int | None = None  # layer_window = "predicted": the most sweep layers a window keeps
 
 
 def _items_per_concept(spec: ExperimentSpec) -> tuple[dict[str, tuple[int, int]], bool, int]:
@@ -216,9 +217,20 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                 depth_dims,
                 depth_bytes,
                 (len(counts) - 1) * sum(te for _, te in counts.values()) if sweeping else None,
+                _window_layers(spec, model, layers),
             )
         )
     return plans, estimated
+
+
+def _window_layers(spec: ExperimentSpec, model, layers: int) -> int | None:
+    """With ``layer_window = "predicted"``: the most sweep layers the window keeps
+    (run/predicted_window.py); which ones, only each concept's extraction says."""
+    from remote_steer.run.predicted_window import PREDICTED, most_kept
+
+    if spec.evaluation.layer_window != PREDICTED:
+        return None
+    return most_kept(spec.sweep_layers(layers, model), layers)
 
 
 def _depth_readout(engine: str, remote: bool, counts, layers: int, hidden: int) -> tuple[int | None, int]:

@@ -177,6 +177,13 @@ def depth_notes(spec: ExperimentSpec, plans: list[ModelPlan]) -> list[str]:
                 f"Side effects ({p.model}, scripts/side_effects.py): {p.side_effect_rows:,} steered rows beyond "
                 f"the sweep's {p.sweep_rows:,} ({p.side_effect_rows / p.sweep_rows:.2f}× its rows)."
             )
+        if p.window_layers is not None and p.sweep_layers:
+            notes.append(
+                f'Predicted layer window ({p.model}, layer_window = "predicted"): at most {p.window_layers} of '
+                f"{p.sweep_layers} sweep layers per concept, at least {1 - p.window_layers / p.sweep_layers:.0%} "
+                "of the sweep's configurations saved; which layers is known only after each concept's "
+                "extraction (the run names them)."
+            )
     per_item = readout_bytes(1, 64, REMOTE_DIMS)
     notes.append(
         f"Decodability on NDIF at the 32B shape (64 layers × 5,120; {REMOTE_DIMS} random dims): "

@@ -60,7 +60,8 @@ def vectors_for(
     controls = spec.controls
     vector_path, extra_path = store.vector_path(name, concept), controls_path(store, name, concept)
     need_extra = bool(controls.shuffled or controls.bootstrap)
-    if vector_path.exists() and (not need_extra or extra_path.exists()):
+    repair = prepared.spec.engine == "fast" and _decodability_set_aside(store, name, concept)
+    if not repair and vector_path.exists() and (not need_extra or extra_path.exists()):
         vectors = SteeringVectors.load(vector_path)
         if spec.evaluation.strength_unit == "raw" or vectors.residual_norms is not None:
             return vectors, (_load_extra(extra_path) if need_extra else {})
@@ -107,13 +108,23 @@ def vectors_for(
         )
         store.write_part(DECODABILITY_TABLE, name, concept, 0, frame)
     letter_rows = [i for i, (k, _) in enumerate(kinds) if k == LETTERS]
-    if need_extra:
-        _save_controls(extra_path, extra, kinds)  # before the vector file: its presence means both exist
-    vectors.save(vector_path)
+    if repair and vector_path.exists() and (not need_extra or extra_path.exists()):
+        vectors = SteeringVectors.load(vector_path)  # the saved record stays; only the part was lost
+    else:
+        if need_extra:
+            _save_controls(extra_path, extra, kinds)  # before the vector file: its presence means both exist
+        vectors.save(vector_path)
     out = _load_extra(extra_path) if need_extra else {}
     if letter_rows:
         out[LETTERS] = extra[letter_rows]
     return vectors, out
+
+
+def _decodability_set_aside(store: RunDir, name: str, concept: str) -> bool:
+    """The concept's decodability part was damaged and set aside (``RunDir.set_aside_damaged``)
+    and not yet computed again: its extraction pass runs again to repair it."""
+    part = store.part_path(DECODABILITY_TABLE, name, concept, 0)
+    return not part.exists() and part.with_name(part.name + ".damaged").exists()
 
 
 def _load_extra(path: Path) -> dict[str, torch.Tensor]:

@@ -38,7 +38,7 @@ from remote_steer.models.loading import (
 from remote_steer.remote.backend import Backend
 from remote_steer.remote.ndif import journal_traffic, probe_key
 from remote_steer.remote.status import client_versions, cold_line, require_hosted, server_versions, skew_line
-from remote_steer.run import estimate, extend, letter_control, rigour, strength_check, threads
+from remote_steer.run import estimate, extend, letter_control, predicted_window, rigour, strength_check, threads
 from remote_steer.run.chunked import chunk_size, recorded_chunk_size
 from remote_steer.run.context import Counts, RunContext
 from remote_steer.run.generation_stage import GENERATION_TABLE, generation_stage
@@ -288,8 +288,8 @@ def _open(plan: Plan, store: RunDir, fresh: bool, display: Display) -> bool:
         )
     if changed:
         display.note(f"Extending the run: {', '.join(changed)} changed; computing only what is missing")
-    for table in (LOGIT_TABLE, GENERATION_TABLE, rigour.CONTROL_TABLE):
-        store.set_aside_damaged(table, display.note)
+    for table in (LOGIT_TABLE, GENERATION_TABLE, rigour.CONTROL_TABLE, rigour.DECODABILITY_TABLE):
+        store.set_aside_damaged(table, display.note)  # decodability: its concept's extraction runs again
     return resumed
 
 
@@ -371,6 +371,10 @@ def _locked_run(
     store.consolidate(rigour.DECODABILITY_TABLE)  # analysis/decodability.py, from the extraction pass
     summary = best_layers(results) if len(results) else pd.DataFrame()
     store.write_summary(summary)
+    if spec.evaluation.ablation and len(summary):
+        from remote_steer.run import ablation_stage
+
+        ablation_stage.write(plan, store, display)
     generation = store.consolidate(GENERATION_TABLE)
     seconds = time.perf_counter() - started
     store.update_manifest(status="complete", error=None, seconds=round(seconds, 2))
@@ -397,6 +401,8 @@ def _run_models(
     model_info: dict[str, Any] = dict(manifest.models if manifest is not None else {})
     traffic: dict[str, Any] = {}
     versions = package_versions()
+    if plan.spec.evaluation.layer_window == predicted_window.PREDICTED:
+        display.note(predicted_window.CAVEAT)
     try:
         for prepared in plan.models:
             backend = make_backend(prepared.spec, store.root)
@@ -503,6 +509,7 @@ def _run_concept(ctx: RunContext, concept: str, configs: list[SteerConfig]) -> s
     vectors, extra = rigour.vectors_for(ctx, concept, letters=letters_wanted)
     letters = extra.pop(rigour.LETTERS, None)
     strength_check.check(spec, prepared, concept, vectors)  # before the sweep computes anything
+    configs = predicted_window.window_configs(spec, store, prepared, concept, configs, ctx.display)
     if sweeping:
         joint = _joint_pass(ctx, concept, vectors, extra, letters, configs)
         sweep_stage(ctx, concept, vectors, configs, joint)

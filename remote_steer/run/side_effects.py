@@ -33,7 +33,8 @@ def extra_rows(n_concepts: int, test_items: int) -> int:
     return (n_concepts - 1) * test_items
 
 
-def _model_matrix(plan, prepared, store: RunDir, summary: pd.DataFrame) -> list[dict]:
+def model_matrix(plan, prepared, store: RunDir, summary: pd.DataFrame, model=None) -> list[dict]:
+    """One model's matrix rows (``model``: its loaded weights, else loaded here)."""
     name, concepts = prepared.spec.label, list(plan.splits)
     unit = plan.spec.evaluation.strength_unit
     strength = max(plan.spec.strengths_for(prepared.spec))
@@ -41,7 +42,8 @@ def _model_matrix(plan, prepared, store: RunDir, summary: pd.DataFrame) -> list[
     vectors = torch.stack([SteeringVectors.load(store.vector_path(name, c)).scaled(unit) for c in concepts])
     configs = [SteerConfig(int(cells.loc[c, "best_layer"]), strength) for c in concepts]
     only = [[v == c for c in range(len(concepts))] for v in range(len(concepts))]
-    model = load_model(prepared.source, dtype=prepared.spec.dtype, device=prepared.spec.device)
+    if model is None:
+        model = load_model(prepared.source, dtype=prepared.spec.dtype, device=prepared.spec.device)
     engine = FastLogitDiffEngine(model, Backend(), 128, plan.spec.evaluation.positions)
     rows = []
     for target in concepts:
@@ -75,7 +77,7 @@ def side_effects(plan, run_dir: Path) -> pd.DataFrame:
     rows = []
     for prepared in plan.models:
         if prepared.spec.backend == "local" and prepared.spec.engine == "fast":
-            rows += _model_matrix(plan, prepared, store, summary)
+            rows += model_matrix(plan, prepared, store, summary)
     frame = pd.DataFrame(rows)
     store.write_local_results(SIDE_EFFECTS_TABLE, frame)
     return frame

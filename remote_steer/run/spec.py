@@ -47,6 +47,7 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 ENGINES = ("fast", "plain")
 MODES = ("logit", "generation")
 STRENGTH_UNITS = ("raw", "residual")
+LAYER_WINDOWS = ("all", "predicted")
 
 
 class FieldError(Exception):
@@ -352,6 +353,9 @@ class EvaluationSpec:
     # explicit layers; None: from layer_start_fraction to the last
     layers: tuple[int, ...] | None = field(default=None, metadata=LAYERS)
     layer_start_fraction: float = field(default=0.33, metadata=FRACTION_FROM_ZERO)
+    # "all" the sweep layers, or "predicted": per concept, only the window around the layer
+    # its extraction's decodability predicts (run/predicted_window.py, docs/depth.md)
+    layer_window: str = field(default="all", metadata=one_of(LAYER_WINDOWS))
     modes: tuple[str, ...] = field(default=("logit",), metadata=MODE_LIST)  # "logit" and/or "generation"
     # "assistant" (CAA convention) or "all"
     positions: SteerPositions = field(default="assistant", metadata=one_of(POSITIONS))
@@ -364,6 +368,8 @@ class EvaluationSpec:
     strength_unit: str = field(default="raw", metadata=one_of(STRENGTH_UNITS))
     # run strengths whose vector exceeds 10× the residual norm (docs/rigour.md)
     allow_large_strengths: bool = field(default=False, metadata=FLAG)
+    # after the sweep, each concept's direction projected out at every layer (docs/depth.md)
+    ablation: bool = field(default=False, metadata=FLAG)
 
 
 @dataclass(frozen=True)
