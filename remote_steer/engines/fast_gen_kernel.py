@@ -136,7 +136,40 @@ def _next_token(base, lm_head, last_hidden, cap=None):
     return logits.argmax(-1)
 
 
-def generate(  # noqa: PLR0913, PLR0915 - shipped kernel: tensors only (the server has no remote_steer)
+def _row_tables(groups, config_layers, config_strengths):
+    """Per generated row: its item, its configuration (-1: baseline), steered layer and strength."""
+    n_configs = len(config_layers)
+    row_item = torch.cat([torch.arange(groups), torch.arange(groups).repeat_interleave(n_configs)])
+    row_config = torch.cat([torch.full((groups,), -1, dtype=torch.long), torch.arange(n_configs).repeat(groups)])
+    layer_of = torch.tensor([-1] + [int(x) for x in config_layers], dtype=torch.long)[row_config + 1]
+    strength_of = torch.tensor([0.0] + [float(x) for x in config_strengths])[row_config + 1]
+    return row_item, row_config, layer_of, strength_of
+
+
+def _coefficients(config_layers, layer_of, strength_of, dev, dtype):
+    """Per steered layer: each row's strength there (0 for rows steered elsewhere)."""
+    return {
+        layer: torch.where(layer_of == layer, strength_of, torch.zeros_like(strength_of)).to(dev, dtype)
+        for layer in sorted({int(x) for x in config_layers})
+    }
+
+
+def _stop_rule(f, in_answer, count, answer_tokens):
+    """(done, in_answer, count) after a token with flags ``f``: an end of turn stops a row; in
+    the answer, a deciding token or ``answer_tokens`` tokens stop it; ``</think>`` opens it."""
+    count = count + in_answer.long()
+    done = ((f & _STOP) > 0) | (in_answer & ((f & _DECIDES) > 0)) | (in_answer & (count >= answer_tokens))
+    return done, in_answer | ((f & _THINK_CLOSE) > 0), count
+
+
+def _keep_rows(dyn, keep):
+    """The decode cache's rows ``keep`` only (finished rows leave the batch)."""
+    for layer_cache in dyn.layers:
+        layer_cache.keys = layer_cache.keys.index_select(0, keep.to(layer_cache.keys.device))
+        layer_cache.values = layer_cache.values.index_select(0, keep.to(layer_cache.values.device))
+
+
+def generate(  # noqa: PLR0913 - shipped kernel: tensors only (the server has no remote_steer)
     base,
     lm_head,
     resid,
@@ -168,15 +201,9 @@ def generate(  # noqa: PLR0913, PLR0915 - shipped kernel: tensors only (the serv
 
     keyword = _cache_keyword()
     n_layers = len(resid)
-    groups = resid[0].shape[0]
-    n_configs = len(config_layers)
-    dev = resid[0].device
-    dtype = resid[0].dtype
+    dev, dtype = resid[0].device, resid[0].dtype
 
-    row_item = torch.cat([torch.arange(groups), torch.arange(groups).repeat_interleave(n_configs)])
-    row_config = torch.cat([torch.full((groups,), -1, dtype=torch.long), torch.arange(n_configs).repeat(groups)])
-    layer_of = torch.tensor([-1] + [int(x) for x in config_layers], dtype=torch.long)[row_config + 1]
-    strength_of = torch.tensor([0.0] + [float(x) for x in config_strengths])[row_config + 1]
+    row_item, row_config, layer_of, strength_of = _row_tables(resid[0].shape[0], config_layers, config_strengths)
     rows = row_item.shape[0]
 
     keys = [layer.keys for layer in cache.layers]
@@ -239,21 +266,13 @@ def generate(  # noqa: PLR0913, PLR0915 - shipped kernel: tensors only (the serv
     dyn = DynamicCache(ddp_cache_data=list(zip(full_k, full_v, strict=True)))
     mask2d = _take(attention_mask, row_item).to(dev)
     next_pos = _take(position_ids[:, -1:], row_item).to(dev) + 1
-    steer_layers = sorted({int(x) for x in config_layers})
-    coef = {
-        layer: torch.where(layer_of == layer, strength_of, torch.zeros_like(strength_of)).to(dev, dtype)
-        for layer in steer_layers
-    }
+    coef = _coefficients(config_layers, layer_of, strength_of, dev, dtype)
     token = _next_token(base, lm_head, last, cap)
     embed = base.embed_tokens
     for step in range(max_new_tokens):
         out[active, step] = token.to(torch.int32).cpu()
         if not force_length:
-            f = flags[token].long()
-            was = in_answer
-            count = count + was.long()
-            done = ((f & _STOP) > 0) | (was & ((f & _DECIDES) > 0)) | (was & (count >= answer_tokens))
-            in_answer = was | ((f & _THINK_CLOSE) > 0)
+            done, in_answer, count = _stop_rule(flags[token].long(), in_answer, count, answer_tokens)
             if bool(done.any()):
                 keep = torch.nonzero(~done).flatten()
                 if keep.numel() == 0:
@@ -261,9 +280,7 @@ def generate(  # noqa: PLR0913, PLR0915 - shipped kernel: tensors only (the serv
                 active, token, in_answer, count = active[keep.cpu()], token[keep], in_answer[keep], count[keep]
                 mask2d, next_pos = mask2d[keep], next_pos[keep]
                 coef = {layer: c[keep] for layer, c in coef.items()}
-                for layer_cache in dyn.layers:
-                    layer_cache.keys = layer_cache.keys.index_select(0, keep.to(layer_cache.keys.device))
-                    layer_cache.values = layer_cache.values.index_select(0, keep.to(layer_cache.values.device))
+                _keep_rows(dyn, keep)
         if step + 1 == max_new_tokens:
             break
         decoded.append(int(active.numel()))
