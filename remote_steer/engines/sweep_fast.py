@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Required, TypedDict, Unpack
 
 import nnsight
 import numpy as np
@@ -312,17 +313,21 @@ def _fill_uncomputed(steered, baseline, n_vectors: int, configs: Sequence[SteerC
                 steered[:, v * len(configs) + c] = baseline
 
 
-def extract_caa_fast(  # noqa: PLR0913 - the run stages call it by keyword; stages-as-objects pending
-    model: LoadedModel,
-    items: Sequence[EncodedItem],
-    *,
-    concept: str,
-    batch_size: int,
-    backend: Backend,
-    on_batch: Callable[[int], None] | None = None,
-    request_key: str | None = None,
-    stats: WorkStats | None = None,
-    positions: SteerPositions = "assistant",
+class ExtractOptions(TypedDict, total=False):
+    """The keyword options every fast extraction takes (``extract_caa``'s, plus weights)."""
+
+    concept: Required[str]
+    batch_size: Required[int]
+    backend: Required[Backend]
+    on_batch: Callable[[int], None] | None
+    request_key: str | None
+    stats: WorkStats | None
+    positions: SteerPositions
+    weights: torch.Tensor | None
+
+
+def extract_caa_fast(
+    model: LoadedModel, items: Sequence[EncodedItem], **options: Unpack[ExtractOptions]
 ) -> SteeringVectors:
     """``extract_caa`` with each prompt run once (same signature, same vectors).
 
@@ -332,48 +337,17 @@ def extract_caa_fast(  # noqa: PLR0913 - the run stages call it by keyword; stag
     groups go in one request and are summed on the model's side. The prompt pass
     also gives the mean residual norm at the steered positions (``positions``).
     """
-    return extract_caa_fast_weighted(
-        model,
-        items,
-        concept=concept,
-        batch_size=batch_size,
-        backend=backend,
-        on_batch=on_batch,
-        request_key=request_key,
-        stats=stats,
-        positions=positions,
-    )[0]
+    return extract_caa_fast_readout(model, items, **options)[0]
 
 
-def extract_caa_fast_weighted(  # noqa: PLR0913 - the run stages call it by keyword; stages-as-objects pending
-    model: LoadedModel,
-    items: Sequence[EncodedItem],
-    *,
-    concept: str,
-    batch_size: int,
-    backend: Backend,
-    on_batch: Callable[[int], None] | None = None,
-    request_key: str | None = None,
-    stats: WorkStats | None = None,
-    positions: SteerPositions = "assistant",
-    weights: torch.Tensor | None = None,
+def extract_caa_fast_weighted(
+    model: LoadedModel, items: Sequence[EncodedItem], **options: Unpack[ExtractOptions]
 ) -> tuple[SteeringVectors, torch.Tensor]:
     """``extract_caa_fast`` plus V extra vectors Σ_i weights[v, i] · d_i / items (d_i: item
     i's positive − negative activation), e.g. bootstrap resamples (counts) or shuffled
     labels (±1). A [V, rows] weight matrix multiplies the activations inside the trace,
     so only (1 + V) × layers × hidden leaves the model. Returns (vectors, [V, layers, hidden])."""
-    vectors, extra, _ = extract_caa_fast_readout(
-        model,
-        items,
-        concept=concept,
-        batch_size=batch_size,
-        backend=backend,
-        on_batch=on_batch,
-        request_key=request_key,
-        stats=stats,
-        positions=positions,
-        weights=weights,
-    )
+    vectors, extra, _ = extract_caa_fast_readout(model, items, **options)
     return vectors, extra
 
 
