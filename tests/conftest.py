@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -12,50 +11,14 @@ import torch
 # The real NDIF server stack (tests/ndif_stack/), started once per session by the tests that ask for it.
 from ndif_stack.fixture import ndif_stack  # noqa: F401
 
+# The small toy/qwen3 spec text, in a module of its own so that scripts (tests/fault_harness.py) take it
+# without this file's imports; the tests take it from here.
+from toy_spec import toy_spec_text  # noqa: F401
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_EVALS = REPO_ROOT.parent / "shared" / "data" / "model-written-evals"
 
 torch.set_num_threads(2)
-
-
-def _toml_list(values: Sequence[object] | str) -> str:
-    """A TOML array of numbers (a string passes through as written, e.g. "[-1e6, 1e6]")."""
-    return values if isinstance(values, str) else "[" + ", ".join(str(v) for v in values) + "]"
-
-
-def toy_spec_text(
-    name: str = "t",
-    *,
-    head: str = 'output_dir = "{out}"',
-    concepts: Sequence[str] = ("corrigibility",),
-    max_items: int = 6,
-    model: str = "",
-    strengths: Sequence[float] | str = (-1.0, 1.0),
-    layers: Sequence[int] | str = (4, 11),
-    tail: str = "",
-) -> str:
-    """The small toy/qwen3 spec the tests run, as TOML text.
-
-    ``head``: top-level lines after ``name`` (``{out}`` stays a placeholder to fill in); ``model``: lines
-    added to the ``[[models]]`` table; ``tail``: lines after ``[evaluation]``'s layers (more fields, tables).
-    """
-    quoted = ", ".join(f'"{c}"' for c in concepts)
-    lines = [
-        f'name = "{name}"',
-        head,
-        "[data]",
-        f"concepts = [{quoted}]",
-        f"max_items = {max_items}",
-        "[[models]]",
-        'name = "toy/qwen3"',
-        'dtype = "float32"',
-        model,
-        "[evaluation]",
-        f"strengths = {_toml_list(strengths)}",
-        f"layers = {_toml_list(layers)}",
-        tail,
-    ]
-    return "\n" + "\n".join(line for line in lines if line) + "\n"
 
 
 @pytest.fixture(scope="session")
