@@ -11,6 +11,10 @@ import torch
 # The real NDIF server stack (tests/ndif_stack/), started once per session by the tests that ask for it.
 from ndif_stack.fixture import ndif_stack  # noqa: F401
 
+# The small toy/qwen3 spec text, in a module of its own so that scripts (tests/fault_harness.py) take it
+# without this file's imports; the tests take it from here.
+from toy_spec import toy_spec_text  # noqa: F401
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_EVALS = REPO_ROOT.parent / "shared" / "data" / "model-written-evals"
 

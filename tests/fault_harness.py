@@ -20,22 +20,15 @@ import signal
 import sys
 import time
 
-TINY = """
-name = "tiny"
-seed = 1
-output_dir = "{out}"
-[data]
-concepts = ["corrigibility"]
-max_items = 10
-[[models]]
-name = "toy/qwen3"
-dtype = "float32"
-[evaluation]
-strengths = [-1.0, 1.0]
-layers = [4, 8]
-batch_size = 16
-chunk_items = 1
-"""
+from toy_spec import toy_spec_text
+
+TINY = toy_spec_text(
+    "tiny",
+    head='seed = 1\noutput_dir = "{out}"',
+    max_items=10,
+    layers=(4, 8),
+    tail="batch_size = 16\nchunk_items = 1",
+)
 
 
 def _die_at(kill: tuple[str, int] | None) -> None:

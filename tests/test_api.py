@@ -11,24 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import toy_spec_text
 
 import remote_steer as rs
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SPEC = """
-name = "quickstart"
-output_dir = "{out}"
-[data]
-concepts = ["corrigibility"]
-max_items = 6
-[[models]]
-name = "toy/qwen3"
-dtype = "float32"
-[evaluation]
-strengths = [-1.0, 1.0]
-layers = [4, 6]
-"""
+SPEC = toy_spec_text("quickstart", layers=(4, 6))
 
 
 @pytest.fixture(scope="module")

@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from conftest import toy_spec_text
 from typer.testing import CliRunner
 
 from remote_steer.cli import app
 
 runner = CliRunner()
 
-GOOD = """
-name = "cli"
-output_dir = "{out}"
-[data]
-concepts = ["corrigibility"]
-max_items = 6
-[[models]]
-name = "toy/qwen3"
-dtype = "float32"
-[evaluation]
-strengths = [-1.0, 1.0]
-layers = [4, 11]
-"""
+GOOD = toy_spec_text("cli")
 
 
 def _run(tmp_path, spec_text: str):

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import hf_module, hook_layer_outputs, make_items
+from conftest import hf_module, hook_layer_outputs, make_items, toy_spec_text
 
 from remote_steer.analysis import decodability as dec
 from remote_steer.analysis import layer_predictor as P
@@ -279,21 +279,13 @@ def test_glass_rows_by_hand():
     assert (stats[:, 1] <= stats[:, 0]).all() and (stats[:, 0] <= stats[:, 2]).all()
 
 
-SMALL_RUN = """
-name = "depth"
-seed = 1
-[data]
-concepts = ["corrigibility", "self-awareness"]
-max_items = 6
-[[models]]
-name = "toy/qwen3"
-dtype = "float32"
-[evaluation]
-strengths = [-1.0, 1.0]
-layers = [8]
-batch_size = 16
-chunk_items = 8
-"""
+SMALL_RUN = toy_spec_text(
+    "depth",
+    head="seed = 1",
+    concepts=("corrigibility", "self-awareness"),
+    layers=(8,),
+    tail="batch_size = 16\nchunk_items = 8",
+)
 
 
 def test_run_writes_decodability_and_the_side_effects_diagonal_is_the_sweep(tmp_path):

@@ -8,6 +8,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import toy_spec_text
 
 from remote_steer.models.registry import layer_depth
 from remote_steer.run.spec import first_sweep_layer
@@ -59,22 +60,7 @@ from remote_steer.cli import app  # noqa: E402
 runner = CliRunner()
 PIPED = {"COLUMNS": "80"}  # CliRunner's output is not a terminal: what a pipe to a file gets
 
-SPEC = """name = "piped"
-output_dir = "{out}"
-
-[data]
-concepts = ["corrigibility"]
-max_items = 8
-
-[[models]]
-name = "toy/qwen3"
-dtype = "float32"
-
-[evaluation]
-strengths = [-1.0, 1.0]
-layers = [4, 6]
-chunk_items = 8
-"""
+SPEC = toy_spec_text("piped", max_items=8, layers=(4, 6), tail="chunk_items = 8")
 
 
 def _clean(text: str) -> None:

@@ -6,32 +6,18 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import toy_spec_text
 
 from remote_steer.errors import SpecError
 from remote_steer.run.runner import run_experiment
 from remote_steer.run.spec import parse_spec
 
-BASE = """
-name = "grow"
-output_dir = "{out}"
-seed = 2
-[data]
-concepts = ["corrigibility"]
-max_items = 6
-[[models]]
-name = "toy/qwen3"
-dtype = "float32"
-[evaluation]
-strengths = [-1.0, 1.0]
-layers = [4, 11]
-modes = {modes}
-batch_size = 16
-chunk_items = 2
-[generation]
-layers = [4]
-max_new_tokens = 3
-batch_size = 16
-"""
+BASE = toy_spec_text(
+    "grow",
+    head='output_dir = "{out}"\nseed = 2',
+    tail="modes = {modes}\nbatch_size = 16\nchunk_items = 2\n"
+    "[generation]\nlayers = [4]\nmax_new_tokens = 3\nbatch_size = 16",
+)
 
 
 def _spec(tmp_path, modes='["logit"]', extra=""):

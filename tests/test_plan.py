@@ -5,31 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import toy_spec_text
 
 from remote_steer.run.plan import _strongest_pair, plan_experiment
 from remote_steer.run.runner import run_experiment
 from remote_steer.run.spec import parse_spec
 
-SPEC = """
-name = "planned"
-seed = 1
-[data]
-concepts = ["corrigibility"]
-max_items = 10
-[[models]]
-name = "toy/qwen3"
-dtype = "float32"
-layers = [6, 9]
-strengths = [-2.0, 2.0, 4.0]
-[evaluation]
-strengths = [-1.0, 1.0]
-layers = [4, 8, 11]
-batch_size = 16
-chunk_items = 2
-[controls]
-random = 1
-shuffled = 1
-"""
+SPEC = toy_spec_text(
+    "planned",
+    head="seed = 1",
+    max_items=10,
+    model="layers = [6, 9]\nstrengths = [-2.0, 2.0, 4.0]",
+    layers=(4, 8, 11),
+    tail="batch_size = 16\nchunk_items = 2\n[controls]\nrandom = 1\nshuffled = 1",
+)
 
 
 def test_plan_requests_equal_the_runs_requests_with_controls_and_overrides(tmp_path):

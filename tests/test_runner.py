@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import toy_spec_text
 
 from remote_steer.analysis.statistics import glass_delta
 from remote_steer.engines.extraction import SteeringVectors
@@ -14,21 +15,14 @@ from remote_steer.errors import SpecError
 from remote_steer.run.runner import run_experiment
 from remote_steer.run.spec import parse_spec
 
-SMALL = """
-name = "small"
-seed = 3
-[data]
-concepts = ["corrigibility", "self-awareness"]
-max_items = 12
-[[models]]
-name = "toy/qwen3"
-dtype = "float32"
-[evaluation]
-strengths = [-1.0, 1.0]
-layers = [4, 8, 11]
-batch_size = 16
-chunk_items = 2
-"""
+SMALL = toy_spec_text(
+    "small",
+    head="seed = 3",
+    concepts=("corrigibility", "self-awareness"),
+    max_items=12,
+    layers=(4, 8, 11),
+    tail="batch_size = 16\nchunk_items = 2",
+)
 
 
 def _spec(tmp_path, text=SMALL):

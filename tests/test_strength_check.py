@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
+from conftest import toy_spec_text
 from safetensors import safe_open
 from typer.testing import CliRunner
 
@@ -21,19 +22,7 @@ from remote_steer.run.spec import parse_spec
 
 runner = CliRunner()
 
-HUGE = """
-name = "huge"
-output_dir = "{out}"
-[data]
-concepts = ["corrigibility"]
-max_items = 6
-[[models]]
-name = "toy/qwen3"
-dtype = "float32"
-[evaluation]
-strengths = [-1e6, 1e6]
-layers = [4, 11]
-"""
+HUGE = toy_spec_text("huge", strengths="[-1e6, 1e6]")
 
 
 def _hand_multiple(vector_file, layers, strength):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import toy_spec_text
 
 from remote_steer.run import estimate, threads
 from remote_steer.run.runner import run_experiment
@@ -105,20 +106,7 @@ def test_slow_run_line_names_the_likely_cause():
     assert threads.slow_note(60.0, 0.0, threads=2, cpus=2, load=2.1) is None
 
 
-SMALL = """
-name = "threads"
-output_dir = "{out}"
-threads = 1
-[data]
-concepts = ["corrigibility"]
-max_items = 6
-[[models]]
-name = "toy/qwen3"
-dtype = "float32"
-[evaluation]
-strengths = [-1.0, 1.0]
-layers = [4, 11]
-"""
+SMALL = toy_spec_text("threads", head='output_dir = "{out}"\nthreads = 1')
 
 
 def test_a_run_says_its_threads_restores_them_and_says_why_it_was_slow(tmp_path, monkeypatch):
