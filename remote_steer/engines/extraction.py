@@ -93,7 +93,7 @@ def item_weights(weights: torch.Tensor | None, n_items: int) -> torch.Tensor:
     return ones if weights is None else torch.cat([ones, weights.to(torch.float32).reshape(-1, n_items)])
 
 
-def extract_caa(  # noqa: PLR0913 - the run stages call it by keyword; stages-as-objects pending
+def extract_caa(  # noqa: PLR0913 - keyword options, called so by the stages and ~40 tests
     model: LoadedModel,
     items: Sequence[EncodedItem],
     *,
@@ -125,7 +125,7 @@ def extract_caa(  # noqa: PLR0913 - the run stages call it by keyword; stages-as
     )[0]
 
 
-def extract_caa_weighted(  # noqa: PLR0913 - the run stages call it by keyword; stages-as-objects pending
+def extract_caa_weighted(  # noqa: PLR0913 - keyword options, called so by the stages and ~40 tests
     model: LoadedModel,
     items: Sequence[EncodedItem],
     *,

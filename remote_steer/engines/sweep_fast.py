@@ -365,7 +365,7 @@ class Readout:
     lens: torch.Tensor
 
 
-def extract_caa_fast_readout(  # noqa: PLR0913 - the run stages call it by keyword; stages-as-objects pending
+def extract_caa_fast_readout(  # noqa: PLR0913 - keyword options, called so by the stages and ~40 tests
     model: LoadedModel,
     items: Sequence[EncodedItem],
     *,
