@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from remote_steer.display import Display
 from remote_steer.engines.protocol import fast_path
@@ -21,8 +21,40 @@ from remote_steer.remote.backend import Backend
 from remote_steer.rundir import RunDir
 
 if TYPE_CHECKING:
-    from remote_steer.run.runner import Plan, PreparedModel
-    from remote_steer.run.spec import ExperimentSpec
+    from remote_steer.data.preprocess import ConceptSplit
+    from remote_steer.data.prompts import EncodedItem
+    from remote_steer.models.loading import ModelSource
+    from remote_steer.run.spec import ExperimentSpec, ModelSpec
+
+
+@dataclass
+class PreparedModel:
+    """One model of a run, ready: its source, layers, label and tokenized items (no weights)."""
+
+    spec: ModelSpec
+    source: ModelSource
+    n_layers: int
+    hidden_size: int
+    sweep_layers: list[int]
+    generation_layers: list[int]
+    training: str
+    encoded: dict[str, tuple[list[EncodedItem], list[EncodedItem]]] = field(
+        default_factory=dict
+    )  # concept -> (train, test)
+    generation_encoded: dict[str, list[EncodedItem]] = field(default_factory=dict)  # concept -> test, for generation
+    client_model: LoadedModel | None = None  # remote: the weightless model the key probe was built on
+    thinking: bool = False  # generation prompts open the assistant turn with thinking on
+
+
+@dataclass
+class Plan:
+    """A validated run: the spec, every concept's split and every prepared model."""
+
+    spec: ExperimentSpec
+    splits: dict[str, ConceptSplit]
+    models: list[PreparedModel]
+    pace: dict[str, Any] = field(default_factory=dict)  # run/estimate.py: work per step, time and work so far
+    servers: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> its /env's python and nnsight
 
 
 @dataclass

@@ -50,7 +50,7 @@ def _per_token_layer(config: Any) -> float:
 
 
 def plan_work(plan: Any) -> list[Work]:
-    """GFLOP per model × concept of a prepared run (``runner.Plan``), in run order."""
+    """GFLOP per model × concept of a prepared run (``run.context.Plan``), in run order."""
     from remote_steer.models.loading import load_config
     from remote_steer.run.letter_control import control_strengths
 

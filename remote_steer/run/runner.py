@@ -21,7 +21,7 @@ import pandas as pd
 from remote_steer.analysis.statistics import best_layers
 from remote_steer.data.loading import load_concept
 from remote_steer.data.preprocess import ConceptSplit, preprocess
-from remote_steer.data.prompts import EncodedItem, encode_generation_items, encode_items, supports_thinking
+from remote_steer.data.prompts import encode_generation_items, encode_items, supports_thinking
 from remote_steer.display import Display, NullDisplay
 from remote_steer.engines.generation_plain import generation_summary
 from remote_steer.engines.sweep_plain import SteerConfig
@@ -40,38 +40,17 @@ from remote_steer.remote.ndif import journal_traffic, probe_key
 from remote_steer.remote.status import client_versions, cold_line, require_hosted, server_versions, skew_line
 from remote_steer.run import estimate, extend, letter_control, predicted_window, rigour, strength_check, threads
 from remote_steer.run.chunked import chunk_size, recorded_chunk_size
-from remote_steer.run.context import Counts, RunContext
+from remote_steer.run.context import (  # Plan, PreparedModel: importable from here too
+    Counts,
+    Plan,
+    PreparedModel,
+    RunContext,
+)
 from remote_steer.run.generation_stage import GENERATION_TABLE, generation_stage
 from remote_steer.run.spec import ExperimentSpec, ModelSpec, spec_location, validate
 from remote_steer.run.sweep_stage import LOGIT_TABLE, sweep_stage
 from remote_steer.rundir import Provenance, RunDir, package_versions, where_computed
 from remote_steer.rundir.parts import UNRECORDED
-
-
-@dataclass
-class PreparedModel:
-    spec: ModelSpec
-    source: ModelSource
-    n_layers: int
-    hidden_size: int
-    sweep_layers: list[int]
-    generation_layers: list[int]
-    training: str
-    encoded: dict[str, tuple[list[EncodedItem], list[EncodedItem]]] = field(
-        default_factory=dict
-    )  # concept -> (train, test)
-    generation_encoded: dict[str, list[EncodedItem]] = field(default_factory=dict)  # concept -> test, for generation
-    client_model: LoadedModel | None = None  # remote: the weightless model the key probe was built on
-    thinking: bool = False  # generation prompts open the assistant turn with thinking on
-
-
-@dataclass
-class Plan:
-    spec: ExperimentSpec
-    splits: dict[str, ConceptSplit]
-    models: list[PreparedModel]
-    pace: dict[str, Any] = field(default_factory=dict)  # run/estimate.py: work per step, time and work so far
-    servers: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> its /env's python and nnsight
 
 
 @dataclass
