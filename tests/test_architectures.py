@@ -119,6 +119,46 @@ def test_sweep_fast_equals_plain_equals_hooks(arch_toy):
     assert np.abs(oracle - oracle_base[:, None]).max() > 100 * tol, "steering must move the numbers"
 
 
+def test_held_prompt_passes_equal_hooks_with_no_second_prompt_pass(arch_toy):
+    """A sweep that keeps its prompt passes (``HeldPrompts``, for the side-effects matrix)
+    steers them again at other configurations and vectors with no prompt pass: the numbers
+    equal plain hooks, as a fresh pass's do, and it holds only the layers it may need."""
+    from remote_steer.engines.sweep_fast import HeldPrompts
+
+    items = encode_items(arch_toy.tokenizer, make_items(5, seed=23))
+    last = arch_toy.n_layers - 1
+    vectors = torch.stack([_vectors(arch_toy, items, seed) for seed in (1, 2)])
+    engine = FastLogitDiffEngine(arch_toy, Backend(), batch_rows=6, hold=HeldPrompts(frozenset({1, last})))
+    engine.run_vectors(items, vectors[:1], [SteerConfig(1, 1.0), SteerConfig(last, -1.0)])
+    assert engine.hold is not None and engine.hold.holds(items)
+    prompt_work = engine.stats.prompt_token_layers
+    configs = [SteerConfig(1, 2.0), SteerConfig(last, -1.5)]
+    only = [[True, False], [False, True]]  # vector 0 at layer 1, vector 1 at the last layer
+    baseline, steered = engine.run_held(items, vectors, configs, only)
+    assert engine.stats.prompt_token_layers == prompt_work  # no prompt pass
+    oracle_base = np.array([hook_logit_diff(arch_toy, it) for it in items])
+    oracle = np.array(
+        [
+            [
+                hook_logit_diff(arch_toy, it, c.layer, c.strength, vectors[v, c.layer], it.steer_start("assistant"))
+                for v, c in enumerate(configs)
+            ]
+            for it in items
+        ]
+    )
+    tol = _tol(oracle, oracle_base)
+    np.testing.assert_allclose(baseline, oracle_base, atol=tol, rtol=0)
+    np.testing.assert_allclose(np.stack([steered[:, 0, 0], steered[:, 1, 1]], axis=1), oracle, atol=tol, rtol=0)
+    assert np.isnan(steered[:, 0, 1]).all() and np.isnan(steered[:, 1, 0]).all()
+    assert np.abs(oracle - oracle_base[:, None]).max() > 100 * tol, "steering must move the numbers"
+    with pytest.raises(ValueError, match="not among the held layers"):
+        engine.run_held(items, vectors, [SteerConfig(0, 1.0)])
+    # layers below the lowest held one keep no prefix keys/values, the others no residual
+    group = engine.hold.groups[0]
+    assert group.layers[1].keys.stride()[0] == 0 and group.layers[last].keys.stride()[0] != 0
+    assert group.resid[1].stride()[0] != 0 and (last < 3 or group.resid[2].stride()[0] == 0)
+
+
 @contextlib.contextmanager
 def _hook(model, prompt_len, layer=None, strength=0.0, vector=None, start=0):
     if layer is None:

@@ -288,26 +288,51 @@ SMALL_RUN = toy_spec_text(
 )
 
 
-def test_run_writes_decodability_and_the_side_effects_diagonal_is_the_sweep(tmp_path):
-    """A run writes results/decodability.parquet (one row per concept × layer); the side
-    effects' diagonal equals Glass's delta the sweep measured at the best layer, and an
-    off-diagonal cell equals a plain forward hook's logit diffs."""
+SIDE_EFFECTS_RUN = toy_spec_text(
+    "depth",
+    head="seed = 1",
+    concepts=("corrigibility", "self-awareness"),
+    layers=(4, 8),
+    tail="batch_size = 16\nchunk_items = 8\nside_effects = true",
+)
+
+
+def test_run_writes_decodability_and_the_side_effects_matrix_from_the_sweeps_prompt_passes(tmp_path):
+    """A run with ``side_effects = true`` writes results/decodability.parquet and
+    results/side_effects.parquet. The matrix steers the prompt passes its sweep kept: the
+    diagonal is Glass's delta the sweep measured at the best layer, an off-diagonal cell
+    equals a plain forward hook's logit diffs, and ``scripts/side_effects.py``'s pass over a
+    finished run (each prompt run again) gives the same table. A part lost is computed again
+    on the next run, the same; an up-to-date one is not touched."""
     from remote_steer.engines.extraction import SteeringVectors
     from remote_steer.run.runner import prepare, run_experiment
     from remote_steer.run.side_effects import side_effects, specificity
     from remote_steer.run.spec import parse_spec
 
-    spec = parse_spec(SMALL_RUN.replace("seed = 1", f'seed = 1\noutput_dir = "{tmp_path}"'), "depth.toml")
+    spec = parse_spec(SIDE_EFFECTS_RUN.replace("seed = 1", f'seed = 1\noutput_dir = "{tmp_path}"'), "depth.toml")
     outcome = run_experiment(spec)
     table = pd.read_parquet(outcome.run_dir / "results" / "decodability.parquet")
     assert len(table) == 2 * 12 and table["probe_accuracy"].between(0, 1).all()
-    frame = side_effects(prepare(spec), outcome.run_dir)
+    frame = pd.read_parquet(outcome.run_dir / "results" / "side_effects.parquet")
+    assert len(frame) == 4 and set(frame["prompt_pass"]) == {"kept from the sweep"}
+    assert set(frame["backend"]) == {"local"}
     summary = outcome.summary.set_index("dataset")
     diagonal = frame[frame["vector"] == frame["dataset"]].set_index("dataset")
     for concept in summary.index:
-        assert diagonal.loc[concept, "glass_delta"] == pytest.approx(summary.loc[concept, "glass_delta_pos"], rel=1e-3)
+        assert diagonal.loc[concept, "glass_delta"] == pytest.approx(summary.loc[concept, "glass_delta_pos"], rel=1e-6)
+        assert diagonal.loc[concept, "layer"] == summary.loc[concept, "best_layer"]
     assert len(specificity(frame)) == 1
+    from remote_steer.report.build import build_report
+
+    report = build_report([outcome.run_dir], tmp_path / "report", n_boot=20, figures=False)
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Side effects: a vector on its own concept's items" in text
+    assert sum(t.key == "side_effects" for t in report.tables) == 1
+    written = pd.read_csv(tmp_path / "report" / "tables" / "specificity.csv")
+    assert written["diagonal"].iloc[0] == pytest.approx(diagonal["glass_delta"].mean())
     # one off-diagonal cell by hand: corrigibility's vector on self-awareness's items
+    from conftest import hook_logit_diff
+
     from remote_steer.models.loading import load_model, resolve
 
     model = load_model(resolve("toy/qwen3"), dtype="float32")
@@ -315,8 +340,6 @@ def test_run_writes_decodability_and_the_side_effects_diagonal_is_the_sweep(tmp_
     _, test = plan.models[0].encoded["self-awareness"]
     layer = int(summary.loc["corrigibility", "best_layer"])
     vector = SteeringVectors.load(outcome.run_dir / "vectors" / "toy--qwen3" / "corrigibility.safetensors").vectors
-    from conftest import hook_logit_diff
-
     base = np.array([hook_logit_diff(model, it) for it in test])
     steered = np.array(
         [hook_logit_diff(model, it, layer, 1.0, vector[layer], it.steer_start("assistant")) for it in test]
@@ -324,6 +347,37 @@ def test_run_writes_decodability_and_the_side_effects_diagonal_is_the_sweep(tmp_
     cell = frame[(frame["vector"] == "corrigibility") & (frame["dataset"] == "self-awareness")].iloc[0]
     expected = (steered.mean() - base.mean()) / base.std(ddof=1)
     assert cell["glass_delta"] == pytest.approx(expected, rel=1e-3, abs=1e-4)
+    # the finished run's pass, every prompt run again: the same matrix
+    again = side_effects(plan, outcome.run_dir)
+    assert set(again["prompt_pass"]) == {"run again"}
+    np.testing.assert_allclose(again["glass_delta"], frame["glass_delta"], rtol=1e-4, atol=1e-5)
+    # a lost part: the next run computes it again (its sweep is saved, so the prompt pass reruns)
+    parts = sorted((outcome.run_dir / "parts" / "side_effects").rglob("*.parquet"))
+    assert len(parts) == 2
+    kept = parts[1].stat().st_mtime_ns
+    parts[0].unlink()
+    rerun = run_experiment(spec)
+    redone = pd.read_parquet(rerun.run_dir / "results" / "side_effects.parquet")
+    assert sorted(set(redone["prompt_pass"])) == ["kept from the sweep", "run again"]
+    np.testing.assert_allclose(redone["glass_delta"], frame["glass_delta"], rtol=1e-4, atol=1e-5)
+    assert parts[1].stat().st_mtime_ns == kept
+
+
+def test_side_effects_of_a_remote_model_run_each_prompt_again_and_agree_with_local(tmp_path):
+    """A remote model's server keeps nothing between requests: the matrix runs one request
+    per concept (every prompt again), with the same numbers as the local run's kept passes."""
+    from remote_steer.run.runner import run_experiment
+    from remote_steer.run.spec import parse_spec
+
+    frames = {}
+    for backend in ("local", "simulated-remote"):
+        text = SIDE_EFFECTS_RUN.replace('dtype = "float32"', f'dtype = "float32"\nbackend = "{backend}"')
+        spec = parse_spec(text.replace("seed = 1", f'seed = 1\noutput_dir = "{tmp_path / backend}"'), "d.toml")
+        outcome = run_experiment(spec)
+        frames[backend] = pd.read_parquet(outcome.run_dir / "results" / "side_effects.parquet")
+    remote = frames["simulated-remote"]
+    assert set(remote["prompt_pass"]) == {"run again"} and set(remote["backend"]) == {"simulated-remote"}
+    np.testing.assert_allclose(remote["glass_delta"], frames["local"]["glass_delta"], rtol=1e-4, atol=1e-5)
 
 
 def test_run_with_ablation_on_writes_the_scripts_table(tmp_path):

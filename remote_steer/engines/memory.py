@@ -18,6 +18,7 @@ long-prompt sweep shrinks its blocks instead of running out of memory.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,15 @@ def group_bytes(shape: Shape, group: int, width: int, window: int) -> int:
     cache = shape.layers * 2 * group * width * shape.kv_heads * shape.head_dim
     resid = shape.layers * group * window * shape.hidden
     return int((cache + resid) * shape.bytes_per_value)
+
+
+def held_bytes(shape: Shape, items: int, prefix: int, window: int, layers: Sequence[int]) -> int:
+    """What ``sweep_fast.HeldPrompts`` keeps of ``items`` prompt passes to steer them again at
+    ``layers``: the window residual at those layers (and the first and last) and the prefix
+    keys/values of the first layer and of every layer above the lowest of them."""
+    resid = len(set(layers) | {0, shape.layers - 1}) * window * shape.hidden
+    kv = (1 + shape.layers - 1 - min(layers)) * 2 * prefix * shape.kv_heads * shape.head_dim
+    return int(items * (resid + kv) * shape.bytes_per_value)
 
 
 def block_bytes(shape: Shape, rows: int, width: int, window: int) -> int:

@@ -153,6 +153,8 @@ class FastLogitDiffEngine:
     batch_rows: int = 64
     positions: SteerPositions = "assistant"
     stats: WorkStats = field(default_factory=WorkStats)
+    # set (locally): every prompt pass of ``run_vectors`` is kept here for ``run_held``
+    hold: HeldPrompts | None = None
 
     def run(
         self,
@@ -185,28 +187,13 @@ class FastLogitDiffEngine:
         (control and bootstrap vectors cost only their steered rows). ``only[v][c]`` False:
         that pair is not computed (its entry is NaN), e.g. a check needed at a few
         configurations only."""
-        n_vectors = vector_sets.shape[0]
         if not supports_fast_path(self.model):
             if only is not None:
                 raise ValueError("run_vectors(only=...) needs the fast path")
             return self._plain_vectors(items, vector_sets, configs, on_rows, request_key)
-        n_layers = self.model.n_layers
-        for config in configs:
-            if not 0 <= config.layer < n_layers:
-                raise ValueError(f"steering layer {config.layer} outside the model's {n_layers} layers")
-        # strength 0 adds nothing: those columns are the baseline
-        active = [
-            (v, c)
-            for v in range(n_vectors)
-            for c, config in enumerate(configs)
-            if config.strength != 0.0 and (only is None or only[v][c])
-        ]
-        pairs = sorted({(v, configs[c].layer) for v, c in active})
-        row_of = {pair: j for j, pair in enumerate(pairs)}
-        layer_vectors = torch.stack([vector_sets[v, layer] for v, layer in pairs]) if pairs else vector_sets[0, :1]
-        vector_rows = [row_of[(v, configs[c].layer)] for v, c in active]  # only these rows travel
-        config_layers = [configs[c].layer for _, c in active]
-        config_strengths = [float(configs[c].strength) for _, c in active]
+        staircase = _Staircase.of(vector_sets, configs, self.model.n_layers, only)
+        active, layer_vectors, vector_rows = staircase.active, staircase.vectors, staircase.rows
+        config_layers, config_strengths = staircase.layers, staircase.strengths
         index_groups = _groups(items, max(1, self.batch_rows // max(1, len(active))))
         groups = [self._group([items[i] for i in index]) for index in index_groups]
         for index, group in zip(index_groups, groups, strict=True):
@@ -220,8 +207,9 @@ class FastLogitDiffEngine:
             (*trace_inputs(batch), prefix, steer, tokens, prompt_pass_kwargs(self.model))
             for batch, prefix, steer, tokens in groups
         ]
+        keeping = self.hold is not None and self.backend.kind == "local"  # a server keeps nothing for later
         request = self.backend.open(self.model, "evaluation", request_key)
-        results = None
+        results = held = None
         # Session body (no comment lines inside: nnsight ships its unparsed source).
         # Per group: the model's forward reads the window of every layer, then the
         # kernel runs every steered continuation on the model's side.
@@ -230,6 +218,7 @@ class FastLogitDiffEngine:
             if request.must_submit:
                 with nn.session(**request.session_kwargs()):
                     results = []
+                    held = []
                     for inputs, position_ids, attention_mask, prefix, steer, tokens, extra in trace_groups:
                         with nn.trace(inputs, use_cache=True, logits_to_keep=no_logits, **extra):
                             resid = [layers[layer].output[:, prefix:] for layer in range(len(layers))]
@@ -241,21 +230,72 @@ class FastLogitDiffEngine:
                                     config_strengths, tokens, block_rows, layout,
                                 )
                             )
+                            if keeping:
+                                held.append((resid, fast_kernel.cache_tensors(cache, prefix)))
                     results = nnsight.save(results)
+                    held = nnsight.save(held)
             results = request.result(results=results)["results"]
         # fmt: on
-        baseline = torch.empty(len(items), dtype=torch.float32)
-        steered = torch.zeros(len(items), n_vectors * len(configs), dtype=torch.float32)
-        columns = torch.tensor([v * len(configs) + c for v, c in active], dtype=torch.long)
+        if keeping and self.hold is not None and held:
+            for index, group, kept in zip(index_groups, groups, held, strict=True):
+                self.hold.keep([items[i].item_id for i in index], group, *kept)
+        return self._collect(len(items), index_groups, results, staircase, configs, on_rows, only)
+
+    def run_held(
+        self,
+        items: Sequence[EncodedItem],
+        vector_sets: torch.Tensor,
+        configs: Sequence[SteerConfig],
+        only: Sequence[Sequence[bool]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``run_vectors`` over prompt passes ``hold`` kept from an earlier call: no prompt
+        pass, only the steered rows (locally; every item must be held)."""
+        assert self.hold is not None
+        staircase = _Staircase.of(vector_sets, configs, self.model.n_layers, only)
+        missing = [layer for layer in staircase.layers if layer not in self.hold.layers]
+        if missing:
+            raise ValueError(f"run_held: layer {missing[0]} is not among the held layers {sorted(self.hold.layers)}")
+        found = [self.hold.find(it.item_id) for it in items]
+        by_group: dict[int, list[int]] = {}
+        for i, (g, _) in enumerate(found):
+            by_group.setdefault(g, []).append(i)
+        hf = self.model.nn._module
+        layout, results, index_groups = self.model.kernel_layout(), [], []
+        block_rows = self._fit_block_rows(items, [list(range(len(items)))])
+        with torch.inference_mode():
+            for g, index in by_group.items():
+                group = self.hold.groups[g]
+                rows = torch.tensor([found[i][1] for i in index])
+                part = group.select(rows)
+                self.stats.steered_token_layers += (
+                    len(index) * part.window * sum(self.model.n_layers - 1 - layer for layer in staircase.layers)
+                )
+                self.stats.answer_logit_rows += 2 * len(index) * (len(staircase.layers) + 1)
+                results.append(
+                    fast_kernel.sweep(
+                        hf.model, hf.lm_head, part.resid, part, part.prefix, part.position_ids,
+                        part.attention_mask, part.steer, staircase.vectors, staircase.rows, staircase.layers,
+                        staircase.strengths, part.tokens, block_rows, layout,
+                    )
+                )  # fmt: skip
+                index_groups.append(index)
+        return self._collect(len(items), index_groups, results, staircase, configs, None, only)
+
+    def _collect(self, n_items, index_groups, results, staircase, configs, on_rows, only):
+        """Per-group (baseline, steered) back in item order: [items], [items, V, configurations]."""
+        n_vectors = staircase.n_vectors
+        baseline = torch.empty(n_items, dtype=torch.float32)
+        steered = torch.zeros(n_items, n_vectors * len(configs), dtype=torch.float32)
+        columns = torch.tensor([v * len(configs) + c for v, c in staircase.active], dtype=torch.long)
         for index, (base_diff, group_steered) in zip(index_groups, results, strict=True):
             rows = torch.tensor(index)
             baseline[rows] = base_diff
-            if active:
+            if staircase.active:
                 steered[rows[:, None], columns[None, :]] = group_steered
         _fill_uncomputed(steered, baseline, n_vectors, configs, only)
         if on_rows is not None:
-            on_rows(len(items) * (n_vectors * len(configs) + 1))
-        steered_np = steered.numpy().astype(np.float64).reshape(len(items), n_vectors, len(configs))
+            on_rows(n_items * (n_vectors * len(configs) + 1))
+        steered_np = steered.numpy().astype(np.float64).reshape(n_items, n_vectors, len(configs))
         return baseline.numpy().astype(np.float64), steered_np
 
     def _plain_vectors(self, items, vector_sets, configs, on_rows, request_key) -> tuple[np.ndarray, np.ndarray]:
@@ -301,6 +341,144 @@ class FastLogitDiffEngine:
         _count_prompt(self.stats, batch, n_layers)
         self.stats.steered_token_layers += len(group) * window * sum(n_layers - 1 - c.layer for c in configs)
         self.stats.answer_logit_rows += 2 * len(group) * (len(configs) + 1)
+
+
+@dataclass(frozen=True)
+class _Staircase:
+    """The (vector, configuration) pairs one sweep computes, as the kernel takes them."""
+
+    n_vectors: int
+    active: list[tuple[int, int]]  # (vector set, configuration); strength 0 and ``only`` False left out
+    vectors: torch.Tensor  # one row per (vector set, layer) used: only these rows travel
+    rows: list[int]  # per active pair, its row of ``vectors``
+    layers: list[int]
+    strengths: list[float]
+
+    @classmethod
+    def of(cls, vector_sets, configs: Sequence[SteerConfig], n_layers: int, only) -> _Staircase:
+        for config in configs:
+            if not 0 <= config.layer < n_layers:
+                raise ValueError(f"steering layer {config.layer} outside the model's {n_layers} layers")
+        n_vectors = vector_sets.shape[0]
+        # strength 0 adds nothing: those columns are the baseline
+        active = [
+            (v, c)
+            for v in range(n_vectors)
+            for c, config in enumerate(configs)
+            if config.strength != 0.0 and (only is None or only[v][c])
+        ]
+        pairs = sorted({(v, configs[c].layer) for v, c in active})
+        row_of = {pair: j for j, pair in enumerate(pairs)}
+        vectors = torch.stack([vector_sets[v, layer] for v, layer in pairs]) if pairs else vector_sets[0, :1]
+        return cls(
+            n_vectors,
+            active,
+            vectors,
+            [row_of[(v, configs[c].layer)] for v, c in active],
+            [configs[c].layer for _, c in active],
+            [float(configs[c].strength) for _, c in active],
+        )
+
+
+@dataclass
+class _Layer:
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
+@dataclass
+class HeldGroup:
+    """One group's prompt pass, kept: what ``fast_kernel.sweep`` reads of it. Looks like
+    the pass's cache to the kernel (``layers[l].keys``/``.values``, prefix columns only).
+    Layers no held configuration can reach hold zero-stride stand-ins (no memory)."""
+
+    item_ids: list[str]
+    prefix: int
+    position_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    steer: torch.Tensor
+    tokens: torch.Tensor
+    resid: list[torch.Tensor]  # per layer [G, window, hidden]
+    layers: list[_Layer]  # per layer prefix keys/values [G, heads, prefix, dim]
+
+    @property
+    def window(self) -> int:
+        return self.resid[0].shape[1]
+
+    def select(self, rows: torch.Tensor) -> HeldGroup:
+        """The group's rows ``rows`` only."""
+
+        def take(t):
+            return t.index_select(0, rows.to(t.device))
+
+        return HeldGroup(
+            [self.item_ids[r] for r in rows.tolist()],
+            self.prefix,
+            take(self.position_ids),
+            take(self.attention_mask),
+            take(self.steer),
+            take(self.tokens),
+            [take(r) for r in self.resid],
+            [_Layer(take(layer.keys), take(layer.values)) for layer in self.layers],
+        )
+
+
+def _copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A compact CPU copy (a view would keep the whole layer output or cache alive)."""
+    return torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu").copy_(tensor)
+
+
+def _stand_in(tensor: torch.Tensor) -> torch.Tensor:
+    """Zeros of ``tensor``'s shape and dtype that take no memory (a layer never read)."""
+    return torch.zeros((), dtype=tensor.dtype, device="cpu").expand(tensor.shape)
+
+
+@dataclass
+class HeldPrompts:
+    """Prompt passes a sweep kept, so that a later pass over the same items (the
+    side-effects matrix, ``run/side_effects.py``) computes only its steered rows.
+
+    Kept on the CPU, and only what a configuration at one of ``layers`` reads: the window
+    residual at those layers (and the first and last, which size the masks and give the
+    baseline) and the prefix keys/values above the lowest of them (``held_bytes``)."""
+
+    layers: frozenset[int]
+    groups: list[HeldGroup] = field(default_factory=list)
+    index: dict[str, tuple[int, int]] = field(default_factory=dict)  # item id -> (group, row)
+
+    def keep(self, item_ids, group, resid, kv) -> None:
+        """One group's pass (``_group``'s inputs, the layer outputs' window, the prefix cache)."""
+        batch, prefix, steer, tokens = group
+        _, position_ids, attention_mask = trace_inputs(batch)
+        low, last = min(self.layers), len(resid) - 1
+        window = [_copy(r) if i in self.layers | {0, last} else _stand_in(r) for i, r in enumerate(resid)]
+        keys, values = kv
+        cached = [
+            _Layer(_copy(k), _copy(v)) if i == 0 or i > low else _Layer(_stand_in(k), _stand_in(v))
+            for i, (k, v) in enumerate(zip(keys, values, strict=True))
+        ]
+        g = len(self.groups)
+        self.groups.append(
+            HeldGroup(list(item_ids), prefix, position_ids, attention_mask, steer, tokens, window, cached)
+        )
+        for row, item_id in enumerate(item_ids):
+            self.index.setdefault(item_id, (g, row))
+
+    def holds(self, items: Sequence[EncodedItem]) -> bool:
+        return all(it.item_id in self.index for it in items)
+
+    def find(self, item_id: str) -> tuple[int, int]:
+        return self.index[item_id]
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held (stand-ins take none)."""
+        total = 0
+        for group in self.groups:
+            for t in [*group.resid, *(x for layer in group.layers for x in (layer.keys, layer.values))]:
+                if t.stride() and t.stride()[0] != 0:
+                    total += t.numel() * t.element_size()
+        return total
 
 
 def _fill_uncomputed(steered, baseline, n_vectors: int, configs: Sequence[SteerConfig], only) -> None:

@@ -259,8 +259,10 @@ def _build(run_dirs: list[Path], out_dir: Path, n_boot: int, seed: int, level: f
         tables += _tables_generation(per_cell, per_dataset, datasets)
     tables += rigour_section.tables
     depth_section = depth.section(extra.get("decodability"), logit, deltas, best, models)
-    tables += depth_section.tables
+    side = depth.side_effects_section(extra.get("side_effects"), models)
+    tables += depth_section.tables + side.tables
     numeric.update(depth_section.numeric)
+    numeric.update(side.numeric)
     from remote_steer.analysis.letters import letter_effects, load_letter_control, report_table
 
     control = load_letter_control([r.path for r in study.runs])
@@ -336,7 +338,7 @@ def _build(run_dirs: list[Path], out_dir: Path, n_boot: int, seed: int, level: f
             no_gen,
         )
     )
-    draw += rigour_section.figures + depth_section.figures
+    draw += rigour_section.figures + depth_section.figures + side.figures
     drawn = []
     for plan in draw:
         fn, why = (plan.draw, plan.skipped) if figures else (None, "figures turned off")

@@ -16,7 +16,7 @@ import pandas as pd
 from remote_steer.analysis import layer_predictor as predictor
 from remote_steer.report.base import FigurePlan, Table
 
-FIGURES = ("depth_readable_vs_steering",)
+FIGURES = ("depth_readable_vs_steering", "side_effects")
 
 
 @dataclass
@@ -128,4 +128,49 @@ def section(
         return depth_panel(decodability, deltas, best, cells, shown, stem)
 
     out.figures.append(FigurePlan(FIGURES[0], "Readable, logit lens and steering curves on one depth axis", draw))
+    return out
+
+
+def side_effects_section(frame: pd.DataFrame | None, models) -> DepthSection:
+    """The side-effects matrix (``results/side_effects.parquet``, run/side_effects.py): the
+    specificity table and the matrix figure; nothing for runs without it."""
+    from remote_steer.analysis.side_effects import specificity
+
+    out = DepthSection()
+    if frame is None or frame.empty:
+        return out
+    shown = [m for m in models if m in set(frame["model"])]
+    frame = frame[frame["model"].isin(shown)]
+    table = specificity(frame)
+    out.numeric.update(side_effects=frame, specificity=table)
+    strength = ", ".join(f"{s:+g}" for s in sorted(frame["strength"].unique()))
+    out.tables.append(
+        Table(
+            "side_effects",
+            "Side effects: a vector on its own concept's items against the other concepts'",
+            table.assign(
+                diagonal=table["diagonal"].map("{:+.2f}".format),
+                off_diagonal_abs=table["off_diagonal_abs"].map("{:.2f}".format),
+                ratio=table["ratio"].map("{:.2f}".format),
+            ).rename(
+                columns={
+                    "diagonal": "own concept (mean Δ)",
+                    "off_diagonal_abs": "other concepts (mean size of Δ)",
+                    "ratio": "ratio",
+                    "off_diagonal_excluding_0": "other cells whose CI excludes 0",
+                    "off_diagonal_cells": "other cells",
+                }
+            ),
+            "Each concept's vector at its own best layer and strength "
+            f"{strength}, on every concept's held-out items (Glass's delta, 95% bootstrap interval over items). "
+            "The own-concept cells are the sweep's; the whole matrix: the figure and tables/side_effects.csv.",
+        )
+    )
+
+    def draw(stem: Path) -> list[Path]:
+        from remote_steer.report.depth_plots import side_effects_matrix
+
+        return side_effects_matrix(frame, shown, stem)
+
+    out.figures.append(FigurePlan(FIGURES[1], "Side effects: each vector on every concept's items", draw))
     return out

@@ -78,6 +78,9 @@ class RunContext:
     counts: Counts
     after_part: Callable[[], None] | None = None
     loaded: LoadedModel | None = field(default=None, init=False)
+    # run/side_effects.py: each concept's prompt passes kept by its sweep, and whether they fit
+    held: dict[str, Any] = field(default_factory=dict, init=False)
+    holding: bool | None = field(default=None, init=False)
 
     @property
     def spec(self) -> ExperimentSpec:

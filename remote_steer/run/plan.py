@@ -39,7 +39,9 @@ class ModelPlan:
     host_note: str = ""  # --check-hosts: one line when the model is not served, or cold
     depth_dims: int | None = None  # decodability readout dimensions per layer (analysis/decodability.py)
     depth_bytes: int | None = None  # bytes the readouts bring back, every concept (received includes them)
-    side_effect_rows: int | None = None  # steered rows the side-effects matrix adds (scripts/side_effects.py)
+    side_effect_rows: int | None = None  # steered rows the side-effects matrix adds (run/side_effects.py)
+    side_effects_on: bool = False  # [evaluation] side_effects: the run computes the matrix
+    side_effect_kept: int | None = None  # bytes of the sweep's prompt passes kept for it (local fast path)
     window_layers: int | None = None  # layer_window = "predicted": the most sweep layers a window keeps
 
 
@@ -217,10 +219,36 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                 depth_dims,
                 depth_bytes,
                 (len(counts) - 1) * sum(te for _, te in counts.values()) if sweeping else None,
-                _window_layers(spec, model, layers),
+                window_layers=_window_layers(spec, model, layers),
+                side_effects_on=sweeping and ev.side_effects and len(counts) > 1,
+                side_effect_kept=_kept_bytes(spec, model, card, counts, prompt_tokens),
             )
         )
     return plans, estimated
+
+
+def _kept_bytes(spec: ExperimentSpec, model, card, counts, prompt_tokens: int) -> int | None:
+    """About what the sweep's prompt passes kept for the side-effects matrix take (local fast
+    path; the card's shape, head size taken as hidden / heads, assistant turn ~8 tokens)."""
+    from remote_steer.engines import memory
+
+    ev = spec.evaluation
+    if (
+        not ev.side_effects
+        or model.backend != "local"
+        or model.engine != "fast"
+        or card is None
+        or "logit" not in ev.modes
+    ):
+        return None
+    head_dim = card.hidden_size // card.n_heads
+    shape = memory.Shape(
+        card.n_layers, card.hidden_size, card.n_heads, card.n_kv_heads, head_dim, 0, 0, 0.0,
+        memory._DTYPE_BYTES.get(model.dtype, 2),
+    )  # fmt: skip
+    prefix, window = (0, prompt_tokens) if ev.positions == "all" else (prompt_tokens, 8)
+    items = sum(te for _, te in counts.values())
+    return memory.held_bytes(shape, items, prefix, window, spec.sweep_layers(card.n_layers, model))
 
 
 def _window_layers(spec: ExperimentSpec, model, layers: int) -> int | None:

@@ -158,6 +158,29 @@ def generation_table(spec: ExperimentSpec) -> PlanTable | None:
     )
 
 
+def side_effects_note(p: ModelPlan) -> str:
+    """What the side-effects matrix (run/side_effects.py) adds to the sweep, and how."""
+    assert p.side_effect_rows is not None and p.sweep_rows
+    rows = (
+        f"{p.side_effect_rows:,} steered rows beyond the sweep's {p.sweep_rows:,} "
+        f"({p.side_effect_rows / p.sweep_rows:.2f}× its rows)"
+    )
+    if not p.side_effects_on:
+        return (
+            f"Side effects ({p.model}, off: [evaluation] side_effects = true, or scripts/side_effects.py on the "
+            f"finished run): {rows}."
+        )
+    if p.side_effect_kept is not None:
+        return (
+            f"Side effects ({p.model}, on): {rows}; the sweep keeps its prompt passes for them "
+            f"(about {size(p.side_effect_kept)} of memory), so no prompt runs twice."
+        )
+    return (
+        f"Side effects ({p.model}, on): {rows}, plus one more prompt pass per held-out item "
+        "(the server keeps nothing between requests)."
+    )
+
+
 def depth_notes(spec: ExperimentSpec, plans: list[ModelPlan]) -> list[str]:
     """What decodability by depth brings back (docs/depth.md), and at the 32B shape."""
     from remote_steer.analysis.decodability import REMOTE_DIMS, readout_bytes
@@ -173,10 +196,7 @@ def depth_notes(spec: ExperimentSpec, plans: list[ModelPlan]) -> list[str]:
             f"per concept ({where}); no extra forward pass."
         )
         if p.side_effect_rows and p.sweep_rows:
-            notes.append(
-                f"Side effects ({p.model}, scripts/side_effects.py): {p.side_effect_rows:,} steered rows beyond "
-                f"the sweep's {p.sweep_rows:,} ({p.side_effect_rows / p.sweep_rows:.2f}× its rows)."
-            )
+            notes.append(side_effects_note(p))
         if p.window_layers is not None and p.sweep_layers:
             notes.append(
                 f'Predicted layer window ({p.model}, layer_window = "predicted"): at most {p.window_layers} of '

@@ -38,7 +38,16 @@ from remote_steer.models.loading import (
 from remote_steer.remote.backend import Backend
 from remote_steer.remote.ndif import journal_traffic, probe_key
 from remote_steer.remote.status import client_versions, cold_line, require_hosted, server_versions, skew_line
-from remote_steer.run import estimate, extend, letter_control, predicted_window, rigour, strength_check, threads
+from remote_steer.run import (
+    estimate,
+    extend,
+    letter_control,
+    predicted_window,
+    rigour,
+    side_effects,
+    strength_check,
+    threads,
+)
 from remote_steer.run.chunked import chunk_size, recorded_chunk_size
 from remote_steer.run.context import (  # Plan, PreparedModel: importable from here too
     Counts,
@@ -350,6 +359,8 @@ def _locked_run(
     store.consolidate(rigour.DECODABILITY_TABLE)  # analysis/decodability.py, from the extraction pass
     summary = best_layers(results) if len(results) else pd.DataFrame()
     store.write_summary(summary)
+    if spec.evaluation.side_effects:
+        store.consolidate(side_effects.SIDE_EFFECTS_TABLE)
     if spec.evaluation.ablation and len(summary):
         from remote_steer.run import ablation_stage
 
@@ -458,6 +469,7 @@ def _run_model(ctx: RunContext) -> dict[str, Any]:
     revision = None
     for concept in ctx.plan.splits:
         revision = _run_concept(ctx, concept, configs)
+    side_effects.stage(ctx)  # [evaluation] side_effects: every concept's best layer is known now
     return {
         "revision": ctx.loaded.revision if ctx.loaded is not None else revision,
         "location": prepared.source.location,
@@ -491,7 +503,7 @@ def _run_concept(ctx: RunContext, concept: str, configs: list[SteerConfig]) -> s
     configs = predicted_window.window_configs(spec, store, prepared, concept, configs, ctx.display)
     if sweeping:
         joint = _joint_pass(ctx, concept, vectors, extra, letters, configs)
-        sweep_stage(ctx, concept, vectors, configs, joint)
+        sweep_stage(ctx, concept, vectors, configs, joint, hold=lambda: side_effects.hold_for(ctx, concept))
         if joint is not None:
             joint.write_letters(store, prepared.encoded[concept][1], vectors)
         rigour.controls_stage(ctx, concept, vectors, extra, configs)

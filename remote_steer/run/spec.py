@@ -370,6 +370,8 @@ class EvaluationSpec:
     allow_large_strengths: bool = field(default=False, metadata=FLAG)
     # after the sweep, each concept's direction projected out at every layer (docs/depth.md)
     ablation: bool = field(default=False, metadata=FLAG)
+    # after every concept's sweep, each concept's vector on every other's items (docs/depth.md)
+    side_effects: bool = field(default=False, metadata=FLAG)
 
 
 @dataclass(frozen=True)

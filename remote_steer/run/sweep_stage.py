@@ -4,11 +4,13 @@ held-out items, one checkpointed part per chunk (``run/chunked.py``). With a joi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 from remote_steer.engines.choice import sweep_engine
 from remote_steer.engines.extraction import SteeringVectors
-from remote_steer.engines.sweep_fast import FastLogitDiffEngine
+from remote_steer.engines.sweep_fast import FastLogitDiffEngine, HeldPrompts
 from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.run import rigour
 from remote_steer.run.chunked import ChunkedStage, cell_columns, run_chunked
@@ -23,14 +25,19 @@ def sweep_stage(
     vectors: SteeringVectors,
     configs: list[SteerConfig],
     joint: rigour.JointPass | None,
+    hold: Callable[[], HeldPrompts | None] | None = None,
 ) -> None:
-    """Every configuration the saved parts lack, chunk by chunk."""
+    """Every configuration the saved parts lack, chunk by chunk. ``hold``: where the fast
+    engine keeps its prompt passes (for the side-effects matrix, ``run/side_effects.py``)."""
     spec, prepared, store, name = ctx.spec, ctx.prepared, ctx.store, ctx.name
     _, test = prepared.encoded[concept]
 
     def engine():  # built only if a chunk is left
         rows = joint.batch_rows() if joint is not None else spec.evaluation.batch_size
-        return sweep_engine(ctx.model(), ctx.backend, rows, spec.evaluation.positions, prepared.spec.engine).engine
+        built = sweep_engine(ctx.model(), ctx.backend, rows, spec.evaluation.positions, prepared.spec.engine).engine
+        if hold is not None and isinstance(built, FastLogitDiffEngine):
+            built.hold = hold()
+        return built
 
     def logit_chunk(first, chunk, engine, on_rows, key, todo_configs):
         control_parts = store.chunk_parts(rigour.CONTROL_TABLE, name, concept, first)
