@@ -21,6 +21,7 @@ from conftest import hf_module, hook_layer_outputs, make_items, toy_spec_text
 
 from remote_steer.analysis import decodability as dec
 from remote_steer.analysis import layer_predictor as P
+from remote_steer.analysis.statistics import glass_deltas
 from remote_steer.data.prompts import encode_items
 from remote_steer.display import NullDisplay
 from remote_steer.engines.sweep_fast import extract_caa_fast, extract_caa_fast_readout
@@ -223,6 +224,42 @@ def test_predictor_picks_the_onset_and_compares_with_the_sweep():
     assert cells["saved"].tolist() == pytest.approx([7 / 9, 6 / 9, 6 / 9])  # windows of 2, 3 and 3 layers
     result = P.summarise(cells)
     assert result["rho"] == pytest.approx(1.0) and result["hit_rate"] == pytest.approx(2 / 3)
+
+
+def test_window_check_by_hand():
+    """A predicted-window run beside its full sweep (scripts/predicted_window_check.py):
+    configurations counted once per layer × strength however many items, a model the
+    window run lacks left out; every number below by hand."""
+
+    def logit(cells):
+        rows = [
+            {"model": m, "dataset": d, "item_id": i, "layer": layer, "strength": s}
+            for m, d, layers in cells
+            for layer in layers
+            for s in (-1.0, 1.0)
+            for i in range(3)
+        ]
+        return pd.DataFrame(rows)
+
+    def best(rows):
+        return pd.DataFrame(rows, columns=["model", "dataset", "best_layer", "glass_delta_pos"])
+
+    full = logit([("m", "a", [2, 4, 6]), ("m", "b", [2, 4, 6]), ("other", "a", [2, 4, 6])])
+    full_best = best([("m", "a", 4, 0.6), ("m", "b", 6, 0.4), ("other", "a", 2, 0.9)])
+    windowed = logit([("m", "a", [4, 6]), ("m", "b", [2])])
+    windowed_best = best([("m", "a", 4, 0.6), ("m", "b", 2, 0.1)])
+    cells = P.window_check(full, full_best, windowed, windowed_best)
+    assert cells["dataset"].tolist() == ["a", "b"] and set(cells["model"]) == {"m"}
+    assert cells["window_layers"].tolist() == [[4, 6], [2]]
+    assert cells["configurations"].tolist() == [4, 2] and cells["full_configurations"].tolist() == [6, 6]
+    assert cells["saved"].tolist() == pytest.approx([1 / 3, 2 / 3])
+    assert cells["hit"].tolist() == [True, False]
+    assert cells["chance"].tolist() == pytest.approx([2 / 3, 1 / 3])
+    (summary,) = P.window_check_summary(cells).to_dict("records")
+    assert (summary["concepts"], summary["configurations"], summary["full_configurations"]) == (2, 6, 12)
+    assert summary["saved"] == pytest.approx(0.5) and summary["hits"] == 1
+    assert summary["hit_rate"] == pytest.approx(0.5) and summary["chance_hit_rate"] == pytest.approx(0.5)
+    assert summary["window_delta"] == pytest.approx(0.35) and summary["full_delta"] == pytest.approx(0.5)
 
 
 def test_spearman_equals_scipy():
@@ -450,6 +487,15 @@ def test_predicted_window_sweeps_the_predicted_layers_only(tmp_path):
         same = same.sort_values(key).reset_index(drop=True)
         np.testing.assert_allclose(rows["logit_diff"], same["logit_diff"], rtol=1e-5, atol=1e-5)
     assert len(got.results) < len(full.results)
+    # scripts/predicted_window_check.py's numbers on these two runs: the window's best
+    # Glass's delta is the full sweep's at that layer (same rows)
+    cells = P.window_check(full.results, full.summary, got.results, got.summary).set_index("dataset")
+    deltas = glass_deltas(full.results).set_index(["dataset", "layer", "strength"])["glass_delta"]
+    for concept, cell in cells.iterrows():
+        assert cell["configurations"] == 2 * len(cell["window_layers"]) and cell["full_configurations"] == 2 * 9
+        assert cell["hit"] == (cell["full_best_layer"] in cell["window_layers"])
+        at = deltas.loc[(concept, cell["window_best_layer"], 1.0)]
+        assert cell["window_delta"] == pytest.approx(at, rel=1e-5, abs=1e-6)
 
 
 def test_report_leaves_windowed_cells_out_of_the_predictor_comparison():

@@ -274,3 +274,37 @@ def test_run_says_how_long_it_will_take(tmp_path):
     run_experiment(parse_spec(text, "s.toml"), display=display)
     assert any(note.startswith("Estimated time: about ") for note in display.notes)
     assert any(note.startswith("toy/qwen3 · corrigibility: done; about ") for note in display.notes)
+
+
+def test_estimate_counts_the_widest_predicted_window_and_the_ablation():
+    """``layer_window = "predicted"``: the steered rows are counted for the window that
+    costs most; ``ablation = true``: one more step per model, three full passes over every
+    concept's held-out items. By hand for toy/qwen3 (12 layers, window ±1.8 layers)."""
+    from remote_steer.models.loading import load_config
+    from remote_steer.run import estimate
+    from remote_steer.run.runner import prepare
+    from remote_steer.run.spec import parse_spec
+
+    text = toy_spec_text("w", head="", concepts=("corrigibility", "power-seeking"), layers=range(2, 11))
+    full = estimate.plan_work(prepare(parse_spec(text, "s.toml")))
+    extra = 'layer_window = "predicted"\nablation = true'
+    plan = prepare(parse_spec(text.replace("layers = [", f"{extra}\nlayers = ["), "s.toml"))
+    work = estimate.plan_work(plan)
+    assert [w.step for w in work] == [
+        "toy/qwen3 · corrigibility",
+        "toy/qwen3 · power-seeking",
+        "toy/qwen3 · directional ablation",
+    ]
+    model = plan.models[0]
+    per = estimate._per_token_layer(load_config(model.source))
+    n, rows = 12, 5 * 2  # window tokens × strengths ±1
+    for w, full_w, (train, test) in zip(work, full, model.encoded.values(), strict=False):
+        # every sweep layer 2..10: 9 + 8 + ... + 1 = 45 layers above; the costliest window
+        # is the one around layer 3 (layers 2, 3, 4: 9 + 8 + 7 = 24)
+        assert (full_w.gflop - w.gflop) / per == pytest.approx(len(test) * rows * (45 - 24))
+        tokens = sum(len(it.prompt_ids) for it in train) + sum(len(it.prompt_ids) for it in test)
+        assert w.gflop == pytest.approx((tokens * n + 2 * len(train) * n + len(test) * rows * 24) * per)
+    held_out = sum(len(it.prompt_ids) for _, test in model.encoded.values() for it in test)
+    assert work[2].gflop == pytest.approx(3 * held_out * n * per)
+    note = estimate.start_note(plan, work)
+    assert note is not None and "for 2 model × concept step(s) and the directional ablation" in note

@@ -7,7 +7,10 @@ chance to the curve's maximum. ``window`` is the sweep layers within ``HALF_WIDT
 of it, what ``layers = "predicted"`` would sweep. ``compare`` sets the predictions
 beside a full sweep's best layers: Spearman ρ over the cells with a bootstrap
 interval (cells resampled), the share of sweep configurations the window saves and
-how often it contains the full sweep's best layer.
+how often it contains the full sweep's best layer. ``window_check`` sets a run that
+swept only the window (``layer_window = "predicted"``) beside the full sweep of the
+same spec: the configurations it saved, whether its window held the full sweep's best
+layer, and Glass's delta at each run's best.
 """
 
 from __future__ import annotations
@@ -126,3 +129,77 @@ def summarise(cells: pd.DataFrame, seed: int = 0) -> dict[str, float]:
         # a window of the same size placed at random among the sweep's layers
         "chance_hit_rate": float((cells["window_layers"] / cells["sweep_layers"]).mean()),
     }
+
+
+CELL = ["model", "dataset"]
+
+
+def _swept(logit: pd.DataFrame) -> pd.DataFrame:
+    """Per model × dataset: the layers swept and the layer × strength configurations."""
+    configurations = logit[[*CELL, "layer", "strength"]].drop_duplicates()
+    return pd.DataFrame(
+        {
+            "layers": logit.groupby(CELL, sort=True)["layer"].agg(lambda s: sorted(int(x) for x in s.unique())),
+            "configurations": configurations.groupby(CELL, sort=True).size(),
+        }
+    )
+
+
+def window_check(
+    full_logit: pd.DataFrame, full_best: pd.DataFrame, window_logit: pd.DataFrame, window_best: pd.DataFrame
+) -> pd.DataFrame:
+    """A ``layer_window = "predicted"`` run set beside the full sweep of the same spec, one row
+    per model × dataset both ran: configurations swept by each and the share saved, the
+    window's layers, the full sweep's best layer and whether the window holds it (``hit``),
+    the chance a random window of the window's size among the full sweep's layers holds it,
+    and Glass's delta at each run's best layer (strongest positive strength). The logit
+    tables need model, dataset, layer and strength; the best tables are ``best_layers``'."""
+    full, win = _swept(full_logit), _swept(window_logit)
+    full_at = full_best.set_index(CELL)
+    win_at = window_best.set_index(CELL)
+    rows = []
+    for key in [k for k in full.index if k in win.index and k in full_at.index and k in win_at.index]:
+        layers = win.loc[key, "layers"]
+        best = int(full_at.loc[key, "best_layer"])
+        rows.append(
+            {
+                "model": key[0],
+                "dataset": key[1],
+                "window_layers": layers,
+                "sweep_layers": len(full.loc[key, "layers"]),
+                "configurations": int(win.loc[key, "configurations"]),
+                "full_configurations": int(full.loc[key, "configurations"]),
+                "saved": 1 - win.loc[key, "configurations"] / full.loc[key, "configurations"],
+                "full_best_layer": best,
+                "window_best_layer": int(win_at.loc[key, "best_layer"]),
+                "hit": best in layers,
+                "chance": len(layers) / len(full.loc[key, "layers"]),
+                "window_delta": float(win_at.loc[key, "glass_delta_pos"]),
+                "full_delta": float(full_at.loc[key, "glass_delta_pos"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def window_check_summary(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per model, over ``window_check``'s rows: concepts, configurations swept (window / full)
+    and the share saved, hits and the hit rate beside a same-size random window's, and the
+    mean Glass's delta at the window's best and at the full sweep's best."""
+    rows = []
+    for model, group in cells.groupby("model", sort=False):
+        window, full = int(group["configurations"].sum()), int(group["full_configurations"].sum())
+        rows.append(
+            {
+                "model": model,
+                "concepts": len(group),
+                "configurations": window,
+                "full_configurations": full,
+                "saved": 1 - window / full,
+                "hits": int(group["hit"].sum()),
+                "hit_rate": float(group["hit"].mean()),
+                "chance_hit_rate": float(group["chance"].mean()),
+                "window_delta": float(group["window_delta"].mean()),
+                "full_delta": float(group["full_delta"].mean()),
+            }
+        )
+    return pd.DataFrame(rows)

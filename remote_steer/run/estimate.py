@@ -5,7 +5,11 @@ stage, as the engines do it: a prompt pass over every item (extraction on the tr
 items, the sweep on the held-out ones), then the steered rows, each running the few
 window tokens from the assistant turn through the layers above its own, for the real
 vector, every control vector and, on real models, the letter control's direction at the
-strongest ± strength. Seconds = work / a rate (``CPU_GFLOPS``) plus ``STEP_SECONDS`` per
+strongest ± strength. With ``layer_window = "predicted"`` the steered rows are counted
+for the window that costs most (which one runs, only each concept's extraction says);
+with ``ablation = true``, one more step per local model after every concept's: three
+full passes over each concept's held-out items (unablated, the concept's direction and
+a random one projected out). Seconds = work / a rate (``CPU_GFLOPS``) plus ``STEP_SECONDS`` per
 model × concept before anything ran; after each model × concept, the run's own pace.
 """
 
@@ -24,6 +28,8 @@ from typing import Any
 CPU_GFLOPS = 160.0
 STEP_SECONDS = 2.0  # per model × concept: tracing, Python per layer, writing parts (what dominates on toys)
 _WINDOW_TOKENS = 5  # "<|im_start|>assistant\n(" and its neighbours: the steered window of a prompt
+ABLATION_STEP = "directional ablation"
+_ABLATION_PASSES = 3  # engines/ablation.py: unablated, the concept's direction, a random direction
 
 
 @dataclass(frozen=True)
@@ -49,25 +55,39 @@ def _per_token_layer(config: Any) -> float:
     return 2 * (attention + mlp) / 1e9
 
 
+def _layers_above(spec: Any, model: Any) -> int:
+    """Decoder layers a steered row runs, summed over the sweep layers (a row at layer l
+    runs the n − 1 − l above it); with ``layer_window = "predicted"``, the most any
+    window around a predicted layer sums to (the fast engine's: the plain engine records
+    no decodability and sweeps every layer)."""
+    from remote_steer.run.predicted_window import PREDICTED, possible_windows
+
+    n, layers = model.n_layers, list(model.sweep_layers)
+    windowed = spec.evaluation.layer_window == PREDICTED and model.spec.engine == "fast" and layers
+    windows = possible_windows(layers, n) if windowed else [layers]
+    return max(sum(n - 1 - layer for layer in w) for w in windows)
+
+
 def plan_work(plan: Any) -> list[Work]:
-    """GFLOP per model × concept of a prepared run (``run.context.Plan``), in run order."""
+    """GFLOP per model × concept of a prepared run (``run.context.Plan``), in run order,
+    then, with ``evaluation.ablation``, one ablation step per local model."""
     from remote_steer.models.loading import load_config
     from remote_steer.run.letter_control import control_strengths
 
     spec = plan.spec
     controls = spec.controls.random + spec.controls.shuffled + spec.controls.bootstrap
-    out = []
+    out, ablation = [], []
     for model in plan.models:
         per = _per_token_layer(load_config(model.source))
         n = model.n_layers
         strengths = spec.strengths_for(model.spec)
         pair = control_strengths(strengths) if not model.source.is_toy else []
+        above = _layers_above(spec, model)
         for concept, (train, test) in model.encoded.items():
             tokens = sum(len(it.prompt_ids) for it in train)
             work = tokens * n + 2 * len(train) * n  # extraction: prompt pass and the two answer tokens
             if "logit" in spec.evaluation.modes:
                 work += sum(len(it.prompt_ids) for it in test) * n  # the sweep's prompt pass
-                above = sum(n - 1 - layer for layer in model.sweep_layers)
                 steered = len(strengths) * above * (1 + controls) + len(pair) * above
                 work += len(test) * _WINDOW_TOKENS * steered
             if "generation" in spec.evaluation.modes and concept in model.generation_encoded:
@@ -75,7 +95,10 @@ def plan_work(plan: Any) -> list[Work]:
                 rows = len(test) * (len(model.generation_layers) * len(gen.strengths or strengths) + 1)
                 work += rows * gen.max_new_tokens * n + sum(len(it.prompt_ids) for it in test) * n
             out.append(Work(f"{model.spec.label} · {concept}", work * per))
-    return out
+        if spec.evaluation.ablation and "logit" in spec.evaluation.modes and model.spec.backend == "local":
+            tokens = sum(len(it.prompt_ids) for _, test in model.encoded.values() for it in test)
+            ablation.append(Work(f"{model.spec.label} · {ABLATION_STEP}", _ABLATION_PASSES * tokens * n * per))
+    return out + ablation
 
 
 def clock(seconds: float) -> str:
@@ -99,9 +122,11 @@ def start_note(plan: Any, work: list[Work]) -> str | None:
         return None
     total = sum(w.gflop for w in work)
     seconds = seconds_for(total, len(work))
+    steps = sum(not w.step.endswith(ABLATION_STEP) for w in work)
+    also = " and the directional ablation" if steps < len(work) else ""
     return (
-        f"Estimated time: about {clock(seconds)} on 2 idle CPU cores for {len(work)} model × concept "
-        f"step(s) ({total:,.0f} GFLOP; less for what is already saved); refined after each step."
+        f"Estimated time: about {clock(seconds)} on 2 idle CPU cores for {steps} model × concept "
+        f"step(s){also} ({total:,.0f} GFLOP; less for what is already saved); refined after each step."
     )
 
 

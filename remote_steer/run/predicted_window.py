@@ -50,6 +50,11 @@ def window_configs(
     return kept
 
 
+def possible_windows(sweep_layers: list[int], n_layers: int) -> list[list[int]]:
+    """The window for every layer the prediction could be."""
+    return [window(p, sweep_layers, n_layers) for p in range(n_layers)]
+
+
 def most_kept(sweep_layers: list[int], n_layers: int) -> int:
     """The most sweep layers a window keeps, over every layer the prediction could be."""
-    return max(len(window(p, sweep_layers, n_layers)) for p in range(n_layers))
+    return max(len(w) for w in possible_windows(sweep_layers, n_layers))
