@@ -370,3 +370,41 @@ def test_decodability_readout_equals_local_within_its_byte_budget(keyed):
     n_layers, hidden = local_model.n_layers, local_model.hidden_size
     budget = readout_bytes(len(items), n_layers, 16) + 2 * n_layers * hidden * 4 + 20_000
     assert backend.traffic["extraction"].bytes_received <= budget
+
+
+SIDE_EFFECTS_SPEC = """
+name = "{name}"
+output_dir = "{out}"
+seed = 1
+[data]
+concepts = ["corrigibility", "self-awareness"]
+max_items = 8
+[[models]]
+name = "toy/qwen3"
+dtype = "float32"
+backend = "{backend}"
+host = "{host}"
+[evaluation]
+strengths = [-1.0, 1.0]
+layers = [4, 11]
+batch_size = 32
+chunk_items = 4
+side_effects = true
+"""
+
+
+def test_side_effects_matrix_on_the_server_equals_the_local_one_from_kept_passes(tmp_path, keyed):
+    """The sweep's request (which, locally, keeps its prompt passes for the matrix) sends
+    nothing extra to the server, and the side-effects matrix of a remote model (one request
+    per concept, every prompt again) equals the local run's, made from the kept passes."""
+    frames, sweeps = {}, {}
+    for backend in ("local", "remote"):
+        text = SIDE_EFFECTS_SPEC.format(name=backend, out=tmp_path / backend, backend=backend, host=keyed.host)
+        outcome = run_experiment(parse_spec(text, f"{backend}.toml"))
+        frames[backend] = pd.read_parquet(outcome.run_dir / "results" / "side_effects.parquet")
+        sweeps[backend] = outcome.results
+    _assert_equal(sweeps["remote"], sweeps["local"])
+    local, remote = (frames[b].sort_values(["vector", "dataset"]).reset_index(drop=True) for b in ("local", "remote"))
+    assert set(local["prompt_pass"]) == {"kept from the sweep"} and set(remote["prompt_pass"]) == {"run again"}
+    assert set(remote["backend"]) == {"remote"} and remote["job_ids"].map(len).min() > 0
+    np.testing.assert_allclose(remote["glass_delta"], local["glass_delta"], rtol=1e-4, atol=1e-5)

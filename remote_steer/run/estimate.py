@@ -89,6 +89,8 @@ def plan_work(plan: Any) -> list[Work]:
             if "logit" in spec.evaluation.modes:
                 work += sum(len(it.prompt_ids) for it in test) * n  # the sweep's prompt pass
                 steered = len(strengths) * above * (1 + controls) + len(pair) * above
+                if spec.evaluation.side_effects:  # every other concept's vector, at a layer of the sweep
+                    steered += (len(model.encoded) - 1) * above / max(1, len(model.sweep_layers))
                 work += len(test) * _WINDOW_TOKENS * steered
             if "generation" in spec.evaluation.modes and concept in model.generation_encoded:
                 gen = spec.generation

@@ -8,8 +8,8 @@ and the matrix computes only its steered rows: (concepts − 1) per held-out ite
 concept, at the run's strongest positive strength. The diagonal is the sweep's own rows.
 Where the passes were not kept (a resumed run, a remote model: NDIF keeps nothing
 between requests, or too little memory), one request per Y runs its prompt pass again,
-shared by every vector. One part per model × Y (``parts/side_effects``), consolidated
-into ``results/side_effects.parquet``.
+shared by every vector. One part per model × Y, stamped with where it was computed
+(and its job's id), consolidated into ``results/side_effects.parquet``.
 
 On a finished run made without the field, ``scripts/side_effects.py`` computes the same
 table the second way.
@@ -111,17 +111,25 @@ def stage(ctx: RunContext) -> None:
     unit = spec.evaluation.strength_unit
     vectors = torch.stack([SteeringVectors.load(store.vector_path(name, c)).scaled(unit) for c in concepts])
     again = []
-    for target in todo:
-        hold = ctx.held.get(target)
-        _, test = prepared.encoded[target]
-        held = hold is not None and hold.holds(test)
-        engine = FastLogitDiffEngine(
-            model, ctx.backend, spec.evaluation.batch_size, spec.evaluation.positions, hold=hold if held else None
-        )
-        rows = target_rows(engine, test, vectors, configs, concepts, target, logit, seed=spec.seed, held=held)
-        frame = pd.DataFrame(rows).assign(model=name, strength_unit=unit, training=prepared.training)
-        store.write_cell_part(SIDE_EFFECTS_TABLE, name, target, frame)
-        again += [] if held else [target]
+    total = sum(len(prepared.encoded[t][1]) * (len(concepts) - 1) for t in todo)
+    cells = "-".join(str(c.layer) for c in configs) + f"@{strength:g}"  # a changed cell is a new request
+    with ctx.display.progress(f"{name} · side effects", total, "rows", pace=f"{name} · steered rows") as task:
+        ctx.backend.on_status = lambda _stage, state: task.state(state)
+        for target in todo:
+            hold = ctx.held.get(target)
+            _, test = prepared.encoded[target]
+            held = hold is not None and hold.holds(test)
+            engine = FastLogitDiffEngine(
+                model, ctx.backend, spec.evaluation.batch_size, spec.evaluation.positions, hold=hold if held else None
+            )
+            key = f"side_effects/{name}/{target}/{cells}"
+            rows = target_rows(
+                engine, test, vectors, configs, concepts, target, logit, seed=spec.seed, held=held, request_key=key
+            )
+            frame = pd.DataFrame(rows).assign(model=name, strength_unit=unit, training=prepared.training)
+            store.write_part(SIDE_EFFECTS_TABLE, name, target, 0, frame, job_key=key)
+            task.advance(len(test) * (len(concepts) - 1))
+            again += [] if held else [target]
     for target in concepts:  # the matrix is written: the kept passes are not needed any more
         ctx.held.pop(target, None)
     if again:
@@ -142,6 +150,7 @@ def target_rows(  # noqa: PLR0913 - keyword options, one call site each (the sta
     *,
     seed: int,
     held: bool,
+    request_key: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every vector on ``target``'s held-out items: the others computed (from the kept
     prompt passes when ``held``), its own taken from the sweep's rows."""
@@ -150,7 +159,7 @@ def target_rows(  # noqa: PLR0913 - keyword options, one call site each (the sta
     if held:
         _, steered = engine.run_held(test, vectors, configs, only)
     else:
-        _, steered = engine.run_vectors(test, vectors, configs, only=only)
+        _, steered = engine.run_vectors(test, vectors, configs, only=only, request_key=request_key)
     picked = np.stack([steered[:, v, v] for v in range(len(concepts))], axis=1)  # [items, vector concept]
     sweep = _sweep_rows(logit, target, configs[own], [it.item_id for it in test])
     picked[:, own] = sweep["logit_diff"].to_numpy()
@@ -181,7 +190,7 @@ def _sweep_rows(logit: pd.DataFrame, concept: str, config: SteerConfig, item_ids
 
 def _up_to_date(store: RunDir, name: str, target: str, concepts: list[str], configs: list[SteerConfig]) -> bool:
     """The saved part holds exactly these vectors at these layers and strength."""
-    path = store.cell_part_path(SIDE_EFFECTS_TABLE, name, target)
+    path = store.part_path(SIDE_EFFECTS_TABLE, name, target, 0)
     try:
         saved = read_parquet(path) if path.is_file() else None
     except Exception:  # noqa: BLE001 - a damaged part is computed again
