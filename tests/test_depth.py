@@ -400,6 +400,40 @@ def test_run_writes_decodability_and_the_side_effects_matrix_from_the_sweeps_pro
     assert parts[1].stat().st_mtime_ns == kept
 
 
+def test_methods_in_a_run_equal_the_finished_run_script_and_reach_the_report(tmp_path):
+    """``methods = true``: right after each concept's sweep, the four methods' vectors from
+    the extraction's own readout, steered on the prompt passes the sweep kept, give the same
+    table as ``compare_methods`` on the finished run (a fresh readout pass and fresh prompt
+    passes); the vector files are saved and the report shows the methods table; a rerun
+    computes nothing again."""
+    from remote_steer.analysis.directions import METHODS
+    from remote_steer.engines.extraction import SteeringVectors
+    from remote_steer.report.build import build_report
+    from remote_steer.run.methods_stage import STRENGTHS, compare_methods
+    from remote_steer.run.runner import prepare, run_experiment
+    from remote_steer.run.spec import parse_spec
+
+    text = SIDE_EFFECTS_RUN.replace("side_effects = true", "methods = true")
+    spec = parse_spec(text.replace("seed = 1", f'seed = 1\noutput_dir = "{tmp_path}"'), "m.toml")
+    outcome = run_experiment(spec)
+    frame = pd.read_parquet(outcome.run_dir / "results" / "methods.parquet")
+    assert len(frame) == 2 * len(METHODS) * 2 * len(STRENGTHS) and set(frame["backend"]) == {"local"}
+    for method in METHODS:
+        saved = SteeringVectors.load(outcome.run_dir / "vectors" / "toy--qwen3" / f"corrigibility.{method}.safetensors")
+        norms = saved.residual_norms
+        assert norms is not None
+        np.testing.assert_allclose(saved.vectors.norm(dim=-1), norms, rtol=1e-4)
+    key = ["dataset", "method", "layer", "strength"]
+    again = compare_methods(prepare(spec), outcome.run_dir).sort_values(key).reset_index(drop=True)
+    frame = frame.sort_values(key).reset_index(drop=True)
+    np.testing.assert_allclose(frame["glass_delta"], again["glass_delta"], rtol=1e-3, atol=1e-4)
+    build_report([outcome.run_dir], tmp_path / "report", n_boot=20, figures=False)
+    assert "Which direction steers best" in (tmp_path / "report" / "report.md").read_text()
+    part = next((outcome.run_dir / "parts" / "methods").rglob("*.parquet"))
+    written = part.stat().st_mtime_ns
+    assert run_experiment(spec).computed_parts == 0 and part.stat().st_mtime_ns == written
+
+
 def test_side_effects_of_a_remote_model_run_each_prompt_again_and_agree_with_local(tmp_path):
     """A remote model's server keeps nothing between requests: the matrix runs one request
     per concept (every prompt again), with the same numbers as the local run's kept passes."""

@@ -260,9 +260,10 @@ def _build(run_dirs: list[Path], out_dir: Path, n_boot: int, seed: int, level: f
     tables += rigour_section.tables
     depth_section = depth.section(extra.get("decodability"), logit, deltas, best, models)
     side = depth.side_effects_section(extra.get("side_effects"), models)
-    tables += depth_section.tables + side.tables
-    numeric.update(depth_section.numeric)
-    numeric.update(side.numeric)
+    methods = depth.methods_section(extra.get("methods"), models)
+    tables += depth_section.tables + methods.tables + side.tables
+    for section in (depth_section, methods, side):
+        numeric.update(section.numeric)
     from remote_steer.analysis.letters import letter_effects, load_letter_control, report_table
 
     control = load_letter_control([r.path for r in study.runs])
@@ -338,7 +339,7 @@ def _build(run_dirs: list[Path], out_dir: Path, n_boot: int, seed: int, level: f
             no_gen,
         )
     )
-    draw += rigour_section.figures + depth_section.figures + side.figures
+    draw += rigour_section.figures + depth_section.figures + methods.figures + side.figures
     drawn = []
     for plan in draw:
         fn, why = (plan.draw, plan.skipped) if figures else (None, "figures turned off")

@@ -16,7 +16,7 @@ import pandas as pd
 from remote_steer.analysis import layer_predictor as predictor
 from remote_steer.report.base import FigurePlan, Table
 
-FIGURES = ("depth_readable_vs_steering", "side_effects")
+FIGURES = ("depth_readable_vs_steering", "side_effects", "methods")
 
 
 @dataclass
@@ -173,4 +173,46 @@ def side_effects_section(frame: pd.DataFrame | None, models) -> DepthSection:
         return side_effects_matrix(frame, shown, stem)
 
     out.figures.append(FigurePlan(FIGURES[1], "Side effects: each vector on every concept's items", draw))
+    return out
+
+
+def methods_section(frame: pd.DataFrame | None, models) -> DepthSection:
+    """The extraction methods (``results/methods.parquet``, run/methods_stage.py): Glass's
+    delta of each method at its own best layer, a table and a figure; nothing without it."""
+    from remote_steer.analysis.directions import METHODS, at_best
+
+    out = DepthSection()
+    if frame is None or frame.empty:
+        return out
+    shown = [m for m in models if m in set(frame["model"])]
+    best = at_best(frame[frame["model"].isin(shown)])
+    out.numeric.update(methods=frame, methods_best=best)
+    rows = []
+    for model in shown:
+        cell = best[best["model"] == model]
+        winners = cell.loc[cell.groupby("dataset")["glass_delta"].idxmax(), "method"].value_counts()
+        row: dict[str, object] = {"model": model, "concepts": cell["dataset"].nunique()}
+        for method in METHODS:
+            mine = cell[cell["method"] == method]
+            row[method.replace("_", " ")] = f"{mine['glass_delta'].mean():+.2f} ({mine['layer_fraction'].mean():.2f})"
+        row["best per concept"] = ", ".join(f"{m.replace('_', ' ')} {n}" for m, n in winners.items())
+        rows.append(row)
+    strength = float(best["strength"].max())
+    out.tables.append(
+        Table(
+            "methods",
+            "Which direction steers best: extraction methods on the same held-out items",
+            pd.DataFrame(rows),
+            f"Mean over concepts of Glass's delta at each method's own best layer (+{strength:g} × the layer's "
+            "mean residual norm), its mean depth in brackets. The best layer is picked on the same items, so "
+            "every value is biased upward alike; per-concept intervals in the figure and tables/methods_best.csv.",
+        )
+    )
+
+    def draw(stem: Path) -> list[Path]:
+        from remote_steer.report.depth_plots import methods_by_delta
+
+        return methods_by_delta(best, shown, stem)
+
+    out.figures.append(FigurePlan(FIGURES[2], "Extraction methods at their own best layers", draw))
     return out

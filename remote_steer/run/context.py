@@ -81,6 +81,8 @@ class RunContext:
     # run/side_effects.py: each concept's prompt passes kept by its sweep, and whether they fit
     held: dict[str, Any] = field(default_factory=dict, init=False)
     holding: bool | None = field(default=None, init=False)
+    # run/methods_stage.py: each concept's extraction (vectors, whole-residual readout) until its methods run
+    readouts: dict[str, Any] = field(default_factory=dict, init=False)
 
     @property
     def spec(self) -> ExperimentSpec:

@@ -101,6 +101,8 @@ def vectors_for(
             weights=weights,
             basis=readout_basis(loaded.hidden_size, backend.is_remote, spec.seed),
         )
+    if readout is not None and spec.evaluation.methods and backend.kind == "local":
+        ctx.readouts[concept] = (vectors, readout)  # the whole residual: run/methods_stage.py, after the sweep
     if readout is not None:  # decodability by depth (analysis/decodability.py), before the vector file
         strata = [it.matching_letter for it in train]
         frame = decodability_frame(

@@ -42,6 +42,7 @@ from remote_steer.run import (
     estimate,
     extend,
     letter_control,
+    methods_stage,
     predicted_window,
     rigour,
     side_effects,
@@ -361,6 +362,8 @@ def _locked_run(
     store.write_summary(summary)
     if spec.evaluation.side_effects:
         store.consolidate(side_effects.SIDE_EFFECTS_TABLE)
+    if spec.evaluation.methods:
+        store.consolidate(methods_stage.METHODS_TABLE)
     if spec.evaluation.ablation and len(summary):
         from remote_steer.run import ablation_stage
 
@@ -512,6 +515,9 @@ def _run_concept(ctx: RunContext, concept: str, configs: list[SteerConfig]) -> s
         if not prepared.source.is_toy:  # letter control (run/letter_control.py): real models only
             # already written by the joint pass unless the sweep was resumed or extended
             letter_control.run_letter_control(ctx, concept, vectors)
+        methods_stage.stage(ctx, concept, ctx.readouts.pop(concept, None))
+        if not side_effects.wanted(ctx):  # nothing else steers this concept's kept prompt passes
+            ctx.held.pop(concept, None)
     if "generation" in spec.evaluation.modes and concept in prepared.generation_encoded:
         generation_stage(ctx, concept, vectors)
     _step_done(ctx.plan, ctx.display, time.perf_counter() - step_started, ctx.counts.computed > computed_before)

@@ -32,6 +32,7 @@ from remote_steer.engines.sweep_fast import FastLogitDiffEngine, HeldPrompts, su
 from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.models.loading import load_model
 from remote_steer.remote.backend import Backend
+from remote_steer.run import methods_stage
 from remote_steer.run.context import RunContext
 from remote_steer.run.methods_stage import glass_rows
 from remote_steer.run.sweep_stage import LOGIT_TABLE
@@ -55,9 +56,12 @@ def wanted(ctx: RunContext) -> bool:
 
 
 def hold_for(ctx: RunContext, concept: str) -> HeldPrompts | None:
-    """Where concept's sweep keeps its prompt passes for the matrix: local fast-path models
-    whose passes over every concept fit in ``HELD_FRACTION`` of the memory available."""
-    if not wanted(ctx) or ctx.backend.kind != "local" or ctx.prepared.spec.engine != "fast":
+    """Where concept's sweep keeps its prompt passes for the matrix (and for the methods,
+    ``run/methods_stage.py``): local fast-path models whose passes over every concept fit in
+    ``HELD_FRACTION`` of the memory available."""
+    if not (wanted(ctx) or methods_stage.wanted(ctx)):
+        return None
+    if ctx.backend.kind != "local" or ctx.prepared.spec.engine != "fast":
         return None
     if ctx.holding is None:  # checked once per model
         ctx.holding = _fits(ctx)
@@ -80,9 +84,9 @@ def _fits(ctx: RunContext) -> bool:
     budget = HELD_FRACTION * memory.available_bytes("cpu")
     if need > budget:
         ctx.display.note(
-            f"{ctx.name}: side effects: keeping the sweep's prompt passes would take {need / 2**30:.1f} GiB "
+            f"{ctx.name}: keeping the sweep's prompt passes would take {need / 2**30:.1f} GiB "
             f"(more than {HELD_FRACTION:.0%} of the {budget / HELD_FRACTION / 2**30:.1f} GiB available); "
-            "the matrix runs each concept's prompt pass again"
+            "the side-effects matrix and the methods run each concept's prompt pass again"
         )
         return False
     return True

@@ -372,6 +372,8 @@ class EvaluationSpec:
     ablation: bool = field(default=False, metadata=FLAG)
     # after every concept's sweep, each concept's vector on every other's items (docs/depth.md)
     side_effects: bool = field(default=False, metadata=FLAG)
+    # after each concept's sweep, four extraction methods steered on its items (docs/depth.md)
+    methods: bool = field(default=False, metadata=FLAG)
 
 
 @dataclass(frozen=True)
