@@ -480,6 +480,11 @@ def test_run_with_ablation_on_writes_the_scripts_table(tmp_path):
         assert row.direction_layer == best[row.dataset]
         scale = max(1.0, abs(baseline[row.dataset]))
         assert row.baseline_mean == pytest.approx(baseline[row.dataset], abs=1e-4 * scale)
+    from remote_steer.report.build import build_report  # the report shows the table; without it, none
+
+    report = build_report([outcome.run_dir], tmp_path / "report", n_boot=20, figures=False)
+    assert sum(t.key == "ablation" for t in report.tables) == 1
+    assert sum(t.key == "ablation" for t in build_report([off.run_dir], tmp_path / "r2", figures=False).tables) == 0
 
 
 def test_ablation_skips_remote_models_with_one_note(tmp_path):

@@ -408,3 +408,27 @@ def test_side_effects_matrix_on_the_server_equals_the_local_one_from_kept_passes
     assert set(local["prompt_pass"]) == {"kept from the sweep"} and set(remote["prompt_pass"]) == {"run again"}
     assert set(remote["backend"]) == {"remote"} and remote["job_ids"].map(len).min() > 0
     np.testing.assert_allclose(remote["glass_delta"], local["glass_delta"], rtol=1e-4, atol=1e-5)
+
+
+def test_predicted_window_on_the_server_sweeps_the_window_its_own_readout_predicts(tmp_path, keyed):
+    """``layer_window = "predicted"`` on a remote model: the server's decodability readout (a
+    seeded random projection) predicts each concept's layer, and the sweep holds exactly the
+    window around it; its rows equal a local full sweep's at those layers."""
+    from remote_steer.analysis import layer_predictor as P
+
+    frames = {}
+    for backend, window in (("local", "all"), ("remote", "predicted")):
+        text = SIDE_EFFECTS_SPEC.format(name=backend, out=tmp_path / backend, backend=backend, host=keyed.host)
+        text = text.replace("layers = [4, 11]", "layers = [2, 4, 6, 8, 10]")
+        text = text.replace("side_effects = true", f'layer_window = "{window}"')
+        frames[backend] = run_experiment(parse_spec(text, f"{backend}.toml"))
+    remote = frames["remote"]
+    table = pd.read_parquet(remote.run_dir / "results" / "decodability.parquet")
+    assert table["probe_accuracy"].between(0, 1).all()
+    for concept, curve in table.groupby("dataset"):
+        layers = P.window(P.predict_layer(curve), [2, 4, 6, 8, 10], 12)
+        rows = remote.results[remote.results["dataset"] == concept]
+        assert sorted(rows["layer"].unique()) == layers and set(rows["backend"]) == {"remote"}
+        full = frames["local"].results
+        _assert_equal(rows, full[(full["dataset"] == concept) & full["layer"].isin(layers)])
+    assert len(remote.results) < len(frames["local"].results)

@@ -265,8 +265,9 @@ class FastLogitDiffEngine:
         with torch.inference_mode():
             for g, index in by_group.items():
                 group = self.hold.groups[g]
-                rows = torch.tensor([found[i][1] for i in index])
-                part = group.select(rows)
+                rows = [found[i][1] for i in index]
+                whole = rows == list(range(len(group.item_ids)))
+                part = group if whole else group.select(torch.tensor(rows))  # no copy for a whole group
                 self.stats.steered_token_layers += (
                     len(index) * part.window * sum(self.model.n_layers - 1 - layer for layer in staircase.layers)
                 )

@@ -261,8 +261,9 @@ def _build(run_dirs: list[Path], out_dir: Path, n_boot: int, seed: int, level: f
     depth_section = depth.section(extra.get("decodability"), logit, deltas, best, models)
     side = depth.side_effects_section(extra.get("side_effects"), models)
     methods = depth.methods_section(extra.get("methods"), models)
-    tables += depth_section.tables + methods.tables + side.tables
-    for section in (depth_section, methods, side):
+    ablation = depth.ablation_section(extra.get("ablation"), models)
+    tables += depth_section.tables + methods.tables + side.tables + ablation.tables
+    for section in (depth_section, methods, side, ablation):
         numeric.update(section.numeric)
     from remote_steer.analysis.letters import letter_effects, load_letter_control, report_table
 

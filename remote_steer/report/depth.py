@@ -216,3 +216,44 @@ def methods_section(frame: pd.DataFrame | None, models) -> DepthSection:
 
     out.figures.append(FigurePlan(FIGURES[2], "Extraction methods at their own best layers", draw))
     return out
+
+
+def ablation_section(frame: pd.DataFrame | None, models) -> DepthSection:
+    """Directional ablation (``results/ablation.parquet``, run/ablation_stage.py): per model ×
+    concept, the logit diff's change with the direction projected out, beside a random
+    direction's; a table only, nothing for runs without it."""
+    out = DepthSection()
+    if frame is None or frame.empty:
+        return out
+    frame = frame[frame["model"].isin(models)]
+
+    def interval(value, low, high) -> str:
+        star = "*" if low > 0 or high < 0 else ""
+        return f"{value:+.2f}{star} [{low:+.2f}, {high:+.2f}]"
+
+    table = pd.DataFrame(
+        [
+            {
+                "model": r.model,
+                "dataset": r.dataset,
+                "direction layer": int(r.direction_layer),
+                "baseline": f"{r.baseline_mean:+.2f}",
+                "change, direction ablated": interval(r.change, r.change_ci_low, r.change_ci_high),
+                "change, random ablated": interval(r.random_change, r.random_change_ci_low, r.random_change_ci_high),
+            }
+            for r in frame.itertuples()
+        ]
+    )
+    out.numeric.update(ablation=frame)
+    out.tables.append(
+        Table(
+            "ablation",
+            "Directional ablation: the concept's direction projected out at every layer",
+            table,
+            "Mean change of the logit diff (matching − not matching) on the held-out items when the CAA "
+            "direction at its best layer is projected out of the residual at every layer and position, beside "
+            "a seeded random direction of the same norm; 95% bootstrap interval over items, * where it excludes "
+            "0. The comparison with the random direction, not the change alone, is the result.",
+        )
+    )
+    return out

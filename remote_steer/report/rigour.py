@@ -46,7 +46,7 @@ def load_tables(run_dirs: list[Path], infos, normalise, notes: list[str]) -> dic
     """``results/norms.parquet`` and ``results/controls.parquet`` of every run (absent: None),
     normalised like the logit table (registry names, run and seed columns)."""
     out: dict[str, pd.DataFrame | None] = {}
-    for table in ("norms", "controls", "decodability", "side_effects", "methods"):  # the last 3: report/depth.py
+    for table in ("norms", "controls", "decodability", "side_effects", "methods", "ablation"):  # last 4: depth.py
         frames = []
         for path, info in zip(run_dirs, infos, strict=True):
             frame = RunDir(path).table(table)
@@ -64,6 +64,7 @@ def load_tables(run_dirs: list[Path], infos, normalise, notes: list[str]) -> dic
         key = CONTROL_KEY if table == "controls" else ["model", "dataset", "layer", "seed"]
         key = ["model", "vector", "dataset", "seed"] if table == "side_effects" else key
         key = ["model", "dataset", "method", "layer", "strength", "seed"] if table == "methods" else key
+        key = ["model", "dataset", "seed"] if table == "ablation" else key
         dup = merged.duplicated(key, keep="first")
         if dup.any():
             notes.append(f"{table}: {int(dup.sum())} repeated row(s) dropped (the first run listed wins).")
