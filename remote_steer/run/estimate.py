@@ -91,6 +91,12 @@ def plan_work(plan: Any) -> list[Work]:
                 steered = len(strengths) * above * (1 + controls) + len(pair) * above
                 if spec.evaluation.side_effects:  # every other concept's vector, at a layer of the sweep
                     steered += (len(model.encoded) - 1) * above / max(1, len(model.sweep_layers))
+                if spec.evaluation.methods and model.spec.backend == "local":  # run/methods_stage.py
+                    from remote_steer.analysis.directions import METHODS
+                    from remote_steer.run.methods_stage import STRENGTHS
+
+                    every = sum(n - 1 - layer for layer in model.sweep_layers)
+                    steered += len(METHODS) * len(STRENGTHS) * every
                 work += len(test) * _WINDOW_TOKENS * steered
             if "generation" in spec.evaluation.modes and concept in model.generation_encoded:
                 gen = spec.generation

@@ -42,6 +42,7 @@ class ModelPlan:
     side_effect_rows: int | None = None  # steered rows the side-effects matrix adds (run/side_effects.py)
     side_effects_on: bool = False  # [evaluation] side_effects: the run computes the matrix
     side_effect_kept: int | None = None  # bytes of the sweep's prompt passes kept for it (local fast path)
+    methods_rows: int | None = None  # [evaluation] methods: steered rows of the four methods (run/methods_stage.py)
     window_layers: int | None = None  # layer_window = "predicted": the most sweep layers a window keeps
 
 
@@ -222,9 +223,22 @@ def plan_experiment(spec: ExperimentSpec, check_hosts: bool = False) -> tuple[li
                 window_layers=_window_layers(spec, model, layers),
                 side_effects_on=sweeping and ev.side_effects and len(counts) > 1,
                 side_effect_kept=_kept_bytes(spec, model, card, counts, prompt_tokens),
+                methods_rows=_methods_rows(spec, model, sweep, counts),
             )
         )
     return plans, estimated
+
+
+def _methods_rows(spec: ExperimentSpec, model, sweep: int, counts) -> int | None:
+    """With ``[evaluation] methods``: the four methods at every sweep layer and strength
+    (local fast-path models only)."""
+    from remote_steer.analysis.directions import METHODS
+    from remote_steer.run.methods_stage import STRENGTHS
+
+    ev = spec.evaluation
+    if not ev.methods or "logit" not in ev.modes or model.backend != "local" or model.engine != "fast":
+        return None
+    return len(METHODS) * sweep * len(STRENGTHS) * sum(te for _, te in counts.values())
 
 
 def _kept_bytes(spec: ExperimentSpec, model, card, counts, prompt_tokens: int) -> int | None:

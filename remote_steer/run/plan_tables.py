@@ -197,6 +197,11 @@ def depth_notes(spec: ExperimentSpec, plans: list[ModelPlan]) -> list[str]:
         )
         if p.side_effect_rows and p.sweep_rows:
             notes.append(side_effects_note(p))
+        if p.methods_rows and p.sweep_rows:
+            notes.append(
+                f"Methods ({p.model}, on): {p.methods_rows:,} steered rows ({p.methods_rows / p.sweep_rows:.2f}× the "
+                "sweep's), from the extraction's readout and the sweep's kept prompt passes."
+            )
         if p.window_layers is not None and p.sweep_layers:
             notes.append(
                 f'Predicted layer window ({p.model}, layer_window = "predicted"): at most {p.window_layers} of '
