@@ -162,7 +162,10 @@ def stage(ctx: RunContext, concept: str, found: tuple[SteeringVectors, Readout] 
     engine = FastLogitDiffEngine(
         model, ctx.backend, ctx.spec.evaluation.batch_size, ctx.spec.evaluation.positions, hold=hold
     )
-    frame = _cell(prepared, concept, model, store, STRENGTHS, ctx.spec.seed, found=found, engine=engine)
+    rows = len(prepared.encoded[concept][1]) * len(METHODS) * len(configs)
+    with ctx.display.progress(f"{name} · {concept} · methods", rows, "rows", pace=f"{name} · steered rows") as task:
+        frame = _cell(prepared, concept, model, store, STRENGTHS, ctx.spec.seed, found=found, engine=engine)
+        task.advance(rows)
     store.write_part(METHODS_TABLE, name, concept, 0, frame)
 
 
