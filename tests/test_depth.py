@@ -271,6 +271,33 @@ def test_spearman_equals_scipy():
     assert 0.5 < low <= high <= 1.0
 
 
+def test_whitened_and_probe_solves_finish_with_two_threads_at_gemmas_shape():
+    """The batched SPD solves (the whitened direction, the probe's Newton steps) use Cholesky:
+    torch 2.13's batched LU (torch.linalg.solve) hung in MKL's DLASWP with two threads at
+    Gemma 3 270M's shape (18 layers × hidden 640). In a subprocess, so a hang fails here."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "torch.set_num_threads(2)\n"
+        "from remote_steer.analysis.directions import whitened_direction\n"
+        "from remote_steer.analysis.decodability import spd_solve\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "pos = torch.randn(20, 18, 640, generator=g) * 100\n"
+        "neg = pos + torch.randn(20, 18, 640, generator=g)\n"
+        "w = whitened_direction(pos, neg)\n"
+        "a = torch.randn(18, 640, 640, dtype=torch.float64, generator=g)\n"
+        "a = a @ a.transpose(1, 2) + torch.eye(640, dtype=torch.float64)\n"
+        "b = torch.randn(18, 640, 1, dtype=torch.float64, generator=g)\n"
+        "assert torch.allclose(a @ spd_solve(a, b), b, atol=1e-6)\n"
+        "assert not torch.isnan(w).any()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "oneMKL ERROR" not in done.stdout + done.stderr
+
+
 def test_directions_equal_numpy_and_sklearn():
     """PCA against scikit-learn's PCA (and numpy's SVD), the whitened mean difference
     against a numpy solve, the mean difference by hand; every direction unit-norm and on

@@ -68,6 +68,13 @@ def item_folds(strata: list[str], folds: int, seed: int) -> list[np.ndarray]:
     return [np.sort(np.array(part, dtype=int)) for part in out if part]
 
 
+def spd_solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a⁻¹ b for a batch of symmetric positive definite ``a`` [B, p, p] and ``b`` [B, p, k], by
+    Cholesky. Not ``torch.linalg.solve``: its batched LU hangs in MKL's DLASWP with more than
+    one thread on some shapes (torch 2.13 CPU, e.g. [18, 640, 640] doubles; a Gemma 3 270M run)."""
+    return torch.cholesky_solve(b, torch.linalg.cholesky(a))
+
+
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, c: float = PROBE_C, iters: int = 100) -> torch.Tensor:
     """L2-regularised logistic regression, B problems at once: x [B, n, p], y [n] in {0, 1}.
 
@@ -90,11 +97,11 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, c: float = PROBE_C, iters: in
         s = (prob * (1 - prob)).clamp_min(1e-12)
         if p <= n:
             hess = torch.einsum("bnp,bn,bnq->bpq", x, s, x) + lam * torch.eye(p, dtype=x.dtype)
-            step = torch.linalg.solve(hess, grad)
+            step = spd_solve(hess, grad[:, :, None])[:, :, 0]
         else:
             a = s.sqrt()[:, :, None] * x  # [B, n, p]
             inner = torch.eye(n, dtype=x.dtype) * lam + a @ a.transpose(1, 2)
-            step = (grad - (a.transpose(1, 2) @ torch.linalg.solve(inner, (a @ grad[:, :, None])))[:, :, 0]) / lam
+            step = (grad - (a.transpose(1, 2) @ spd_solve(inner, (a @ grad[:, :, None])))[:, :, 0]) / lam
         scale = torch.ones(batch, dtype=x.dtype)
         for _ in range(30):  # halve where the loss would rise
             trial = w - scale[:, None] * step

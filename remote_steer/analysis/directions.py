@@ -20,7 +20,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from remote_steer.analysis.decodability import probe_direction
+from remote_steer.analysis.decodability import probe_direction, spd_solve
 
 METHODS = ("mean_diff", "pca", "probe", "whitened")
 SHRINKAGE = 0.5
@@ -53,7 +53,7 @@ def whitened_direction(positive: torch.Tensor, negative: torch.Tensor, shrinkage
     scale = torch.diagonal(cov, dim1=1, dim2=2).mean(1)[:, None, None]
     shrunk = (1 - shrinkage) * cov + shrinkage * scale * torch.eye(hidden, dtype=cov.dtype)
     mean_diff = (pos - neg).mean(1)
-    return _signed(torch.linalg.solve(shrunk, mean_diff[:, :, None])[:, :, 0], mean_diff).float()
+    return _signed(spd_solve(shrunk, mean_diff[:, :, None])[:, :, 0], mean_diff).float()
 
 
 def directions(positive: torch.Tensor, negative: torch.Tensor) -> dict[str, torch.Tensor]:
