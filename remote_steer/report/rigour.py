@@ -16,7 +16,7 @@ import pandas as pd
 from remote_steer.analysis import controls, crossfit, statistics, uncertainty
 from remote_steer.report.base import FigurePlan, Table
 from remote_steer.report.formats import fixed, integer, num, pct
-from remote_steer.rundir import RunDir
+from remote_steer.rundir import RunDamaged, RunDir
 
 FIGURES = ("norms_by_depth", "crossfit_peaks", "vector_uncertainty", "controls")
 SECTIONS = {
@@ -42,6 +42,10 @@ def _plots():
     return rigour_plots
 
 
+# tables computed whole after a run (no parts to rebuild them from): a damaged one is left out
+LEFT_OUT_WHEN_DAMAGED = ("side_effects", "methods", "ablation")
+
+
 def load_tables(run_dirs: list[Path], infos, normalise, notes: list[str]) -> dict[str, pd.DataFrame | None]:
     """``results/norms.parquet`` and ``results/controls.parquet`` of every run (absent: None),
     normalised like the logit table (registry names, run and seed columns)."""
@@ -49,7 +53,13 @@ def load_tables(run_dirs: list[Path], infos, normalise, notes: list[str]) -> dic
     for table in ("norms", "controls", "decodability", "side_effects", "methods", "ablation"):  # last 4: depth.py
         frames = []
         for path, info in zip(run_dirs, infos, strict=True):
-            frame = RunDir(path).table(table)
+            try:
+                frame = RunDir(path).table(table)
+            except RunDamaged as error:
+                if table not in LEFT_OUT_WHEN_DAMAGED:
+                    raise
+                notes.append(f"{error}; left out of this report (the next run computes it again)")
+                continue
             if frame is None or frame.empty:
                 continue
             if table == "controls":
