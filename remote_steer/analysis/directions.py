@@ -17,12 +17,12 @@ residual norm), so every method steers at the same size.
 
 from __future__ import annotations
 
-import pandas as pd
 import torch
 
 from remote_steer.analysis.decodability import probe_direction, spd_solve
+from remote_steer.analysis.summaries import METHODS
 
-METHODS = ("mean_diff", "pca", "probe", "whitened")
+__all__ = ["METHODS", "SHRINKAGE", "directions", "pca_direction", "scaled", "whitened_direction"]
 SHRINKAGE = 0.5
 
 
@@ -70,12 +70,3 @@ def directions(positive: torch.Tensor, negative: torch.Tensor) -> dict[str, torc
 def scaled(direction: torch.Tensor, residual_norms: torch.Tensor) -> torch.Tensor:
     """A unit direction per layer at that layer's mean residual norm (residual units)."""
     return direction * residual_norms.to(direction.dtype)[:, None]
-
-
-def at_best(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per model × dataset × method (``results/methods.parquet``): the layer where the
-    strongest positive strength moves the logit diff most, and Glass's delta there with
-    its interval."""
-    top = frame[frame["strength"] == frame["strength"].max()]
-    index = top.groupby(["model", "dataset", "method"])["glass_delta"].idxmax().dropna()
-    return top.loc[index].reset_index(drop=True)

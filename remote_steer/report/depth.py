@@ -134,7 +134,7 @@ def section(
 def side_effects_section(frame: pd.DataFrame | None, models) -> DepthSection:
     """The side-effects matrix (``results/side_effects.parquet``, run/side_effects.py): the
     specificity table and the matrix figure; nothing for runs without it."""
-    from remote_steer.analysis.side_effects import specificity
+    from remote_steer.analysis.summaries import specificity
 
     out = DepthSection()
     if frame is None or frame.empty:
@@ -179,7 +179,7 @@ def side_effects_section(frame: pd.DataFrame | None, models) -> DepthSection:
 def methods_section(frame: pd.DataFrame | None, models) -> DepthSection:
     """The extraction methods (``results/methods.parquet``, run/methods_stage.py): Glass's
     delta of each method at its own best layer, a table and a figure; nothing without it."""
-    from remote_steer.analysis.directions import METHODS, at_best
+    from remote_steer.analysis.summaries import METHODS, at_best
 
     out = DepthSection()
     if frame is None or frame.empty:

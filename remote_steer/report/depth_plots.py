@@ -112,7 +112,7 @@ def depth_panel(
 def methods_by_delta(best: pd.DataFrame, models: Sequence[str], stem: Path) -> list[Path]:
     """Glass's delta of each extraction method at its own best layer (strongest positive
     strength, residual units), one point per concept with its 95 % interval; one panel per model."""
-    from remote_steer.analysis.directions import METHODS
+    from remote_steer.analysis.summaries import METHODS
     from remote_steer.report.plots import CYCLE
 
     fig, axes = _grid(1, len(models), max(3.2, 0.9 * len(METHODS)), 2.8, sharey=True)

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from remote_steer.analysis.directions import METHODS, at_best, directions, scaled
+from remote_steer.analysis.directions import METHODS, directions, scaled
+from remote_steer.analysis.summaries import at_best
 from remote_steer.engines.extraction import SteeringVectors
 from remote_steer.engines.sweep_fast import (
     FastLogitDiffEngine,

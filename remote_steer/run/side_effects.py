@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from remote_steer.analysis.side_effects import specificity
 from remote_steer.analysis.statistics import best_layers
+from remote_steer.analysis.summaries import specificity
 from remote_steer.engines import memory
 from remote_steer.engines.extraction import SteeringVectors
 from remote_steer.engines.sweep_fast import FastLogitDiffEngine, HeldPrompts, supports_fast_path

@@ -1,8 +1,21 @@
-"""The side-effects matrix's summary (docs/depth.md): how specific each model's vectors are."""
+"""Summaries of the depth analyses' tables (docs/depth.md), pandas only (the report imports
+them without torch): which method steers best at its own layer, how specific each model's
+vectors are."""
 
 from __future__ import annotations
 
 import pandas as pd
+
+METHODS = ("mean_diff", "pca", "probe", "whitened")  # analysis/directions.py, in this order
+
+
+def at_best(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per model × dataset × method (``results/methods.parquet``): the layer where the
+    strongest positive strength moves the logit diff most, and Glass's delta there with
+    its interval."""
+    top = frame[frame["strength"] == frame["strength"].max()]
+    index = top.groupby(["model", "dataset", "method"])["glass_delta"].idxmax().dropna()
+    return top.loc[index].reset_index(drop=True)
 
 
 def specificity(frame: pd.DataFrame) -> pd.DataFrame:
