@@ -42,13 +42,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from remote_steer.errors import RemoteSteerError
-from remote_steer.remote.request import Request, ResultDeferred
+from remote_steer.remote.request import Request, ResultDeferred, Transport
 from remote_steer.remote.status import RemoteUnavailable, _status_code
 from remote_steer.rundir import journal
 
 if TYPE_CHECKING:
     from remote_steer.models.loading import LoadedModel
-    from remote_steer.remote.backend import Backend
 
 __all__ = ["RemoteAuthError", "RemoteJobError", "RemoteUnavailable", "NdifClient", "RemoteRequest"]
 
@@ -176,7 +175,7 @@ class NdifClient(_RemoteBackend):
     the NDIF-as-deployed behaviours above."""
 
     def __init__(
-        self, backend: Backend, stage: str, model_key: str, env: dict, job_id: str | None = None, on_payload=None
+        self, backend: Transport, stage: str, model_key: str, env: dict, job_id: str | None = None, on_payload=None
     ) -> None:
         super().__init__(
             model_key, host=backend.host, api_key=backend.api_key or "", env=env, blocking=False, job_id=job_id
@@ -318,7 +317,7 @@ class RemoteRequest(Request):
     so a job the server lost can be sent again without re-tracing.
     """
 
-    def __init__(self, backend: Backend, model: LoadedModel, stage: str, key: str | None) -> None:
+    def __init__(self, backend: Transport, model: LoadedModel, stage: str, key: str | None) -> None:
         self.backend, self.model, self.stage, self.key = backend, model, stage, key
         where = backend.journal_dir
         self.journal = None if where is None or key is None else journal.job_path(where, key)
@@ -568,7 +567,7 @@ def journal_traffic(jobs_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
-def probe_key(backend: Backend, model: LoadedModel) -> int:
+def probe_key(backend: Transport, model: LoadedModel) -> int:
     """Submit the smallest job there is (one token, one saved scalar) to learn whether
     the server accepts the key, before anything larger is sent. NDIF checks the key
     only on submission, so this is the first moment it can be known. The probe job is

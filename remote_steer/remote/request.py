@@ -8,7 +8,9 @@ subclasses ``Request`` and ``backend.py``'s ``REQUESTS`` names it under its kind
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
 
 
 class ResultDeferred(Exception):  # noqa: N818 - a signal, not an error
@@ -27,3 +29,18 @@ class Request:
 
     def result(self, **local_values: Any) -> dict[str, Any]:
         raise NotImplementedError
+
+
+class Transport(Protocol):
+    """What a transport module reads of its backend (``backend.Backend`` is one), so that it
+    need not import ``backend.py``, which imports it to register its request kind."""
+
+    host: str | None
+    api_key: str | None
+    journal_dir: Path | None
+    retry: Any  # backend.RetryPolicy: attempts, delays()
+    on_status: Callable[[str, str], None] | None
+    on_note: Callable[[str], None] | None
+    defer_results: bool
+
+    def stage_traffic(self, stage: str) -> Any: ...  # backend.Traffic
