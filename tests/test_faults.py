@@ -258,3 +258,35 @@ def test_report_during_a_run_reads_the_parts_and_says_so(copy, clean):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+@pytest.mark.parametrize("damage", [_truncate, _corrupt])
+@pytest.mark.parametrize("table", ["side_effects", "methods"])
+def test_damaged_side_effects_or_methods_part_is_computed_again(tmp_path, damage, table):
+    """A part of the side-effects matrix or of the methods (``side_effects``/``methods = true``)
+    that is truncated or corrupt: the report leaves it out (or reads the whole ones) and the
+    next run computes that part again, equal to the first run's, with its provenance."""
+    from fault_harness import TINY
+
+    two = 'concepts = ["corrigibility", "sycophancy"]'
+    text = TINY.format(out=tmp_path).replace('concepts = ["corrigibility"]', two)
+    text = text.replace("chunk_items = 1", "chunk_items = 5\nside_effects = true\nmethods = true")
+    first = run_experiment(parse_spec(text, "tiny.toml"))
+    store = RunDir(first.run_dir)
+    expected = _sorted_table(store, table)
+    part = store.part_files(table, "toy/qwen3", "sycophancy")[0]
+    damage(part)
+    result = runner.invoke(app, ["report", str(first.run_dir), "--no-figures"])
+    assert result.exit_code == 0, result.output
+    again = run_experiment(parse_spec(text, "tiny.toml"))
+    assert again.computed_parts == 0  # the sweep is whole: only the damaged part is computed
+    got = _sorted_table(store, table)
+    assert set(got["backend"]) == {"local"}
+    numbers = ["glass_delta", "ci_low", "ci_high"]
+    pd.testing.assert_frame_equal(got[numbers], expected[numbers], check_exact=False, rtol=1e-4, atol=1e-6)
+
+
+def _sorted_table(store: RunDir, table: str) -> pd.DataFrame:
+    frame = pd.read_parquet(store.results_path(table))
+    key = ["vector", "dataset"] if table == "side_effects" else ["dataset", "method", "layer", "strength"]
+    return frame.sort_values(key).reset_index(drop=True)
