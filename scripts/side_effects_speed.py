@@ -26,16 +26,13 @@ from pathlib import Path
 
 import torch
 
-from remote_steer.analysis.statistics import best_layers
 from remote_steer.engines.batching import chunks
-from remote_steer.engines.extraction import SteeringVectors
 from remote_steer.engines.sweep_fast import FastLogitDiffEngine, HeldPrompts
-from remote_steer.engines.sweep_plain import SteerConfig
 from remote_steer.models.loading import load_model
 from remote_steer.remote.backend import Backend
 from remote_steer.run import rigour
 from remote_steer.run.runner import chunk_size, prepare
-from remote_steer.run.side_effects import extra_rows, target_rows
+from remote_steer.run.side_effects import cells_of, extra_rows, target_rows, vectors_of
 from remote_steer.run.spec import load_spec
 from remote_steer.run.sweep_stage import LOGIT_TABLE
 from remote_steer.rundir import RunDir
@@ -50,14 +47,12 @@ def main() -> None:  # noqa: PLR0915 - a benchmark's one flow, top to bottom
     model = load_model(prepared.source, dtype=prepared.spec.dtype, device=prepared.spec.device)
     ev = spec.evaluation
     concepts = list(plan.splits)
-    vectors = {c: SteeringVectors.load(store.vector_path(name, c)).scaled(unit) for c in concepts}
-    stacked = torch.stack([vectors[c] for c in concepts])
+    stacked = vectors_of(store, name, concepts, unit)
+    vectors = dict(zip(concepts, stacked, strict=True))
     logit = store.table(LOGIT_TABLE)
     assert logit is not None, f"{run_dir}: no sweep saved"
     logit = logit[logit["model"] == name]
-    best = best_layers(logit).set_index("dataset")
-    strength = max(spec.strengths_for(prepared.spec))
-    cells = [SteerConfig(int(best.loc[c, "best_layer"]), strength) for c in concepts]
+    cells = cells_of(logit, concepts, max(spec.strengths_for(prepared.spec)))
     tests = {c: prepared.encoded[c][1] for c in concepts}
     kept: dict[str, HeldPrompts] = {}
 

@@ -102,9 +102,8 @@ def stage(ctx: RunContext) -> None:
     concepts = [c for c in ctx.plan.splits if len(logit) and c in set(logit["dataset"])]
     if len(concepts) < 2:
         return
-    best = best_layers(logit).set_index("dataset")
-    strength = max(spec.strengths_for(prepared.spec))
-    configs = [SteerConfig(int(best.loc[c, "best_layer"]), strength) for c in concepts]
+    configs = cells_of(logit, concepts, max(spec.strengths_for(prepared.spec)))
+    strength = configs[0].strength
     todo = [t for t in concepts if not _up_to_date(store, name, t, concepts, configs)]
     if not todo:
         return
@@ -113,7 +112,7 @@ def stage(ctx: RunContext) -> None:
         ctx.display.note(f"{name}: side effects need the fast engine's path; not computed")
         return
     unit = spec.evaluation.strength_unit
-    vectors = torch.stack([SteeringVectors.load(store.vector_path(name, c)).scaled(unit) for c in concepts])
+    vectors = vectors_of(store, name, concepts, unit)
     again = []
     total = sum(len(prepared.encoded[t][1]) * (len(concepts) - 1) for t in todo)
     cells = "-".join(str(c.layer) for c in configs) + f"@{strength:g}"  # a changed cell is a new request
@@ -141,6 +140,17 @@ def stage(ctx: RunContext) -> None:
             f"{name}: side effects ran the prompt pass again for {len(again)} of {len(todo)} concepts "
             "(their sweep's passes were not kept in this process)"
         )
+
+
+def cells_of(logit: pd.DataFrame, concepts: list[str], strength: float) -> list[SteerConfig]:
+    """Each concept's vector at its best layer (one model's sweep rows) and ``strength``."""
+    best = best_layers(logit).set_index("dataset")
+    return [SteerConfig(int(best.loc[c, "best_layer"]), strength) for c in concepts]
+
+
+def vectors_of(store: RunDir, name: str, concepts: list[str], unit: str) -> torch.Tensor:
+    """[concepts, layers, hidden]: the run's CAA vectors of one model, in ``unit``."""
+    return torch.stack([SteeringVectors.load(store.vector_path(name, c)).scaled(unit) for c in concepts])
 
 
 def target_rows(  # noqa: PLR0913 - keyword options, one call site each (the stage, the script)
@@ -217,11 +227,9 @@ def side_effects(plan, run_dir: Path) -> pd.DataFrame:
             continue
         name, concepts = prepared.spec.label, list(plan.splits)
         mine = logit[logit["model"] == name]
-        best = best_layers(mine).set_index("dataset")
-        strength = max(plan.spec.strengths_for(prepared.spec))
-        configs = [SteerConfig(int(best.loc[c, "best_layer"]), strength) for c in concepts]
+        configs = cells_of(mine, concepts, max(plan.spec.strengths_for(prepared.spec)))
         unit = plan.spec.evaluation.strength_unit
-        vectors = torch.stack([SteeringVectors.load(store.vector_path(name, c)).scaled(unit) for c in concepts])
+        vectors = vectors_of(store, name, concepts, unit)
         model = load_model(prepared.source, dtype=prepared.spec.dtype, device=prepared.spec.device)
         engine = FastLogitDiffEngine(model, Backend(), plan.spec.evaluation.batch_size, plan.spec.evaluation.positions)
         for target in concepts:
